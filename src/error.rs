@@ -1,0 +1,87 @@
+//! Errors raised by remote clients. Each variant knows the errno it becomes at the FUSE boundary, so
+//! the layers above never guess from message text.
+
+use std::time::Duration;
+
+/// What went wrong talking to a remote drive.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RemoteError {
+    /// The item does not exist (HTTP 404, or a name missing from its parent).
+    #[error("not found")]
+    NotFound,
+    /// The server refused the credentials (HTTP 401).
+    #[error("authentication failed: {0}")]
+    Unauthorized(String),
+    /// The server understood who we are and still said no (HTTP 403).
+    #[error("permission denied: {0}")]
+    Forbidden(String),
+    /// The item changed on the server while we were reading a version we had seen before.
+    #[error("item changed on the server while it was being read")]
+    VersionChanged,
+    /// The server kept throttling (429/503) past our deadline.
+    #[error("server is throttling requests (retry after {retry_after:?})")]
+    Throttled {
+        /// How long the server last asked us to wait.
+        retry_after: Option<Duration>,
+    },
+    /// No answer within the configured timeout.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The server could not be reached at all (refused, unreachable, DNS).
+    #[error("cannot reach the server: {0}")]
+    Connect(String),
+    /// The quota on the server is exhausted (HTTP 507).
+    #[error("no space left on the server")]
+    InsufficientStorage,
+    /// The item is locked on the server (HTTP 423).
+    #[error("item is locked on the server")]
+    Locked,
+    /// The request was too large for the server (HTTP 413).
+    #[error("request too large for the server")]
+    TooLarge,
+    /// Any other HTTP status we do not map to something more precise.
+    #[error("HTTP {status}: {message}")]
+    Http {
+        /// The HTTP status code.
+        status: u16,
+        /// A short description (never contains credentials).
+        message: String,
+    },
+    /// The server answered something we could not understand (bad XML, missing fields, short body).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The operation is not something this remote can do.
+    #[error("not supported: {0}")]
+    Unsupported(String),
+}
+
+impl RemoteError {
+    /// The errno a filesystem caller should see for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            RemoteError::NotFound => libc::ENOENT,
+            RemoteError::Unauthorized(_) | RemoteError::Forbidden(_) => libc::EACCES,
+            RemoteError::VersionChanged => libc::ESTALE,
+            RemoteError::Throttled { .. } => libc::EAGAIN,
+            RemoteError::Timeout(_) => libc::ETIMEDOUT,
+            RemoteError::Connect(_) => libc::EHOSTUNREACH,
+            RemoteError::InsufficientStorage => libc::ENOSPC,
+            RemoteError::Locked => libc::EBUSY,
+            RemoteError::TooLarge => libc::EFBIG,
+            RemoteError::Http { .. } | RemoteError::Protocol(_) => libc::EIO,
+            RemoteError::Unsupported(_) => libc::ENOTSUP,
+        }
+    }
+
+    /// Whether retrying the same request later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RemoteError::Throttled { .. } | RemoteError::Timeout(_) | RemoteError::Connect(_) => true,
+            RemoteError::Http { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// Result alias for remote operations.
+pub type RemoteResult<T> = Result<T, RemoteError>;

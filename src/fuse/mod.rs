@@ -1,0 +1,1 @@
+//! Thin fuser adapter.

@@ -1,0 +1,1 @@
+//! Shared HTTP client and retry policy (to be written: see the WebDAV remote work).

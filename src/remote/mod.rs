@@ -1,0 +1,144 @@
+//! The interface every backend implements. It speaks in stable item IDs, entries with a content
+//! version, and byte ranges; it never names inodes, handles or FUSE.
+
+pub mod memory;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::RemoteResult;
+
+/// Stable identity of a remote item: Graph item id; WebDAV `oc:fileid` where offered, else the
+/// decoded path relative to the mount's base URL (`""` is the root, no leading or trailing slash).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ItemId(Arc<str>);
+
+impl ItemId {
+    /// Wrap a backend's identifier.
+    pub fn new(id: impl Into<Arc<str>>) -> Self {
+        ItemId(id.into())
+    }
+
+    /// The identifier as the backend gave it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ItemId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", &*self.0)
+    }
+}
+
+impl fmt::Display for ItemId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A content version (ETag, eTag/cTag). Normalised so that the weak (`W/"x"`) and strong (`"x"`)
+/// forms of one value compare equal: Apache hands out the weak form for a second after a write.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Version(Arc<str>);
+
+impl Version {
+    /// Build from a raw ETag header or property value (`W/"abc"`, `"abc"` or `abc`).
+    pub fn from_etag(raw: &str) -> Self {
+        let v = raw.trim();
+        let v = v.strip_prefix("W/").unwrap_or(v);
+        let v = v.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(v);
+        Version(v.into())
+    }
+
+    /// The normalised value (no quotes, no weak prefix).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", &*self.0)
+    }
+}
+
+/// Whether an item is a file or a folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file with content.
+    File,
+    /// A folder (WebDAV collection, Graph folder).
+    Directory,
+}
+
+/// What a remote says about one item.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    /// Stable identity.
+    pub id: ItemId,
+    /// Decoded last path segment; empty for the root.
+    pub name: String,
+    /// File or folder.
+    pub kind: EntryKind,
+    /// Content length in bytes (0 for folders when the server does not say).
+    pub size: u64,
+    /// Last modification time as the server reports it.
+    pub mtime: SystemTime,
+    /// Content version; `None` when the server gives none (then content is revalidated by size
+    /// and mtime only).
+    pub version: Option<Version>,
+}
+
+/// Space use on the remote, when the server reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Quota {
+    /// Bytes in use.
+    pub used: Option<u64>,
+    /// Bytes still available.
+    pub available: Option<u64>,
+}
+
+/// A remote drive as the filesystem core sees it.
+#[async_trait]
+pub trait Remote: Send + Sync + 'static {
+    /// A short human description for logs and the mount's fsname (for example the base URL without
+    /// credentials).
+    fn describe(&self) -> String;
+
+    /// The root folder. Also proves that the server answers and accepts our credentials.
+    async fn root(&self) -> RemoteResult<Entry>;
+
+    /// Fresh metadata of one item, bypassing any cache.
+    async fn stat(&self, id: &ItemId) -> RemoteResult<Entry>;
+
+    /// The child called `name` of folder `parent`; `RemoteError::NotFound` when there is none.
+    async fn lookup(&self, parent: &ItemId, name: &str) -> RemoteResult<Entry>;
+
+    /// Every child of folder `dir` (all pages), without the folder itself.
+    async fn list(&self, dir: &ItemId) -> RemoteResult<Vec<Entry>>;
+
+    /// Bytes `[offset, offset + len)` of file `id`. Returns fewer bytes only at end of file. When
+    /// `version` is given and the server now holds another version, fails with
+    /// `RemoteError::VersionChanged` instead of returning bytes of a different version.
+    async fn read(&self, id: &ItemId, version: Option<&Version>, offset: u64, len: u64) -> RemoteResult<Bytes>;
+
+    /// Space use, or `None` when the server does not report it.
+    async fn quota(&self) -> RemoteResult<Option<Quota>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weak_and_strong_etags_are_one_version() {
+        assert_eq!(Version::from_etag("W/\"abc-1\""), Version::from_etag("\"abc-1\""));
+        assert_eq!(Version::from_etag("abc-1"), Version::from_etag("\"abc-1\""));
+        assert_ne!(Version::from_etag("\"abc-1\""), Version::from_etag("\"abc-2\""));
+    }
+}

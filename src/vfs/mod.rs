@@ -1,0 +1,1 @@
+//! FUSE-free filesystem core.

@@ -1,0 +1,1 @@
+//! WebDAV remote (to be written).
