@@ -1,1 +1,82 @@
-//! Configuration and mount lifecycle.
+//! Command-line arguments, configuration, and the mount lifecycle the binary runs. Errors here are
+//! for people: they say what failed and what to do.
+
+pub mod config;
+pub mod daemon;
+pub mod run;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// cloudmount: mount OneDrive and WebDAV drives as a folder.
+#[derive(Debug, Parser)]
+#[command(name = "cloudmount", version, about, long_about = None)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Mount a remote on a folder. Returns once the mount is live, unless --foreground.
+    Mount(MountArgs),
+    /// Unmount a folder mounted by cloudmount.
+    Unmount {
+        /// The mounted folder.
+        mountpoint: PathBuf,
+    },
+}
+
+/// Arguments of `cloudmount mount`.
+#[derive(Debug, Clone, Args)]
+pub struct MountArgs {
+    /// An http(s) URL of a WebDAV share, or the name of a remote in the config file.
+    pub remote: String,
+    /// The folder to mount on (must exist).
+    pub mountpoint: PathBuf,
+    /// Stay attached to the terminal and log to stderr.
+    #[arg(long)]
+    pub foreground: bool,
+    /// Refuse every change with EROFS (the only mode in this release).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Let other users access the mount (non-root needs user_allow_other in /etc/fuse.conf).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Memory cap of the block cache, in MiB.
+    #[arg(long, value_name = "MiB", default_value_t = 256)]
+    pub cache_size: u64,
+    /// Size of one cached block (and of one ranged download), in KiB.
+    #[arg(long, value_name = "KiB", default_value_t = 1024)]
+    pub block_size: u64,
+    /// How far ahead sequential reads prefetch, in MiB.
+    #[arg(long, value_name = "MiB", default_value_t = 32)]
+    pub prefetch: u64,
+    /// How long attributes and folder listings are trusted before asking the server again.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub ttl: f64,
+    /// How long a missing name is remembered as missing (default: --ttl).
+    #[arg(long, value_name = "SECS")]
+    pub negative_ttl: Option<f64>,
+    /// Deadline of one network operation, retries included: past it the caller gets an error.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub timeout: f64,
+    /// The config file (default: $XDG_CONFIG_HOME/cloudmount/config.toml).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// User for HTTP Basic auth (overrides the config).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// A shell command printing the password (overrides the config; env CLOUDMOUNT_PASSWORD also works).
+    #[arg(long, value_name = "CMD")]
+    pub password_command: Option<String>,
+    /// Where the daemon logs when not in the foreground (default: the user's cache dir).
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+}

@@ -1,1 +1,15 @@
-//! FUSE-free filesystem core.
+//! The FUSE-free filesystem core: inode table, handles, block cache and prefetch over a
+//! [`Remote`](crate::remote::Remote). It knows nothing of fuser; the adapter in
+//! [`crate::fuse`] translates.
+
+pub mod attr;
+pub mod cache;
+mod error;
+pub mod fs;
+pub mod handles;
+pub mod inode;
+pub mod prefetch;
+
+pub use attr::{Attr, Ownership};
+pub use error::{FsError, FsResult};
+pub use fs::{DirItem, DriveFs, FsConfig, Looked, Opened, StatFs};

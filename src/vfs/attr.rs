@@ -1,0 +1,87 @@
+//! File attributes as the core hands them out: plain data, no fuser types, so the core can be
+//! tested without FUSE and the adapter converts.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::remote::{Entry, EntryKind, Version};
+
+/// Attributes of one inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attr {
+    /// Inode number.
+    pub ino: u64,
+    /// File or folder.
+    pub kind: EntryKind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time (also used for ctime and atime: remotes keep only one time).
+    pub mtime: SystemTime,
+    /// Permission bits.
+    pub perm: u16,
+    /// Link count: 1 for files, 2 for folders (we do not count subfolders, which would need a
+    /// listing; `find` copes with 2 as it does on btrfs).
+    pub nlink: u32,
+    /// Owner shown to users.
+    pub uid: u32,
+    /// Group shown to users.
+    pub gid: u32,
+}
+
+/// How remote items are presented locally: remotes have no owners or modes.
+#[derive(Clone, Copy, Debug)]
+pub struct Ownership {
+    /// Owner of every item.
+    pub uid: u32,
+    /// Group of every item.
+    pub gid: u32,
+    /// Permission bits of files.
+    pub file_mode: u16,
+    /// Permission bits of folders.
+    pub dir_mode: u16,
+}
+
+impl Ownership {
+    /// Items owned by the user running the daemon, files 0644 and folders 0755.
+    pub fn current_user() -> Self {
+        // SAFETY: getuid/getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        Ownership {
+            uid,
+            gid,
+            file_mode: 0o644,
+            dir_mode: 0o755,
+        }
+    }
+
+    /// The attributes of `entry` as inode `ino`.
+    pub fn attr(&self, ino: u64, entry: &Entry) -> Attr {
+        let dir = entry.kind == EntryKind::Directory;
+        Attr {
+            ino,
+            kind: entry.kind,
+            size: if dir { 0 } else { entry.size },
+            mtime: entry.mtime,
+            perm: if dir { self.dir_mode } else { self.file_mode },
+            nlink: if dir { 2 } else { 1 },
+            uid: self.uid,
+            gid: self.gid,
+        }
+    }
+}
+
+/// The version that keys cached content. Servers without ETags get one made of size and mtime,
+/// so a changed file still never serves old blocks.
+pub fn content_tag(entry: &Entry) -> Version {
+    match &entry.version {
+        Some(v) => v.clone(),
+        None => {
+            let mtime = entry.mtime.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+            Version::from_etag(&format!(
+                "size{}-mtime{}.{}",
+                entry.size,
+                mtime.as_secs(),
+                mtime.subsec_nanos()
+            ))
+        }
+    }
+}

@@ -1,0 +1,529 @@
+//! [`DriveFs`]: the filesystem operations, FUSE-free and async. The fuser adapter calls these and
+//! only translates arguments and replies; tests call them directly against an in-memory remote.
+
+use std::ffi::OsStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures::future::try_join_all;
+
+use crate::error::RemoteError;
+use crate::fs_err;
+use crate::remote::{Entry, EntryKind, ItemId, Quota, Remote, Version};
+
+use super::attr::{content_tag, Attr, Ownership};
+use super::cache::{BlockCache, BlockKey, CacheStats};
+use super::error::{FsError, FsResult};
+use super::handles::{DirHandle, DirSlot, FileHandle, HandleTable};
+use super::inode::{InodeTable, ROOT_INO};
+use super::prefetch::ReadPattern;
+
+/// Settings of the filesystem core.
+#[derive(Clone, Debug)]
+pub struct FsConfig {
+    /// Owner and modes shown for every item.
+    pub ownership: Ownership,
+    /// How long attributes and folder listings are trusted without asking the server.
+    pub attr_ttl: Duration,
+    /// How long the kernel may remember that a name does not exist.
+    pub negative_ttl: Duration,
+    /// Size of one cached block, in bytes.
+    pub block_size: u64,
+    /// Memory cap of the block cache, in bytes.
+    pub cache_bytes: u64,
+    /// How far ahead a sequential reader may prefetch, in bytes (also kept within a quarter of
+    /// the cache, so prefetched blocks are not evicted before they are read).
+    pub max_prefetch_bytes: u64,
+    /// Whether the mount refuses every change (the only mode so far).
+    pub read_only: bool,
+}
+
+impl Default for FsConfig {
+    fn default() -> Self {
+        FsConfig {
+            ownership: Ownership::current_user(),
+            attr_ttl: Duration::from_secs(5),
+            negative_ttl: Duration::from_secs(5),
+            block_size: 1 << 20,
+            cache_bytes: 256 << 20,
+            max_prefetch_bytes: 32 << 20,
+            read_only: true,
+        }
+    }
+}
+
+/// An answer to `lookup`: the attributes and how long the kernel may keep them.
+#[derive(Clone, Copy, Debug)]
+pub struct Looked {
+    /// Attributes of the item found.
+    pub attr: Attr,
+    /// Validity of the entry and attributes.
+    pub ttl: Duration,
+}
+
+/// An answer to `open`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// Handle number.
+    pub fh: u64,
+    /// Whether the kernel may keep the page cache it holds for this file: true only when the
+    /// content version is the same as at the previous open.
+    pub keep_cache: bool,
+}
+
+/// One entry handed to a `readdir` replier.
+#[derive(Clone, Debug)]
+pub struct DirItem<'a> {
+    /// Inode number.
+    pub ino: u64,
+    /// Offset of the next entry.
+    pub next_offset: u64,
+    /// Name.
+    pub name: &'a str,
+    /// File or folder.
+    pub kind: EntryKind,
+}
+
+/// Space figures for `statfs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatFs {
+    /// Total blocks.
+    pub blocks: u64,
+    /// Free blocks.
+    pub bfree: u64,
+    /// Free blocks for unprivileged users.
+    pub bavail: u64,
+    /// Total inodes (unknown on remotes: a large number).
+    pub files: u64,
+    /// Free inodes.
+    pub ffree: u64,
+    /// Block size.
+    pub bsize: u32,
+    /// Longest name.
+    pub namelen: u32,
+}
+
+/// Space reported when the server does not say: 1 PiB, the same choice as rclone, so file
+/// managers do not refuse copies for lack of space we know nothing about.
+const UNKNOWN_SPACE: u64 = 1 << 50;
+const STATFS_BSIZE: u64 = 4096;
+
+/// The filesystem core over one remote.
+pub struct DriveFs {
+    remote: Arc<dyn Remote>,
+    cfg: FsConfig,
+    inodes: InodeTable,
+    cache: Arc<BlockCache>,
+    files: HandleTable<FileHandle>,
+    dirs: HandleTable<DirHandle>,
+    quota: Mutex<Option<(Instant, Option<Quota>)>>,
+}
+
+impl DriveFs {
+    /// Connect to the remote (its root must answer) and build the core.
+    pub async fn new(remote: Arc<dyn Remote>, cfg: FsConfig) -> FsResult<Arc<Self>> {
+        let root = remote.root().await?;
+        if root.kind != EntryKind::Directory {
+            return Err(fs_err!(libc::ENOTDIR, "the remote's root is not a folder"));
+        }
+        let inodes = InodeTable::new(root, Instant::now() + cfg.attr_ttl);
+        let cache = Arc::new(BlockCache::new(cfg.block_size, cfg.cache_bytes));
+        Ok(Arc::new(DriveFs {
+            remote,
+            cfg,
+            inodes,
+            cache,
+            files: HandleTable::default(),
+            dirs: HandleTable::default(),
+            quota: Mutex::new(None),
+        }))
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &FsConfig {
+        &self.cfg
+    }
+
+    /// Block cache counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// Number of inodes held.
+    pub fn inode_count(&self) -> usize {
+        self.inodes.len()
+    }
+
+    fn valid_until(&self) -> Instant {
+        Instant::now() + self.cfg.attr_ttl
+    }
+
+    fn drop_replaced(&self, id: &ItemId, replaced: Option<Version>, current: &Entry) {
+        if replaced.is_some() {
+            tracing::debug!(item = %id, "content changed on the server; dropping cached blocks");
+            self.cache.purge_other_versions(id, Some(&content_tag(current)));
+        }
+    }
+
+    fn dir_node(&self, ino: u64) -> FsResult<super::inode::Node> {
+        let node = self
+            .inodes
+            .get(ino)
+            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+        if node.entry.kind != EntryKind::Directory {
+            return Err(fs_err!(libc::ENOTDIR, "inode {ino} is not a folder"));
+        }
+        Ok(node)
+    }
+
+    /// Find `name` in folder `parent`; on success the kernel holds one more reference to it.
+    pub async fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<Looked> {
+        // Remote names are UTF-8; a name that is not cannot exist there.
+        let name = name
+            .to_str()
+            .ok_or_else(|| fs_err!(libc::ENOENT, "name is not UTF-8"))?;
+        let dir = self.dir_node(parent)?;
+        let now = Instant::now();
+        let entry = match self.inodes.listed_child(parent, name, now) {
+            Some(Some(entry)) => entry,
+            Some(None) => return Err(fs_err!(libc::ENOENT, "{name:?} is not in the listing")),
+            None => match self.remote.lookup(&dir.entry.id, name).await {
+                Ok(entry) => entry,
+                Err(RemoteError::NotFound) => return Err(fs_err!(libc::ENOENT, "{name:?} not found")),
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let up = self.inodes.upsert(parent, entry.clone(), self.valid_until(), 1);
+        self.drop_replaced(&entry.id, up.replaced_tag, &entry);
+        Ok(Looked {
+            attr: self.cfg.ownership.attr(up.ino, &entry),
+            ttl: self.cfg.attr_ttl,
+        })
+    }
+
+    /// The kernel dropped `n` references to `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.inodes.forget(ino, n);
+    }
+
+    /// Current attributes of `ino`, asking the server when ours are older than the TTL.
+    pub async fn getattr(&self, ino: u64) -> FsResult<(Attr, Duration)> {
+        let entry = self.fresh_entry(ino).await?;
+        Ok((self.cfg.ownership.attr(ino, &entry), self.cfg.attr_ttl))
+    }
+
+    async fn fresh_entry(&self, ino: u64) -> FsResult<Entry> {
+        let node = self
+            .inodes
+            .get(ino)
+            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+        if Instant::now() < node.attr_valid_until {
+            return Ok(node.entry);
+        }
+        let entry = match self.remote.stat(&node.entry.id).await {
+            Ok(e) => e,
+            Err(RemoteError::NotFound) => {
+                return Err(fs_err!(libc::ENOENT, "{} is gone from the server", node.entry.id))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if entry.kind != node.entry.kind {
+            return Err(fs_err!(
+                libc::ESTALE,
+                "{} changed between file and folder",
+                node.entry.id
+            ));
+        }
+        if let Some(up) = self.inodes.refresh(ino, entry.clone(), self.valid_until()) {
+            self.drop_replaced(&entry.id, up.replaced_tag, &entry);
+        }
+        Ok(entry)
+    }
+
+    /// Refuse any change while the mount is read-only.
+    pub fn check_writable(&self) -> FsResult<()> {
+        if self.cfg.read_only {
+            Err(fs_err!(libc::EROFS, "the mount is read-only"))
+        } else {
+            Err(fs_err!(libc::ENOTSUP, "writes are not supported yet"))
+        }
+    }
+
+    /// Open file `ino` with open(2) `flags`. The content version is checked against the server
+    /// when the attributes are older than the TTL; a new version never shares cached blocks with the
+    /// old one.
+    pub async fn open(&self, ino: u64, flags: i32) -> FsResult<Opened> {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+            self.check_writable()?;
+        }
+        let entry = self.fresh_entry(ino).await?;
+        if entry.kind == EntryKind::Directory {
+            return Err(fs_err!(libc::EISDIR, "inode {ino} is a folder"));
+        }
+        let tag = content_tag(&entry);
+        let keep_cache = self.inodes.note_cached_tag(ino, &tag);
+        let bs = self.cache.block_size();
+        let window = (self.cfg.max_prefetch_bytes.min(self.cfg.cache_bytes / 4) / bs).max(1);
+        let fh = self.files.insert(FileHandle {
+            ino,
+            id: entry.id.clone(),
+            tag,
+            remote_version: entry.version.clone(),
+            size: entry.size,
+            pattern: Mutex::new(ReadPattern::new(window)),
+        });
+        Ok(Opened { fh, keep_cache })
+    }
+
+    /// Read up to `size` bytes at `offset` through handle `fh`. Fewer bytes only at end of file.
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        let h = self
+            .files
+            .get(fh)
+            .ok_or_else(|| fs_err!(libc::EBADF, "unknown file handle {fh}"))?;
+        if offset >= h.size || size == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = offset.saturating_add(size as u64).min(h.size);
+        let bs = self.cache.block_size();
+        let block_count = h.size.div_ceil(bs);
+        let (first, last) = (offset / bs, (end - 1) / bs);
+
+        let ahead = h
+            .pattern
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .on_read(offset, end - offset, bs, block_count);
+        for index in ahead {
+            if !self.cache.contains_or_pending(&self.block_key(&h, index)) {
+                let (cache, remote, h) = (self.cache.clone(), self.remote.clone(), h.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = fetch_block(&cache, remote.as_ref(), &h, index).await {
+                        tracing::debug!(item = %h.id, block = index, error = %e, "prefetch failed");
+                    }
+                });
+            }
+        }
+
+        let blocks =
+            try_join_all((first..=last).map(|index| fetch_block(&self.cache, self.remote.as_ref(), &h, index))).await?;
+        if blocks.len() == 1 {
+            let start = (offset - first * bs) as usize;
+            return Ok(blocks[0].slice(start..start + (end - offset) as usize));
+        }
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        for (i, block) in blocks.iter().enumerate() {
+            let block_start = (first + i as u64) * bs;
+            let from = offset.saturating_sub(block_start) as usize;
+            let to = ((end - block_start) as usize).min(block.len());
+            out.extend_from_slice(&block[from..to]);
+        }
+        Ok(out.freeze())
+    }
+
+    fn block_key(&self, h: &FileHandle, index: u64) -> BlockKey {
+        BlockKey {
+            id: h.id.clone(),
+            version: h.tag.clone(),
+            index,
+        }
+    }
+
+    /// Close file handle `fh`.
+    pub fn release(&self, fh: u64) {
+        self.files.remove(fh);
+    }
+
+    /// Open folder `ino`: take a snapshot of its entries, listing it on the server when our
+    /// listing is older than the TTL.
+    pub async fn opendir(&self, ino: u64) -> FsResult<u64> {
+        let node = self.dir_node(ino)?;
+        let now = Instant::now();
+        let mut children = match self.inodes.fresh_listing(ino, now) {
+            Some(children) => children,
+            None => {
+                let listed = self.remote.list(&node.entry.id).await?;
+                let (children, replaced) = self.inodes.set_listing(ino, listed, self.valid_until());
+                for (id, _) in replaced {
+                    if let Some((_, e)) = children.iter().find(|(_, e)| e.id == id) {
+                        self.cache.purge_other_versions(&id, Some(&content_tag(e)));
+                    }
+                }
+                children
+            }
+        };
+        children.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+        let mut slots = Vec::with_capacity(children.len() + 2);
+        slots.push(DirSlot {
+            ino,
+            name: ".".into(),
+            entry: None,
+            is_dir: true,
+        });
+        slots.push(DirSlot {
+            ino: node.parent,
+            name: "..".into(),
+            entry: None,
+            is_dir: true,
+        });
+        slots.extend(children.into_iter().map(|(ino, e)| DirSlot {
+            ino,
+            name: e.name.clone(),
+            is_dir: e.kind == EntryKind::Directory,
+            entry: Some(e),
+        }));
+        Ok(self.dirs.insert(DirHandle { ino, slots }))
+    }
+
+    fn dir_handle(&self, fh: u64) -> FsResult<Arc<DirHandle>> {
+        self.dirs
+            .get(fh)
+            .ok_or_else(|| fs_err!(libc::EBADF, "unknown folder handle {fh}"))
+    }
+
+    /// Hand the entries of folder handle `fh` from `offset` on to `add`, which returns `true`
+    /// when its buffer is full (that entry was not taken).
+    pub fn readdir(&self, fh: u64, offset: u64, mut add: impl FnMut(DirItem<'_>) -> bool) -> FsResult<()> {
+        let h = self.dir_handle(fh)?;
+        for (i, slot) in h.slots.iter().enumerate().skip(offset as usize) {
+            let kind = if slot.is_dir {
+                EntryKind::Directory
+            } else {
+                EntryKind::File
+            };
+            if add(DirItem {
+                ino: slot.ino,
+                next_offset: i as u64 + 1,
+                name: &slot.name,
+                kind,
+            }) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Like [`readdir`](Self::readdir), with attributes. Every entry but `.` and `..` that `add`
+    /// accepts gives the kernel one reference to its inode, as FUSE's readdirplus requires.
+    pub fn readdirplus(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(DirItem<'_>, &Attr, Duration) -> bool,
+    ) -> FsResult<()> {
+        let h = self.dir_handle(fh)?;
+        let ttl = self.cfg.attr_ttl;
+        for (i, slot) in h.slots.iter().enumerate().skip(offset as usize) {
+            let next_offset = i as u64 + 1;
+            match &slot.entry {
+                None => {
+                    let attr = match self.inodes.get(slot.ino) {
+                        Some(node) => self.cfg.ownership.attr(slot.ino, &node.entry),
+                        None => continue,
+                    };
+                    let item = DirItem {
+                        ino: slot.ino,
+                        next_offset,
+                        name: &slot.name,
+                        kind: EntryKind::Directory,
+                    };
+                    if add(item, &attr, ttl) {
+                        break;
+                    }
+                }
+                Some(entry) => {
+                    let ino = self.inodes.add_lookup(h.ino, slot.ino, entry, self.valid_until());
+                    let attr = self.cfg.ownership.attr(ino, entry);
+                    if add(
+                        DirItem {
+                            ino,
+                            next_offset,
+                            name: &slot.name,
+                            kind: entry.kind,
+                        },
+                        &attr,
+                        ttl,
+                    ) {
+                        self.inodes.forget(ino, 1);
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Close folder handle `fh`.
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.remove(fh);
+    }
+
+    /// Space on the remote, asked at most once per TTL.
+    pub async fn statfs(&self) -> FsResult<StatFs> {
+        let cached = *self.quota.lock().unwrap_or_else(|e| e.into_inner());
+        let quota = match cached {
+            Some((at, q)) if at.elapsed() < self.cfg.attr_ttl => q,
+            _ => {
+                let q = self.remote.quota().await?;
+                *self.quota.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), q));
+                q
+            }
+        };
+        let (total, free) = match quota {
+            Some(Quota {
+                used,
+                available: Some(avail),
+            }) => (used.unwrap_or(0).saturating_add(avail), avail),
+            _ => (UNKNOWN_SPACE, UNKNOWN_SPACE),
+        };
+        Ok(StatFs {
+            blocks: total / STATFS_BSIZE,
+            bfree: free / STATFS_BSIZE,
+            bavail: free / STATFS_BSIZE,
+            files: u32::MAX as u64,
+            ffree: u32::MAX as u64,
+            bsize: STATFS_BSIZE as u32,
+            namelen: 255,
+        })
+    }
+
+    /// The root inode number.
+    pub fn root_ino(&self) -> u64 {
+        ROOT_INO
+    }
+}
+
+/// One block of `h`'s file, from the cache or the server. A short answer that is not the end of
+/// the file means the server holds something other than the version we opened.
+async fn fetch_block(cache: &BlockCache, remote: &dyn Remote, h: &FileHandle, index: u64) -> FsResult<Bytes> {
+    let bs = cache.block_size();
+    let key = BlockKey {
+        id: h.id.clone(),
+        version: h.tag.clone(),
+        index,
+    };
+    cache
+        .get_or_fetch(key, || async move {
+            let offset = index * bs;
+            let len = bs.min(h.size.saturating_sub(offset));
+            let data = remote
+                .read(&h.id, h.remote_version.as_ref(), offset, len)
+                .await
+                .map_err(|e| match e {
+                    RemoteError::VersionChanged => {
+                        fs_err!(libc::ESTALE, "{} changed on the server while open; reopen it", h.id)
+                    }
+                    e => FsError::from(e),
+                })?;
+            if (data.len() as u64) < len {
+                return Err(fs_err!(
+                    libc::ESTALE,
+                    "{} is shorter on the server than when opened; reopen it",
+                    h.id
+                ));
+            }
+            Ok(data)
+        })
+        .await
+}

@@ -1,0 +1,418 @@
+//! The inode table: which remote item each inode number stands for, what we last heard about it,
+//! and how many references the kernel holds.
+//!
+//! Inodes are keyed by remote item ID, so the same item always gets the same inode while the kernel
+//! remembers it. Inode numbers are never reused within a mount. The kernel's lookup count decides
+//! lifetime: `lookup` and each `readdirplus` entry add one, `forget` takes them away, and an inode
+//! nobody references is dropped. Nodes that only a plain `readdir` produced (count 0) stay until
+//! the folder's next listing no longer contains them.
+//!
+//! Each node carries a time until which its attributes are trusted, and folders carry their last
+//! listing with its own expiry, so lookups in a freshly listed folder (the `ls -l` case) never touch
+//! the network.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::remote::{Entry, ItemId, Version};
+
+use super::attr::content_tag;
+
+/// The root folder's inode number, fixed by FUSE.
+pub const ROOT_INO: u64 = 1;
+
+/// A folder's children as last listed.
+#[derive(Clone, Debug)]
+pub struct Listing {
+    /// Children by name.
+    pub children: BTreeMap<String, Entry>,
+    /// Until when the listing is trusted without asking the server.
+    pub valid_until: Instant,
+}
+
+/// What the table knows about one inode.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// The inode number.
+    pub ino: u64,
+    /// Inode of the folder it was found in (the root is its own parent).
+    pub parent: u64,
+    /// Last metadata from the server.
+    pub entry: Entry,
+    /// Until when `entry` is trusted without asking the server.
+    pub attr_valid_until: Instant,
+    /// References the kernel holds (lookups minus forgets).
+    pub lookups: u64,
+    /// Last listing, for folders.
+    pub listing: Option<Listing>,
+    /// Content version that the kernel's page cache holds for this inode, if any: the version
+    /// that was current at the last open. Reopening the same version may keep the page cache.
+    pub cached_tag: Option<Version>,
+}
+
+#[derive(Default)]
+struct Inner {
+    nodes: HashMap<u64, Node>,
+    by_id: HashMap<ItemId, u64>,
+    next_ino: u64,
+}
+
+/// The result of recording fresh metadata for an item.
+pub struct Upserted {
+    /// Its inode number.
+    pub ino: u64,
+    /// The content version it had before, when that differs from the new one.
+    pub replaced_tag: Option<Version>,
+}
+
+/// A listing stored by [`InodeTable::set_listing`]: the children with their inode numbers, and
+/// the items whose content version changed (their cached blocks can go).
+pub type StoredListing = (Vec<(u64, Entry)>, Vec<(ItemId, Version)>);
+
+/// Thread-safe inode table.
+pub struct InodeTable {
+    inner: Mutex<Inner>,
+}
+
+impl InodeTable {
+    /// A table holding only the root, described by `root`.
+    pub fn new(root: Entry, valid_until: Instant) -> Self {
+        let mut inner = Inner {
+            next_ino: ROOT_INO + 1,
+            ..Default::default()
+        };
+        inner.by_id.insert(root.id.clone(), ROOT_INO);
+        inner.nodes.insert(
+            ROOT_INO,
+            Node {
+                ino: ROOT_INO,
+                parent: ROOT_INO,
+                entry: root,
+                attr_valid_until: valid_until,
+                lookups: 1,
+                listing: None,
+                cached_tag: None,
+            },
+        );
+        InodeTable {
+            inner: Mutex::new(inner),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of the node, if the inode is known.
+    pub fn get(&self, ino: u64) -> Option<Node> {
+        self.lock().nodes.get(&ino).cloned()
+    }
+
+    /// Record fresh metadata for a child of `parent`, creating its inode if needed, and add
+    /// `add_lookups` kernel references.
+    pub fn upsert(&self, parent: u64, entry: Entry, valid_until: Instant, add_lookups: u64) -> Upserted {
+        let mut inner = self.lock();
+        Self::upsert_locked(&mut inner, parent, entry, valid_until, add_lookups)
+    }
+
+    fn upsert_locked(inner: &mut Inner, parent: u64, entry: Entry, valid_until: Instant, add: u64) -> Upserted {
+        if let Some(&ino) = inner.by_id.get(&entry.id) {
+            if let Some(node) = inner.nodes.get_mut(&ino) {
+                let old = content_tag(&node.entry);
+                let new = content_tag(&entry);
+                let replaced_tag = (old != new).then_some(old);
+                if node.entry.kind != entry.kind {
+                    // Same path, different kind: the folder listing of a file is meaningless.
+                    node.listing = None;
+                }
+                node.entry = entry;
+                node.attr_valid_until = valid_until;
+                node.lookups += add;
+                if ino != ROOT_INO {
+                    node.parent = parent;
+                }
+                return Upserted { ino, replaced_tag };
+            }
+        }
+        let ino = inner.next_ino;
+        inner.next_ino += 1;
+        inner.by_id.insert(entry.id.clone(), ino);
+        inner.nodes.insert(
+            ino,
+            Node {
+                ino,
+                parent,
+                entry,
+                attr_valid_until: valid_until,
+                lookups: add,
+                listing: None,
+                cached_tag: None,
+            },
+        );
+        Upserted {
+            ino,
+            replaced_tag: None,
+        }
+    }
+
+    /// Replace the metadata of a known inode (after a `stat`). Returns the replaced content
+    /// version when it changed, or `None` when the inode is gone.
+    pub fn refresh(&self, ino: u64, entry: Entry, valid_until: Instant) -> Option<Upserted> {
+        let mut inner = self.lock();
+        let parent = inner.nodes.get(&ino)?.parent;
+        let old_id = inner.nodes.get(&ino)?.entry.id.clone();
+        if old_id != entry.id {
+            return None;
+        }
+        Some(Self::upsert_locked(&mut inner, parent, entry, valid_until, 0))
+    }
+
+    /// Store a folder's listing and refresh the nodes of its children that already exist. Returns
+    /// the children with their inode numbers (created with no kernel reference when new), and the
+    /// content versions that changed, so their cached blocks can be dropped.
+    pub fn set_listing(
+        &self,
+        dir: u64,
+        children: Vec<Entry>,
+        valid_until: Instant,
+    ) -> StoredListing {
+        let mut inner = self.lock();
+        let mut listed = Vec::with_capacity(children.len());
+        let mut replaced = Vec::new();
+        let mut map = BTreeMap::new();
+        for child in children {
+            let up = Self::upsert_locked(&mut inner, dir, child.clone(), valid_until, 0);
+            if let Some(old) = up.replaced_tag {
+                replaced.push((child.id.clone(), old));
+            }
+            map.insert(child.name.clone(), child.clone());
+            listed.push((up.ino, child));
+        }
+        // Children that vanished and that the kernel no longer references can go now.
+        let gone: Vec<u64> = match inner.nodes.get(&dir).and_then(|n| n.listing.as_ref()) {
+            Some(old) => old
+                .children
+                .iter()
+                .filter(|(name, e)| map.get(*name).map(|n| n.id != e.id).unwrap_or(true))
+                .filter_map(|(_, e)| inner.by_id.get(&e.id).copied())
+                .collect(),
+            None => Vec::new(),
+        };
+        for ino in gone {
+            if inner
+                .nodes
+                .get(&ino)
+                .map(|n| n.lookups == 0 && n.parent == dir)
+                .unwrap_or(false)
+            {
+                Self::remove_locked(&mut inner, ino);
+            }
+        }
+        if let Some(node) = inner.nodes.get_mut(&dir) {
+            node.listing = Some(Listing {
+                children: map,
+                valid_until,
+            });
+        }
+        (listed, replaced)
+    }
+
+    /// The entry named `name` in `dir`'s listing, if that listing is still valid at `now`:
+    /// `Some(Some(entry))` when present, `Some(None)` when the fresh listing says it does not
+    /// exist, `None` when there is no fresh listing to ask.
+    pub fn listed_child(&self, dir: u64, name: &str, now: Instant) -> Option<Option<Entry>> {
+        let inner = self.lock();
+        let listing = inner.nodes.get(&dir)?.listing.as_ref()?;
+        if listing.valid_until <= now {
+            return None;
+        }
+        Some(listing.children.get(name).cloned())
+    }
+
+    /// The children of `dir` from a listing still valid at `now`, with their inode numbers.
+    pub fn fresh_listing(&self, dir: u64, now: Instant) -> Option<Vec<(u64, Entry)>> {
+        let mut inner = self.lock();
+        let listing = inner.nodes.get(&dir)?.listing.as_ref()?;
+        if listing.valid_until <= now {
+            return None;
+        }
+        let children: Vec<Entry> = listing.children.values().cloned().collect();
+        let valid_until = listing.valid_until;
+        Some(
+            children
+                .into_iter()
+                .map(|e| {
+                    // Keep nodes current but never extend trust beyond the listing's own.
+                    let ino = match inner.by_id.get(&e.id) {
+                        Some(&ino) => ino,
+                        None => Self::upsert_locked(&mut inner, dir, e.clone(), valid_until, 0).ino,
+                    };
+                    (ino, e)
+                })
+                .collect(),
+        )
+    }
+
+    /// Add one kernel reference to `ino` (a `readdirplus` entry the kernel accepted). When the
+    /// inode was dropped meanwhile, it is recreated from `entry`; returns the inode number to use.
+    pub fn add_lookup(&self, dir: u64, ino: u64, entry: &Entry, valid_until: Instant) -> u64 {
+        let mut inner = self.lock();
+        if let Some(node) = inner.nodes.get_mut(&ino) {
+            if node.entry.id == entry.id {
+                node.lookups += 1;
+                return ino;
+            }
+        }
+        Self::upsert_locked(&mut inner, dir, entry.clone(), valid_until, 1).ino
+    }
+
+    /// The kernel dropped `n` references to `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let mut inner = self.lock();
+        let drop_it = match inner.nodes.get_mut(&ino) {
+            Some(node) => {
+                node.lookups = node.lookups.saturating_sub(n);
+                node.lookups == 0
+            }
+            None => false,
+        };
+        if drop_it {
+            Self::remove_locked(&mut inner, ino);
+        }
+    }
+
+    fn remove_locked(inner: &mut Inner, ino: u64) {
+        if let Some(node) = inner.nodes.remove(&ino) {
+            if inner.by_id.get(&node.entry.id) == Some(&ino) {
+                inner.by_id.remove(&node.entry.id);
+            }
+        }
+    }
+
+    /// Note which content version the kernel's page cache holds for `ino` after an open; returns
+    /// whether it was that version already (so the page cache may be kept).
+    pub fn note_cached_tag(&self, ino: u64, tag: &Version) -> bool {
+        let mut inner = self.lock();
+        match inner.nodes.get_mut(&ino) {
+            Some(node) => {
+                let same = node.cached_tag.as_ref() == Some(tag);
+                node.cached_tag = Some(tag.clone());
+                same
+            }
+            None => false,
+        }
+    }
+
+    /// Forget every listing and attribute trust (used when the remote may have changed in ways
+    /// we cannot see, and by tests).
+    pub fn expire_all(&self, now: Instant) {
+        let mut inner = self.lock();
+        for node in inner.nodes.values_mut() {
+            node.attr_valid_until = now;
+            if let Some(l) = node.listing.as_mut() {
+                l.valid_until = now;
+            }
+        }
+    }
+
+    /// Number of inodes held (for tests and status).
+    pub fn len(&self) -> usize {
+        self.lock().nodes.len()
+    }
+
+    /// Whether only the root is left.
+    pub fn is_empty(&self) -> bool {
+        self.len() <= 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::EntryKind;
+    use std::time::{Duration, SystemTime};
+
+    fn entry(id: &str, kind: EntryKind, version: &str) -> Entry {
+        Entry {
+            id: ItemId::new(id),
+            name: id.rsplit('/').next().unwrap().to_string(),
+            kind,
+            size: 3,
+            mtime: SystemTime::UNIX_EPOCH,
+            version: Some(Version::from_etag(version)),
+        }
+    }
+
+    fn table() -> InodeTable {
+        InodeTable::new(entry("", EntryKind::Directory, "r"), Instant::now())
+    }
+
+    #[test]
+    fn same_item_keeps_its_inode_and_reports_version_changes() {
+        let t = table();
+        let later = Instant::now() + Duration::from_secs(5);
+        let a = t.upsert(ROOT_INO, entry("a", EntryKind::File, "1"), later, 1);
+        assert!(a.replaced_tag.is_none());
+        let b = t.upsert(ROOT_INO, entry("a", EntryKind::File, "2"), later, 1);
+        assert_eq!(a.ino, b.ino);
+        assert_eq!(b.replaced_tag, Some(Version::from_etag("1")));
+        assert_eq!(t.get(a.ino).unwrap().lookups, 2);
+    }
+
+    #[test]
+    fn forget_drops_inode_at_zero_and_numbers_are_not_reused() {
+        let t = table();
+        let later = Instant::now() + Duration::from_secs(5);
+        let a = t.upsert(ROOT_INO, entry("a", EntryKind::File, "1"), later, 2).ino;
+        t.forget(a, 1);
+        assert!(t.get(a).is_some());
+        t.forget(a, 1);
+        assert!(t.get(a).is_none());
+        let again = t.upsert(ROOT_INO, entry("a", EntryKind::File, "1"), later, 1).ino;
+        assert_ne!(a, again);
+        t.forget(ROOT_INO, 100);
+        assert!(t.get(ROOT_INO).is_some());
+    }
+
+    #[test]
+    fn listing_answers_lookups_only_while_fresh() {
+        let t = table();
+        let now = Instant::now();
+        let later = now + Duration::from_secs(5);
+        t.set_listing(ROOT_INO, vec![entry("a", EntryKind::File, "1")], later);
+        assert!(matches!(t.listed_child(ROOT_INO, "a", now), Some(Some(_))));
+        assert!(matches!(t.listed_child(ROOT_INO, "b", now), Some(None)));
+        assert!(t.listed_child(ROOT_INO, "a", later).is_none());
+    }
+
+    #[test]
+    fn relisting_drops_vanished_unreferenced_children() {
+        let t = table();
+        let later = Instant::now() + Duration::from_secs(5);
+        let (listed, _) = t.set_listing(
+            ROOT_INO,
+            vec![entry("a", EntryKind::File, "1"), entry("b", EntryKind::File, "1")],
+            later,
+        );
+        let kept = t.add_lookup(ROOT_INO, listed[1].0, &listed[1].1, later);
+        let (_, replaced) = t.set_listing(ROOT_INO, vec![entry("b", EntryKind::File, "2")], later);
+        assert_eq!(replaced.len(), 1);
+        assert!(t.get(listed[0].0).is_none(), "unreferenced vanished child is dropped");
+        assert!(t.get(kept).is_some(), "referenced child stays");
+    }
+
+    #[test]
+    fn cached_tag_tells_whether_page_cache_may_be_kept() {
+        let t = table();
+        let later = Instant::now() + Duration::from_secs(5);
+        let a = t.upsert(ROOT_INO, entry("a", EntryKind::File, "1"), later, 1).ino;
+        assert!(!t.note_cached_tag(a, &Version::from_etag("1")));
+        assert!(t.note_cached_tag(a, &Version::from_etag("1")));
+        assert!(!t.note_cached_tag(a, &Version::from_etag("2")));
+    }
+}

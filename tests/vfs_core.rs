@@ -1,0 +1,305 @@
+//! The filesystem core driven directly (no FUSE) against the in-memory remote: correctness of
+//! lookups, listings, reads and cache behaviour, and what the remote is asked for.
+
+use std::ffi::OsStr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudmount::remote::memory::MemoryRemote;
+use cloudmount::remote::EntryKind;
+use cloudmount::vfs::{DriveFs, FsConfig};
+
+const BS: u64 = 4096;
+
+fn config(ttl: Duration) -> FsConfig {
+    FsConfig {
+        attr_ttl: ttl,
+        negative_ttl: ttl,
+        block_size: BS,
+        cache_bytes: 64 * BS,
+        max_prefetch_bytes: 8 * BS,
+        ..FsConfig::default()
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+async fn fs_over(remote: &Arc<MemoryRemote>, ttl: Duration) -> Arc<DriveFs> {
+    DriveFs::new(remote.clone(), config(ttl)).await.expect("core starts")
+}
+
+async fn read_all(fs: &DriveFs, ino: u64, chunk: u32) -> Vec<u8> {
+    let fh = fs.open(ino, libc::O_RDONLY).await.unwrap().fh;
+    let mut out = Vec::new();
+    loop {
+        let b = fs.read(fh, out.len() as u64, chunk).await.unwrap();
+        if b.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&b);
+    }
+    fs.release(fh);
+    out
+}
+
+#[tokio::test]
+async fn lookup_getattr_and_listing_of_a_tree() {
+    let remote = Arc::new(MemoryRemote::new());
+    remote.put_file("docs/a b #%+.txt", &b"hello"[..]);
+    remote.put_file("docs/日本 é 🎉.txt", &b"unicode"[..]);
+    let long = "x".repeat(200);
+    remote.put_file(&format!("docs/{long}"), &b"long"[..]);
+    let fs = fs_over(&remote, Duration::from_secs(60)).await;
+
+    let docs = fs.lookup(1, OsStr::new("docs")).await.unwrap();
+    assert_eq!(docs.attr.kind, EntryKind::Directory);
+    let fh = fs.opendir(docs.attr.ino).await.unwrap();
+    let mut names = Vec::new();
+    fs.readdir(fh, 0, |item| {
+        names.push(item.name.to_string());
+        false
+    })
+    .unwrap();
+    fs.releasedir(fh);
+    assert_eq!(names.len(), 5);
+    assert_eq!(&names[..2], &[".", ".."]);
+    assert!(names.contains(&"a b #%+.txt".to_string()));
+    assert!(names.contains(&long));
+
+    let f = fs.lookup(docs.attr.ino, OsStr::new("日本 é 🎉.txt")).await.unwrap();
+    assert_eq!(f.attr.size, 7);
+    assert_eq!(read_all(&fs, f.attr.ino, 4096).await, b"unicode");
+    let err = fs.lookup(docs.attr.ino, OsStr::new("missing")).await.unwrap_err();
+    assert_eq!(err.errno(), libc::ENOENT);
+    let err = fs.lookup(f.attr.ino, OsStr::new("x")).await.unwrap_err();
+    assert_eq!(err.errno(), libc::ENOTDIR);
+}
+
+#[tokio::test]
+async fn listing_a_big_folder_costs_one_request_and_answers_lookups() {
+    let remote = Arc::new(MemoryRemote::new());
+    for i in 0..1000 {
+        remote.put_file(&format!("big/f{i:04}"), vec![0u8; i]);
+    }
+    let fs = fs_over(&remote, Duration::from_secs(60)).await;
+    let big = fs.lookup(1, OsStr::new("big")).await.unwrap().attr.ino;
+    let (lists0, lookups0) = (
+        remote.lists.load(Ordering::SeqCst),
+        remote.lookups.load(Ordering::SeqCst),
+    );
+    let fh = fs.opendir(big).await.unwrap();
+    let mut seen = Vec::new();
+    // A small buffer: the kernel comes back with the offset of the first entry that did not fit.
+    let mut offset = 0;
+    loop {
+        let mut batch = 0;
+        fs.readdirplus(fh, offset, |item, attr, _| {
+            if batch == 100 {
+                return true;
+            }
+            batch += 1;
+            offset = item.next_offset;
+            seen.push((item.name.to_string(), attr.size));
+            false
+        })
+        .unwrap();
+        if batch == 0 {
+            break;
+        }
+    }
+    fs.releasedir(fh);
+    assert_eq!(seen.len(), 1002);
+    assert!(seen.iter().any(|(n, s)| n == "f0999" && *s == 999));
+    for i in (0..1000).step_by(97) {
+        let l = fs.lookup(big, OsStr::new(&format!("f{i:04}"))).await.unwrap();
+        assert_eq!(l.attr.size, i as u64);
+    }
+    assert!(fs.lookup(big, OsStr::new("nope")).await.is_err());
+    assert_eq!(remote.lists.load(Ordering::SeqCst) - lists0, 1, "one listing");
+    assert_eq!(
+        remote.lookups.load(Ordering::SeqCst) - lookups0,
+        0,
+        "lookups answered from the listing"
+    );
+}
+
+#[tokio::test]
+async fn reads_at_any_offset_and_size_return_the_right_bytes() {
+    let remote = Arc::new(MemoryRemote::new());
+    let content = data(10 * BS as usize + 123, 7);
+    remote.put_file("f", content.clone());
+    let fs = fs_over(&remote, Duration::from_secs(60)).await;
+    let ino = fs.lookup(1, OsStr::new("f")).await.unwrap().attr.ino;
+    let fh = fs.open(ino, libc::O_RDONLY).await.unwrap().fh;
+    let mut x = 99u64;
+    for _ in 0..300 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let off = (x >> 33) % (content.len() as u64 + 100);
+        let len = ((x >> 13) % (3 * BS)) as u32;
+        let got = fs.read(fh, off, len).await.unwrap();
+        let start = (off as usize).min(content.len());
+        let end = (off as usize + len as usize).min(content.len());
+        assert_eq!(&got[..], &content[start..end], "read {len} at {off}");
+    }
+    assert_eq!(read_all(&fs, ino, 1000).await, content);
+}
+
+#[tokio::test]
+async fn a_random_read_downloads_only_its_blocks() {
+    let remote = Arc::new(MemoryRemote::new());
+    let content = data(256 * BS as usize, 3);
+    remote.put_file("big", content.clone());
+    let fs = fs_over(&remote, Duration::from_secs(60)).await;
+    let ino = fs.lookup(1, OsStr::new("big")).await.unwrap().attr.ino;
+    let fh = fs.open(ino, libc::O_RDONLY).await.unwrap().fh;
+    let off = 192 * BS + 100;
+    let got = fs.read(fh, off, 4096).await.unwrap();
+    assert_eq!(&got[..], &content[off as usize..off as usize + 4096]);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let fetched = remote.bytes_read.load(Ordering::SeqCst);
+    assert!(fetched <= 2 * BS, "fetched {fetched} bytes for a 4 KiB read");
+}
+
+#[tokio::test]
+async fn a_sequential_read_prefetches_and_downloads_each_byte_once() {
+    let remote = Arc::new(MemoryRemote::new());
+    let content = data(48 * BS as usize, 5);
+    remote.put_file("seq", content.clone());
+    let fs = fs_over(&remote, Duration::from_secs(60)).await;
+    let ino = fs.lookup(1, OsStr::new("seq")).await.unwrap().attr.ino;
+    let fh = fs.open(ino, libc::O_RDONLY).await.unwrap().fh;
+    fs.read(fh, 0, BS as u32).await.unwrap();
+    // The prefetcher runs in the background: the next blocks arrive without being asked for.
+    for _ in 0..200 {
+        if remote.reads.load(Ordering::SeqCst) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(remote.reads.load(Ordering::SeqCst) >= 2, "prefetch started");
+    fs.release(fh);
+    assert_eq!(read_all(&fs, ino, BS as u32).await, content);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        remote.bytes_read.load(Ordering::SeqCst),
+        content.len() as u64,
+        "no block fetched twice"
+    );
+    assert!(fs.cache_stats().bytes <= 64 * BS, "cache stays under its cap");
+}
+
+#[tokio::test]
+async fn the_cache_cap_holds_for_files_larger_than_the_cache() {
+    let remote = Arc::new(MemoryRemote::new());
+    let content = data(300 * BS as usize, 11);
+    remote.put_file("huge", content.clone());
+    let fs = fs_over(&remote, Duration::from_secs(60)).await;
+    let ino = fs.lookup(1, OsStr::new("huge")).await.unwrap().attr.ino;
+    assert_eq!(read_all(&fs, ino, 128 * 1024).await, content);
+    let s = fs.cache_stats();
+    assert!(s.bytes <= 64 * BS, "cache holds {} bytes", s.bytes);
+}
+
+#[tokio::test]
+async fn a_changed_file_is_seen_after_the_ttl_and_old_blocks_are_never_served() {
+    let remote = Arc::new(MemoryRemote::new());
+    remote.put_file("f", data(3 * BS as usize, 1));
+    let fs = fs_over(&remote, Duration::from_millis(200)).await;
+    let ino = fs.lookup(1, OsStr::new("f")).await.unwrap().attr.ino;
+    let old = read_all(&fs, ino, 8192).await;
+    let old_handle = fs.open(ino, libc::O_RDONLY).await.unwrap();
+    assert!(old_handle.keep_cache, "same version: the kernel may keep its pages");
+
+    let new = data(3 * BS as usize, 2);
+    assert_ne!(old, new);
+    remote.put_file("f", new.clone());
+    // Within the TTL, the old version stands; after it, a reopen sees the new one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reopened = fs.open(ino, libc::O_RDONLY).await.unwrap();
+    assert!(!reopened.keep_cache, "new version: the kernel must drop its pages");
+    fs.release(reopened.fh);
+    assert_eq!(read_all(&fs, ino, 8192).await, new);
+
+    // A handle opened on the old version never mixes in new bytes: blocks it has cached are the
+    // old ones, blocks it has not are refused as stale.
+    let err = fs.read(old_handle.fh, 0, 100).await;
+    match err {
+        Ok(b) => assert_eq!(&b[..], &old[..100]),
+        Err(e) => assert_eq!(e.errno(), libc::ESTALE),
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_server_gives_errors_and_recovery_follows() {
+    let remote = Arc::new(MemoryRemote::new());
+    remote.put_file("d/f", &b"x"[..]);
+    let fs = fs_over(&remote, Duration::ZERO).await;
+    remote.set_down(true);
+    let err = fs.lookup(1, OsStr::new("d")).await.unwrap_err();
+    assert_eq!(err.errno(), libc::EHOSTUNREACH);
+    assert_eq!(fs.opendir(1).await.unwrap_err().errno(), libc::EHOSTUNREACH);
+    remote.set_down(false);
+    let d = fs.lookup(1, OsStr::new("d")).await.unwrap();
+    assert!(fs.opendir(d.attr.ino).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_vanished_file_gives_enoent_after_the_ttl() {
+    let remote = Arc::new(MemoryRemote::new());
+    remote.put_file("f", &b"x"[..]);
+    let fs = fs_over(&remote, Duration::ZERO).await;
+    let ino = fs.lookup(1, OsStr::new("f")).await.unwrap().attr.ino;
+    remote.remove("f");
+    assert_eq!(fs.getattr(ino).await.unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(fs.open(ino, libc::O_RDONLY).await.unwrap_err().errno(), libc::ENOENT);
+}
+
+#[tokio::test]
+async fn writes_are_refused_with_erofs() {
+    let remote = Arc::new(MemoryRemote::new());
+    remote.put_file("f", &b"x"[..]);
+    let fs = fs_over(&remote, Duration::from_secs(60)).await;
+    let ino = fs.lookup(1, OsStr::new("f")).await.unwrap().attr.ino;
+    for flags in [libc::O_WRONLY, libc::O_RDWR, libc::O_RDONLY | libc::O_TRUNC] {
+        assert_eq!(fs.open(ino, flags).await.unwrap_err().errno(), libc::EROFS);
+    }
+    assert_eq!(fs.check_writable().unwrap_err().errno(), libc::EROFS);
+    assert_eq!(fs.open(1, libc::O_RDONLY).await.unwrap_err().errno(), libc::EISDIR);
+}
+
+#[tokio::test]
+async fn forgotten_inodes_are_dropped() {
+    let remote = Arc::new(MemoryRemote::new());
+    remote.put_file("f", &b"x"[..]);
+    let fs = fs_over(&remote, Duration::from_secs(60)).await;
+    let before = fs.inode_count();
+    let a = fs.lookup(1, OsStr::new("f")).await.unwrap().attr.ino;
+    let b = fs.lookup(1, OsStr::new("f")).await.unwrap().attr.ino;
+    assert_eq!(a, b);
+    assert_eq!(fs.inode_count(), before + 1);
+    fs.forget(a, 2);
+    assert_eq!(fs.inode_count(), before);
+}
+
+#[tokio::test]
+async fn statfs_reports_the_servers_quota() {
+    let remote = Arc::new(MemoryRemote::new());
+    remote.put_file("f", vec![0u8; 8192]);
+    let fs = fs_over(&remote, Duration::from_secs(60)).await;
+    let s = fs.statfs().await.unwrap();
+    assert_eq!(s.bsize, 4096);
+    assert_eq!(s.bavail, (1u64 << 40) / 4096);
+    assert_eq!(s.blocks, (8192 + (1u64 << 40)) / 4096);
+}
