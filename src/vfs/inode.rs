@@ -172,12 +172,7 @@ impl InodeTable {
     /// Store a folder's listing and refresh the nodes of its children that already exist. Returns
     /// the children with their inode numbers (created with no kernel reference when new), and the
     /// content versions that changed, so their cached blocks can be dropped.
-    pub fn set_listing(
-        &self,
-        dir: u64,
-        children: Vec<Entry>,
-        valid_until: Instant,
-    ) -> StoredListing {
+    pub fn set_listing(&self, dir: u64, children: Vec<Entry>, valid_until: Instant) -> StoredListing {
         let mut inner = self.lock();
         let mut listed = Vec::with_capacity(children.len());
         let mut replaced = Vec::new();
