@@ -38,6 +38,14 @@ fn remote(server: &DavServer) -> DavRemote {
     DavRemote::new(config(&server.url(), Duration::from_secs(30))).unwrap()
 }
 
+/// Compare bytes without dumping megabytes into the test output on failure.
+fn assert_bytes(got: &[u8], want: &[u8], what: &str) {
+    assert_eq!(got.len(), want.len(), "length of {what}");
+    if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
+        panic!("{what}: first difference at byte {i}");
+    }
+}
+
 fn id(s: &str) -> ItemId {
     ItemId::new(s)
 }
@@ -167,24 +175,35 @@ async fn ranged_reads_at_several_offsets() {
     assert_eq!(e.size, 100_000);
     let v = e.version.clone();
 
-    for (offset, len) in [(0u64, 1u64), (0, 4096), (1, 10), (4095, 2), (65_536, 4096), (99_999, 1), (12_345, 54_321)] {
+    for (offset, len) in [
+        (0u64, 1u64),
+        (0, 4096),
+        (1, 10),
+        (4095, 2),
+        (65_536, 4096),
+        (99_999, 1),
+        (12_345, 54_321),
+    ] {
         server.reset_counters();
         let got = r.read(&e.id, v.as_ref(), offset, len).await.unwrap();
         let want = &data[offset as usize..(offset + len) as usize];
-        assert_eq!(got.len(), want.len(), "offset {offset} len {len}");
-        assert!(got == want, "bytes differ at offset {offset} len {len}");
+        assert_bytes(&got, want, &format!("read at {offset} of {len}"));
         // The server sent the range, not the file.
-        assert_eq!(server.get_body_bytes(), len, "bytes on the wire for offset {offset} len {len}");
+        assert_eq!(
+            server.get_body_bytes(),
+            len,
+            "bytes on the wire for offset {offset} len {len}"
+        );
     }
     // Across the end: the tail only.
     let tail = r.read(&e.id, v.as_ref(), 99_990, 100).await.unwrap();
-    assert_eq!(tail, &data[99_990..]);
+    assert_bytes(&tail, &data[99_990..], "tail");
     // At and past the end: nothing.
     assert!(r.read(&e.id, v.as_ref(), 100_000, 10).await.unwrap().is_empty());
     assert!(r.read(&e.id, v.as_ref(), 1_000_000, 10).await.unwrap().is_empty());
     assert!(r.read(&e.id, v.as_ref(), 10, 0).await.unwrap().is_empty());
     // The whole file in one read.
-    assert_eq!(r.read(&e.id, None, 0, 1 << 20).await.unwrap(), &data[..]);
+    assert_bytes(&r.read(&e.id, None, 0, 1 << 20).await.unwrap(), &data, "whole file");
     // An empty file.
     fs::write(server.root().join("empty"), b"").unwrap();
     assert!(r.read(&id("empty"), None, 0, 10).await.unwrap().is_empty());
@@ -201,9 +220,15 @@ async fn rewriting_a_file_changes_its_version() {
     assert_eq!(r.read(&e1.id, Some(&v1), 0, 7).await.unwrap(), &b"version"[..]);
 
     rewrite_same_size(&path, b"VERSION TWO!", Duration::from_secs(2));
-    assert!(matches!(r.read(&e1.id, Some(&v1), 0, 7).await, Err(RemoteError::VersionChanged)));
+    assert!(matches!(
+        r.read(&e1.id, Some(&v1), 0, 7).await,
+        Err(RemoteError::VersionChanged)
+    ));
     // Even past the end: dav-server sends the ETag with its 416.
-    assert!(matches!(r.read(&e1.id, Some(&v1), 100, 7).await, Err(RemoteError::VersionChanged)));
+    assert!(matches!(
+        r.read(&e1.id, Some(&v1), 100, 7).await,
+        Err(RemoteError::VersionChanged)
+    ));
     let e2 = r.stat(&id("doc.txt")).await.unwrap();
     assert_eq!(e2.size, e1.size);
     let v2 = e2.version.clone().expect("an ETag");
@@ -213,7 +238,10 @@ async fn rewriting_a_file_changes_its_version() {
     assert_eq!(r.read(&e2.id, None, 8, 4).await.unwrap(), &b"TWO!"[..]);
     // A version that never existed.
     let bogus = Version::from_etag("\"nope\"");
-    assert!(matches!(r.read(&e2.id, Some(&bogus), 0, 1).await, Err(RemoteError::VersionChanged)));
+    assert!(matches!(
+        r.read(&e2.id, Some(&bogus), 0, 1).await,
+        Err(RemoteError::VersionChanged)
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +256,10 @@ async fn missing_items_are_not_found() {
     assert!(matches!(r.lookup(&id(""), "..").await, Err(RemoteError::NotFound)));
     assert!(matches!(r.lookup(&id(""), "a/b").await, Err(RemoteError::NotFound)));
     assert!(matches!(r.list(&id("nope")).await, Err(RemoteError::NotFound)));
-    assert!(matches!(r.read(&id("nope"), None, 0, 10).await, Err(RemoteError::NotFound)));
+    assert!(matches!(
+        r.read(&id("nope"), None, 0, 10).await,
+        Err(RemoteError::NotFound)
+    ));
     assert_eq!(r.quota().await.unwrap(), None, "LocalFs reports no quota");
 }
 
@@ -253,7 +284,10 @@ async fn basic_auth_right_and_wrong() {
         other => panic!("expected Unauthorized, got {other:?}"),
     }
     assert_eq!(server.requests(), 1, "401 is not retried");
-    assert!(matches!(bad.read(&id("f"), None, 0, 6).await, Err(RemoteError::Unauthorized(_))));
+    assert!(matches!(
+        bad.read(&id("f"), None, 0, 6).await,
+        Err(RemoteError::Unauthorized(_))
+    ));
 
     let anonymous = remote(&server);
     assert!(matches!(anonymous.root().await, Err(RemoteError::Unauthorized(_))));
@@ -327,7 +361,9 @@ struct Scripted {
 }
 
 impl Scripted {
-    async fn start(handler: impl Fn(usize, &Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync + 'static) -> Self {
+    async fn start(
+        handler: impl Fn(usize, &Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync + 'static,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
         let arrivals = Arc::new(Mutex::new(Vec::new()));
@@ -336,7 +372,9 @@ impl Scripted {
         let log = arrivals.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (handler, count, log) = (handler.clone(), count.clone(), log.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
@@ -372,7 +410,11 @@ const ROOT_MULTISTATUS: &str = r#"<?xml version="1.0" encoding="utf-8"?>
 </d:propstat></d:response></d:multistatus>"#;
 
 fn multistatus() -> Response<Full<Bytes>> {
-    reply(207, &[("content-type", "application/xml; charset=utf-8")], ROOT_MULTISTATUS)
+    reply(
+        207,
+        &[("content-type", "application/xml; charset=utf-8")],
+        ROOT_MULTISTATUS,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,8 +434,15 @@ async fn retry_after_on_503_is_honoured() {
     assert_eq!(root.kind, EntryKind::Directory);
     let arrivals = s.arrivals();
     assert_eq!(arrivals.len(), 2);
-    assert!(arrivals[1] - arrivals[0] >= Duration::from_millis(950), "{:?}", arrivals[1] - arrivals[0]);
-    assert!(took >= Duration::from_millis(950) && took < Duration::from_secs(15), "{took:?}");
+    assert!(
+        arrivals[1] - arrivals[0] >= Duration::from_millis(950),
+        "{:?}",
+        arrivals[1] - arrivals[0]
+    );
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_secs(15),
+        "{took:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,7 +477,11 @@ async fn retry_after_on_429_pauses_every_request_of_the_client() {
     let arrivals = s.arrivals();
     assert_eq!(arrivals.len(), 3);
     for later in &arrivals[1..] {
-        assert!(*later - arrivals[0] >= Duration::from_millis(950), "{:?}", *later - arrivals[0]);
+        assert!(
+            *later - arrivals[0] >= Duration::from_millis(950),
+            "{:?}",
+            *later - arrivals[0]
+        );
     }
 }
 
@@ -441,7 +494,11 @@ async fn throttling_beyond_the_deadline_fails_fast_with_throttled() {
         Err(RemoteError::Throttled { retry_after }) => assert_eq!(retry_after, Some(Duration::from_secs(120))),
         other => panic!("expected Throttled, got {other:?}"),
     }
-    assert!(t.elapsed() < Duration::from_secs(4), "waited for nothing: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "waited for nothing: {:?}",
+        t.elapsed()
+    );
     assert_eq!(s.arrivals().len(), 1);
     // The pause holds back the next operation as well, without sending anything.
     assert!(matches!(r.stat(&id("x")).await, Err(RemoteError::Throttled { .. })));
@@ -486,7 +543,9 @@ async fn requests_sent_once_are_never_repeated() {
     })
     .unwrap();
     let url = url::Url::parse(&s.url).unwrap();
-    let res = http.send(&HttpRequest::once(hyper::Method::POST, url.clone()).body("x")).await;
+    let res = http
+        .send(&HttpRequest::once(hyper::Method::POST, url.clone()).body("x"))
+        .await;
     assert!(matches!(res, Err(RemoteError::Http { status: 500, .. })));
     assert_eq!(s.arrivals().len(), 1);
     let res = http.send(&HttpRequest::idempotent(hyper::Method::GET, url)).await;
@@ -505,15 +564,26 @@ async fn servers_that_ignore_range_send_the_file_and_we_cut_it() {
     .await;
     let r = DavRemote::new(config(&s.url, Duration::from_secs(20))).unwrap();
     let f = id("f.bin");
-    assert_eq!(r.read(&f, None, 0, 10).await.unwrap(), &data[..10]);
-    assert_eq!(r.read(&f, None, 30_000, 5000).await.unwrap(), &data[30_000..35_000]);
-    assert_eq!(r.read(&f, None, 49_990, 100).await.unwrap(), &data[49_990..]);
+    assert_bytes(&r.read(&f, None, 0, 10).await.unwrap(), &data[..10], "head");
+    assert_bytes(
+        &r.read(&f, None, 30_000, 5000).await.unwrap(),
+        &data[30_000..35_000],
+        "middle",
+    );
+    assert_bytes(&r.read(&f, None, 49_990, 100).await.unwrap(), &data[49_990..], "tail");
     assert!(r.read(&f, None, 50_000, 100).await.unwrap().is_empty());
     // Weak, quoted and unquoted forms of one ETag are one version.
     let v = Version::from_etag("v1");
-    assert_eq!(r.read(&f, Some(&v), 5, 5).await.unwrap(), &data[5..10]);
+    assert_bytes(
+        &r.read(&f, Some(&v), 5, 5).await.unwrap(),
+        &data[5..10],
+        "versioned read",
+    );
     let other = Version::from_etag("\"v2\"");
-    assert!(matches!(r.read(&f, Some(&other), 5, 5).await, Err(RemoteError::VersionChanged)));
+    assert!(matches!(
+        r.read(&f, Some(&other), 5, 5).await,
+        Err(RemoteError::VersionChanged)
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -567,10 +637,7 @@ async fn quirky_multistatus_forms_are_understood() {
     assert_eq!(listed[0].name, "a#b.txt");
     assert_eq!(listed[0].size, 3);
     assert_eq!(listed[0].version, Some(Version::from_etag("\"abc\"")));
-    assert_eq!(
-        listed[0].mtime,
-        SystemTime::UNIX_EPOCH + Duration::from_secs(784111777)
-    );
+    assert_eq!(listed[0].mtime, SystemTime::UNIX_EPOCH + Duration::from_secs(784111777));
     assert_eq!(listed[1].id.as_str(), "dir/plain name");
     assert_eq!(listed[1].kind, EntryKind::Directory);
     assert_eq!(listed[1].mtime, SystemTime::UNIX_EPOCH, "missing getlastmodified");

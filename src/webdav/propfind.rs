@@ -105,7 +105,7 @@ enum Tag {
     Collection,
     ContentLength,
     LastModified,
-    ETag,
+    Etag,
     QuotaAvailable,
     QuotaUsed,
     Other,
@@ -127,7 +127,7 @@ impl Tag {
             (Some(Tag::Prop), "resourcetype") => Tag::ResourceType,
             (Some(Tag::Prop), "getcontentlength") => Tag::ContentLength,
             (Some(Tag::Prop), "getlastmodified") => Tag::LastModified,
-            (Some(Tag::Prop), "getetag") => Tag::ETag,
+            (Some(Tag::Prop), "getetag") => Tag::Etag,
             (Some(Tag::Prop), "quota-available-bytes") => Tag::QuotaAvailable,
             (Some(Tag::Prop), "quota-used-bytes") => Tag::QuotaUsed,
             (Some(Tag::ResourceType), "collection") => Tag::Collection,
@@ -144,7 +144,7 @@ impl Tag {
                 | Tag::PropstatStatus
                 | Tag::ContentLength
                 | Tag::LastModified
-                | Tag::ETag
+                | Tag::Etag
                 | Tag::QuotaAvailable
                 | Tag::QuotaUsed
         )
@@ -264,7 +264,7 @@ impl Parser {
             }
             Tag::ContentLength => self.propstat.content_length = parse_u64(value),
             Tag::LastModified => self.propstat.last_modified = httpdate::parse_http_date(value).ok(),
-            Tag::ETag => {
+            Tag::Etag => {
                 if !value.is_empty() {
                     self.propstat.etag = Some(value.to_string());
                 }

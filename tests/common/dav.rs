@@ -251,7 +251,9 @@ async fn accept(listener: Option<&TcpListener>) -> io::Result<TcpStream> {
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let service = service_fn(move |req| handle(req, shared.clone()));
-    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+    let _ = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<RespBody>, Infallible> {
