@@ -23,6 +23,10 @@ use url::Url;
 
 use crate::error::{RemoteError, RemoteResult};
 
+/// Longest client-wide pause a `Retry-After` can impose: a broken proxy asking for a day must not
+/// freeze a mount for a day.
+const MAX_PAUSE: Duration = Duration::from_secs(3600);
+
 /// How long operations may take and how retries are spaced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -330,16 +334,17 @@ impl HttpClient {
                 Ok(Err(failure)) => failure,
                 Err(_elapsed) => AttemptError::from(timeout_error(&label, policy.deadline)),
             };
+            // A throttling answer holds back every request of this client, whether or not this
+            // one is retried. A zero delay (or a date in the past) is no reason to pause, and is
+            // treated like a missing header: plain backoff, so that we never spin.
+            let pause = failure.retry_after.filter(|d| !d.is_zero()).map(|d| d.min(MAX_PAUSE));
+            if let Some(after) = pause {
+                self.pause_until(Instant::now() + after);
+            }
             if req.retry == Retry::Once || !should_retry(&failure.error) {
                 return Err(failure.error);
             }
-            let wait = match failure.retry_after {
-                Some(after) => {
-                    self.pause_until(Instant::now() + after);
-                    after
-                }
-                None => policy.backoff(attempt),
-            };
+            let wait = pause.unwrap_or_else(|| policy.backoff(attempt));
             if Instant::now() + wait >= deadline {
                 debug!(request = %label, attempts = attempt, "giving up: no time left for another attempt");
                 return Err(failure.error);
@@ -351,7 +356,8 @@ impl HttpClient {
                 error = %failure.error,
                 "request failed; retrying"
             );
-            if failure.retry_after.is_none() {
+            // A pause is waited out at the top of the loop (with everyone else); backoff here.
+            if pause.is_none() {
                 tokio::time::sleep(wait).await;
             }
         }

@@ -644,3 +644,33 @@ async fn quirky_multistatus_forms_are_understood() {
     let e = r.lookup(&id("dir"), "a#b.txt").await.unwrap();
     assert_eq!(e.version, Some(Version::from_etag("W/\"abc\"")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_request_sent_once_still_pauses_the_client() {
+    let s = Scripted::start(|n, _| {
+        if n == 0 {
+            reply(429, &[("retry-after", "1")], "slow down")
+        } else {
+            reply(200, &[], "ok")
+        }
+    })
+    .await;
+    let http = HttpClient::new(HttpConfig::default()).unwrap();
+    let url = url::Url::parse(&s.url).unwrap();
+    let t = Instant::now();
+    let res = http.send(&HttpRequest::once(hyper::Method::POST, url.clone())).await;
+    assert!(matches!(res, Err(RemoteError::Throttled { retry_after: Some(d) }) if d == Duration::from_secs(1)));
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "a request sent once does not wait to retry"
+    );
+    assert!(http.paused_until().is_some());
+    let resp = http
+        .send(&HttpRequest::idempotent(hyper::Method::GET, url))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let arrivals = s.arrivals();
+    assert_eq!(arrivals.len(), 2);
+    assert!(arrivals[1] - arrivals[0] >= Duration::from_millis(950));
+}
