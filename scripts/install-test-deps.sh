@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install what the integration tests need, and nothing that is already there (idempotent).
+#
+#   scripts/install-test-deps.sh
+#
+# - fuse3:          fusermount3, which a non-root user needs to unmount, and which the tests use to unmount;
+# - apache2, apache2-utils: the packaged WebDAV server (mod_dav_fs) the tests run against besides the in-process one
+#                   (tests/common/apache.rs starts it through scripts/webdav-servers.sh);
+# - curl:           scripts/webdav-servers.sh checks that a server answers PROPFIND with it.
+# rclone is not needed (the demo uses Apache). Needs root (or sudo) only when something is missing.
+set -euo pipefail
+
+need=()
+command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
+[[ -x /usr/sbin/apache2 ]] || need+=(apache2)
+command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+
+if ((${#need[@]} == 0)); then
+  echo "install-test-deps: fuse3, apache2, apache2-utils and curl are already installed"
+  exit 0
+fi
+
+sudo=()
+if ((EUID != 0)); then
+  command -v sudo >/dev/null 2>&1 || { echo "install-test-deps: need root (or sudo) to install: ${need[*]}" >&2; exit 1; }
+  sudo=(sudo)
+fi
+
+echo "install-test-deps: installing ${need[*]}"
+"${sudo[@]}" apt-get update -qq
+# In containers Debian's policy-rc.d keeps the packaged apache2 service from starting; harmless either way, since the
+# tests run their own Apache instances with their own config, ports and pid files.
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+echo "install-test-deps: done"
