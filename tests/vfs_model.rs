@@ -116,10 +116,7 @@ async fn run(ops: Vec<Op>) {
     let remote = Arc::new(MemoryRemote::new());
     let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     // Folders exist from the start so files and folders never trade places.
-    for d in ["d/e/.x"] {
-        remote.put_file(d, Vec::new());
-        remote.remove(d);
-    }
+    remote.put_dir("d/e");
     let cfg = FsConfig {
         attr_ttl: Duration::ZERO,
         negative_ttl: Duration::ZERO,
