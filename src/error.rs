@@ -33,6 +33,14 @@ pub enum RemoteError {
     /// The quota on the server is exhausted (HTTP 507).
     #[error("no space left on the server")]
     InsufficientStorage,
+    /// A conditional write found another version on the server than the one we based it on
+    /// (HTTP 412): someone else changed the item.
+    #[error("the item changed on the server (precondition failed)")]
+    PreconditionFailed,
+    /// The name is already taken (MKCOL on an existing name, create-only upload, rename without
+    /// replace).
+    #[error("an item of that name already exists")]
+    AlreadyExists,
     /// The item is locked on the server (HTTP 423).
     #[error("item is locked on the server")]
     Locked,
@@ -62,6 +70,8 @@ impl RemoteError {
             RemoteError::NotFound => libc::ENOENT,
             RemoteError::Unauthorized(_) | RemoteError::Forbidden(_) => libc::EACCES,
             RemoteError::VersionChanged => libc::ESTALE,
+            RemoteError::PreconditionFailed => libc::ESTALE,
+            RemoteError::AlreadyExists => libc::EEXIST,
             RemoteError::Throttled { .. } => libc::EAGAIN,
             RemoteError::Timeout(_) => libc::ETIMEDOUT,
             RemoteError::Connect(_) => libc::EHOSTUNREACH,

@@ -4,13 +4,14 @@
 pub mod memory;
 
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::error::RemoteResult;
+use crate::error::{RemoteError, RemoteResult};
 
 /// Stable identity of a remote item: Graph item id; WebDAV `oc:fileid` where offered, else the
 /// decoded path relative to the mount's base URL (`""` is the root, no leading or trailing slash).
@@ -103,6 +104,28 @@ pub struct Quota {
     pub available: Option<u64>,
 }
 
+/// What an upload may assume about the item it writes to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// The name must be free (a create). Fails with `RemoteError::AlreadyExists` otherwise.
+    Absent,
+    /// The server must still hold this version (a replace of what we read). Fails with
+    /// `RemoteError::PreconditionFailed` otherwise, on servers that can check it (see
+    /// [`Capabilities::conditional_writes`]).
+    Matches(Version),
+    /// Replace whatever is there.
+    Any,
+}
+
+/// What a remote can do beyond the common core, so the layers above choose honestly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The server enforces [`Precondition::Matches`] and [`Precondition::Absent`] atomically.
+    pub conditional_writes: bool,
+    /// The server keeps a modification time we send.
+    pub set_mtime: bool,
+}
+
 /// A remote drive as the filesystem core sees it.
 #[async_trait]
 pub trait Remote: Send + Sync + 'static {
@@ -129,6 +152,55 @@ pub trait Remote: Send + Sync + 'static {
 
     /// Space use, or `None` when the server does not report it.
     async fn quota(&self) -> RemoteResult<Option<Quota>>;
+
+    /// What this remote can do beyond the common core.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+
+    /// Make the whole content of local file `source` the content of the child `name` of folder
+    /// `parent` (created or replaced per `precondition`), streamed from disk, keeping `mtime` where
+    /// the server allows. Returns the item as the server now describes it.
+    async fn upload(
+        &self,
+        parent: &ItemId,
+        name: &str,
+        source: &Path,
+        mtime: SystemTime,
+        precondition: Precondition,
+    ) -> RemoteResult<Entry> {
+        let _ = (parent, name, source, mtime, precondition);
+        Err(RemoteError::Unsupported("this remote is read-only".into()))
+    }
+
+    /// Create folder `name` in `parent`; `RemoteError::AlreadyExists` when the name is taken.
+    async fn mkdir(&self, parent: &ItemId, name: &str) -> RemoteResult<Entry> {
+        let _ = (parent, name);
+        Err(RemoteError::Unsupported("this remote is read-only".into()))
+    }
+
+    /// Delete an item (a folder with everything in it).
+    async fn delete(&self, id: &ItemId) -> RemoteResult<()> {
+        let _ = id;
+        Err(RemoteError::Unsupported("this remote is read-only".into()))
+    }
+
+    /// Move and/or rename `id` to child `new_name` of `new_parent`. An existing item there is
+    /// replaced only when `replace` is true, else `RemoteError::AlreadyExists`. Returns the item as
+    /// the server now describes it (on WebDAV its id, a path, changes).
+    async fn rename(&self, id: &ItemId, new_parent: &ItemId, new_name: &str, replace: bool) -> RemoteResult<Entry> {
+        let _ = (id, new_parent, new_name, replace);
+        Err(RemoteError::Unsupported("this remote is read-only".into()))
+    }
+
+    /// Set the modification time of `id` where the server allows ([`Capabilities::set_mtime`]).
+    /// Returns the item as the server now describes it.
+    async fn set_mtime(&self, id: &ItemId, mtime: SystemTime) -> RemoteResult<Entry> {
+        let _ = (id, mtime);
+        Err(RemoteError::Unsupported(
+            "this remote cannot set modification times".into(),
+        ))
+    }
 }
 
 #[cfg(test)]
