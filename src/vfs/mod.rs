@@ -9,6 +9,7 @@ pub mod fs;
 pub mod handles;
 pub mod inode;
 pub mod prefetch;
+pub mod upload;
 
 pub use attr::{Attr, Ownership};
 pub use error::{FsError, FsResult};
