@@ -119,7 +119,10 @@ impl Journal {
 
     fn path_of(&self, key: &str, ext: &str) -> io::Result<PathBuf> {
         if !valid_key(key) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad journal key {key:?}")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bad journal key {key:?}"),
+            ));
         }
         Ok(self.dir.join(format!("{key}.{ext}")))
     }
@@ -130,7 +133,11 @@ impl Journal {
         let tmp_path = self.path_of(&record.key, TMP_EXT)?;
         let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
         {
-            let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp_path)?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp_path)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
         }
@@ -209,7 +216,9 @@ mod tests {
         j.put(&a).unwrap();
         j.put(&record("b2")).unwrap();
         a.attempts = 3;
-        a.state = UploadState::Failed { error: "HTTP 507".into() };
+        a.state = UploadState::Failed {
+            error: "HTTP 507".into(),
+        };
         j.put(&a).unwrap();
         let again = Journal::open(dir.path()).unwrap().load().unwrap();
         assert_eq!(again.records, vec![a.clone(), record("b2")]);

@@ -2,4 +2,6 @@
 //! still owed to the server. (The upload queue and the write operations of the core build on
 //! these.)
 
+pub mod conflict;
 pub mod journal;
+pub mod queue;

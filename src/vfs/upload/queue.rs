@@ -1,0 +1,760 @@
+//! The upload queue: takes staged files that the core has recorded in the [`Journal`] and makes
+//! the server hold them, in the background, with bounded parallelism, never dropping data.
+//!
+//! Rules that keep data safe and the callers informed:
+//! - A record is written to the journal before [`UploadQueue::enqueue`] returns, and leaves it only
+//!   once the server has the bytes. A restarted daemon loads the journal and carries on.
+//! - A staged file handed to the queue is immutable and owned by the queue: a newer version of the
+//!   same file comes as a new staged file (a new *generation* of the same key). Generations of one
+//!   key upload one at a time, in order; an older one that lands while a newer one waits makes the
+//!   newer one's base version the one we just wrote, so it is not taken for a conflict.
+//! - Transient failures (network, 5xx, throttling, 423 Locked, 507 quota) are retried with
+//!   exponential backoff for as long as it takes. Errors that retrying cannot fix (403, 413, a name
+//!   the server refuses) mark the record failed: the data stays on disk and in the journal for the
+//!   user, and a restart tries again.
+//! - `fsync` waits through [`UploadQueue::wait`]: it returns when the server has that generation, or
+//!   with the error of the attempt that failed (the data stays queued either way), so it never hangs
+//!   on a dead server beyond one attempt's deadline.
+//! - A conflict (the server's copy changed since we read it, or a file appeared under a name we
+//!   created) keeps both: ours goes up under a conflict name next to it, and it is logged.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{oneshot, Notify};
+
+use super::conflict::conflict_name;
+use super::journal::{Journal, UploadRecord, UploadState};
+use crate::error::{RemoteError, RemoteResult};
+use crate::remote::{Entry, ItemId, Precondition, Remote, Version};
+
+/// Settings of the queue.
+#[derive(Clone, Debug)]
+pub struct QueueConfig {
+    /// Uploads running at once.
+    pub parallel: usize,
+    /// First retry delay; doubles per failed attempt.
+    pub base_backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            parallel: 4,
+            base_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What happened to an upload, for the core to update its view of the item.
+#[derive(Clone, Debug)]
+pub enum UploadEvent {
+    /// The server holds the content. `entry` describes it; `conflict_copy` says it went up under
+    /// a conflict name because the original name's content had changed on the server.
+    Uploaded {
+        /// The record that was uploaded.
+        record: UploadRecord,
+        /// The item on the server.
+        entry: Entry,
+        /// Whether it was stored as a conflict copy.
+        conflict_copy: bool,
+    },
+    /// An attempt failed; `will_retry` says whether the queue keeps trying by itself.
+    Failed {
+        /// The record concerned.
+        record: UploadRecord,
+        /// What went wrong.
+        error: RemoteError,
+        /// Whether another attempt is scheduled.
+        will_retry: bool,
+    },
+}
+
+/// One line of `status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadStatus {
+    /// Record key.
+    pub key: String,
+    /// Folder item id.
+    pub parent: String,
+    /// File name.
+    pub name: String,
+    /// Bytes to send.
+    pub size: u64,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Whether an attempt is running now.
+    pub running: bool,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+    /// Whether the queue gave up until restart.
+    pub failed: bool,
+}
+
+type Waiter = (u64, oneshot::Sender<RemoteResult<()>>);
+type EventSink = Box<dyn Fn(UploadEvent) + Send + Sync>;
+
+struct Item {
+    record: UploadRecord,
+    generation: u64,
+    running: bool,
+    not_before: Instant,
+    waiters: Vec<Waiter>,
+    /// Staged files of older generations, deleted once no attempt uses them.
+    superseded: Vec<PathBuf>,
+}
+
+#[derive(Default)]
+struct State {
+    items: BTreeMap<String, Item>,
+    running: usize,
+    stopped: bool,
+}
+
+/// The queue of one mount.
+pub struct UploadQueue {
+    remote: Arc<dyn Remote>,
+    journal: Journal,
+    cfg: QueueConfig,
+    state: Mutex<State>,
+    wake: Notify,
+    idle: Notify,
+    events: Option<EventSink>,
+}
+
+fn is_retryable(e: &RemoteError) -> bool {
+    e.is_transient() || matches!(e, RemoteError::Locked | RemoteError::InsufficientStorage)
+}
+
+fn remove_quietly(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(file = %path.display(), error = %e, "cannot remove a staged file");
+        }
+    }
+}
+
+impl UploadQueue {
+    /// Start the queue over `journal`, resuming every record in it (failed ones get another try).
+    /// Must be called within a tokio runtime. `events` hears about every outcome.
+    pub fn start(
+        remote: Arc<dyn Remote>,
+        journal: Journal,
+        cfg: QueueConfig,
+        events: Option<EventSink>,
+    ) -> std::io::Result<Arc<Self>> {
+        let loaded = journal.load()?;
+        let mut state = State::default();
+        let now = Instant::now();
+        for mut record in loaded.records {
+            if matches!(record.state, UploadState::Failed { .. }) {
+                record.state = UploadState::Pending;
+            }
+            tracing::info!(file = %record.name, size = record.size, "resuming upload from the journal");
+            let key = record.key.clone();
+            state.items.insert(
+                key,
+                Item {
+                    record,
+                    generation: 1,
+                    running: false,
+                    not_before: now,
+                    waiters: Vec::new(),
+                    superseded: Vec::new(),
+                },
+            );
+        }
+        let queue = Arc::new(UploadQueue {
+            remote,
+            journal,
+            cfg,
+            state: Mutex::new(state),
+            wake: Notify::new(),
+            idle: Notify::new(),
+            events,
+        });
+        tokio::spawn(dispatch(queue.clone()));
+        Ok(queue)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Record `record` durably and schedule it; returns its generation for [`wait`](Self::wait).
+    /// A record with the key of one already queued replaces it (a newer version of the same file).
+    pub fn enqueue(&self, mut record: UploadRecord) -> std::io::Result<u64> {
+        record.state = UploadState::Pending;
+        let mut state = self.lock();
+        let generation = match state.items.get_mut(&record.key) {
+            Some(item) => {
+                // The server still holds what the older generation replaced, unless it landed.
+                record.base_version = item.record.base_version.clone();
+                record.attempts = 0;
+                self.journal.put(&record)?;
+                if item.record.staged != record.staged {
+                    item.superseded.push(item.record.staged.clone());
+                }
+                item.record = record;
+                item.generation += 1;
+                item.not_before = Instant::now();
+                if !item.running {
+                    for old in item.superseded.drain(..) {
+                        remove_quietly(&old);
+                    }
+                }
+                item.generation
+            }
+            None => {
+                self.journal.put(&record)?;
+                let key = record.key.clone();
+                state.items.insert(
+                    key,
+                    Item {
+                        record,
+                        generation: 1,
+                        running: false,
+                        not_before: Instant::now(),
+                        waiters: Vec::new(),
+                        superseded: Vec::new(),
+                    },
+                );
+                1
+            }
+        };
+        drop(state);
+        self.wake.notify_one();
+        Ok(generation)
+    }
+
+    /// Wait until the server holds generation `generation` of `key` (or a later one). Returns the
+    /// error of the attempt that failed instead, when one does; the data stays queued.
+    pub async fn wait(&self, key: &str, generation: u64) -> RemoteResult<()> {
+        let rx = {
+            let mut state = self.lock();
+            let Some(item) = state.items.get_mut(key) else {
+                return Ok(());
+            };
+            if let UploadState::Failed { error } = &item.record.state {
+                return Err(RemoteError::Protocol(format!("upload failed: {error}")));
+            }
+            let (tx, rx) = oneshot::channel();
+            item.waiters.push((generation, tx));
+            rx
+        };
+        rx.await
+            .unwrap_or_else(|_| Err(RemoteError::Protocol("the upload queue stopped".into())))
+    }
+
+    /// Wait until nothing is pending (every record uploaded or failed), or `deadline` passes.
+    /// Returns what is still in the queue.
+    pub async fn drain(&self, deadline: Duration) -> Vec<UploadStatus> {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let idle = self.idle.notified();
+            let busy = self
+                .lock()
+                .items
+                .values()
+                .any(|i| matches!(i.record.state, UploadState::Pending));
+            if !busy || tokio::time::timeout_at(until, idle).await.is_err() {
+                return self.status();
+            }
+        }
+    }
+
+    /// Every record still queued.
+    pub fn status(&self) -> Vec<UploadStatus> {
+        self.lock()
+            .items
+            .values()
+            .map(|i| UploadStatus {
+                key: i.record.key.clone(),
+                parent: i.record.parent.clone(),
+                name: i.record.name.clone(),
+                size: i.record.size,
+                attempts: i.record.attempts,
+                running: i.running,
+                last_error: i.record.last_error.clone(),
+                failed: matches!(i.record.state, UploadState::Failed { .. }),
+            })
+            .collect()
+    }
+
+    /// Stop starting uploads (those running finish). Records stay in the journal.
+    pub fn stop(&self) {
+        self.lock().stopped = true;
+        self.wake.notify_one();
+    }
+
+    fn backoff(&self, attempts: u32) -> Duration {
+        let exp = self
+            .cfg
+            .base_backoff
+            .saturating_mul(1u32 << attempts.saturating_sub(1).min(16));
+        exp.min(self.cfg.max_backoff)
+    }
+
+    /// Pick work that may start now; returns it and the time of the next delayed item.
+    fn take_ready(&self) -> (Vec<(UploadRecord, u64)>, Option<Instant>) {
+        let mut state = self.lock();
+        if state.stopped {
+            return (Vec::new(), None);
+        }
+        let now = Instant::now();
+        let mut ready = Vec::new();
+        let mut next = None::<Instant>;
+        let free = self.cfg.parallel.saturating_sub(state.running);
+        for item in state.items.values_mut() {
+            if item.running || !matches!(item.record.state, UploadState::Pending) {
+                continue;
+            }
+            if item.not_before > now {
+                next = Some(next.map_or(item.not_before, |n| n.min(item.not_before)));
+                continue;
+            }
+            if ready.len() < free {
+                item.running = true;
+                ready.push((item.record.clone(), item.generation));
+            }
+        }
+        state.running += ready.len();
+        (ready, next)
+    }
+
+    async fn attempt(&self, record: &UploadRecord) -> RemoteResult<(Entry, bool)> {
+        let meta = tokio::fs::metadata(&record.staged).await.map_err(|e| {
+            RemoteError::Protocol(format!("staged file {} is unreadable: {e}", record.staged.display()))
+        })?;
+        if meta.len() != record.size {
+            return Err(RemoteError::Protocol(format!(
+                "staged file {} holds {} bytes, the journal says {}",
+                record.staged.display(),
+                meta.len(),
+                record.size
+            )));
+        }
+        let parent = ItemId::new(record.parent.as_str());
+        let precondition = match &record.base_version {
+            Some(v) => Precondition::Matches(Version::from_etag(v)),
+            None => Precondition::Absent,
+        };
+        let mtime = record.mtime();
+        match self
+            .remote
+            .upload(&parent, &record.name, &record.staged, mtime, precondition)
+            .await
+        {
+            Ok(entry) => Ok((entry, false)),
+            Err(RemoteError::PreconditionFailed | RemoteError::AlreadyExists) => {
+                let copy = conflict_name(&record.name, SystemTime::now());
+                tracing::warn!(file = %record.name, conflict_copy = %copy,
+                    "the server's copy changed since it was read; keeping both");
+                let entry = self
+                    .remote
+                    .upload(&parent, &copy, &record.staged, mtime, Precondition::Absent)
+                    .await?;
+                Ok((entry, true))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn finish(&self, key: &str, generation: u64, result: RemoteResult<(Entry, bool)>) {
+        let mut state = self.lock();
+        state.running -= 1;
+        let Some(item) = state.items.get_mut(key) else { return };
+        item.running = false;
+        for old in item.superseded.drain(..) {
+            remove_quietly(&old);
+        }
+        let event = match result {
+            Ok((entry, conflict_copy)) => {
+                let uploaded = item.record.clone();
+                let (done, waiting): (Vec<Waiter>, Vec<Waiter>) =
+                    item.waiters.drain(..).partition(|(g, _)| *g <= generation);
+                item.waiters = waiting;
+                for (_, tx) in done {
+                    let _ = tx.send(Ok(()));
+                }
+                if item.generation == generation {
+                    let item = state.items.remove(key).expect("present");
+                    if let Err(e) = self.journal.remove(key) {
+                        tracing::error!(error = %e, "cannot remove an upload from the journal; it may upload again");
+                    }
+                    remove_quietly(&item.record.staged);
+                } else {
+                    // A newer version waits: it now replaces what we just wrote.
+                    item.record.base_version = entry.version.as_ref().map(|v| v.as_str().to_string());
+                    if let Err(e) = self.journal.put(&item.record) {
+                        tracing::error!(error = %e, "cannot update the upload journal");
+                    }
+                }
+                UploadEvent::Uploaded {
+                    record: uploaded,
+                    entry,
+                    conflict_copy,
+                }
+            }
+            Err(error) => {
+                let will_retry = is_retryable(&error);
+                item.record.attempts += 1;
+                item.record.last_error = Some(error.to_string());
+                if will_retry {
+                    item.not_before = Instant::now() + self.backoff(item.record.attempts);
+                    tracing::warn!(file = %item.record.name, attempt = item.record.attempts, error = %error,
+                        "upload failed; will retry");
+                } else {
+                    item.record.state = UploadState::Failed {
+                        error: error.to_string(),
+                    };
+                    tracing::error!(file = %item.record.name, error = %error,
+                        "upload failed; the data stays queued on disk until the next mount");
+                }
+                if let Err(e) = self.journal.put(&item.record) {
+                    tracing::error!(error = %e, "cannot update the upload journal");
+                }
+                // Callers waiting in fsync learn the truth now rather than hang on a dead server.
+                if item.generation == generation {
+                    for (_, tx) in item.waiters.drain(..) {
+                        let _ = tx.send(Err(error.clone()));
+                    }
+                }
+                UploadEvent::Failed {
+                    record: item.record.clone(),
+                    error,
+                    will_retry,
+                }
+            }
+        };
+        let pending = state
+            .items
+            .values()
+            .any(|i| matches!(i.record.state, UploadState::Pending));
+        drop(state);
+        if let Some(sink) = &self.events {
+            sink(event);
+        }
+        if !pending {
+            self.idle.notify_waiters();
+        }
+        self.wake.notify_one();
+    }
+}
+
+/// The dispatcher: starts ready uploads, sleeps until work arrives or a backoff ends. It runs until
+/// [`UploadQueue::stop`].
+async fn dispatch(q: Arc<UploadQueue>) {
+    loop {
+        let woken = q.wake.notified();
+        let (ready, next) = q.take_ready();
+        for (record, generation) in ready {
+            let q2 = q.clone();
+            tokio::spawn(async move {
+                let result = q2.attempt(&record).await;
+                q2.finish(&record.key, generation, result);
+            });
+        }
+        if q.lock().stopped {
+            return;
+        }
+        let sleep = next
+            .map(|n| n.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            _ = woken => {}
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::{EntryKind, Quota};
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use tokio::sync::Semaphore;
+
+    /// A remote that only stores uploads: conditional semantics, scripted failures, and a gate
+    /// that holds uploads until a test lets them through.
+    struct UploadRemote {
+        files: Mutex<HashMap<String, (Bytes, u64)>>,
+        versions: AtomicU32,
+        failures: Mutex<Vec<RemoteError>>,
+        gate: Semaphore,
+        uploads: AtomicU32,
+    }
+
+    impl UploadRemote {
+        fn new(open: bool) -> Arc<Self> {
+            Arc::new(UploadRemote {
+                files: Mutex::new(HashMap::new()),
+                versions: AtomicU32::new(1),
+                failures: Mutex::new(Vec::new()),
+                gate: Semaphore::new(if open { Semaphore::MAX_PERMITS } else { 0 }),
+                uploads: AtomicU32::new(0),
+            })
+        }
+        fn fail_next(&self, errors: Vec<RemoteError>) {
+            *self.failures.lock().unwrap() = errors.into_iter().rev().collect();
+        }
+        fn put(&self, name: &str, data: &[u8]) -> String {
+            let v = self.versions.fetch_add(1, Ordering::SeqCst) as u64;
+            self.files
+                .lock()
+                .unwrap()
+                .insert(name.into(), (Bytes::copy_from_slice(data), v));
+            format!("v{v}")
+        }
+        fn get(&self, name: &str) -> Option<Vec<u8>> {
+            self.files.lock().unwrap().get(name).map(|(b, _)| b.to_vec())
+        }
+        fn entry(name: &str, size: u64, v: u64) -> Entry {
+            Entry {
+                id: ItemId::new(name),
+                name: name.into(),
+                kind: EntryKind::File,
+                size,
+                mtime: SystemTime::UNIX_EPOCH,
+                version: Some(Version::from_etag(&format!("v{v}"))),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Remote for UploadRemote {
+        fn describe(&self) -> String {
+            "uploads".into()
+        }
+        async fn root(&self) -> RemoteResult<Entry> {
+            Err(RemoteError::Unsupported("test".into()))
+        }
+        async fn stat(&self, _: &ItemId) -> RemoteResult<Entry> {
+            Err(RemoteError::Unsupported("test".into()))
+        }
+        async fn lookup(&self, _: &ItemId, _: &str) -> RemoteResult<Entry> {
+            Err(RemoteError::Unsupported("test".into()))
+        }
+        async fn list(&self, _: &ItemId) -> RemoteResult<Vec<Entry>> {
+            Err(RemoteError::Unsupported("test".into()))
+        }
+        async fn read(&self, _: &ItemId, _: Option<&Version>, _: u64, _: u64) -> RemoteResult<Bytes> {
+            Err(RemoteError::Unsupported("test".into()))
+        }
+        async fn quota(&self) -> RemoteResult<Option<Quota>> {
+            Ok(None)
+        }
+        async fn upload(
+            &self,
+            _parent: &ItemId,
+            name: &str,
+            source: &Path,
+            _mtime: SystemTime,
+            precondition: Precondition,
+        ) -> RemoteResult<Entry> {
+            self.gate.acquire().await.expect("gate").forget();
+            if let Some(e) = self.failures.lock().unwrap().pop() {
+                return Err(e);
+            }
+            let data = tokio::fs::read(source)
+                .await
+                .map_err(|e| RemoteError::Protocol(e.to_string()))?;
+            let mut files = self.files.lock().unwrap();
+            let current = files.get(name).map(|(_, v)| format!("v{v}"));
+            match (&precondition, &current) {
+                (Precondition::Absent, Some(_)) => return Err(RemoteError::AlreadyExists),
+                (Precondition::Matches(want), Some(have)) if want.as_str() != have => {
+                    return Err(RemoteError::PreconditionFailed)
+                }
+                (Precondition::Matches(_), None) => return Err(RemoteError::PreconditionFailed),
+                _ => {}
+            }
+            let v = self.versions.fetch_add(1, Ordering::SeqCst) as u64;
+            files.insert(name.into(), (Bytes::from(data.clone()), v));
+            self.uploads.fetch_add(1, Ordering::SeqCst);
+            Ok(Self::entry(name, data.len() as u64, v))
+        }
+    }
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        n: u32,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Fixture {
+                dir: tempfile::tempdir().unwrap(),
+                n: 0,
+            }
+        }
+        fn journal(&self) -> Journal {
+            Journal::open(self.dir.path().join("journal")).unwrap()
+        }
+        fn stage(&mut self, key: &str, name: &str, data: &[u8], base: Option<&str>) -> UploadRecord {
+            self.n += 1;
+            let staged = self.dir.path().join(format!("staged-{}", self.n));
+            std::fs::write(&staged, data).unwrap();
+            UploadRecord {
+                key: key.into(),
+                parent: String::new(),
+                name: name.into(),
+                staged,
+                size: data.len() as u64,
+                mtime_ns: 0,
+                base_version: base.map(String::from),
+                attempts: 0,
+                last_error: None,
+                resume: None,
+                state: UploadState::Pending,
+            }
+        }
+    }
+
+    fn quick() -> QueueConfig {
+        QueueConfig {
+            parallel: 2,
+            base_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(100),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upload_reaches_the_server_and_leaves_nothing_behind() {
+        let mut fx = Fixture::new();
+        let remote = UploadRemote::new(true);
+        let q = UploadQueue::start(remote.clone(), fx.journal(), quick(), None).unwrap();
+        let rec = fx.stage("k1", "a.txt", b"hello", None);
+        let staged = rec.staged.clone();
+        let generation = q.enqueue(rec).unwrap();
+        q.wait("k1", generation).await.unwrap();
+        assert_eq!(remote.get("a.txt").unwrap(), b"hello");
+        assert!(q.drain(Duration::from_secs(5)).await.is_empty());
+        assert!(fx.journal().load().unwrap().records.is_empty());
+        assert!(!staged.exists(), "the staged file goes once uploaded");
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_and_fsync_hears_about_them() {
+        let mut fx = Fixture::new();
+        let remote = UploadRemote::new(true);
+        remote.fail_next(vec![
+            RemoteError::Connect("refused".into()),
+            RemoteError::Http {
+                status: 502,
+                message: "bad gateway".into(),
+            },
+        ]);
+        let q = UploadQueue::start(remote.clone(), fx.journal(), quick(), None).unwrap();
+        let generation = q.enqueue(fx.stage("k", "b.txt", b"data", None)).unwrap();
+        let first = q.wait("k", generation).await;
+        assert!(
+            matches!(first, Err(RemoteError::Connect(_))),
+            "fsync reports the failed attempt: {first:?}"
+        );
+        assert!(
+            q.drain(Duration::from_secs(10)).await.is_empty(),
+            "retried until it went up"
+        );
+        assert_eq!(remote.get("b.txt").unwrap(), b"data");
+    }
+
+    #[tokio::test]
+    async fn a_restarted_queue_resumes_from_the_journal() {
+        let mut fx = Fixture::new();
+        let down = UploadRemote::new(true);
+        down.fail_next(vec![RemoteError::Connect("down".into()); 1000]);
+        let q = UploadQueue::start(down, fx.journal(), quick(), None).unwrap();
+        q.enqueue(fx.stage("k", "c.txt", b"survives", None)).unwrap();
+        let left = q.drain(Duration::from_millis(300)).await;
+        assert_eq!(left.len(), 1);
+        assert!(left[0].attempts >= 1 && left[0].last_error.is_some());
+        q.stop();
+
+        let up = UploadRemote::new(true);
+        let q2 = UploadQueue::start(up.clone(), fx.journal(), quick(), None).unwrap();
+        assert!(q2.drain(Duration::from_secs(10)).await.is_empty());
+        assert_eq!(up.get("c.txt").unwrap(), b"survives");
+    }
+
+    #[tokio::test]
+    async fn newer_versions_upload_in_order_without_false_conflicts() {
+        let mut fx = Fixture::new();
+        let remote = UploadRemote::new(false);
+        let base = remote.put("d.txt", b"server");
+        let q = UploadQueue::start(remote.clone(), fx.journal(), quick(), None).unwrap();
+        let g1 = q.enqueue(fx.stage("k", "d.txt", b"first", Some(&base))).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await; // gen 1 is now held in the gate
+        let g2 = q.enqueue(fx.stage("k", "d.txt", b"second", Some(&base))).unwrap();
+        assert_eq!((g1, g2), (1, 2));
+        remote.gate.add_permits(10);
+        q.wait("k", g2).await.unwrap();
+        assert_eq!(remote.get("d.txt").unwrap(), b"second");
+        assert!(remote.files.lock().unwrap().keys().all(|k| !k.contains("conflict")));
+        assert!(q.drain(Duration::from_secs(5)).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_conflict_keeps_both_versions() {
+        let mut fx = Fixture::new();
+        let remote = UploadRemote::new(true);
+        let seen = remote.put("e.txt", b"what we read");
+        remote.put("e.txt", b"changed elsewhere");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        let q = UploadQueue::start(
+            remote.clone(),
+            fx.journal(),
+            quick(),
+            Some(Box::new(move |e| sink.lock().unwrap().push(e))),
+        )
+        .unwrap();
+        let generation = q.enqueue(fx.stage("k", "e.txt", b"ours", Some(&seen))).unwrap();
+        q.wait("k", generation).await.unwrap();
+        assert_eq!(remote.get("e.txt").unwrap(), b"changed elsewhere");
+        let files = remote.files.lock().unwrap();
+        let copy = files
+            .keys()
+            .find(|k| k.starts_with("e (conflict ") && k.ends_with(").txt"))
+            .expect("copy");
+        assert_eq!(&files[copy].0[..], b"ours");
+        assert!(matches!(
+            events.lock().unwrap()[0],
+            UploadEvent::Uploaded {
+                conflict_copy: true,
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn errors_retrying_cannot_fix_keep_the_data_for_the_next_mount() {
+        let mut fx = Fixture::new();
+        let remote = UploadRemote::new(true);
+        remote.fail_next(vec![RemoteError::Forbidden("no".into())]);
+        let q = UploadQueue::start(remote.clone(), fx.journal(), quick(), None).unwrap();
+        let rec = fx.stage("k", "f.txt", b"keep me", None);
+        let staged = rec.staged.clone();
+        let generation = q.enqueue(rec).unwrap();
+        assert!(matches!(q.wait("k", generation).await, Err(RemoteError::Forbidden(_))));
+        let left = q.drain(Duration::from_millis(200)).await;
+        assert!(left[0].failed, "not retried by itself");
+        assert!(q.wait("k", generation).await.is_err(), "fsync keeps telling the truth");
+        assert!(staged.exists(), "the data stays on disk");
+        q.stop();
+        let q2 = UploadQueue::start(remote.clone(), fx.journal(), quick(), None).unwrap();
+        assert!(
+            q2.drain(Duration::from_secs(5)).await.is_empty(),
+            "a restart tries again"
+        );
+        assert_eq!(remote.get("f.txt").unwrap(), b"keep me");
+    }
+}
