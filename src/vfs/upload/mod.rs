@@ -5,3 +5,4 @@
 pub mod conflict;
 pub mod journal;
 pub mod queue;
+pub mod staging;
