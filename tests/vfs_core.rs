@@ -50,7 +50,7 @@ async fn read_all(fs: &DriveFs, ino: u64, chunk: u32) -> Vec<u8> {
         }
         out.extend_from_slice(&b);
     }
-    fs.release(fh);
+    fs.release(fh).await.unwrap();
     out
 }
 
@@ -189,7 +189,7 @@ async fn a_sequential_read_prefetches_and_downloads_each_byte_once() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(remote.reads.load(Ordering::SeqCst) >= 2, "prefetch started");
-    fs.release(fh);
+    fs.release(fh).await.unwrap();
     assert_eq!(read_all(&fs, ino, BS as u32).await, content);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(
@@ -229,7 +229,7 @@ async fn a_changed_file_is_seen_after_the_ttl_and_old_blocks_are_never_served() 
     tokio::time::sleep(Duration::from_millis(300)).await;
     let reopened = fs.open(ino, libc::O_RDONLY).await.unwrap();
     assert!(!reopened.keep_cache, "new version: the kernel must drop its pages");
-    fs.release(reopened.fh);
+    fs.release(reopened.fh).await.unwrap();
     assert_eq!(read_all(&fs, ino, 8192).await, new);
 
     // A handle opened on the old version never mixes in new bytes: blocks it has cached are the

@@ -104,7 +104,7 @@ async fn walk(fs: &DriveFs, ino: u64, prefix: &str, out: &mut BTreeMap<String, V
             EntryKind::File => {
                 let h = fs.open(child.attr.ino, libc::O_RDONLY).await.unwrap().fh;
                 let data = fs.read(h, 0, u32::MAX).await.unwrap();
-                fs.release(h);
+                fs.release(h).await.unwrap();
                 assert_eq!(data.len() as u64, child.attr.size, "{p}: size and content agree");
                 out.insert(p, data.to_vec());
             }
@@ -143,7 +143,7 @@ async fn run(ops: Vec<Op>) {
                     (Ok(ino), Some(want)) => {
                         let h = fs.open(ino, libc::O_RDONLY).await.unwrap().fh;
                         let got = fs.read(h, offset, len).await.unwrap();
-                        fs.release(h);
+                        fs.release(h).await.unwrap();
                         let s = (offset as usize).min(want.len());
                         let e = (offset as usize + len as usize).min(want.len());
                         assert_eq!(&got[..], &want[s..e], "{p}: {len} bytes at {offset}");

@@ -76,16 +76,14 @@ fn file_type(kind: EntryKind) -> FileType {
 }
 
 impl FuseAdapter {
-    /// Answer a request that would change the remote: the core decides the errno (EROFS on a
-    /// read-only mount).
-    fn refuse_change(&self, op: &str) -> Errno {
-        match self.fs.check_writable() {
-            Err(e) => {
-                tracing::debug!(op, error = %e, "refused");
-                errno(&e)
-            }
-            Ok(()) => Errno::ENOTSUP,
-        }
+    /// Answer an operation no remote can honour: EROFS on a read-only mount, else `unsupported`.
+    fn refuse(&self, op: &str, unsupported: Errno) -> Errno {
+        let e = match self.fs.check_writable() {
+            Err(e) => errno(&e),
+            Ok(()) => unsupported,
+        };
+        tracing::debug!(op, ?e, "refused");
+        e
     }
 }
 
@@ -146,68 +144,148 @@ impl Filesystem for FuseAdapter {
     fn setattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        _size: Option<u64>,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
         _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        reply.error(self.refuse_change("setattr"));
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            let result = async {
+                if mode.is_some() || uid.is_some() || gid.is_some() {
+                    fs.check_writable()?;
+                    // Remotes keep no owners or modes; saying yes would be a lie.
+                    return Err(FsError::new(
+                        libc::EPERM,
+                        "owners and modes cannot be kept on this remote",
+                    ));
+                }
+                let mut attr = None;
+                if let Some(size) = size {
+                    attr = Some(fs.truncate(ino.0, size, fh.map(|f| f.0)).await?);
+                }
+                if let Some(t) = mtime {
+                    let when = match t {
+                        TimeOrNow::SpecificTime(t) => t,
+                        TimeOrNow::Now => SystemTime::now(),
+                    };
+                    attr = Some(fs.set_mtime(ino.0, when).await?);
+                }
+                match attr {
+                    Some(a) => Ok((a, fs.config().attr_ttl)),
+                    // atime only: remotes keep none, and the mount is noatime.
+                    None => fs.getattr(ino.0).await,
+                }
+            }
+            .await;
+            match result {
+                Ok((attr, ttl)) => reply.attr(&ttl, &file_attr(&attr)),
+                Err(e) => reply.error(failed("setattr", e)),
+            }
+        });
     }
 
     fn mknod(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
         _umask: u32,
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(self.refuse_change("mknod"));
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            // Devices, fifos and sockets cannot exist on a remote drive.
+            return reply.error(self.refuse("mknod", Errno::EPERM));
+        }
+        let (fs, name) = (self.fs.clone(), name.to_owned());
+        self.rt.spawn(async move {
+            let made = async {
+                let (looked, opened) = fs.create(parent.0, &name, libc::O_WRONLY | libc::O_EXCL).await?;
+                fs.release(opened.fh).await?;
+                Ok::<_, FsError>(looked)
+            }
+            .await;
+            match made {
+                Ok(l) => reply.entry(&l.ttl, &file_attr(&l.attr), Generation(0)),
+                Err(e) => reply.error(failed("mknod", e)),
+            }
+        });
     }
 
-    fn mkdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
-        reply.error(self.refuse_change("mkdir"));
+    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+        let (fs, name) = (self.fs.clone(), name.to_owned());
+        self.rt.spawn(async move {
+            match fs.mkdir(parent.0, &name).await {
+                Ok(l) => reply.entry(&l.ttl, &file_attr(&l.attr), Generation(0)),
+                Err(e) => reply.error(failed("mkdir", e)),
+            }
+        });
     }
 
-    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(self.refuse_change("unlink"));
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (fs, name) = (self.fs.clone(), name.to_owned());
+        self.rt.spawn(async move {
+            match fs.unlink(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(failed("unlink", e)),
+            }
+        });
     }
 
-    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(self.refuse_change("rmdir"));
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (fs, name) = (self.fs.clone(), name.to_owned());
+        self.rt.spawn(async move {
+            match fs.rmdir(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(failed("rmdir", e)),
+            }
+        });
     }
 
     fn symlink(&self, _req: &Request, _parent: INodeNo, _link_name: &OsStr, _target: &Path, reply: ReplyEntry) {
-        reply.error(self.refuse_change("symlink"));
+        // symlink(2): EPERM when the filesystem does not support symbolic links.
+        reply.error(self.refuse("symlink", Errno::EPERM));
     }
 
     fn rename(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        _flags: RenameFlags,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(self.refuse_change("rename"));
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) || flags.contains(RenameFlags::RENAME_WHITEOUT) {
+            // No remote can swap two items atomically.
+            return reply.error(Errno::EINVAL);
+        }
+        let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        let (fs, name, newname) = (self.fs.clone(), name.to_owned(), newname.to_owned());
+        self.rt.spawn(async move {
+            match fs.rename(parent.0, &name, newparent.0, &newname, noreplace).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(failed("rename", e)),
+            }
+        });
     }
 
     fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
-        reply.error(self.refuse_change("link"));
+        // link(2): EPERM when the filesystem does not support hard links.
+        reply.error(self.refuse("link", Errno::EPERM));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -251,20 +329,31 @@ impl Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        reply.error(self.refuse_change("write"));
+        let (fs, data) = (self.fs.clone(), data.to_vec());
+        self.rt.spawn(async move {
+            match fs.write(fh.0, offset, &data).await {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(failed("write", e)),
+            }
+        });
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        // Nothing is ever pending on a read-only handle.
-        reply.ok();
+    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.flush(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(failed("flush", e)),
+            }
+        });
     }
 
     fn release(
@@ -277,13 +366,23 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.fs.release(fh.0);
-        reply.ok();
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.release(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(failed("release", e)),
+            }
+        });
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        // Read-only handles hold nothing to write back; the data on the server is already durable.
-        reply.ok();
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.fsync(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(failed("fsync", e)),
+            }
+        });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -364,29 +463,35 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(match self.fs.check_writable() {
-            Err(e) if e.errno() == libc::EROFS => Errno::EROFS,
-            _ => Errno::ENOTSUP,
-        });
+        reply.error(self.refuse("xattr", Errno::ENOTSUP));
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(match self.fs.check_writable() {
-            Err(e) if e.errno() == libc::EROFS => Errno::EROFS,
-            _ => Errno::ENOTSUP,
-        });
+        reply.error(self.refuse("xattr", Errno::ENOTSUP));
     }
 
     fn create(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
+        parent: INodeNo,
+        name: &OsStr,
         _mode: u32,
         _umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
-        reply.error(self.refuse_change("create"));
+        let (fs, name) = (self.fs.clone(), name.to_owned());
+        self.rt.spawn(async move {
+            match fs.create(parent.0, &name, flags).await {
+                Ok((l, o)) => reply.created(
+                    &l.ttl,
+                    &file_attr(&l.attr),
+                    Generation(0),
+                    FileHandle(o.fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(failed("create", e)),
+            }
+        });
     }
 }

@@ -153,6 +153,14 @@ pub trait Remote: Send + Sync + 'static {
     /// Space use, or `None` when the server does not report it.
     async fn quota(&self) -> RemoteResult<Option<Quota>>;
 
+    /// After folder `from` moved to `to`, the id of what was `id`; `None` when `id` is not at or
+    /// below `from` or keeps its id. Remotes whose ids are paths (WebDAV) rewrite the prefix;
+    /// remotes with stable ids (Graph) keep the default.
+    fn moved_id(&self, id: &ItemId, from: &ItemId, to: &ItemId) -> Option<ItemId> {
+        let _ = (id, from, to);
+        None
+    }
+
     /// What this remote can do beyond the common core.
     fn capabilities(&self) -> Capabilities {
         Capabilities::default()
@@ -212,5 +220,37 @@ mod tests {
         assert_eq!(Version::from_etag("W/\"abc-1\""), Version::from_etag("\"abc-1\""));
         assert_eq!(Version::from_etag("abc-1"), Version::from_etag("\"abc-1\""));
         assert_ne!(Version::from_etag("\"abc-1\""), Version::from_etag("\"abc-2\""));
+    }
+}
+
+/// [`Remote::moved_id`] for remotes whose ids are paths relative to the root (`"a/b"`): what was
+/// `id` at or below `from` is now at the same place below `to`.
+pub fn moved_path_id(id: &ItemId, from: &ItemId, to: &ItemId) -> Option<ItemId> {
+    let (id, from) = (id.as_str(), from.as_str());
+    if id == from {
+        return Some(to.clone());
+    }
+    let rest = id.strip_prefix(from)?.strip_prefix('/')?;
+    Some(ItemId::new(if to.as_str().is_empty() {
+        rest.to_string()
+    } else {
+        format!("{}/{rest}", to.as_str())
+    }))
+}
+
+#[cfg(test)]
+mod moved_tests {
+    use super::*;
+
+    #[test]
+    fn path_ids_follow_their_folder() {
+        let (from, to) = (ItemId::new("a/b"), ItemId::new("c"));
+        assert_eq!(
+            moved_path_id(&ItemId::new("a/b/x y"), &from, &to),
+            Some(ItemId::new("c/x y"))
+        );
+        assert_eq!(moved_path_id(&ItemId::new("a/b"), &from, &to), Some(ItemId::new("c")));
+        assert_eq!(moved_path_id(&ItemId::new("a/bc"), &from, &to), None);
+        assert_eq!(moved_path_id(&ItemId::new("z"), &from, &to), None);
     }
 }

@@ -111,13 +111,18 @@ const STATFS_BSIZE: u64 = 4096;
 
 /// The filesystem core over one remote.
 pub struct DriveFs {
-    remote: Arc<dyn Remote>,
-    cfg: FsConfig,
-    inodes: InodeTable,
-    cache: Arc<BlockCache>,
-    files: HandleTable<FileHandle>,
-    dirs: HandleTable<DirHandle>,
+    pub(super) remote: Arc<dyn Remote>,
+    pub(super) cfg: FsConfig,
+    pub(super) inodes: InodeTable,
+    pub(super) cache: Arc<BlockCache>,
+    pub(super) files: HandleTable<FileHandle>,
+    pub(super) dirs: HandleTable<DirHandle>,
     quota: Mutex<Option<(Instant, Option<Quota>)>>,
+    /// Staging and upload queue, once writes are enabled.
+    pub(super) writeback: std::sync::OnceLock<super::write::WriteBack>,
+    /// Writes share it; changes of a file's staged copy (hand-off, copy, truncate) take it alone,
+    /// so no write lands in a file the upload queue already owns.
+    pub(super) write_gate: tokio::sync::RwLock<()>,
 }
 
 impl DriveFs {
@@ -137,6 +142,8 @@ impl DriveFs {
             files: HandleTable::default(),
             dirs: HandleTable::default(),
             quota: Mutex::new(None),
+            writeback: std::sync::OnceLock::new(),
+            write_gate: tokio::sync::RwLock::new(()),
         }))
     }
 
@@ -155,7 +162,7 @@ impl DriveFs {
         self.inodes.len()
     }
 
-    fn valid_until(&self) -> Instant {
+    pub(super) fn valid_until(&self) -> Instant {
         Instant::now() + self.cfg.attr_ttl
     }
 
@@ -166,7 +173,7 @@ impl DriveFs {
         }
     }
 
-    fn dir_node(&self, ino: u64) -> FsResult<super::inode::Node> {
+    pub(super) fn dir_node(&self, ino: u64) -> FsResult<super::inode::Node> {
         let node = self
             .inodes
             .get(ino)
@@ -213,12 +220,12 @@ impl DriveFs {
         Ok((self.cfg.ownership.attr(ino, &entry), self.cfg.attr_ttl))
     }
 
-    async fn fresh_entry(&self, ino: u64) -> FsResult<Entry> {
+    pub(super) async fn fresh_entry(&self, ino: u64) -> FsResult<Entry> {
         let node = self
             .inodes
             .get(ino)
             .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
-        if Instant::now() < node.attr_valid_until {
+        if node.local.is_some() || Instant::now() < node.attr_valid_until {
             return Ok(node.entry);
         }
         let entry = match self.remote.stat(&node.entry.id).await {
@@ -241,12 +248,12 @@ impl DriveFs {
         Ok(entry)
     }
 
-    /// Refuse any change while the mount is read-only.
+    /// Refuse any change while the mount is read-only (or writes were never enabled).
     pub fn check_writable(&self) -> FsResult<()> {
-        if self.cfg.read_only {
+        if self.cfg.read_only || self.writeback.get().is_none() {
             Err(fs_err!(libc::EROFS, "the mount is read-only"))
         } else {
-            Err(fs_err!(libc::ENOTSUP, "writes are not supported yet"))
+            Ok(())
         }
     }
 
@@ -256,6 +263,7 @@ impl DriveFs {
     pub async fn open(&self, ino: u64, flags: i32) -> FsResult<Opened> {
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             self.check_writable()?;
+            return self.open_for_write(ino, flags).await;
         }
         let entry = self.fresh_entry(ino).await?;
         if entry.kind == EntryKind::Directory {
@@ -272,6 +280,7 @@ impl DriveFs {
             remote_version: entry.version.clone(),
             size: entry.size,
             pattern: Mutex::new(ReadPattern::new(window)),
+            writable: false,
         });
         Ok(Opened { fh, keep_cache })
     }
@@ -282,6 +291,10 @@ impl DriveFs {
             .files
             .get(fh)
             .ok_or_else(|| fs_err!(libc::EBADF, "unknown file handle {fh}"))?;
+        if let Some(local) = self.inodes.get(h.ino).and_then(|n| n.local) {
+            // Content being written or waiting for upload is what every reader sees.
+            return super::write::read_local(&local, offset, size);
+        }
         if offset >= h.size || size == 0 {
             return Ok(Bytes::new());
         }
@@ -330,9 +343,13 @@ impl DriveFs {
         }
     }
 
-    /// Close file handle `fh`.
-    pub fn release(&self, fh: u64) {
-        self.files.remove(fh);
+    /// Close file handle `fh`; a handle that wrote hands its changes to the upload queue first.
+    pub async fn release(&self, fh: u64) -> FsResult<()> {
+        let Some(h) = self.files.remove(fh) else { return Ok(()) };
+        if h.writable {
+            return self.release_writer(&h).await;
+        }
+        Ok(())
     }
 
     /// Open folder `ino`: take a snapshot of its entries, listing it on the server when our

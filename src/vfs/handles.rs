@@ -25,6 +25,8 @@ pub struct FileHandle {
     pub size: u64,
     /// Read-pattern detection for prefetch.
     pub pattern: Mutex<ReadPattern>,
+    /// Whether it was opened for writing.
+    pub writable: bool,
 }
 
 /// One entry of a folder snapshot.

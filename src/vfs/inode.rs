@@ -18,6 +18,7 @@ use std::time::Instant;
 use crate::remote::{Entry, ItemId, Version};
 
 use super::attr::content_tag;
+use super::local::LocalContent;
 
 /// The root folder's inode number, fixed by FUSE.
 pub const ROOT_INO: u64 = 1;
@@ -49,6 +50,9 @@ pub struct Node {
     /// Content version that the kernel's page cache holds for this inode, if any: the version
     /// that was current at the last open. Reopening the same version may keep the page cache.
     pub cached_tag: Option<Version>,
+    /// Content on local disk that the server does not have yet. While set, `entry` shows the local
+    /// size and mtime and server metadata does not replace it.
+    pub local: Option<LocalContent>,
 }
 
 #[derive(Default)]
@@ -56,6 +60,28 @@ struct Inner {
     nodes: HashMap<u64, Node>,
     by_id: HashMap<ItemId, u64>,
     next_ino: u64,
+    /// Inodes with local content (few: files being written or waiting for upload).
+    with_local: std::collections::BTreeSet<u64>,
+}
+
+impl Inner {
+    /// The inode with local content called `name` in `dir`, if any.
+    fn local_child(&self, dir: u64, name: &str) -> Option<&Node> {
+        self.with_local
+            .iter()
+            .filter_map(|i| self.nodes.get(i))
+            .find(|n| n.parent == dir && n.entry.name == name)
+    }
+
+    /// Local children of `dir`, which override same-named entries of a server listing.
+    fn local_children(&self, dir: u64) -> Vec<(u64, Entry)> {
+        self.with_local
+            .iter()
+            .filter_map(|i| self.nodes.get(i))
+            .filter(|n| n.parent == dir)
+            .map(|n| (n.ino, n.entry.clone()))
+            .collect()
+    }
 }
 
 /// The result of recording fresh metadata for an item.
@@ -93,6 +119,7 @@ impl InodeTable {
                 lookups: 1,
                 listing: None,
                 cached_tag: None,
+                local: None,
             },
         );
         InodeTable {
@@ -120,6 +147,14 @@ impl InodeTable {
     fn upsert_locked(inner: &mut Inner, parent: u64, entry: Entry, valid_until: Instant, add: u64) -> Upserted {
         if let Some(&ino) = inner.by_id.get(&entry.id) {
             if let Some(node) = inner.nodes.get_mut(&ino) {
+                if node.local.is_some() {
+                    // Our own content wins until the server has it.
+                    node.lookups += add;
+                    return Upserted {
+                        ino,
+                        replaced_tag: None,
+                    };
+                }
                 let old = content_tag(&node.entry);
                 let new = content_tag(&entry);
                 let replaced_tag = (old != new).then_some(old);
@@ -149,6 +184,7 @@ impl InodeTable {
                 lookups: add,
                 listing: None,
                 cached_tag: None,
+                local: None,
             },
         );
         Upserted {
@@ -177,7 +213,11 @@ impl InodeTable {
         let mut listed = Vec::with_capacity(children.len());
         let mut replaced = Vec::new();
         let mut map = BTreeMap::new();
+        let local = inner.local_children(dir);
         for child in children {
+            if local.iter().any(|(_, e)| e.name == child.name) {
+                continue;
+            }
             let up = Self::upsert_locked(&mut inner, dir, child.clone(), valid_until, 0);
             if let Some(old) = up.replaced_tag {
                 replaced.push((child.id.clone(), old));
@@ -211,6 +251,7 @@ impl InodeTable {
                 valid_until,
             });
         }
+        listed.extend(local);
         (listed, replaced)
     }
 
@@ -219,6 +260,9 @@ impl InodeTable {
     /// exist, `None` when there is no fresh listing to ask.
     pub fn listed_child(&self, dir: u64, name: &str, now: Instant) -> Option<Option<Entry>> {
         let inner = self.lock();
+        if let Some(local) = inner.local_child(dir, name) {
+            return Some(Some(local.entry.clone()));
+        }
         let listing = inner.nodes.get(&dir)?.listing.as_ref()?;
         if listing.valid_until <= now {
             return None;
@@ -235,19 +279,21 @@ impl InodeTable {
         }
         let children: Vec<Entry> = listing.children.values().cloned().collect();
         let valid_until = listing.valid_until;
-        Some(
-            children
-                .into_iter()
-                .map(|e| {
-                    // Keep nodes current but never extend trust beyond the listing's own.
-                    let ino = match inner.by_id.get(&e.id) {
-                        Some(&ino) => ino,
-                        None => Self::upsert_locked(&mut inner, dir, e.clone(), valid_until, 0).ino,
-                    };
-                    (ino, e)
-                })
-                .collect(),
-        )
+        let local = inner.local_children(dir);
+        let mut out: Vec<(u64, Entry)> = children
+            .into_iter()
+            .filter(|e| !local.iter().any(|(_, l)| l.name == e.name))
+            .map(|e| {
+                // Keep nodes current but never extend trust beyond the listing's own.
+                let ino = match inner.by_id.get(&e.id) {
+                    Some(&ino) => ino,
+                    None => Self::upsert_locked(&mut inner, dir, e.clone(), valid_until, 0).ino,
+                };
+                (ino, e)
+            })
+            .collect();
+        out.extend(local);
+        Some(out)
     }
 
     /// Add one kernel reference to `ino` (a `readdirplus` entry the kernel accepted). When the
@@ -282,6 +328,11 @@ impl InodeTable {
     }
 
     fn remove_locked(inner: &mut Inner, ino: u64) {
+        if inner.nodes.get(&ino).map(|n| n.local.is_some()).unwrap_or(false) {
+            // Content the server does not have yet keeps its inode until uploaded or deleted.
+            return;
+        }
+        inner.with_local.remove(&ino);
         if let Some(node) = inner.nodes.remove(&ino) {
             if inner.by_id.get(&node.entry.id) == Some(&ino) {
                 inner.by_id.remove(&node.entry.id);
@@ -312,6 +363,160 @@ impl InodeTable {
             if let Some(l) = node.listing.as_mut() {
                 l.valid_until = now;
             }
+        }
+    }
+
+    /// Create an inode for an item that exists only locally so far (a file just created), with one
+    /// kernel reference. Its id is provisional until the upload gives it the server's.
+    pub fn insert_local(&self, parent: u64, entry: Entry, local: LocalContent) -> u64 {
+        let mut inner = self.lock();
+        let ino = inner.next_ino;
+        inner.next_ino += 1;
+        inner.by_id.insert(entry.id.clone(), ino);
+        inner.with_local.insert(ino);
+        inner.nodes.insert(
+            ino,
+            Node {
+                ino,
+                parent,
+                entry,
+                attr_valid_until: Instant::now(),
+                lookups: 1,
+                listing: None,
+                cached_tag: None,
+                local: Some(local),
+            },
+        );
+        ino
+    }
+
+    /// Change `ino` under the lock: its local content, its entry, or both. Returns what `f` returns,
+    /// or `None` when the inode is unknown. Keeps the index of local inodes right.
+    pub fn with_node<R>(&self, ino: u64, f: impl FnOnce(&mut Node) -> R) -> Option<R> {
+        let mut inner = self.lock();
+        let node = inner.nodes.get_mut(&ino)?;
+        let old_id = node.entry.id.clone();
+        let r = f(node);
+        let (has_local, new_id) = (node.local.is_some(), node.entry.id.clone());
+        if has_local {
+            inner.with_local.insert(ino);
+        } else {
+            inner.with_local.remove(&ino);
+        }
+        if old_id != new_id {
+            if inner.by_id.get(&old_id) == Some(&ino) {
+                inner.by_id.remove(&old_id);
+            }
+            // Another inode the server listing made for the new id gives way to this one.
+            if let Some(other) = inner.by_id.insert(new_id, ino) {
+                if other != ino {
+                    if let Some(n) = inner.nodes.get(&other) {
+                        if n.lookups == 0 && n.local.is_none() {
+                            inner.nodes.remove(&other);
+                        }
+                    }
+                }
+            }
+        }
+        Some(r)
+    }
+
+    /// The inode whose local content has journal key `key`.
+    pub fn by_local_key(&self, key: &str) -> Option<u64> {
+        let inner = self.lock();
+        inner.with_local.iter().copied().find(|i| {
+            inner
+                .nodes
+                .get(i)
+                .and_then(|n| n.local.as_ref())
+                .map(|l| l.key == key)
+                .unwrap_or(false)
+        })
+    }
+
+    /// Inodes with local content at or below folder `dir` (for waiting on their uploads before the
+    /// folder moves).
+    pub fn local_below(&self, dir: u64) -> Vec<Node> {
+        let inner = self.lock();
+        inner
+            .with_local
+            .iter()
+            .filter_map(|i| inner.nodes.get(i))
+            .filter(|n| {
+                let mut p = n.parent;
+                let mut hops = 0;
+                loop {
+                    if p == dir {
+                        return true;
+                    }
+                    if p == ROOT_INO || hops > 4096 {
+                        return false;
+                    }
+                    hops += 1;
+                    p = match inner.nodes.get(&p) {
+                        Some(parent) => parent.parent,
+                        None => return false,
+                    };
+                }
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Add or replace `entry` in `dir`'s listing (after a change we made ourselves), so a fresh
+    /// listing stays true without asking the server.
+    pub fn listing_insert(&self, dir: u64, entry: Entry) {
+        let mut inner = self.lock();
+        if let Some(listing) = inner.nodes.get_mut(&dir).and_then(|n| n.listing.as_mut()) {
+            listing.children.insert(entry.name.clone(), entry);
+        }
+    }
+
+    /// Remove `name` from `dir`'s listing (after a change we made ourselves).
+    pub fn listing_remove(&self, dir: u64, name: &str) {
+        let mut inner = self.lock();
+        if let Some(listing) = inner.nodes.get_mut(&dir).and_then(|n| n.listing.as_mut()) {
+            listing.children.remove(name);
+        }
+    }
+
+    /// Every inode whose id is at or below `from` gets the id `translate` gives it (a folder moved
+    /// on a remote whose ids are paths).
+    pub fn rekey_below(&self, translate: impl Fn(&ItemId) -> Option<ItemId>) {
+        let mut inner = self.lock();
+        let moves: Vec<(u64, ItemId, ItemId)> = inner
+            .nodes
+            .values()
+            .filter_map(|n| translate(&n.entry.id).map(|new| (n.ino, n.entry.id.clone(), new)))
+            .collect();
+        for (ino, old, new) in moves {
+            if inner.by_id.get(&old) == Some(&ino) {
+                inner.by_id.remove(&old);
+            }
+            inner.by_id.insert(new.clone(), ino);
+            if let Some(n) = inner.nodes.get_mut(&ino) {
+                n.entry.id = new.clone();
+                if let Some(listing) = n.listing.as_mut() {
+                    listing.valid_until = Instant::now();
+                }
+            }
+        }
+    }
+
+    /// Drop the inode `ino` outright (its item was deleted), unless the kernel still holds it, in
+    /// which case it stays until forgotten but leaves the id index.
+    pub fn remove_item(&self, ino: u64) {
+        let mut inner = self.lock();
+        inner.with_local.remove(&ino);
+        let Some(node) = inner.nodes.get_mut(&ino) else { return };
+        node.local = None;
+        let id = node.entry.id.clone();
+        let keep = node.lookups > 0;
+        if inner.by_id.get(&id) == Some(&ino) {
+            inner.by_id.remove(&id);
+        }
+        if !keep {
+            inner.nodes.remove(&ino);
         }
     }
 

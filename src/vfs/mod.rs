@@ -8,8 +8,10 @@ mod error;
 pub mod fs;
 pub mod handles;
 pub mod inode;
+pub mod local;
 pub mod prefetch;
 pub mod upload;
+pub mod write;
 
 pub use attr::{Attr, Ownership};
 pub use error::{FsError, FsResult};

@@ -63,6 +63,8 @@ pub enum UploadEvent {
         entry: Entry,
         /// Whether it was stored as a conflict copy.
         conflict_copy: bool,
+        /// The generation that landed.
+        generation: u64,
     },
     /// An attempt failed; `will_retry` says whether the queue keeps trying by itself.
     Failed {
@@ -286,6 +288,45 @@ impl UploadQueue {
             .collect()
     }
 
+    /// Whether `key` is queued (pending, running or failed).
+    pub fn contains(&self, key: &str) -> bool {
+        self.lock().items.contains_key(key)
+    }
+
+    /// Forget `key` (its file was deleted or replaced): drop the record and its staged files.
+    /// Returns `false`, changing nothing, while an attempt is running; wait for it and call again.
+    pub fn cancel(&self, key: &str) -> bool {
+        let mut state = self.lock();
+        let Some(item) = state.items.get(key) else { return true };
+        if item.running {
+            return false;
+        }
+        let item = state.items.remove(key).expect("present");
+        drop(state);
+        if let Err(e) = self.journal.remove(key) {
+            tracing::error!(error = %e, "cannot remove a cancelled upload from the journal");
+        }
+        remove_quietly(&item.record.staged);
+        for old in &item.superseded {
+            remove_quietly(old);
+        }
+        for (_, tx) in item.waiters {
+            let _ = tx.send(Ok(()));
+        }
+        true
+    }
+
+    /// Wait until no attempt for `key` is running.
+    pub async fn settle(&self, key: &str) {
+        loop {
+            let running = self.lock().items.get(key).map(|i| i.running).unwrap_or(false);
+            if !running {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stop starting uploads (those running finish). Records stay in the journal.
     pub fn stop(&self) {
         self.lock().stopped = true;
@@ -399,6 +440,7 @@ impl UploadQueue {
                     record: uploaded,
                     entry,
                     conflict_copy,
+                    generation,
                 }
             }
             Err(error) => {

@@ -75,14 +75,31 @@ impl StagingArea {
         Ok(())
     }
 
-    /// A new staged file holding a copy of `source` (used when content handed to the upload queue,
-    /// which is then immutable, is written again).
-    pub fn copy_of(&self, source: &Path) -> io::Result<(PathBuf, File)> {
-        let len = std::fs::metadata(source)?.len();
+    /// A new staged file holding a copy of the first `len` bytes of `source` (used when content
+    /// handed to the upload queue, which is then immutable, is written again). Reads through the
+    /// open file, so it works even after the queue removed the old path.
+    pub fn copy_of(&self, source: &File, len: u64) -> io::Result<(PathBuf, File)> {
+        use std::os::unix::fs::FileExt;
         self.reserve(len)?;
-        let (path, mut dst) = self.create()?;
-        let mut src = File::open(source)?;
-        if let Err(e) = io::copy(&mut src, &mut dst) {
+        let (path, dst) = self.create()?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut off = 0u64;
+        let copied = (|| {
+            while off < len {
+                let want = buf.len().min((len - off) as usize);
+                let n = source.read_at(&mut buf[..want], off)?;
+                if n == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "staged file shorter than recorded",
+                    ));
+                }
+                dst.write_all_at(&buf[..n], off)?;
+                off += n as u64;
+            }
+            Ok(())
+        })();
+        if let Err(e) = copied {
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }
@@ -118,7 +135,7 @@ mod tests {
         let area = StagingArea::open(dir.path(), 0).unwrap();
         let (a, mut fa) = area.create().unwrap();
         fa.write_all(b"original").unwrap();
-        let (_, mut fb) = area.copy_of(&a).unwrap();
+        let (_, mut fb) = area.copy_of(&fa, 8).unwrap();
         fb.write_all(b"+more").unwrap();
         fb.rewind().unwrap();
         let mut s = String::new();

@@ -1,0 +1,816 @@
+//! The write operations of [`DriveFs`]: create, open for writing, write, truncate, flush, fsync,
+//! release, mkdir, unlink, rmdir and rename.
+//!
+//! File content is written to a staged file on local disk (never held in memory) and handed to the
+//! upload queue on `flush` (every `close`) and `fsync`, after which the queue's journal keeps it
+//! through crashes. `fsync` returns once the server has the bytes. Folder operations (mkdir,
+//! unlink, rmdir, rename) go to the server at once, so their errors reach the caller.
+//!
+//! Ordering rules that keep data safe:
+//! - A staged file handed to the queue is immutable; the next write to that file works on a copy.
+//! - Before an item moves or is deleted on the server, uploads queued for it (or below it) land
+//!   first, so no upload goes to a path that no longer exists.
+
+use std::ffi::OsStr;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+
+use crate::error::RemoteError;
+use crate::fs_err;
+use crate::remote::{Entry, EntryKind, ItemId};
+
+use super::attr::{content_tag, Attr};
+use super::error::{FsError, FsResult};
+use super::fs::{DriveFs, Looked, Opened};
+use super::handles::FileHandle;
+use super::local::LocalContent;
+use super::prefetch::ReadPattern;
+use super::upload::journal::{Journal, UploadRecord, UploadState};
+use super::upload::queue::{QueueConfig, UploadEvent, UploadQueue};
+use super::upload::staging::StagingArea;
+
+/// The write-back machinery of one mount.
+pub struct WriteBack {
+    /// The upload queue.
+    pub queue: Arc<UploadQueue>,
+    /// Where staged files live.
+    pub staging: StagingArea,
+}
+
+/// Where a mount keeps its write-back state.
+#[derive(Clone, Debug)]
+pub struct WriteBackPaths {
+    /// The upload journal (must survive reboots: a state directory).
+    pub journal: std::path::PathBuf,
+    /// Staged file content (same filesystem as nothing else in particular; a cache directory).
+    pub staging: std::path::PathBuf,
+    /// Free space the staging disk must keep; writes past it get ENOSPC.
+    pub min_free_bytes: u64,
+}
+
+static KEYS: AtomicU64 = AtomicU64::new(0);
+
+fn new_key() -> String {
+    let ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!("k{ms}-{}-{}", std::process::id(), KEYS.fetch_add(1, Ordering::Relaxed))
+}
+
+fn io_err(what: &str, e: std::io::Error) -> FsError {
+    FsError::new(e.raw_os_error().unwrap_or(libc::EIO), format!("{what}: {e}"))
+}
+
+/// Read from local content.
+pub(super) fn read_local(local: &LocalContent, offset: u64, size: u32) -> FsResult<Bytes> {
+    if offset >= local.size || size == 0 {
+        return Ok(Bytes::new());
+    }
+    let len = (size as u64).min(local.size - offset) as usize;
+    let mut buf = vec![0u8; len];
+    let mut done = 0;
+    while done < len {
+        let n = local
+            .file
+            .read_at(&mut buf[done..], offset + done as u64)
+            .map_err(|e| io_err("read staged", e))?;
+        if n == 0 {
+            // The staged file is shorter than recorded: a truncate raced; the rest reads as zeros.
+            break;
+        }
+        done += n;
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// A name the remote could hold: UTF-8, not `.`/`..`, no `/`, at most 255 bytes.
+fn checked_name(name: &OsStr) -> FsResult<&str> {
+    let s = name
+        .to_str()
+        .ok_or_else(|| fs_err!(libc::EINVAL, "names must be UTF-8 on this remote"))?;
+    if s.is_empty() || s == "." || s == ".." || s.contains('/') || s.contains('\0') {
+        return Err(fs_err!(libc::EINVAL, "invalid name {s:?}"));
+    }
+    if s.len() > 255 {
+        return Err(fs_err!(libc::ENAMETOOLONG, "name longer than 255 bytes"));
+    }
+    Ok(s)
+}
+
+impl DriveFs {
+    /// Turn on writes: start the upload queue over the journal in `paths` (resuming what a previous
+    /// run left) and the staging area. Call once, within the tokio runtime.
+    pub fn enable_writes(self: &Arc<Self>, paths: &WriteBackPaths, cfg: QueueConfig) -> std::io::Result<()> {
+        let journal = Journal::open(&paths.journal)?;
+        let staging = StagingArea::open(&paths.staging, paths.min_free_bytes)?;
+        let weak = Arc::downgrade(self);
+        let sink = Box::new(move |ev: UploadEvent| {
+            if let Some(fs) = weak.upgrade() {
+                fs.on_upload_event(ev);
+            }
+        });
+        let queue = UploadQueue::start(self.remote.clone(), journal, cfg, Some(sink))?;
+        if self.writeback.set(WriteBack { queue, staging }).is_err() {
+            return Err(std::io::Error::other("writes are already enabled"));
+        }
+        Ok(())
+    }
+
+    fn wb(&self) -> FsResult<&WriteBack> {
+        self.check_writable()?;
+        self.writeback
+            .get()
+            .ok_or_else(|| fs_err!(libc::EROFS, "the mount is read-only"))
+    }
+
+    /// The upload queue, when writes are enabled (for status and unmount).
+    pub fn upload_queue(&self) -> Option<&Arc<UploadQueue>> {
+        self.writeback.get().map(|w| &w.queue)
+    }
+
+    fn attr_of(&self, ino: u64) -> FsResult<Attr> {
+        let node = self
+            .inodes
+            .get(ino)
+            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+        Ok(self.cfg.ownership.attr(ino, &node.entry))
+    }
+
+    fn writable_handle(&self, ino: u64, entry: &Entry) -> u64 {
+        self.files.insert(FileHandle {
+            ino,
+            id: entry.id.clone(),
+            tag: content_tag(entry),
+            remote_version: entry.version.clone(),
+            size: entry.size,
+            pattern: Mutex::new(ReadPattern::new(0)),
+            writable: true,
+        })
+    }
+
+    /// Give `ino` local content it may write to: reuse what it has, copy it when the queue owns
+    /// it, or fill a new staged file from the server (unless `truncate`). Takes the write gate.
+    async fn make_writable(&self, ino: u64, truncate: bool, add_writer: bool) -> FsResult<()> {
+        let wb = self.wb()?;
+        let _gate = self.write_gate.write().await;
+        let node = self
+            .inodes
+            .get(ino)
+            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+        if node.entry.kind == EntryKind::Directory {
+            return Err(fs_err!(libc::EISDIR, "inode {ino} is a folder"));
+        }
+        let now = SystemTime::now();
+        let local = match node.local {
+            Some(mut local) => {
+                if truncate {
+                    if local.handed_off {
+                        let (path, file) = wb.staging.create().map_err(|e| io_err("stage", e))?;
+                        local.staged = path;
+                        local.file = Arc::new(file);
+                        local.handed_off = false;
+                    } else {
+                        local.file.set_len(0).map_err(|e| io_err("truncate staged", e))?;
+                    }
+                    local.size = 0;
+                    local.mtime = now;
+                    local.dirty = true;
+                } else if local.handed_off {
+                    let (path, file) = wb
+                        .staging
+                        .copy_of(&local.file, local.size)
+                        .map_err(|e| io_err("stage", e))?;
+                    local.staged = path;
+                    local.file = Arc::new(file);
+                    local.handed_off = false;
+                }
+                local
+            }
+            None => {
+                let entry = self.fresh_entry(ino).await?;
+                let (path, file) = wb.staging.create().map_err(|e| io_err("stage", e))?;
+                let file = Arc::new(file);
+                if !truncate && entry.size > 0 {
+                    if let Err(e) = self.fill_from_server(wb, &entry, &file).await {
+                        let _ = std::fs::remove_file(&path);
+                        return Err(e);
+                    }
+                }
+                LocalContent {
+                    key: new_key(),
+                    staged: path,
+                    file,
+                    size: if truncate { 0 } else { entry.size },
+                    mtime: if truncate { now } else { entry.mtime },
+                    base_version: entry.version.clone(),
+                    dirty: truncate,
+                    handed_off: false,
+                    generation: None,
+                    uploaded: None,
+                    writers: 0,
+                }
+            }
+        };
+        self.inodes.with_node(ino, move |n| {
+            let mut local = local;
+            if add_writer {
+                local.writers += 1;
+            }
+            n.entry.size = local.size;
+            n.entry.mtime = local.mtime;
+            n.local = Some(local);
+        });
+        Ok(())
+    }
+
+    /// Copy the server's content of `entry` into `file`, checking that it stays one version.
+    async fn fill_from_server(&self, wb: &WriteBack, entry: &Entry, file: &std::fs::File) -> FsResult<()> {
+        wb.staging.reserve(entry.size).map_err(|e| io_err("stage", e))?;
+        let chunk = self.cache.block_size().max(1 << 20) * 4;
+        let mut off = 0;
+        while off < entry.size {
+            let len = chunk.min(entry.size - off);
+            let data = self
+                .remote
+                .read(&entry.id, entry.version.as_ref(), off, len)
+                .await
+                .map_err(|e| match e {
+                    RemoteError::VersionChanged => {
+                        fs_err!(libc::ESTALE, "{} changed on the server while opening", entry.id)
+                    }
+                    e => FsError::from(e),
+                })?;
+            if data.len() as u64 != len {
+                return Err(fs_err!(
+                    libc::ESTALE,
+                    "{} is shorter on the server than listed",
+                    entry.id
+                ));
+            }
+            file.write_all_at(&data, off).map_err(|e| io_err("write staged", e))?;
+            off += len;
+        }
+        Ok(())
+    }
+
+    /// Open `ino` for writing (`flags` from open(2)).
+    pub(super) async fn open_for_write(&self, ino: u64, flags: i32) -> FsResult<Opened> {
+        self.make_writable(ino, flags & libc::O_TRUNC != 0, true).await?;
+        let node = self
+            .inodes
+            .get(ino)
+            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+        let fh = self.writable_handle(ino, &node.entry);
+        Ok(Opened { fh, keep_cache: false })
+    }
+
+    /// Create file `name` in `parent` and open it for writing. An existing file is opened instead,
+    /// unless `flags` has `O_EXCL` (EEXIST).
+    pub async fn create(&self, parent: u64, name: &OsStr, flags: i32) -> FsResult<(Looked, Opened)> {
+        self.wb()?;
+        let name = checked_name(name)?;
+        let dir = self.dir_node(parent)?;
+        match self.lookup(parent, OsStr::new(name)).await {
+            Ok(found) => {
+                if flags & libc::O_EXCL != 0 {
+                    self.forget(found.attr.ino, 1);
+                    return Err(fs_err!(libc::EEXIST, "{name:?} exists"));
+                }
+                if found.attr.kind == EntryKind::Directory {
+                    self.forget(found.attr.ino, 1);
+                    return Err(fs_err!(libc::EISDIR, "{name:?} is a folder"));
+                }
+                let opened = self.open_for_write(found.attr.ino, flags).await?;
+                let attr = self.attr_of(found.attr.ino)?;
+                return Ok((
+                    Looked {
+                        attr,
+                        ttl: self.cfg.attr_ttl,
+                    },
+                    opened,
+                ));
+            }
+            Err(e) if e.errno() == libc::ENOENT => {}
+            Err(e) => return Err(e),
+        }
+        let wb = self.wb()?;
+        let (path, file) = wb.staging.create().map_err(|e| io_err("stage", e))?;
+        let now = SystemTime::now();
+        let key = new_key();
+        let entry = Entry {
+            id: ItemId::new(format!("local:{key}")),
+            name: name.to_string(),
+            kind: EntryKind::File,
+            size: 0,
+            mtime: now,
+            version: None,
+        };
+        let local = LocalContent {
+            key,
+            staged: path,
+            file: Arc::new(file),
+            size: 0,
+            mtime: now,
+            base_version: None,
+            dirty: true,
+            handed_off: false,
+            generation: None,
+            uploaded: None,
+            writers: 1,
+        };
+        let ino = self.inodes.insert_local(dir.ino, entry.clone(), local);
+        let fh = self.writable_handle(ino, &entry);
+        let attr = self.cfg.ownership.attr(ino, &entry);
+        Ok((
+            Looked {
+                attr,
+                ttl: self.cfg.attr_ttl,
+            },
+            Opened { fh, keep_cache: false },
+        ))
+    }
+
+    /// Write `data` at `offset` through handle `fh`.
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let h = self
+            .files
+            .get(fh)
+            .ok_or_else(|| fs_err!(libc::EBADF, "unknown file handle {fh}"))?;
+        if !h.writable {
+            return Err(fs_err!(libc::EBADF, "handle {fh} is not open for writing"));
+        }
+        let wb = self.wb()?;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or_else(|| fs_err!(libc::EFBIG, "offset too large"))?;
+        loop {
+            {
+                let _shared = self.write_gate.read().await;
+                let local = self
+                    .inodes
+                    .get(h.ino)
+                    .and_then(|n| n.local)
+                    .ok_or_else(|| fs_err!(libc::EIO, "file {} lost its local content", h.ino))?;
+                if !local.handed_off {
+                    wb.staging
+                        .reserve(end.saturating_sub(local.size))
+                        .map_err(|e| io_err("write", e))?;
+                    local
+                        .file
+                        .write_all_at(data, offset)
+                        .map_err(|e| io_err("write staged", e))?;
+                    self.inodes.with_node(h.ino, |n| {
+                        if let Some(l) = n.local.as_mut() {
+                            l.size = l.size.max(end);
+                            l.mtime = SystemTime::now();
+                            l.dirty = true;
+                            n.entry.size = l.size;
+                            n.entry.mtime = l.mtime;
+                        }
+                    });
+                    return Ok(data.len() as u32);
+                }
+            }
+            // The queue owns the staged file now: continue on a copy.
+            self.make_writable(h.ino, false, false).await?;
+        }
+    }
+
+    /// Hand `ino`'s changes to the upload queue (durably) and return the generation to wait for.
+    async fn hand_off(&self, ino: u64) -> FsResult<Option<(String, u64)>> {
+        let wb = self.wb()?;
+        let _gate = self.write_gate.write().await;
+        let node = self
+            .inodes
+            .get(ino)
+            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+        let Some(local) = node.local else { return Ok(None) };
+        if !local.dirty {
+            return Ok(local
+                .generation
+                .filter(|g| local.uploaded < Some(*g))
+                .map(|g| (local.key.clone(), g)));
+        }
+        local.file.sync_all().map_err(|e| io_err("sync staged", e))?;
+        let parent = self
+            .inodes
+            .get(node.parent)
+            .ok_or_else(|| fs_err!(libc::ENOENT, "folder is gone"))?;
+        let record = UploadRecord {
+            key: local.key.clone(),
+            parent: parent.entry.id.as_str().to_string(),
+            name: node.entry.name.clone(),
+            staged: local.staged.clone(),
+            size: local.size,
+            mtime_ns: UploadRecord::mtime_ns_of(local.mtime),
+            base_version: local.base_version.as_ref().map(|v| v.as_str().to_string()),
+            attempts: 0,
+            last_error: None,
+            resume: None,
+            state: UploadState::Pending,
+        };
+        let generation = wb.queue.enqueue(record).map_err(|e| io_err("journal", e))?;
+        self.inodes.with_node(ino, |n| {
+            if let Some(l) = n.local.as_mut() {
+                l.dirty = false;
+                l.handed_off = true;
+                l.generation = Some(generation);
+            }
+        });
+        Ok(Some((local.key, generation)))
+    }
+
+    /// `close()` of a handle: its changes go to the upload queue; when this returns `Ok`, they
+    /// survive a crash.
+    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        let Some(h) = self.files.get(fh) else { return Ok(()) };
+        if h.writable {
+            self.hand_off(h.ino).await?;
+        }
+        Ok(())
+    }
+
+    /// `fsync()`: returns once the server holds the file's content (or with the reason it does not
+    /// yet; the data stays queued).
+    pub async fn fsync(&self, fh: u64) -> FsResult<()> {
+        let Some(h) = self.files.get(fh) else { return Ok(()) };
+        if !h.writable {
+            return Ok(());
+        }
+        if let Some((key, generation)) = self.hand_off(h.ino).await? {
+            self.wb()?.queue.wait(&key, generation).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn release_writer(&self, h: &FileHandle) -> FsResult<()> {
+        let result = self.hand_off(h.ino).await;
+        self.inodes.with_node(h.ino, |n| {
+            if let Some(l) = n.local.as_mut() {
+                l.writers = l.writers.saturating_sub(1);
+                if l.settled() {
+                    n.local = None;
+                }
+            }
+        });
+        result.map(|_| ())
+    }
+
+    /// Truncate (or extend with zeros) `ino` to `size`. Without an open handle the change goes to
+    /// the upload queue at once.
+    pub async fn truncate(&self, ino: u64, size: u64, fh: Option<u64>) -> FsResult<Attr> {
+        self.make_writable(ino, size == 0, false).await?;
+        {
+            let _gate = self.write_gate.write().await;
+            let local = self
+                .inodes
+                .get(ino)
+                .and_then(|n| n.local)
+                .ok_or_else(|| fs_err!(libc::EIO, "no local content"))?;
+            if size > local.size {
+                self.wb()?
+                    .staging
+                    .reserve(size - local.size)
+                    .map_err(|e| io_err("truncate", e))?;
+            }
+            local.file.set_len(size).map_err(|e| io_err("truncate staged", e))?;
+            self.inodes.with_node(ino, |n| {
+                if let Some(l) = n.local.as_mut() {
+                    l.size = size;
+                    l.mtime = SystemTime::now();
+                    l.dirty = true;
+                    n.entry.size = size;
+                    n.entry.mtime = l.mtime;
+                }
+            });
+        }
+        let has_writer = fh.and_then(|f| self.files.get(f)).map(|h| h.writable).unwrap_or(false);
+        if !has_writer {
+            self.hand_off(ino).await?;
+        }
+        self.attr_of(ino)
+    }
+
+    /// Set the modification time of `ino`. Kept with local content (sent with its upload), else
+    /// set on the server where it allows; EPERM where it cannot keep one.
+    pub async fn set_mtime(&self, ino: u64, mtime: SystemTime) -> FsResult<Attr> {
+        self.wb()?;
+        let had_local = self
+            .inodes
+            .with_node(ino, |n| match n.local.as_mut() {
+                Some(l) => {
+                    l.mtime = mtime;
+                    l.dirty = true;
+                    n.entry.mtime = mtime;
+                    true
+                }
+                None => false,
+            })
+            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+        if had_local {
+            let writers = self
+                .inodes
+                .get(ino)
+                .and_then(|n| n.local)
+                .map(|l| l.writers)
+                .unwrap_or(0);
+            if writers == 0 {
+                self.hand_off(ino).await?;
+            }
+            return self.attr_of(ino);
+        }
+        if !self.remote.capabilities().set_mtime {
+            return Err(fs_err!(libc::EPERM, "this server cannot keep modification times"));
+        }
+        let node = self
+            .inodes
+            .get(ino)
+            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+        let entry = self.remote.set_mtime(&node.entry.id, mtime).await?;
+        self.inodes.refresh(ino, entry, self.valid_until());
+        self.attr_of(ino)
+    }
+
+    /// Create folder `name` in `parent` on the server.
+    pub async fn mkdir(&self, parent: u64, name: &OsStr) -> FsResult<Looked> {
+        self.wb()?;
+        let name = checked_name(name)?;
+        let dir = self.dir_node(parent)?;
+        if let Some(Some(_)) = self.inodes.listed_child(parent, name, Instant::now()) {
+            return Err(fs_err!(libc::EEXIST, "{name:?} exists"));
+        }
+        let entry = self.remote.mkdir(&dir.entry.id, name).await?;
+        self.inodes.listing_insert(parent, entry.clone());
+        let up = self.inodes.upsert(parent, entry.clone(), self.valid_until(), 1);
+        Ok(Looked {
+            attr: self.cfg.ownership.attr(up.ino, &entry),
+            ttl: self.cfg.attr_ttl,
+        })
+    }
+
+    /// Resolve `name` in `parent` to its inode without adding a kernel reference.
+    async fn child(&self, parent: u64, name: &str) -> FsResult<super::inode::Node> {
+        let looked = self.lookup(parent, OsStr::new(name)).await?;
+        self.forget(looked.attr.ino, 1);
+        self.inodes
+            .get(looked.attr.ino)
+            .ok_or_else(|| fs_err!(libc::ENOENT, "{name:?} vanished"))
+    }
+
+    /// Wait until uploads queued for `ino`, or for anything below it, have landed (or were given
+    /// up on), so the server's paths stay valid for them.
+    async fn settle_uploads_at(&self, ino: u64) -> FsResult<()> {
+        let Some(wb) = self.writeback.get() else { return Ok(()) };
+        let mut nodes = self.inodes.local_below(ino);
+        if let Some(n) = self.inodes.get(ino) {
+            if n.local.is_some() {
+                nodes.push(n);
+            }
+        }
+        for n in nodes {
+            let Some(local) = n.local else { continue };
+            if let Some(g) = local.generation {
+                wb.queue.wait(&local.key, g).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drop an item we deleted or replaced: its queued uploads, its inode, its listing entry.
+    fn forget_item(&self, parent: u64, node: &super::inode::Node) {
+        if let (Some(wb), Some(local)) = (self.writeback.get(), &node.local) {
+            wb.queue.cancel(&local.key);
+        }
+        self.inodes.listing_remove(parent, &node.entry.name);
+        self.inodes.remove_item(node.ino);
+    }
+
+    /// Whether `node` exists on the server yet (a file created here gets its server id once its
+    /// first upload lands).
+    fn on_server(node: &super::inode::Node) -> bool {
+        !node.entry.id.as_str().starts_with("local:")
+    }
+
+    /// Delete file `name` from `parent`.
+    pub async fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        self.wb()?;
+        let name = name
+            .to_str()
+            .ok_or_else(|| fs_err!(libc::ENOENT, "name is not UTF-8"))?;
+        let node = self.child(parent, name).await?;
+        if node.entry.kind == EntryKind::Directory {
+            return Err(fs_err!(libc::EISDIR, "{name:?} is a folder"));
+        }
+        self.delete_node(parent, node).await
+    }
+
+    async fn delete_node(&self, parent: u64, node: super::inode::Node) -> FsResult<()> {
+        if let (Some(wb), Some(local)) = (self.writeback.get(), &node.local) {
+            // An upload under way finishes first; then nothing of it remains queued.
+            wb.queue.settle(&local.key).await;
+            wb.queue.cancel(&local.key);
+        }
+        let node = self.inodes.get(node.ino).unwrap_or(node);
+        if Self::on_server(&node) {
+            match self.remote.delete(&node.entry.id).await {
+                Ok(()) | Err(RemoteError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.forget_item(parent, &node);
+        Ok(())
+    }
+
+    /// Delete the empty folder `name` from `parent`.
+    pub async fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        self.wb()?;
+        let name = name
+            .to_str()
+            .ok_or_else(|| fs_err!(libc::ENOENT, "name is not UTF-8"))?;
+        let node = self.child(parent, name).await?;
+        if node.entry.kind != EntryKind::Directory {
+            return Err(fs_err!(libc::ENOTDIR, "{name:?} is not a folder"));
+        }
+        self.ensure_empty(node.ino).await?;
+        match self.remote.delete(&node.entry.id).await {
+            Ok(()) | Err(RemoteError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.forget_item(parent, &node);
+        Ok(())
+    }
+
+    /// ENOTEMPTY unless folder `ino` has no children, asking the server (deletes there are
+    /// recursive, so an rmdir must not trust a stale listing).
+    async fn ensure_empty(&self, ino: u64) -> FsResult<()> {
+        let node = self
+            .inodes
+            .get(ino)
+            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+        let listed = self.remote.list(&node.entry.id).await?;
+        let (children, _) = self.inodes.set_listing(ino, listed, self.valid_until());
+        if !children.is_empty() {
+            return Err(fs_err!(libc::ENOTEMPTY, "folder is not empty"));
+        }
+        Ok(())
+    }
+
+    /// Rename `name` in `parent` to `new_name` in `new_parent`. `noreplace`: fail with EEXIST
+    /// rather than replace (RENAME_NOREPLACE).
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        new_parent: u64,
+        new_name: &OsStr,
+        noreplace: bool,
+    ) -> FsResult<()> {
+        self.wb()?;
+        let name = name
+            .to_str()
+            .ok_or_else(|| fs_err!(libc::ENOENT, "name is not UTF-8"))?;
+        let new_name = checked_name(new_name)?;
+        let source = self.child(parent, name).await?;
+        let dest_dir = self.dir_node(new_parent)?;
+        if parent == new_parent && name == new_name {
+            return Ok(());
+        }
+        if source.entry.kind == EntryKind::Directory && self.is_below(new_parent, source.ino) {
+            return Err(fs_err!(libc::EINVAL, "cannot move a folder into itself"));
+        }
+        let target = match self.child(new_parent, new_name).await {
+            Ok(t) => Some(t),
+            Err(e) if e.errno() == libc::ENOENT => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(t) = &target {
+            if noreplace {
+                return Err(fs_err!(libc::EEXIST, "{new_name:?} exists"));
+            }
+            match (source.entry.kind, t.entry.kind) {
+                (EntryKind::Directory, EntryKind::File) => return Err(fs_err!(libc::ENOTDIR, "target is a file")),
+                (EntryKind::File, EntryKind::Directory) => return Err(fs_err!(libc::EISDIR, "target is a folder")),
+                (EntryKind::Directory, EntryKind::Directory) => self.ensure_empty(t.ino).await?,
+                _ => {}
+            }
+        }
+        self.settle_uploads_at(source.ino).await?;
+        let source = self.inodes.get(source.ino).unwrap_or(source);
+
+        if !Self::on_server(&source) {
+            // Never uploaded: only our view moves; its upload will go to the new place.
+            if let Some(t) = target {
+                self.delete_node(new_parent, t).await?;
+            }
+            self.inodes.with_node(source.ino, |n| {
+                n.parent = new_parent;
+                n.entry.name = new_name.to_string();
+            });
+            return Ok(());
+        }
+        if let Some(t) = &target {
+            if let (Some(wb), Some(local)) = (self.writeback.get(), &t.local) {
+                wb.queue.settle(&local.key).await;
+                wb.queue.cancel(&local.key);
+            }
+        }
+        let moved = self
+            .remote
+            .rename(&source.entry.id, &dest_dir.entry.id, new_name, target.is_some())
+            .await?;
+        if let Some(t) = &target {
+            self.forget_item(new_parent, t);
+        }
+        let old_id = source.entry.id.clone();
+        if source.entry.kind == EntryKind::Directory && old_id != moved.id {
+            let (from, to) = (old_id.clone(), moved.id.clone());
+            let remote = self.remote.clone();
+            self.inodes.rekey_below(move |id| remote.moved_id(id, &from, &to));
+        }
+        self.inodes.listing_remove(parent, name);
+        self.inodes.listing_insert(new_parent, moved.clone());
+        let valid = self.valid_until();
+        self.inodes.with_node(source.ino, move |n| {
+            n.parent = new_parent;
+            if let Some(local) = n.local.as_mut() {
+                // Pending changes now replace the moved item.
+                local.base_version = moved.version.clone();
+                n.entry.id = moved.id.clone();
+                n.entry.name = moved.name.clone();
+            } else {
+                n.entry = moved;
+                n.attr_valid_until = valid;
+            }
+        });
+        Ok(())
+    }
+
+    /// Whether folder `ino` is `ancestor` or below it.
+    fn is_below(&self, ino: u64, ancestor: u64) -> bool {
+        let mut cur = ino;
+        for _ in 0..4096 {
+            if cur == ancestor {
+                return true;
+            }
+            match self.inodes.get(cur) {
+                Some(n) if n.ino != n.parent => cur = n.parent,
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    /// The upload queue reports: keep our view of the file in step with the server.
+    fn on_upload_event(&self, ev: UploadEvent) {
+        let UploadEvent::Uploaded {
+            record,
+            entry,
+            conflict_copy,
+            generation,
+        } = ev
+        else {
+            return;
+        };
+        let Some(ino) = self.inodes.by_local_key(&record.key) else {
+            return;
+        };
+        let valid = self.valid_until();
+        let parent = self.inodes.get(ino).map(|n| n.parent);
+        self.inodes.with_node(ino, |n| {
+            let Some(local) = n.local.as_mut() else { return };
+            local.uploaded = local.uploaded.max(Some(generation));
+            if conflict_copy {
+                // Ours went up under another name; this name holds the other device's version.
+                n.attr_valid_until = Instant::now();
+            } else {
+                local.base_version = entry.version.clone();
+                n.entry.id = entry.id.clone();
+            }
+            if local.settled() {
+                n.local = None;
+                if !conflict_copy {
+                    n.cached_tag = Some(content_tag(&entry));
+                    n.entry = entry.clone();
+                    n.attr_valid_until = valid;
+                }
+            }
+        });
+        if let (Some(parent), false) = (parent, conflict_copy) {
+            self.inodes.listing_insert(parent, entry);
+        }
+    }
+}
+
+/// Whether `path` names a staged file of this mount (for tests).
+pub fn is_staged(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .map(|n| n.starts_with("staged-"))
+        .unwrap_or(false)
+}
