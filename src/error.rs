@@ -61,6 +61,9 @@ pub enum RemoteError {
     /// The operation is not something this remote can do.
     #[error("not supported: {0}")]
     Unsupported(String),
+    /// The local file to upload could not be read (a problem on this machine, not the server's).
+    #[error("cannot read the local file: {0}")]
+    LocalFile(String),
 }
 
 impl RemoteError {
@@ -78,7 +81,7 @@ impl RemoteError {
             RemoteError::InsufficientStorage => libc::ENOSPC,
             RemoteError::Locked => libc::EBUSY,
             RemoteError::TooLarge => libc::EFBIG,
-            RemoteError::Http { .. } | RemoteError::Protocol(_) => libc::EIO,
+            RemoteError::Http { .. } | RemoteError::Protocol(_) | RemoteError::LocalFile(_) => libc::EIO,
             RemoteError::Unsupported(_) => libc::ENOTSUP,
         }
     }

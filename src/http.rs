@@ -7,16 +7,25 @@
 //! repeated) and hand [`HttpClient::execute`] a closure that consumes a successful response; the
 //! closure runs inside the same deadline and is retried with the request, so a body that breaks off
 //! half way is fetched again like any other transient failure.
+//!
+//! Uploads stream a local file as the body ([`HttpRequest::body_file`]): it is read from disk chunk
+//! by chunk as the socket takes it, never held in memory, and reopened for a retry. Such a request
+//! is not bound by the total deadline (a large file on a slow link takes as long as it takes) but
+//! by a stall limit of the same length: it fails when no byte went out, and no answer came, for
+//! that long.
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use rand::Rng;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, RETRY_AFTER};
 use reqwest::{Method, Response, StatusCode};
 use tracing::{debug, warn};
 use url::Url;
@@ -100,6 +109,21 @@ pub enum Retry {
     /// The request is sent at most once (POST, a PUT whose repetition could clobber a newer
     /// version, ...). It still waits out a client-wide throttling pause before being sent.
     Once,
+    /// The request changes something and must not be repeated once the server may have acted on
+    /// it (PUT, MKCOL, MOVE, DELETE: a repeat would clobber, or report "exists" or "not found"
+    /// for our own first attempt). It is retried only after failures that prove the server did
+    /// not: no connection could be made, or the server answered 429 or 503 (throttled, not
+    /// handled). A timeout, or a connection lost after sending, is returned and never retried.
+    IfNotApplied,
+}
+
+/// What a request sends.
+#[derive(Clone, Debug)]
+enum RequestBody {
+    /// Bytes kept in memory (XML bodies).
+    Bytes(Bytes),
+    /// The whole content of a local file, streamed from disk at each attempt.
+    File(Arc<PathBuf>),
 }
 
 /// One request as a value, so that it can be sent again for a retry.
@@ -108,7 +132,7 @@ pub struct HttpRequest {
     method: Method,
     url: Url,
     headers: HeaderMap,
-    body: Option<Bytes>,
+    body: Option<RequestBody>,
     retry: Retry,
     accept: Vec<StatusCode>,
 }
@@ -147,8 +171,22 @@ impl HttpRequest {
 
     /// Set a body; it is kept so that a retry can send it again.
     pub fn body(mut self, body: impl Into<Bytes>) -> Self {
-        self.body = Some(body.into());
+        self.body = Some(RequestBody::Bytes(body.into()));
         self
+    }
+
+    /// Send the whole content of local file `path` as the body, with a `Content-Length`. The
+    /// file is opened at each attempt and read as the connection takes the bytes, so memory use
+    /// does not grow with its size. A failure to read it is [`RemoteError::LocalFile`]. The
+    /// request is bound by a stall limit instead of the total deadline (see the module doc).
+    pub fn body_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.body = Some(RequestBody::File(Arc::new(path.into())));
+        self
+    }
+
+    /// Whether the body is streamed from a file (and the stall limit applies).
+    fn streams(&self) -> bool {
+        matches!(self.body, Some(RequestBody::File(_)))
     }
 
     /// Hand responses with this (non-2xx) status to the caller's closure instead of turning them
@@ -233,10 +271,12 @@ impl fmt::Debug for HttpClient {
     }
 }
 
-/// Why one attempt failed, plus how long the server asked us to wait.
+/// Why one attempt failed, plus how long the server asked us to wait and whether the failure
+/// proves that the server did not act on the request (see [`Retry::IfNotApplied`]).
 struct AttemptError {
     error: RemoteError,
     retry_after: Option<Duration>,
+    not_applied: bool,
 }
 
 impl From<RemoteError> for AttemptError {
@@ -244,6 +284,48 @@ impl From<RemoteError> for AttemptError {
         AttemptError {
             error,
             retry_after: None,
+            not_applied: false,
+        }
+    }
+}
+
+/// When a streamed upload last made progress (a chunk taken by the connection), for the stall
+/// limit.
+struct Progress {
+    origin: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Arc<Progress> {
+        Arc::new(Progress {
+            origin: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn touch(&self) {
+        let ms = self.origin.elapsed().as_millis().min(u64::MAX as u128) as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Run `fut` to completion, or give up (`None`) once `progress` has not moved for `limit`.
+async fn stall_guard<F: Future>(fut: F, progress: &Progress, limit: Duration) -> Option<F::Output> {
+    tokio::pin!(fut);
+    loop {
+        let idle_until = progress.last() + limit;
+        tokio::select! {
+            out = &mut fut => return Some(out),
+            _ = tokio::time::sleep_until(idle_until.into()) => {
+                if progress.last() + limit <= Instant::now() {
+                    return None;
+                }
+            }
         }
     }
 }
@@ -310,7 +392,9 @@ impl HttpClient {
         let deadline = start
             .checked_add(policy.deadline)
             .unwrap_or_else(|| start + Duration::from_secs(365 * 24 * 3600));
+        let mut deadline = deadline;
         let label = req.label();
+        let streams = req.streams();
         let mut attempt: u32 = 0;
         loop {
             // Honour a client-wide throttling pause, unless it outlasts our deadline.
@@ -328,11 +412,23 @@ impl HttpClient {
                 return Err(timeout_error(&label, policy.deadline));
             }
             attempt += 1;
-            let outcome = tokio::time::timeout(remaining, self.attempt(req, remaining, &label, &mut handle)).await;
+            let outcome = if streams {
+                // Bound by progress, not by the clock; the time spent streaming does not eat the
+                // budget for the waits between attempts.
+                let progress = Progress::new();
+                let attempt_fut = self.attempt(req, None, Some(&progress), &label, &mut handle);
+                let out = stall_guard(attempt_fut, &progress, policy.deadline).await;
+                deadline += now.elapsed();
+                out.unwrap_or_else(|| Err(AttemptError::from(stall_error(&label, policy.deadline))))
+            } else {
+                let attempt_fut = self.attempt(req, Some(remaining), None, &label, &mut handle);
+                tokio::time::timeout(remaining, attempt_fut)
+                    .await
+                    .unwrap_or_else(|_elapsed| Err(AttemptError::from(timeout_error(&label, policy.deadline))))
+            };
             let failure = match outcome {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(failure)) => failure,
-                Err(_elapsed) => AttemptError::from(timeout_error(&label, policy.deadline)),
+                Ok(value) => return Ok(value),
+                Err(failure) => failure,
             };
             // A throttling answer holds back every request of this client, whether or not this
             // one is retried. A zero delay (or a date in the past) is no reason to pause, and is
@@ -341,7 +437,12 @@ impl HttpClient {
             if let Some(after) = pause {
                 self.pause_until(Instant::now() + after);
             }
-            if req.retry == Retry::Once || !should_retry(&failure.error) {
+            let retry = match req.retry {
+                Retry::Idempotent => should_retry(&failure.error),
+                Retry::IfNotApplied => failure.not_applied && should_retry(&failure.error),
+                Retry::Once => false,
+            };
+            if !retry {
                 return Err(failure.error);
             }
             let wait = pause.unwrap_or_else(|| policy.backoff(attempt));
@@ -366,7 +467,8 @@ impl HttpClient {
     async fn attempt<T, F, Fut>(
         &self,
         req: &HttpRequest,
-        remaining: Duration,
+        remaining: Option<Duration>,
+        progress: Option<&Arc<Progress>>,
         label: &str,
         handle: &mut F,
     ) -> Result<T, AttemptError>
@@ -378,20 +480,32 @@ impl HttpClient {
             .inner
             .client
             .request(req.method.clone(), req.url.clone())
-            .headers(req.headers.clone())
-            .timeout(remaining);
+            .headers(req.headers.clone());
+        if let Some(remaining) = remaining {
+            builder = builder.timeout(remaining);
+        }
         if let Some(c) = &self.inner.credentials {
             builder = builder.basic_auth(&c.user, Some(&c.password));
         }
-        if let Some(body) = &req.body {
-            builder = builder.body(body.clone());
+        match &req.body {
+            Some(RequestBody::Bytes(body)) => builder = builder.body(body.clone()),
+            Some(RequestBody::File(path)) => {
+                let (body, len) = file_body(path, progress.cloned()).await?;
+                builder = builder.header(CONTENT_LENGTH, len).body(body);
+            }
+            None => {}
         }
         let started = Instant::now();
         let resp = match builder.send().await {
             Ok(resp) => resp,
             Err(e) => {
                 debug!(request = %label, elapsed_ms = started.elapsed().as_millis() as u64, error = %error_chain(&e), "http error");
-                return Err(map_reqwest_error(label, &e).into());
+                return Err(AttemptError {
+                    error: map_reqwest_error(label, &e),
+                    retry_after: None,
+                    // No connection could be made: nothing reached the server.
+                    not_applied: e.is_connect(),
+                });
             }
         };
         let status = resp.status();
@@ -416,8 +530,35 @@ impl HttpClient {
         Err(AttemptError {
             error: status_error(status, label, retry_after),
             retry_after,
+            // The server turned the request away without handling it.
+            not_applied: status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE,
         })
     }
+}
+
+/// Size of the chunks a streamed file is read in.
+const FILE_CHUNK: usize = 256 * 1024;
+
+/// Open `path` and make a body that streams exactly its current length (which goes into
+/// `Content-Length`), touching `progress` as the connection takes each chunk.
+async fn file_body(path: &Path, progress: Option<Arc<Progress>>) -> RemoteResult<(reqwest::Body, u64)> {
+    let local = |e: std::io::Error| RemoteError::LocalFile(format!("{}: {e}", path.display()));
+    let file = tokio::fs::File::open(path).await.map_err(local)?;
+    let meta = file.metadata().await.map_err(local)?;
+    if !meta.is_file() {
+        return Err(RemoteError::LocalFile(format!(
+            "{}: not a regular file",
+            path.display()
+        )));
+    }
+    let len = meta.len();
+    let limited = tokio::io::AsyncReadExt::take(file, len);
+    let stream = tokio_util::io::ReaderStream::with_capacity(limited, FILE_CHUNK).inspect(move |_| {
+        if let Some(p) = &progress {
+            p.touch();
+        }
+    });
+    Ok((reqwest::Body::wrap_stream(stream), len))
 }
 
 /// Whether a failure is worth another attempt of an idempotent request: throttling, timeouts,
@@ -439,6 +580,7 @@ pub fn status_error(status: StatusCode, context: &str, retry_after: Option<Durat
         404 => RemoteError::NotFound,
         401 => RemoteError::Unauthorized(message),
         403 => RemoteError::Forbidden(message),
+        412 => RemoteError::PreconditionFailed,
         413 => RemoteError::TooLarge,
         423 => RemoteError::Locked,
         429 | 503 => RemoteError::Throttled { retry_after },
@@ -468,6 +610,10 @@ pub fn map_reqwest_error(context: &str, error: &reqwest::Error) -> RemoteError {
 
 fn timeout_error(context: &str, deadline: Duration) -> RemoteError {
     RemoteError::Timeout(format!("{context}: no complete answer within {deadline:?}"))
+}
+
+fn stall_error(context: &str, limit: Duration) -> RemoteError {
+    RemoteError::Timeout(format!("{context}: no progress for {limit:?}"))
 }
 
 /// "outer: inner: innermost", without any URL (reqwest puts the URL in its own `Display`; the URL
@@ -542,6 +688,7 @@ mod tests {
         assert!(matches!(s(423), RemoteError::Locked));
         assert!(matches!(s(507), RemoteError::InsufficientStorage));
         assert!(matches!(s(413), RemoteError::TooLarge));
+        assert!(matches!(s(412), RemoteError::PreconditionFailed));
         assert!(matches!(s(429), RemoteError::Throttled { .. }));
         assert!(matches!(s(503), RemoteError::Throttled { .. }));
         assert!(matches!(s(500), RemoteError::Http { status: 500, .. }));

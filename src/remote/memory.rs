@@ -1,16 +1,22 @@
 //! An in-memory [`Remote`] for tests of the layers above: a tree of files and folders that tests
-//! can change "out of band" (as another device would), with counters of what was asked of it and a
-//! switch that makes every call fail as if the server were down.
+//! can change "out of band" (as another device would), with counters of what was asked of it, a
+//! switch that makes every call fail as if the server were down, and fault switches for uploads
+//! (fail the next n, delay each).
+//!
+//! Writes behave like a well-behaved server: conditional uploads are enforced atomically, the
+//! modification time given is kept, every change of content or mtime gives a new version, and a
+//! rename with `replace` refuses to replace a folder that is not empty (like [`crate::webdav`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{Entry, EntryKind, ItemId, Quota, Remote, Version};
+use super::{Capabilities, Entry, EntryKind, ItemId, Precondition, Quota, Remote, Version};
 use crate::error::{RemoteError, RemoteResult};
 
 #[derive(Clone)]
@@ -34,6 +40,12 @@ pub struct MemoryRemote {
     pub lists: AtomicU64,
     /// Number of `lookup` and `stat` calls answered.
     pub lookups: AtomicU64,
+    /// Number of uploads that changed the drive.
+    pub uploads: AtomicU64,
+    /// Errors the next uploads fail with, one each, before touching anything.
+    upload_failures: Mutex<VecDeque<RemoteError>>,
+    /// How long each upload takes before it is applied.
+    upload_delay: Mutex<Duration>,
 }
 
 impl Default for MemoryRemote {
@@ -79,6 +91,46 @@ impl MemoryRemote {
             bytes_read: AtomicU64::new(0),
             lists: AtomicU64::new(0),
             lookups: AtomicU64::new(0),
+            uploads: AtomicU64::new(0),
+            upload_failures: Mutex::new(VecDeque::new()),
+            upload_delay: Mutex::new(Duration::ZERO),
+        }
+    }
+
+    /// Make the next `n` uploads fail with `error` (after the upload delay, without changing
+    /// anything), on top of failures already queued.
+    pub fn fail_next_uploads(&self, n: usize, error: RemoteError) {
+        let mut q = self.upload_failures.lock().unwrap();
+        q.extend(std::iter::repeat_n(error, n));
+    }
+
+    /// Make every upload take `delay` before it is applied (or fails), as a slow link would.
+    pub fn set_upload_delay(&self, delay: Duration) {
+        *self.upload_delay.lock().unwrap() = delay;
+    }
+
+    /// The content of the file at `path`, for assertions.
+    pub fn file_content(&self, path: &str) -> Option<Bytes> {
+        let nodes = self.nodes.lock().unwrap();
+        nodes
+            .get(path)
+            .filter(|n| n.kind == EntryKind::File)
+            .map(|n| n.data.clone())
+    }
+
+    fn bump(&self) -> u64 {
+        self.next_version.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The folder `parent` must exist (`NotFound`) and be a folder.
+    fn check_parent(nodes: &BTreeMap<String, Node>, parent: &str) -> RemoteResult<()> {
+        match nodes.get(parent) {
+            Some(n) if n.kind == EntryKind::Directory => Ok(()),
+            Some(_) => Err(RemoteError::Http {
+                status: 409,
+                message: "parent is not a folder".into(),
+            }),
+            None => Err(RemoteError::NotFound),
         }
     }
 
@@ -134,6 +186,13 @@ impl MemoryRemote {
         } else {
             Ok(())
         }
+    }
+
+    fn check_name(name: &str) -> RemoteResult<()> {
+        if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+            return Err(RemoteError::Unsupported(format!("invalid name {name:?}")));
+        }
+        Ok(())
     }
 
     fn entry(path: &str, node: &Node) -> Entry {
@@ -223,5 +282,296 @@ impl Remote for MemoryRemote {
             used: Some(used),
             available: Some(1 << 40),
         }))
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            conditional_writes: true,
+            set_mtime: true,
+        }
+    }
+
+    async fn upload(
+        &self,
+        parent: &ItemId,
+        name: &str,
+        source: &Path,
+        mtime: SystemTime,
+        precondition: Precondition,
+    ) -> RemoteResult<Entry> {
+        self.check_up()?;
+        Self::check_name(name)?;
+        let data = tokio::fs::read(source)
+            .await
+            .map_err(|e| RemoteError::LocalFile(format!("{}: {e}", source.display())))?;
+        let delay = *self.upload_delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(e) = self.upload_failures.lock().unwrap().pop_front() {
+            return Err(e);
+        }
+        self.check_up()?;
+        let path = join(parent.as_str(), name);
+        let mut nodes = self.nodes.lock().unwrap();
+        Self::check_parent(&nodes, parent.as_str())?;
+        let existing = nodes.get(&path);
+        match (&precondition, existing) {
+            (Precondition::Absent, Some(_)) => return Err(RemoteError::AlreadyExists),
+            (Precondition::Matches(_), None) => return Err(RemoteError::PreconditionFailed),
+            (Precondition::Matches(v), Some(n)) if v.as_str() != n.version.to_string() => {
+                return Err(RemoteError::PreconditionFailed)
+            }
+            _ => {}
+        }
+        if existing.is_some_and(|n| n.kind == EntryKind::Directory) {
+            return Err(RemoteError::Http {
+                status: 405,
+                message: "cannot upload over a folder".into(),
+            });
+        }
+        let node = Node {
+            kind: EntryKind::File,
+            data: data.into(),
+            mtime,
+            version: self.bump(),
+        };
+        let entry = Self::entry(&path, &node);
+        nodes.insert(path, node);
+        self.uploads.fetch_add(1, Ordering::Relaxed);
+        Ok(entry)
+    }
+
+    async fn mkdir(&self, parent: &ItemId, name: &str) -> RemoteResult<Entry> {
+        self.check_up()?;
+        Self::check_name(name)?;
+        let path = join(parent.as_str(), name);
+        let mut nodes = self.nodes.lock().unwrap();
+        Self::check_parent(&nodes, parent.as_str())?;
+        if nodes.contains_key(&path) {
+            return Err(RemoteError::AlreadyExists);
+        }
+        let node = Node {
+            kind: EntryKind::Directory,
+            data: Bytes::new(),
+            mtime: SystemTime::now(),
+            version: self.bump(),
+        };
+        let entry = Self::entry(&path, &node);
+        nodes.insert(path, node);
+        Ok(entry)
+    }
+
+    async fn delete(&self, id: &ItemId) -> RemoteResult<()> {
+        self.check_up()?;
+        let path = id.as_str();
+        if path.is_empty() {
+            return Err(RemoteError::Unsupported("refusing to delete the root".into()));
+        }
+        let mut nodes = self.nodes.lock().unwrap();
+        if !nodes.contains_key(path) {
+            return Err(RemoteError::NotFound);
+        }
+        let prefix = format!("{path}/");
+        nodes.retain(|k, _| k != path && !k.starts_with(&prefix));
+        Ok(())
+    }
+
+    async fn rename(&self, id: &ItemId, new_parent: &ItemId, new_name: &str, replace: bool) -> RemoteResult<Entry> {
+        self.check_up()?;
+        Self::check_name(new_name)?;
+        let from = id.as_str();
+        if from.is_empty() {
+            return Err(RemoteError::Unsupported("cannot move the root".into()));
+        }
+        let to = join(new_parent.as_str(), new_name);
+        let mut nodes = self.nodes.lock().unwrap();
+        let Some(node) = nodes.get(from) else {
+            return Err(RemoteError::NotFound);
+        };
+        if to == from {
+            return Ok(Self::entry(from, node));
+        }
+        Self::check_parent(&nodes, new_parent.as_str())?;
+        let from_prefix = format!("{from}/");
+        if to.starts_with(&from_prefix) {
+            return Err(RemoteError::Forbidden("cannot move a folder into itself".into()));
+        }
+        let to_prefix = format!("{to}/");
+        if let Some(target) = nodes.get(&to) {
+            if !replace {
+                return Err(RemoteError::AlreadyExists);
+            }
+            let has_children = nodes.keys().any(|k| k.starts_with(&to_prefix));
+            if target.kind == EntryKind::Directory && has_children {
+                return Err(RemoteError::AlreadyExists);
+            }
+            nodes.retain(|k, _| *k != to && !k.starts_with(&to_prefix));
+        }
+        let moved: Vec<String> = nodes
+            .keys()
+            .filter(|k| k.as_str() == from || k.starts_with(&from_prefix))
+            .cloned()
+            .collect();
+        for old in moved {
+            if let Some(n) = nodes.remove(&old) {
+                let new = format!("{to}{}", &old[from.len()..]);
+                nodes.insert(new, n);
+            }
+        }
+        let node = nodes.get(&to).ok_or(RemoteError::NotFound)?;
+        Ok(Self::entry(&to, node))
+    }
+
+    async fn set_mtime(&self, id: &ItemId, mtime: SystemTime) -> RemoteResult<Entry> {
+        self.check_up()?;
+        let version = self.bump();
+        let mut nodes = self.nodes.lock().unwrap();
+        let node = nodes.get_mut(id.as_str()).ok_or(RemoteError::NotFound)?;
+        node.mtime = mtime;
+        node.version = version;
+        Ok(Self::entry(id.as_str(), node))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn id(s: &str) -> ItemId {
+        ItemId::new(s)
+    }
+
+    fn staged(data: &[u8]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(data).unwrap();
+        f
+    }
+
+    fn t(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[tokio::test]
+    async fn uploads_honour_preconditions_and_keep_mtime() {
+        let m = MemoryRemote::new();
+        let one = staged(b"one");
+        let e1 = m
+            .upload(&id(""), "f", one.path(), t(1000), Precondition::Absent)
+            .await
+            .unwrap();
+        assert_eq!((e1.size, e1.mtime, e1.kind), (3, t(1000), EntryKind::File));
+        assert!(matches!(
+            m.upload(&id(""), "f", one.path(), t(1), Precondition::Absent).await,
+            Err(RemoteError::AlreadyExists)
+        ));
+        let two = staged(b"second");
+        let v1 = e1.version.clone().unwrap();
+        let e2 = m
+            .upload(&id(""), "f", two.path(), t(2000), Precondition::Matches(v1.clone()))
+            .await
+            .unwrap();
+        assert_ne!(e2.version, e1.version);
+        assert_eq!(m.file_content("f").unwrap(), &b"second"[..]);
+        assert!(matches!(
+            m.upload(&id(""), "f", one.path(), t(1), Precondition::Matches(v1))
+                .await,
+            Err(RemoteError::PreconditionFailed)
+        ));
+        assert!(matches!(
+            m.upload(
+                &id(""),
+                "gone",
+                one.path(),
+                t(1),
+                Precondition::Matches(Version::from_etag("1"))
+            )
+            .await,
+            Err(RemoteError::PreconditionFailed)
+        ));
+        m.upload(&id(""), "f", one.path(), t(3000), Precondition::Any)
+            .await
+            .unwrap();
+        assert_eq!(m.file_content("f").unwrap(), &b"one"[..]);
+        assert!(matches!(
+            m.upload(&id("nodir"), "f", one.path(), t(1), Precondition::Any).await,
+            Err(RemoteError::NotFound)
+        ));
+        assert!(matches!(
+            m.upload(&id(""), "a/b", one.path(), t(1), Precondition::Any).await,
+            Err(RemoteError::Unsupported(_))
+        ));
+        assert_eq!(m.uploads.load(Ordering::Relaxed), 3);
+        assert!(m.capabilities().conditional_writes && m.capabilities().set_mtime);
+    }
+
+    #[tokio::test]
+    async fn fault_switches() {
+        let m = MemoryRemote::new();
+        let f = staged(b"x");
+        m.fail_next_uploads(2, RemoteError::Timeout("injected".into()));
+        for _ in 0..2 {
+            assert!(matches!(
+                m.upload(&id(""), "f", f.path(), t(1), Precondition::Any).await,
+                Err(RemoteError::Timeout(_))
+            ));
+        }
+        assert!(m.file_content("f").is_none(), "a failed upload changes nothing");
+        m.upload(&id(""), "f", f.path(), t(1), Precondition::Any).await.unwrap();
+        m.set_upload_delay(Duration::from_millis(50));
+        let started = std::time::Instant::now();
+        m.upload(&id(""), "g", f.path(), t(1), Precondition::Any).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn mkdir_delete_rename_set_mtime() {
+        let m = MemoryRemote::new();
+        let d = m.mkdir(&id(""), "d").await.unwrap();
+        assert_eq!(d.kind, EntryKind::Directory);
+        assert!(matches!(m.mkdir(&id(""), "d").await, Err(RemoteError::AlreadyExists)));
+        assert!(matches!(m.mkdir(&id("nope"), "x").await, Err(RemoteError::NotFound)));
+        m.put_file("d/a.txt", &b"a"[..]);
+        m.put_file("d/sub/b.txt", &b"b"[..]);
+        m.put_file("top.txt", &b"top"[..]);
+
+        // A folder moves with everything in it.
+        let moved = m.rename(&id("d"), &id(""), "e", false).await.unwrap();
+        assert_eq!(moved.id, id("e"));
+        assert_eq!(m.file_content("e/sub/b.txt").unwrap(), &b"b"[..]);
+        assert!(m.file_content("d/a.txt").is_none());
+        // No replace without asking; never a non-empty folder; a file over a file with replace.
+        assert!(matches!(
+            m.rename(&id("top.txt"), &id("e"), "a.txt", false).await,
+            Err(RemoteError::AlreadyExists)
+        ));
+        m.mkdir(&id(""), "f").await.unwrap();
+        m.put_file("f/keep", &b"k"[..]);
+        assert!(matches!(
+            m.rename(&id("e"), &id(""), "f", true).await,
+            Err(RemoteError::AlreadyExists)
+        ));
+        m.rename(&id("top.txt"), &id("e"), "a.txt", true).await.unwrap();
+        assert_eq!(m.file_content("e/a.txt").unwrap(), &b"top"[..]);
+        assert!(matches!(
+            m.rename(&id("e"), &id("e/sub"), "x", false).await,
+            Err(RemoteError::Forbidden(_))
+        ));
+        assert!(matches!(
+            m.rename(&id("missing"), &id(""), "x", false).await,
+            Err(RemoteError::NotFound)
+        ));
+
+        let e = m.set_mtime(&id("e/a.txt"), t(42)).await.unwrap();
+        assert_eq!(e.mtime, t(42));
+        assert_eq!(m.stat(&id("e/a.txt")).await.unwrap().mtime, t(42));
+
+        m.delete(&id("e")).await.unwrap();
+        assert!(m.file_content("e/sub/b.txt").is_none());
+        assert!(matches!(m.stat(&id("e/sub")).await, Err(RemoteError::NotFound)));
+        assert!(matches!(m.delete(&id("e")).await, Err(RemoteError::NotFound)));
+        assert!(m.delete(&id("")).await.is_err());
     }
 }

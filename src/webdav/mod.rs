@@ -1,14 +1,19 @@
-//! The WebDAV remote: PROPFIND for metadata, ranged GET for content.
+//! The WebDAV remote: PROPFIND for metadata, ranged GET for content, PUT/MKCOL/DELETE/MOVE/PROPPATCH
+//! for changes.
 //!
 //! Module map: [`href`] turns item IDs into URLs and hrefs back into IDs; [`propfind`] holds the
-//! request bodies and the streaming multistatus parser; [`read`] does ranged reads. This file ties
+//! request bodies and the streaming multistatus parser; [`read`] does ranged reads; [`write`] the
+//! write operations and what the server can do ([`DavRemote::probe_capabilities`]). This file ties
 //! them to [`crate::http::HttpClient`] and implements [`Remote`].
 
 pub mod href;
 pub mod propfind;
 pub mod read;
+pub mod write;
 
 use std::fmt;
+use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -21,7 +26,7 @@ use url::Url;
 
 use crate::error::{RemoteError, RemoteResult};
 use crate::http::{Credentials, HttpClient, HttpConfig, HttpRequest, RetryPolicy};
-use crate::remote::{Entry, EntryKind, ItemId, Quota, Remote, Version};
+use crate::remote::{Capabilities, Entry, EntryKind, ItemId, Precondition, Quota, Remote, Version};
 
 use propfind::{DavResponse, PROPFIND_ENTRY, PROPFIND_ENTRY_AND_QUOTA};
 
@@ -65,6 +70,10 @@ pub struct DavRemote {
     base: Url,
     /// Decoded segments of the base path, which every href of ours starts with.
     base_segments: Vec<String>,
+    /// What has been learnt about the server's write behaviour.
+    caps: Mutex<write::CapState>,
+    /// Keeps concurrent first uploads from probing the server more than once.
+    probe_lock: tokio::sync::Mutex<()>,
 }
 
 fn propfind_method() -> Method {
@@ -113,6 +122,8 @@ impl DavRemote {
             http,
             base,
             base_segments,
+            caps: Mutex::new(write::CapState::default()),
+            probe_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -270,6 +281,38 @@ impl Remote for DavRemote {
             used: p.quota_used,
             available: p.quota_available,
         }))
+    }
+
+    /// What has been learnt so far: `false` until known (see [`DavRemote::probe_capabilities`]).
+    fn capabilities(&self) -> Capabilities {
+        self.known_capabilities()
+    }
+
+    async fn upload(
+        &self,
+        parent: &ItemId,
+        name: &str,
+        source: &Path,
+        mtime: SystemTime,
+        precondition: Precondition,
+    ) -> RemoteResult<Entry> {
+        self.upload_file(parent, name, source, mtime, precondition).await
+    }
+
+    async fn mkdir(&self, parent: &ItemId, name: &str) -> RemoteResult<Entry> {
+        self.make_dir(parent, name).await
+    }
+
+    async fn delete(&self, id: &ItemId) -> RemoteResult<()> {
+        self.delete_item(id).await
+    }
+
+    async fn rename(&self, id: &ItemId, new_parent: &ItemId, new_name: &str, replace: bool) -> RemoteResult<Entry> {
+        self.move_item(id, new_parent, new_name, replace).await
+    }
+
+    async fn set_mtime(&self, id: &ItemId, mtime: SystemTime) -> RemoteResult<Entry> {
+        self.set_mtime_inner(id.as_str(), mtime).await
     }
 }
 

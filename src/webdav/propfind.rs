@@ -82,6 +82,9 @@ pub struct DavResponse {
     pub status: Option<u16>,
     /// Properties from 200 `<propstat>` blocks.
     pub props: Props,
+    /// The status of every `<propstat>` block, in order (0 when one has none): what a PROPPATCH
+    /// answer says about each property it was asked to set.
+    pub propstat_statuses: Vec<u16>,
 }
 
 impl DavResponse {
@@ -257,6 +260,7 @@ impl Parser {
             Tag::ResponseStatus => self.response.status = parse_status_line(value),
             Tag::PropstatStatus => self.propstat_status = parse_status_line(value),
             Tag::Propstat => {
+                self.response.propstat_statuses.push(self.propstat_status.unwrap_or(0));
                 if self.propstat_status == Some(200) {
                     let props = std::mem::take(&mut self.propstat);
                     self.response.props.merge(props);
@@ -470,6 +474,7 @@ mod tests {
 </D:response></D:multistatus>"#;
         let r = parse(xml).unwrap();
         assert_eq!(r[0].props, Props::default());
+        assert_eq!(r[0].propstat_statuses, vec![403, 404, 0, 200]);
     }
 
     #[test]

@@ -1,0 +1,795 @@
+//! Write operations: streamed PUT, MKCOL, DELETE, MOVE and PROPPATCH of the modification time, with
+//! what real servers make of them (see `docs/webdav-servers.md`).
+//!
+//! Choices that apply to all of them:
+//! - Nothing that changes the server is repeated once the server may have acted on it
+//!   ([`Retry::IfNotApplied`]): a second PUT could clobber a newer version, a second MKCOL, MOVE or
+//!   DELETE would report "exists" or "not found" for our own first attempt. Only a refused
+//!   connection, 429 and 503 are retried; a timeout or a connection lost mid-request is returned
+//!   as the transient error it is, for the caller to retry (an upload retried after it did land is
+//!   recognised, see [`DavRemote::upload_file`]).
+//! - Statuses that mean different things per method and server (405, 409, 403, 500...) are read
+//!   here, and the cases they hide are told apart by a PROPFIND (is the source there, is the
+//!   parent there) rather than by guessing.
+//! - Every operation returns the item as a Depth-0 PROPFIND describes it afterwards.
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, IF_MATCH, IF_NONE_MATCH};
+use reqwest::{Method, Response, StatusCode};
+use tokio::io::AsyncReadExt;
+use tracing::{debug, info, warn};
+
+use super::propfind::{self, DavResponse, PROPFIND_ENTRY};
+use super::{href, read, DavRemote, Depth};
+use crate::error::{RemoteError, RemoteResult};
+use crate::http::{HttpRequest, Retry};
+use crate::remote::{Capabilities, Entry, EntryKind, ItemId, Precondition, Version};
+
+/// Nextcloud and ownCloud keep the modification time given in this header with a PUT, and answer
+/// `X-OC-MTime: accepted`; other servers ignore it.
+const X_OC_MTIME: &str = "x-oc-mtime";
+/// How long to wait for Apache to turn a weak ETag into the strong one (it does one second after
+/// the last write), before giving up on `If-Match` for that upload.
+const WEAK_WAIT: Duration = Duration::from_millis(2500);
+/// Pause between two looks at a weak ETag.
+const WEAK_POLL: Duration = Duration::from_millis(250);
+/// Chunk size when comparing a local file with the server's copy.
+const COMPARE_CHUNK: u64 = 1 << 20;
+
+/// The property a server lets us set the modification time through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MtimeProp {
+    /// `DAV:getlastmodified` as an HTTP date (WsgiDAV with `mutable_live_props`).
+    GetLastModified,
+    /// `DAV:lastmodified` as Unix seconds (Nextcloud and ownCloud, which refuse the former).
+    OcLastModified,
+}
+
+/// What this mount has learnt about the server's write behaviour. `None` is "not known yet".
+#[derive(Debug, Default)]
+pub(super) struct CapState {
+    /// Whether `If-Match`/`If-None-Match` on PUT are enforced (probed, see
+    /// [`DavRemote::probe_capabilities`]).
+    conditional: Option<bool>,
+    /// Whether a modification time can be set (learnt from the first attempt).
+    set_mtime: Option<bool>,
+    /// The property that worked.
+    mtime_prop: Option<MtimeProp>,
+    /// The server answered `X-OC-MTime: accepted` to a PUT (Nextcloud, ownCloud).
+    oc_mtime: bool,
+}
+
+fn method(name: &'static str) -> Method {
+    // Valid tokens, so this cannot fail; fall back to a harmless method rather than panic.
+    Method::from_bytes(name.as_bytes()).unwrap_or(Method::OPTIONS)
+}
+
+/// Names a write may create: what `lookup` can find.
+fn check_name(name: &str) -> RemoteResult<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(RemoteError::Unsupported(format!("invalid name {name:?}")));
+    }
+    Ok(())
+}
+
+/// Whole seconds since the epoch, for times HTTP dates can carry.
+fn unix_secs(t: SystemTime) -> Option<u64> {
+    let secs = t.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    // HTTP dates end with year 9999.
+    (secs < 253_402_300_800).then_some(secs)
+}
+
+fn header(value: &str) -> RemoteResult<HeaderValue> {
+    HeaderValue::from_str(value).map_err(|e| RemoteError::Protocol(format!("bad header value {value:?}: {e}")))
+}
+
+fn oc_mtime_accepted(headers: &HeaderMap) -> bool {
+    headers
+        .get(X_OC_MTIME)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("accepted"))
+}
+
+/// The PROPPATCH body that sets the modification time through `prop`.
+fn proppatch_body(prop: MtimeProp, secs: u64) -> String {
+    let (name, value) = match prop {
+        MtimeProp::GetLastModified => (
+            "getlastmodified",
+            httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs)),
+        ),
+        MtimeProp::OcLastModified => ("lastmodified", secs.to_string()),
+    };
+    format!(
+        concat!(
+            r#"<?xml version="1.0" encoding="utf-8"?>"#,
+            r#"<D:propertyupdate xmlns:D="DAV:"><D:set><D:prop>"#,
+            "<D:{name}>{value}</D:{name}>",
+            "</D:prop></D:set></D:propertyupdate>"
+        ),
+        name = name,
+        value = value
+    )
+}
+
+/// What to do after looking at the item an upload with `Matches` would replace.
+enum BeforeReplace {
+    /// Send the PUT, with `If-Match` or (when the server only gives a weak ETag) without.
+    Put { if_match: bool },
+    /// The server already holds exactly our bytes: nothing to send.
+    Done(Entry),
+}
+
+impl DavRemote {
+    /// What this mount knows about the server so far: both are `false` until learnt (the probe for
+    /// conditional writes runs before the first upload, or through
+    /// [`DavRemote::probe_capabilities`]; `set_mtime` is learnt from the first attempt).
+    pub(super) fn known_capabilities(&self) -> Capabilities {
+        let caps = self.caps.lock().unwrap_or_else(|p| p.into_inner());
+        Capabilities {
+            conditional_writes: caps.conditional == Some(true),
+            set_mtime: caps.set_mtime == Some(true),
+        }
+    }
+
+    fn caps(&self) -> std::sync::MutexGuard<'_, CapState> {
+        self.caps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Find out now whether the server enforces conditional writes (see
+    /// [`DavRemote::upload_file`]), probing in the share's root folder, and return what is known.
+    /// The daemon may call this at mount time; otherwise it happens before the first upload.
+    pub async fn probe_capabilities(&self) -> RemoteResult<Capabilities> {
+        self.conditional_writes_in("").await?;
+        Ok(self.known_capabilities())
+    }
+
+    /// Whether conditional PUTs are enforced, probing once (in folder `dir`) if not known yet.
+    async fn conditional_writes_in(&self, dir: &str) -> RemoteResult<bool> {
+        if let Some(known) = self.caps().conditional {
+            return Ok(known);
+        }
+        let _one_probe_at_a_time = self.probe_lock.lock().await;
+        if let Some(known) = self.caps().conditional {
+            return Ok(known);
+        }
+        let verdict = self.probe_conditional(dir).await?;
+        self.caps().conditional = Some(verdict);
+        info!(
+            server = %self.base,
+            conditional_writes = verdict,
+            "probed whether the server enforces If-Match"
+        );
+        Ok(verdict)
+    }
+
+    /// The probe: a PUT with `If-Match` of a made-up ETag to a name that does not exist. A server
+    /// that enforces preconditions answers 412 and creates nothing. One that ignores them (rclone,
+    /// nginx) creates the file, which is deleted at once; so does WsgiDAV, which checks `If-Match`
+    /// only on existing items, so a replace there could recreate an item deleted meanwhile: "not
+    /// enforced" is the honest verdict for it too. Transient failures give no verdict (`Err`).
+    async fn probe_conditional(&self, dir: &str) -> RemoteResult<bool> {
+        let tag: u64 = rand::random();
+        let id = href::join(dir, &format!(".cloudmount-probe-{tag:016x}"));
+        let url = href::item_url(&self.base, &id, false)?;
+        let req = HttpRequest::new(Method::PUT, url.clone(), Retry::IfNotApplied)
+            .header(IF_MATCH, header(&format!("\"cloudmount-probe-{tag:016x}\""))?)
+            .body(Bytes::new())
+            .accept_status(StatusCode::PRECONDITION_FAILED);
+        match self.http.execute(&req, |resp| async move { Ok(resp.status()) }).await {
+            Ok(StatusCode::PRECONDITION_FAILED) => Ok(true),
+            Ok(status) => {
+                debug!(%status, "the probe PUT with a made-up If-Match went through; deleting it");
+                let del = HttpRequest::new(Method::DELETE, url, Retry::IfNotApplied);
+                if let Err(e) = self.http.send(&del).await {
+                    warn!(item = %id, error = %e, "could not delete the probe file; please remove it");
+                }
+                Ok(false)
+            }
+            Err(e)
+                if e.is_transient() || matches!(e, RemoteError::NotFound | RemoteError::Http { status: 409, .. }) =>
+            {
+                Err(e)
+            }
+            Err(e) => {
+                // Refused outright (403, 405...): no way to tell, so assume nothing.
+                debug!(error = %e, "the conditional-write probe was refused");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Depth-0 PROPFIND that says `None` for a missing item.
+    async fn stat_opt(&self, id: &str) -> RemoteResult<Option<(Entry, DavResponse)>> {
+        match self.stat_id(id, PROPFIND_ENTRY).await {
+            Ok(found) => Ok(Some(found)),
+            Err(RemoteError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the parent folder of `id` is missing (then a write there fails with `NotFound`,
+    /// whatever status the server chose for it).
+    async fn parent_missing(&self, id: &str) -> RemoteResult<bool> {
+        match href::parent_of(id) {
+            None | Some("") => Ok(false),
+            Some(parent) => Ok(self.stat_opt(parent).await?.is_none()),
+        }
+    }
+
+    /// Log the errors a user must hear about with the item's name (DESIGN §7), and pass them on.
+    fn note(&self, op: &str, id: &str, e: RemoteError) -> RemoteError {
+        if matches!(
+            e,
+            RemoteError::Locked | RemoteError::InsufficientStorage | RemoteError::TooLarge
+        ) {
+            warn!(op, item = %id, error = %e, "the server refused a write");
+        }
+        e
+    }
+
+    /// Whether the server's file `entry` holds exactly the bytes of local file `source`. Reads it
+    /// back in chunks (pinned to its version), stopping at the first difference.
+    async fn same_content(&self, entry: &Entry, source: &Path) -> RemoteResult<bool> {
+        let local_err = |e: std::io::Error| RemoteError::LocalFile(format!("{}: {e}", source.display()));
+        let mut file = tokio::fs::File::open(source).await.map_err(local_err)?;
+        let len = file.metadata().await.map_err(local_err)?.len();
+        if entry.kind != EntryKind::File || entry.size != len {
+            return Ok(false);
+        }
+        let url = href::item_url(&self.base, entry.id.as_str(), false)?;
+        let mut offset = 0;
+        let mut local = vec![0u8; COMPARE_CHUNK as usize];
+        while offset < len {
+            let want = COMPARE_CHUNK.min(len - offset);
+            let remote = match read::read_range(&self.http, url.clone(), entry.version.as_ref(), offset, want).await {
+                Ok(bytes) => bytes,
+                Err(RemoteError::VersionChanged | RemoteError::NotFound) => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            let buf = &mut local[..want as usize];
+            file.read_exact(buf).await.map_err(local_err)?;
+            if remote.as_ref() != &buf[..] {
+                return Ok(false);
+            }
+            offset += want;
+        }
+        Ok(true)
+    }
+
+    /// `Ok(entry)` when the server already holds our bytes, else `Err(conflict)`.
+    async fn unless_same(&self, entry: Entry, source: &Path, conflict: RemoteError) -> RemoteResult<Entry> {
+        if self.same_content(&entry, source).await? {
+            debug!(item = %entry.id, "the server already holds exactly these bytes");
+            Ok(entry)
+        } else {
+            Err(conflict)
+        }
+    }
+
+    /// Look at the item a `Matches(v)` upload replaces: fail early on another version (sparing the
+    /// upload), and cope with Apache's weak ETags, which never satisfy `If-Match`: Apache reports
+    /// `W/"x"` for a second after each write, then `"x"`, so we wait for the strong form. A server
+    /// whose ETag for this item stays weak gets the PUT without `If-Match`: the comparison made
+    /// here is then all the protection there is.
+    async fn before_replace(&self, id: &str, v: &Version, source: &Path) -> RemoteResult<BeforeReplace> {
+        let started = Instant::now();
+        loop {
+            let Some((entry, resp)) = self.stat_opt(id).await? else {
+                // Deleted since we saw it.
+                return Err(RemoteError::PreconditionFailed);
+            };
+            if entry.kind != EntryKind::File {
+                return Err(RemoteError::PreconditionFailed);
+            }
+            match &entry.version {
+                // No ETag now: the server judges the If-Match.
+                None => return Ok(BeforeReplace::Put { if_match: true }),
+                Some(current) if current != v => {
+                    return self
+                        .unless_same(entry, source, RemoteError::PreconditionFailed)
+                        .await
+                        .map(BeforeReplace::Done);
+                }
+                Some(_) => {}
+            }
+            let weak = resp
+                .props
+                .etag
+                .as_deref()
+                .is_some_and(|e| e.trim_start().starts_with("W/"));
+            if !weak {
+                return Ok(BeforeReplace::Put { if_match: true });
+            }
+            if started.elapsed() >= WEAK_WAIT {
+                debug!(item = %id, "the server keeps a weak ETag; replacing without If-Match");
+                return Ok(BeforeReplace::Put { if_match: false });
+            }
+            tokio::time::sleep(WEAK_POLL).await;
+        }
+    }
+
+    /// [`crate::remote::Remote::upload`] on WebDAV: one PUT streaming the file from disk, with a
+    /// `Content-Length` and `X-OC-Mtime`.
+    ///
+    /// Preconditions: `Absent` sends `If-None-Match: *`; `Matches(v)` sends `If-Match: "v"` (strong
+    /// form) after a look at the current item (see [`Self::before_replace`]); `Any` sends neither.
+    /// On a server that ignores them (`capabilities().conditional_writes` false: rclone, nginx,
+    /// WsgiDAV for deleted items) the same checks are made by a PROPFIND just before the PUT, which
+    /// narrows the window for a lost update but cannot close it.
+    ///
+    /// Retries: the PUT is resent only when it cannot have been applied (refused connection, 429,
+    /// 503), so a retry never overwrites a newer version. A PUT that fails ambiguously (timeout,
+    /// connection lost after sending) is returned as a transient error; when the caller retries
+    /// and the precondition fails (412, or the name exists for `Absent`) because that first PUT
+    /// did land, the server's copy is compared with the local file and, if it holds exactly these
+    /// bytes, the upload succeeds instead of reporting a conflict.
+    ///
+    /// The modification time is kept where the server allows: Nextcloud and ownCloud take
+    /// `X-OC-Mtime`; elsewhere a PROPPATCH follows when the server lets us set it (see
+    /// [`Self::set_mtime_inner`]); otherwise the server's own time stays.
+    pub(super) async fn upload_file(
+        &self,
+        parent: &ItemId,
+        name: &str,
+        source: &Path,
+        mtime: SystemTime,
+        precondition: Precondition,
+    ) -> RemoteResult<Entry> {
+        check_name(name)?;
+        let id = href::join(parent.as_str(), name);
+        let url = href::item_url(&self.base, &id, false)?;
+        let conditional = match self.conditional_writes_in(parent.as_str()).await {
+            Ok(known) => known,
+            Err(e) => {
+                debug!(error = %e, "no verdict on conditional writes yet; checking by hand");
+                false
+            }
+        };
+        let mut req = HttpRequest::new(Method::PUT, url, Retry::IfNotApplied)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))
+            .body_file(source)
+            .accept_status(StatusCode::PRECONDITION_FAILED)
+            .accept_status(StatusCode::CONFLICT);
+        if let Some(secs) = unix_secs(mtime) {
+            req = req.header(HeaderName::from_static(X_OC_MTIME), HeaderValue::from(secs));
+        }
+        match &precondition {
+            Precondition::Absent => {
+                if !conditional {
+                    if let Some((existing, _)) = self.stat_opt(&id).await? {
+                        let entry = self.unless_same(existing, source, RemoteError::AlreadyExists).await?;
+                        return self.finish_upload(&id, mtime, false, Some(entry)).await;
+                    }
+                }
+                req = req.header(IF_NONE_MATCH, HeaderValue::from_static("*"));
+            }
+            Precondition::Matches(v) => match self.before_replace(&id, v, source).await? {
+                BeforeReplace::Done(entry) => return self.finish_upload(&id, mtime, false, Some(entry)).await,
+                BeforeReplace::Put { if_match: true } => {
+                    req = req.header(IF_MATCH, header(&format!("\"{}\"", v.as_str()))?);
+                }
+                BeforeReplace::Put { if_match: false } => {}
+            },
+            Precondition::Any => {}
+        }
+
+        let answer = self
+            .http
+            .execute(&req, |resp: Response| async move {
+                Ok((resp.status(), oc_mtime_accepted(resp.headers())))
+            })
+            .await;
+        let (status, oc_accepted) = match answer {
+            Ok(answer) => answer,
+            Err(RemoteError::NotFound) => return Err(RemoteError::NotFound),
+            Err(e @ RemoteError::Http { status: 500, .. }) => {
+                // nginx's answer to a PUT into a missing folder.
+                return Err(if self.parent_missing(&id).await? {
+                    RemoteError::NotFound
+                } else {
+                    e
+                });
+            }
+            Err(e) => return Err(self.note("upload", &id, e)),
+        };
+        match status {
+            StatusCode::PRECONDITION_FAILED => {
+                let now = self.stat_opt(&id).await?;
+                match (&precondition, now) {
+                    (Precondition::Absent, Some((existing, _))) => {
+                        let entry = self.unless_same(existing, source, RemoteError::AlreadyExists).await?;
+                        self.finish_upload(&id, mtime, false, Some(entry)).await
+                    }
+                    // dav-server answers a create in a missing folder with 412.
+                    (Precondition::Absent, None) if self.parent_missing(&id).await? => Err(RemoteError::NotFound),
+                    (Precondition::Absent, None) => Err(RemoteError::AlreadyExists),
+                    (_, Some((existing, _))) => {
+                        let entry = self
+                            .unless_same(existing, source, RemoteError::PreconditionFailed)
+                            .await?;
+                        self.finish_upload(&id, mtime, false, Some(entry)).await
+                    }
+                    (_, None) => Err(RemoteError::PreconditionFailed),
+                }
+            }
+            StatusCode::CONFLICT => Err(if self.parent_missing(&id).await? {
+                RemoteError::NotFound
+            } else {
+                RemoteError::Http {
+                    status: 409,
+                    message: format!("PUT {id}: 409 Conflict"),
+                }
+            }),
+            _ => {
+                if status == StatusCode::CREATED && matches!(precondition, Precondition::Matches(_)) {
+                    warn!(item = %id, "the item was deleted on the server meanwhile; the upload created it again");
+                }
+                if oc_accepted {
+                    let mut caps = self.caps();
+                    if !caps.oc_mtime {
+                        caps.oc_mtime = true;
+                        // Nextcloud refuses getlastmodified but takes lastmodified: learn again.
+                        if caps.set_mtime == Some(false) {
+                            caps.set_mtime = None;
+                        }
+                    }
+                }
+                self.finish_upload(&id, mtime, oc_accepted, None).await
+            }
+        }
+    }
+
+    /// After the content is on the server: set the modification time where the server lets us
+    /// (not needed when it took `X-OC-Mtime`), and describe the item.
+    async fn finish_upload(
+        &self,
+        id: &str,
+        mtime: SystemTime,
+        mtime_kept: bool,
+        known: Option<Entry>,
+    ) -> RemoteResult<Entry> {
+        let wanted = unix_secs(mtime);
+        let already = known.as_ref().is_some_and(|e| unix_secs(e.mtime) == wanted);
+        if !mtime_kept && !already && wanted.is_some() && self.caps().set_mtime != Some(false) {
+            match self.set_mtime_inner(id, mtime).await {
+                Ok(entry) => return Ok(entry),
+                Err(RemoteError::Unsupported(_)) => {}
+                // The content is there; a failed mtime does not undo that.
+                Err(e) => warn!(item = %id, error = %e, "uploaded, but could not set the modification time"),
+            }
+        }
+        match known {
+            Some(entry) => Ok(entry),
+            None => Ok(self.stat_id(id, PROPFIND_ENTRY).await?.0),
+        }
+    }
+
+    /// [`crate::remote::Remote::mkdir`] on WebDAV: MKCOL (with the trailing slash nginx needs).
+    /// A PROPFIND comes first, because rclone answers 201 to a MKCOL of an existing folder: that
+    /// keeps `AlreadyExists` honest there; elsewhere the server's 405 covers a race.
+    pub(super) async fn make_dir(&self, parent: &ItemId, name: &str) -> RemoteResult<Entry> {
+        check_name(name)?;
+        let id = href::join(parent.as_str(), name);
+        if self.stat_opt(&id).await?.is_some() {
+            return Err(RemoteError::AlreadyExists);
+        }
+        let url = href::item_url(&self.base, &id, true)?;
+        let req = HttpRequest::new(method("MKCOL"), url, Retry::IfNotApplied)
+            .accept_status(StatusCode::METHOD_NOT_ALLOWED)
+            .accept_status(StatusCode::CONFLICT);
+        let status = self
+            .http
+            .execute(&req, |resp| async move { Ok(resp.status()) })
+            .await
+            .map_err(|e| self.note("mkdir", &id, e))?;
+        match status {
+            StatusCode::METHOD_NOT_ALLOWED => {
+                return Err(if self.stat_opt(&id).await?.is_some() {
+                    RemoteError::AlreadyExists
+                } else {
+                    RemoteError::Http {
+                        status: 405,
+                        message: format!("MKCOL {id}: 405 Method Not Allowed"),
+                    }
+                });
+            }
+            // The parent is missing (RFC 4918 §9.3.1).
+            StatusCode::CONFLICT => return Err(RemoteError::NotFound),
+            _ => {}
+        }
+        Ok(self.stat_id(&id, PROPFIND_ENTRY).await?.0)
+    }
+
+    /// [`crate::remote::Remote::delete`] on WebDAV: DELETE, which removes a folder with all it
+    /// holds. A 207 answer lists members that could not be deleted: that is a failure, reported
+    /// with the first member's status, never a success.
+    pub(super) async fn delete_item(&self, id: &ItemId) -> RemoteResult<()> {
+        if id.as_str().is_empty() {
+            return Err(RemoteError::Unsupported("refusing to delete the share's root".into()));
+        }
+        let mut collection = false;
+        loop {
+            let url = href::item_url(&self.base, id.as_str(), collection)?;
+            let req = HttpRequest::new(Method::DELETE, url, Retry::IfNotApplied)
+                .accept_status(StatusCode::CONFLICT)
+                .accept_status(StatusCode::MULTI_STATUS);
+            let base_segments = &self.base_segments;
+            let outcome = self
+                .http
+                .execute(&req, |resp| async move {
+                    if resp.status() != StatusCode::MULTI_STATUS {
+                        return Ok(Ok(resp.status()));
+                    }
+                    Ok(Err(first_failure(resp, base_segments).await))
+                })
+                .await
+                .map_err(|e| self.note("delete", id.as_str(), e))?;
+            match outcome {
+                // nginx wants the trailing slash on a folder.
+                Ok(StatusCode::CONFLICT) if !collection => match self.stat_opt(id.as_str()).await? {
+                    Some((e, _)) if e.kind == EntryKind::Directory => collection = true,
+                    None => return Err(RemoteError::NotFound),
+                    Some(_) => return Err(conflict("DELETE", id.as_str())),
+                },
+                Ok(StatusCode::CONFLICT) => return Err(conflict("DELETE", id.as_str())),
+                Ok(_) => return Ok(()),
+                Err(e) => return Err(self.note("delete", id.as_str(), e)),
+            }
+        }
+    }
+
+    /// [`crate::remote::Remote::rename`] on WebDAV: MOVE with an absolute, segment-encoded
+    /// `Destination`, `Overwrite: T` or `F`, and trailing slashes on folders.
+    ///
+    /// Replacing: WebDAV's `Overwrite: T` deletes whatever is at the destination first, a whole
+    /// folder tree included. POSIX rename(2) replaces a folder only by a folder and only when it is
+    /// empty. This method refuses, as a safety net, to replace a folder that is not empty
+    /// (`AlreadyExists`, which rename(2) allows as EEXIST for that case), checked by a PROPFIND
+    /// just before the MOVE; the kind rules (EISDIR/ENOTDIR) are the filesystem core's, which
+    /// knows both kinds. The check and the MOVE are two requests: a file added to the target in
+    /// between is lost with it; WebDAV offers nothing atomic here.
+    pub(super) async fn move_item(
+        &self,
+        id: &ItemId,
+        new_parent: &ItemId,
+        new_name: &str,
+        replace: bool,
+    ) -> RemoteResult<Entry> {
+        check_name(new_name)?;
+        if id.as_str().is_empty() {
+            return Err(RemoteError::Unsupported("cannot move the share's root".into()));
+        }
+        let new_id = href::join(new_parent.as_str(), new_name);
+        let Some((source, _)) = self.stat_opt(id.as_str()).await? else {
+            return Err(RemoteError::NotFound);
+        };
+        if new_id == id.as_str() {
+            return Ok(source);
+        }
+        let is_dir = source.kind == EntryKind::Directory;
+        if replace {
+            let dest_url = href::item_url(&self.base, &new_id, false)?;
+            match self.propfind(dest_url, Depth::One, PROPFIND_ENTRY).await {
+                Ok(found) => {
+                    let dest_is_dir = found.iter().any(|(rid, r)| *rid == new_id && r.props.collection);
+                    if dest_is_dir && found.iter().any(|(rid, _)| *rid != new_id) {
+                        return Err(RemoteError::AlreadyExists);
+                    }
+                }
+                Err(RemoteError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let from = href::item_url(&self.base, id.as_str(), is_dir)?;
+        let to = href::item_url(&self.base, &new_id, is_dir)?;
+        let req = HttpRequest::new(method("MOVE"), from, Retry::IfNotApplied)
+            .header(HeaderName::from_static("destination"), header(to.as_str())?)
+            .header(
+                HeaderName::from_static("overwrite"),
+                HeaderValue::from_static(if replace { "T" } else { "F" }),
+            )
+            .accept_status(StatusCode::PRECONDITION_FAILED)
+            .accept_status(StatusCode::CONFLICT);
+        let answer = self.http.execute(&req, |resp| async move { Ok(resp.status()) }).await;
+        match answer {
+            Ok(StatusCode::PRECONDITION_FAILED) if !replace => return Err(RemoteError::AlreadyExists),
+            Ok(StatusCode::PRECONDITION_FAILED) => return Err(RemoteError::PreconditionFailed),
+            // 409: the destination's folder is missing (RFC 4918 §9.9.4), or (nginx) a folder
+            // cannot replace a folder.
+            Ok(StatusCode::CONFLICT) => {
+                return Err(if self.parent_missing(&new_id).await? {
+                    RemoteError::NotFound
+                } else {
+                    conflict("MOVE", id.as_str())
+                });
+            }
+            Ok(_) => {}
+            // rclone answers 403 for a missing source or destination folder, Apache 500 for the
+            // latter: tell what is missing.
+            Err(e @ (RemoteError::Forbidden(_) | RemoteError::Http { status: 500, .. })) => {
+                if self.stat_opt(id.as_str()).await?.is_none() || self.parent_missing(&new_id).await? {
+                    return Err(RemoteError::NotFound);
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(self.note("rename", id.as_str(), e)),
+        }
+        Ok(self.stat_id(&new_id, PROPFIND_ENTRY).await?.0)
+    }
+
+    /// [`crate::remote::Remote::set_mtime`] on WebDAV: PROPPATCH of `DAV:getlastmodified` (an HTTP
+    /// date; WsgiDAV allows it when configured to), or on Nextcloud/ownCloud of `DAV:lastmodified`
+    /// (Unix seconds). Success needs a 2xx for the property *and* the new time in a PROPFIND
+    /// afterwards (to the second: HTTP dates have no fractions), since some servers say yes and
+    /// keep their own time. A refusal is remembered (`capabilities().set_mtime` false) and any
+    /// later call fails at once with `Unsupported`.
+    pub(super) async fn set_mtime_inner(&self, id: &str, mtime: SystemTime) -> RemoteResult<Entry> {
+        let Some(secs) = unix_secs(mtime) else {
+            return Err(RemoteError::Unsupported(
+                "modification times before 1970 or after 9999 cannot be sent".into(),
+            ));
+        };
+        let forms = {
+            let caps = self.caps();
+            match (caps.set_mtime, caps.mtime_prop) {
+                (Some(false), _) => {
+                    return Err(RemoteError::Unsupported(
+                        "this server does not let clients set modification times".into(),
+                    ))
+                }
+                (_, Some(prop)) => vec![prop],
+                _ if caps.oc_mtime => vec![MtimeProp::OcLastModified, MtimeProp::GetLastModified],
+                _ => vec![MtimeProp::GetLastModified],
+            }
+        };
+        for prop in forms {
+            if !self.proppatch_mtime(id, prop, secs).await? {
+                continue;
+            }
+            let (entry, _) = self.stat_id(id, PROPFIND_ENTRY).await?;
+            if unix_secs(entry.mtime) == Some(secs) {
+                let mut caps = self.caps();
+                caps.set_mtime = Some(true);
+                caps.mtime_prop = Some(prop);
+                return Ok(entry);
+            }
+            debug!(item = %id, ?prop, "the server accepted the modification time but kept its own");
+        }
+        let mut caps = self.caps();
+        if caps.set_mtime != Some(true) {
+            if caps.set_mtime.is_none() {
+                info!(server = %self.base, "the server does not let clients set modification times");
+            }
+            caps.set_mtime = Some(false);
+        }
+        Err(RemoteError::Unsupported(
+            "this server does not let clients set modification times".into(),
+        ))
+    }
+
+    /// One PROPPATCH; whether the server says it set the property.
+    async fn proppatch_mtime(&self, id: &str, prop: MtimeProp, secs: u64) -> RemoteResult<bool> {
+        let url = href::item_url(&self.base, id, false)?;
+        let mut req = HttpRequest::idempotent(method("PROPPATCH"), url)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/xml; charset=utf-8"))
+            .body(proppatch_body(prop, secs));
+        for refusal in [400, 403, 405, 409, 422, 501] {
+            if let Ok(status) = StatusCode::from_u16(refusal) {
+                req = req.accept_status(status);
+            }
+        }
+        self.http
+            .execute(&req, |resp| async move {
+                let status = resp.status();
+                if status == StatusCode::MULTI_STATUS {
+                    let body = futures::TryStreamExt::map_err(resp.bytes_stream(), std::io::Error::other);
+                    let reader = tokio_util::io::StreamReader::new(body);
+                    let mut statuses = Vec::new();
+                    propfind::parse_multistatus(reader, |r| {
+                        if let Some(s) = r.status {
+                            statuses.push(s);
+                        }
+                        statuses.extend(r.propstat_statuses);
+                        Ok(())
+                    })
+                    .await?;
+                    Ok(!statuses.is_empty() && statuses.iter().all(|s| (200..300).contains(s)))
+                } else {
+                    // lighttpd answers 204; the PROPFIND that follows tells the truth.
+                    Ok(status.is_success())
+                }
+            })
+            .await
+    }
+}
+
+fn conflict(op: &str, id: &str) -> RemoteError {
+    RemoteError::Http {
+        status: 409,
+        message: format!("{op} {id}: 409 Conflict"),
+    }
+}
+
+/// The error of the first failed member in the 207 answer to a DELETE.
+async fn first_failure(resp: Response, base_segments: &[String]) -> RemoteError {
+    let request_path = resp.url().path().to_string();
+    let body = futures::TryStreamExt::map_err(resp.bytes_stream(), std::io::Error::other);
+    let reader = tokio_util::io::StreamReader::new(body);
+    let mut failure: Option<(u16, String)> = None;
+    let parsed = propfind::parse_multistatus(reader, |r| {
+        let status = r.status.or(r.propstat_statuses.first().copied());
+        if let Some(s) = status.filter(|s| !(200..300).contains(s)) {
+            if failure.is_none() {
+                let member = href::href_to_id(&r.href, base_segments, &request_path).unwrap_or(r.href);
+                failure = Some((s, member));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    match (failure, parsed) {
+        (Some((status, member)), _) => {
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let e = crate::http::status_error(code, &format!("DELETE (member {member})"), None);
+            // A member that is already gone is no reason for the whole delete to fail, but the
+            // server still kept the rest: report it as the server's error, not as "not found".
+            match e {
+                RemoteError::NotFound => RemoteError::Http {
+                    status,
+                    message: format!("DELETE: member {member} not found"),
+                },
+                e => e,
+            }
+        }
+        (None, Err(e)) => e,
+        (None, Ok(())) => RemoteError::Protocol("DELETE answered 207 without naming a failure".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for bad in ["", ".", "..", "a/b", "nul\0"] {
+            assert!(matches!(check_name(bad), Err(RemoteError::Unsupported(_))), "{bad:?}");
+        }
+        for good in ["a", "a b#%+ü", "...", ".hidden"] {
+            assert!(check_name(good).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(unix_secs(UNIX_EPOCH), Some(0));
+        assert_eq!(unix_secs(UNIX_EPOCH + Duration::from_millis(1500)), Some(1));
+        assert_eq!(unix_secs(UNIX_EPOCH - Duration::from_secs(1)), None);
+        assert_eq!(unix_secs(UNIX_EPOCH + Duration::from_secs(300_000_000_000)), None);
+    }
+
+    #[test]
+    fn proppatch_bodies() {
+        let b = proppatch_body(MtimeProp::GetLastModified, 784_111_777);
+        assert!(
+            b.contains("<D:getlastmodified>Sun, 06 Nov 1994 08:49:37 GMT</D:getlastmodified>"),
+            "{b}"
+        );
+        assert!(b.contains(r#"xmlns:D="DAV:""#));
+        let b = proppatch_body(MtimeProp::OcLastModified, 784_111_777);
+        assert!(b.contains("<D:lastmodified>784111777</D:lastmodified>"), "{b}");
+    }
+
+    #[test]
+    fn oc_mtime_header() {
+        let mut h = HeaderMap::new();
+        assert!(!oc_mtime_accepted(&h));
+        h.insert(X_OC_MTIME, HeaderValue::from_static(" Accepted "));
+        assert!(oc_mtime_accepted(&h));
+        h.insert(X_OC_MTIME, HeaderValue::from_static("nope"));
+        assert!(!oc_mtime_accepted(&h));
+    }
+}
