@@ -284,6 +284,11 @@ impl Remote for MemoryRemote {
         }))
     }
 
+    fn moved_id(&self, id: &ItemId, from: &ItemId, to: &ItemId) -> Option<ItemId> {
+        // Ids are paths: what was below the folder is now below its new path.
+        super::moved_path_id(id, from, to)
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             conditional_writes: true,

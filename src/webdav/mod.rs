@@ -284,6 +284,11 @@ impl Remote for DavRemote {
     }
 
     /// What has been learnt so far: `false` until known (see [`DavRemote::probe_capabilities`]).
+    fn moved_id(&self, id: &ItemId, from: &ItemId, to: &ItemId) -> Option<ItemId> {
+        // Ids are paths: what was below the folder is now below its new path.
+        crate::remote::moved_path_id(id, from, to)
+    }
+
     fn capabilities(&self) -> Capabilities {
         self.known_capabilities()
     }

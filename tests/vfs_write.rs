@@ -1,0 +1,329 @@
+//! The write path of the filesystem core, driven directly (no FUSE) against the in-memory remote:
+//! what a writer is promised (close, fsync) and what the server ends up holding.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudmount::error::RemoteError;
+use cloudmount::remote::memory::MemoryRemote;
+use cloudmount::remote::Remote;
+use cloudmount::vfs::upload::queue::QueueConfig;
+use cloudmount::vfs::write::WriteBackPaths;
+use cloudmount::vfs::{DriveFs, FsConfig};
+
+struct Setup {
+    remote: Arc<MemoryRemote>,
+    fs: Arc<DriveFs>,
+    dir: tempfile::TempDir,
+}
+
+fn paths(dir: &std::path::Path, min_free: u64) -> WriteBackPaths {
+    WriteBackPaths {
+        journal: dir.join("journal"),
+        staging: dir.join("staging"),
+        min_free_bytes: min_free,
+    }
+}
+
+fn queue_cfg() -> QueueConfig {
+    QueueConfig {
+        parallel: 2,
+        base_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+    }
+}
+
+async fn writable_over(remote: Arc<MemoryRemote>, dir: tempfile::TempDir, min_free: u64) -> Setup {
+    let cfg = FsConfig {
+        read_only: false,
+        block_size: 4096,
+        cache_bytes: 1 << 20,
+        ..FsConfig::default()
+    };
+    let fs = DriveFs::new(remote.clone(), cfg).await.unwrap();
+    fs.enable_writes(&paths(dir.path(), min_free), queue_cfg()).unwrap();
+    Setup { remote, fs, dir }
+}
+
+async fn setup() -> Setup {
+    writable_over(Arc::new(MemoryRemote::new()), tempfile::tempdir().unwrap(), 0).await
+}
+
+fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+async fn ino_of(fs: &DriveFs, path: &str) -> u64 {
+    let mut ino = 1;
+    for seg in path.split('/') {
+        ino = fs.lookup(ino, os(seg)).await.unwrap().attr.ino;
+    }
+    ino
+}
+
+async fn write_file(fs: &DriveFs, parent: u64, name: &str, data: &[u8]) {
+    let (_, o) = fs.create(parent, os(name), libc::O_WRONLY).await.unwrap();
+    for (i, chunk) in data.chunks(1000).enumerate() {
+        fs.write(o.fh, (i * 1000) as u64, chunk).await.unwrap();
+    }
+    fs.fsync(o.fh).await.unwrap();
+    fs.release(o.fh).await.unwrap();
+}
+
+async fn read_file(fs: &DriveFs, path: &str) -> Vec<u8> {
+    let ino = ino_of(fs, path).await;
+    let fh = fs.open(ino, libc::O_RDONLY).await.unwrap().fh;
+    let data = fs.read(fh, 0, u32::MAX).await.unwrap().to_vec();
+    fs.release(fh).await.unwrap();
+    data
+}
+
+async fn until_uploaded(s: &Setup) {
+    let left = s.fs.upload_queue().unwrap().drain(Duration::from_secs(20)).await;
+    assert!(left.is_empty(), "uploads still queued: {left:?}");
+}
+
+#[tokio::test]
+async fn a_new_file_reaches_the_server_when_fsync_returns() {
+    let s = setup().await;
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+    write_file(&s.fs, 1, "new #1.bin", &data).await;
+    assert_eq!(
+        s.remote.file_content("new #1.bin").unwrap().as_ref(),
+        &data[..],
+        "fsync returned: the server has it"
+    );
+    assert_eq!(read_file(&s.fs, "new #1.bin").await, data);
+}
+
+#[tokio::test]
+async fn close_queues_the_upload_and_readers_see_it_at_once() {
+    let s = setup().await;
+    s.remote.set_upload_delay(Duration::from_millis(300));
+    let (_, o) = s.fs.create(1, os("slow.txt"), libc::O_WRONLY).await.unwrap();
+    s.fs.write(o.fh, 0, b"queued bytes").await.unwrap();
+    s.fs.release(o.fh).await.unwrap();
+    // Not on the server yet, but listed and readable through the mount.
+    let dh = s.fs.opendir(1).await.unwrap();
+    let mut names = Vec::new();
+    s.fs.readdir(dh, 2, |i| {
+        names.push(i.name.to_string());
+        false
+    })
+    .unwrap();
+    assert!(names.contains(&"slow.txt".to_string()), "listed: {names:?}");
+    assert_eq!(read_file(&s.fs, "slow.txt").await, b"queued bytes");
+    until_uploaded(&s).await;
+    assert_eq!(s.remote.file_content("slow.txt").unwrap().as_ref(), b"queued bytes");
+}
+
+#[tokio::test]
+async fn editing_in_place_keeps_the_bytes_around_the_edit() {
+    let s = setup().await;
+    s.remote.put_file("doc.txt", &b"hello wonderful world"[..]);
+    let ino = ino_of(&s.fs, "doc.txt").await;
+    let o = s.fs.open(ino, libc::O_RDWR).await.unwrap();
+    s.fs.write(o.fh, 6, b"WONDERFUL").await.unwrap();
+    assert_eq!(&s.fs.read(o.fh, 0, 100).await.unwrap()[..], b"hello WONDERFUL world");
+    s.fs.fsync(o.fh).await.unwrap();
+    s.fs.release(o.fh).await.unwrap();
+    assert_eq!(
+        s.remote.file_content("doc.txt").unwrap().as_ref(),
+        b"hello WONDERFUL world"
+    );
+}
+
+#[tokio::test]
+async fn o_trunc_and_truncate_up_and_down() {
+    let s = setup().await;
+    s.remote.put_file("t.bin", vec![9u8; 5000]);
+    let ino = ino_of(&s.fs, "t.bin").await;
+    let o = s.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    s.fs.write(o.fh, 0, b"abc").await.unwrap();
+    s.fs.release(o.fh).await.unwrap();
+    until_uploaded(&s).await;
+    assert_eq!(s.remote.file_content("t.bin").unwrap().as_ref(), b"abc");
+
+    let attr = s.fs.truncate(ino, 10, None).await.unwrap();
+    assert_eq!(attr.size, 10);
+    until_uploaded(&s).await;
+    assert_eq!(s.remote.file_content("t.bin").unwrap().as_ref(), b"abc\0\0\0\0\0\0\0");
+    s.fs.truncate(ino, 2, None).await.unwrap();
+    until_uploaded(&s).await;
+    assert_eq!(s.remote.file_content("t.bin").unwrap().as_ref(), b"ab");
+    assert_eq!(s.fs.getattr(ino).await.unwrap().0.size, 2);
+}
+
+#[tokio::test]
+async fn folders_are_made_and_removed_on_the_server() {
+    let s = setup().await;
+    let d = s.fs.mkdir(1, os("dir é")).await.unwrap().attr.ino;
+    assert_eq!(s.fs.mkdir(1, os("dir é")).await.unwrap_err().errno(), libc::EEXIST);
+    write_file(&s.fs, d, "f", b"x").await;
+    assert_eq!(s.remote.file_content("dir é/f").unwrap().as_ref(), b"x");
+    assert_eq!(s.fs.rmdir(1, os("dir é")).await.unwrap_err().errno(), libc::ENOTEMPTY);
+    assert_eq!(s.fs.unlink(1, os("dir é")).await.unwrap_err().errno(), libc::EISDIR);
+    s.fs.unlink(d, os("f")).await.unwrap();
+    assert!(s.remote.file_content("dir é/f").is_none());
+    s.fs.rmdir(1, os("dir é")).await.unwrap();
+    assert_eq!(s.fs.lookup(1, os("dir é")).await.unwrap_err().errno(), libc::ENOENT);
+}
+
+#[tokio::test]
+async fn renames_move_files_and_replace_only_when_allowed() {
+    let s = setup().await;
+    let a = s.fs.mkdir(1, os("a")).await.unwrap().attr.ino;
+    let b = s.fs.mkdir(1, os("b")).await.unwrap().attr.ino;
+    write_file(&s.fs, a, "one", b"1").await;
+    write_file(&s.fs, b, "two", b"2").await;
+    s.fs.rename(a, os("one"), b, os("moved"), false).await.unwrap();
+    assert!(s.remote.file_content("a/one").is_none());
+    assert_eq!(s.remote.file_content("b/moved").unwrap().as_ref(), b"1");
+    assert_eq!(
+        s.fs.rename(b, os("moved"), b, os("two"), true)
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::EEXIST
+    );
+    s.fs.rename(b, os("moved"), b, os("two"), false).await.unwrap();
+    assert_eq!(s.remote.file_content("b/two").unwrap().as_ref(), b"1");
+    assert_eq!(read_file(&s.fs, "b/two").await, b"1");
+    assert_eq!(
+        s.fs.rename(1, os("a"), a, os("inside"), false)
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::EINVAL
+    );
+}
+
+#[tokio::test]
+async fn a_folder_moves_with_its_pending_uploads() {
+    let s = setup().await;
+    let d = s.fs.mkdir(1, os("proj")).await.unwrap().attr.ino;
+    s.remote.set_upload_delay(Duration::from_millis(200));
+    for i in 0..3 {
+        let (_, o) = s.fs.create(d, os(&format!("f{i}")), libc::O_WRONLY).await.unwrap();
+        s.fs.write(o.fh, 0, format!("content {i}").as_bytes()).await.unwrap();
+        s.fs.release(o.fh).await.unwrap();
+    }
+    s.fs.rename(1, os("proj"), 1, os("renamed"), false).await.unwrap();
+    until_uploaded(&s).await;
+    for i in 0..3 {
+        let want = format!("content {i}");
+        assert_eq!(
+            s.remote.file_content(&format!("renamed/f{i}")).unwrap().as_ref(),
+            want.as_bytes()
+        );
+        assert_eq!(read_file(&s.fs, &format!("renamed/f{i}")).await, want.as_bytes());
+    }
+    assert!(s.remote.file_content("proj/f0").is_none());
+}
+
+#[tokio::test]
+async fn deleting_a_file_before_its_upload_leaves_nothing_on_the_server() {
+    let s = setup().await;
+    s.remote.set_upload_delay(Duration::from_millis(100));
+    let (_, o) = s.fs.create(1, os("temp"), libc::O_WRONLY).await.unwrap();
+    s.fs.write(o.fh, 0, b"scratch").await.unwrap();
+    s.fs.release(o.fh).await.unwrap();
+    s.fs.unlink(1, os("temp")).await.unwrap();
+    until_uploaded(&s).await;
+    assert!(s.remote.file_content("temp").is_none());
+    assert_eq!(s.fs.lookup(1, os("temp")).await.unwrap_err().errno(), libc::ENOENT);
+}
+
+#[tokio::test]
+async fn accepted_writes_survive_a_restart() {
+    let remote = Arc::new(MemoryRemote::new());
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().to_path_buf();
+    {
+        let s = writable_over(remote.clone(), dir, 0).await;
+        s.remote.fail_next_uploads(1000, RemoteError::Connect("down".into()));
+        let (_, o) = s.fs.create(1, os("precious"), libc::O_WRONLY).await.unwrap();
+        s.fs.write(o.fh, 0, b"do not lose me").await.unwrap();
+        s.fs.release(o.fh).await.unwrap();
+        let q = s.fs.upload_queue().unwrap();
+        assert_eq!(
+            q.drain(Duration::from_millis(200)).await.len(),
+            1,
+            "still queued while the server fails"
+        );
+        q.stop();
+        std::mem::forget(s.dir); // the daemon "crashes": its state directory stays
+    }
+    let remote2 = Arc::new(MemoryRemote::new());
+    let cfg = FsConfig {
+        read_only: false,
+        ..FsConfig::default()
+    };
+    let fs = DriveFs::new(remote2.clone(), cfg).await.unwrap();
+    fs.enable_writes(&paths(&keep, 0), queue_cfg()).unwrap();
+    assert!(fs
+        .upload_queue()
+        .unwrap()
+        .drain(Duration::from_secs(10))
+        .await
+        .is_empty());
+    assert_eq!(remote2.file_content("precious").unwrap().as_ref(), b"do not lose me");
+    std::fs::remove_dir_all(&keep).unwrap();
+}
+
+#[tokio::test]
+async fn a_change_on_the_server_while_editing_keeps_both_versions() {
+    let s = setup().await;
+    s.remote.put_file("shared.txt", &b"v1"[..]);
+    let ino = ino_of(&s.fs, "shared.txt").await;
+    let o = s.fs.open(ino, libc::O_RDWR).await.unwrap();
+    s.fs.write(o.fh, 2, b"-ours").await.unwrap();
+    s.remote.put_file("shared.txt", &b"v2-theirs"[..]);
+    s.fs.release(o.fh).await.unwrap();
+    until_uploaded(&s).await;
+    assert_eq!(s.remote.file_content("shared.txt").unwrap().as_ref(), b"v2-theirs");
+    let dh = s.fs.opendir(1).await;
+    drop(dh);
+    let listing = s.remote.list(&cloudmount::remote::ItemId::new("")).await.unwrap();
+    let copy = listing
+        .iter()
+        .find(|e| e.name.starts_with("shared (conflict "))
+        .expect("a conflict copy");
+    assert_eq!(s.remote.file_content(&copy.name).unwrap().as_ref(), b"v1-ours");
+}
+
+#[tokio::test]
+async fn a_full_staging_disk_refuses_new_bytes_with_enospc() {
+    let s = writable_over(
+        Arc::new(MemoryRemote::new()),
+        tempfile::tempdir().unwrap(),
+        u64::MAX / 2,
+    )
+    .await;
+    let (_, o) = s.fs.create(1, os("big"), libc::O_WRONLY).await.unwrap();
+    assert_eq!(s.fs.write(o.fh, 0, b"x").await.unwrap_err().errno(), libc::ENOSPC);
+    s.fs.release(o.fh).await.unwrap();
+}
+
+#[tokio::test]
+async fn what_remotes_cannot_hold_is_refused() {
+    let s = setup().await;
+    assert_eq!(
+        s.fs.create(1, os("a/b"), libc::O_WRONLY).await.unwrap_err().errno(),
+        libc::EINVAL
+    );
+    let long = "n".repeat(256);
+    assert_eq!(
+        s.fs.create(1, os(&long), libc::O_WRONLY).await.unwrap_err().errno(),
+        libc::ENAMETOOLONG
+    );
+    write_file(&s.fs, 1, "x", b"1").await;
+    assert_eq!(
+        s.fs.create(1, os("x"), libc::O_WRONLY | libc::O_EXCL)
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::EEXIST
+    );
+}
