@@ -57,9 +57,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Unmount { mountpoint } => {
+        Command::Unmount {
+            mountpoint,
+            no_wait,
+            state_dir,
+        } => {
             init_logging(cli.verbose);
-            match run::unmount(&mountpoint) {
+            match run::unmount(&mountpoint, no_wait, state_dir.as_deref()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("cloudmount: {e:#}");
@@ -67,5 +71,15 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Status { mountpoint, state_dir } => match run::status(mountpoint.as_deref(), state_dir.as_deref()) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cloudmount: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -299,12 +299,12 @@ fn reads_256_mib_in_bounded_memory(server: &dyn TestServer) {
     m.unmount();
 }
 
-/// Creating, writing, deleting, renaming and chmod'ing all fail with EROFS, with `--read-only` and by default, and
-/// the server's files are untouched.
+/// With `--read-only`, creating, writing, deleting, renaming and chmod'ing all fail with EROFS, and the server's
+/// files are untouched.
 fn refuses_every_write_with_erofs(server: &dyn TestServer) {
     let data = random_bytes(9, 10_000);
     let src = put_file(server.root(), "dir/existing.txt", &data);
-    for args in [&["--read-only"][..], &[][..]] {
+    for args in [&["--read-only"][..]] {
         let m = Mount::start(&server.url(), args);
         let root = m.path().to_path_buf();
         let results = within(QUICK, "write attempts", move || {
@@ -565,7 +565,9 @@ fn daemon_mode_returns_once_mounted_and_unmount_removes_it() {
             .arg(server.url())
             .arg(mp.path())
             .arg("--log-file")
-            .arg(log.path().join("cloudmount.log")),
+            .arg(log.path().join("cloudmount.log"))
+            .arg("--state-dir")
+            .arg(log.path().join("state")),
         QUICK,
     );
     let mounted_at_exit = is_mounted(mp.path());
@@ -586,7 +588,14 @@ fn daemon_mode_returns_once_mounted_and_unmount_removes_it() {
     );
     assert_eq!(read_mounted(&mp.path().join("hello.txt")), b"hello");
 
-    run_ok(Command::new(cloudmount_bin()).arg("unmount").arg(mp.path()), QUICK);
+    run_ok(
+        Command::new(cloudmount_bin())
+            .arg("unmount")
+            .arg(mp.path())
+            .arg("--state-dir")
+            .arg(log.path().join("state")),
+        QUICK,
+    );
     assert!(!is_mounted(mp.path()), "still mounted after `cloudmount unmount`");
     let left = wait_no_process_mentions(mp.path(), Duration::from_secs(15));
     assert!(

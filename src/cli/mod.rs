@@ -4,6 +4,7 @@
 pub mod config;
 pub mod daemon;
 pub mod run;
+pub mod state;
 
 use std::path::PathBuf;
 
@@ -26,10 +27,25 @@ pub struct Cli {
 pub enum Command {
     /// Mount a remote on a folder. Returns once the mount is live, unless --foreground.
     Mount(MountArgs),
-    /// Unmount a folder mounted by cloudmount.
+    /// Unmount a folder mounted by cloudmount, then wait while its daemon finishes the uploads it
+    /// still owes the server (saying which).
     Unmount {
         /// The mounted folder.
         mountpoint: PathBuf,
+        /// Return once unmounted; pending uploads go on in the background (or at the next mount).
+        #[arg(long)]
+        no_wait: bool,
+        /// The state directory the mount uses (default: $XDG_STATE_HOME/cloudmount).
+        #[arg(long, value_name = "PATH")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Show live mounts and the uploads they have not finished.
+    Status {
+        /// Only the mount at this folder.
+        mountpoint: Option<PathBuf>,
+        /// The state directory the mounts use (default: $XDG_STATE_HOME/cloudmount).
+        #[arg(long, value_name = "PATH")]
+        state_dir: Option<PathBuf>,
     },
 }
 
@@ -43,9 +59,18 @@ pub struct MountArgs {
     /// Stay attached to the terminal and log to stderr.
     #[arg(long)]
     pub foreground: bool,
-    /// Refuse every change with EROFS (the only mode in this release).
+    /// Refuse every change with EROFS.
     #[arg(long)]
     pub read_only: bool,
+    /// Where upload journals and staged content live (default: $XDG_STATE_HOME/cloudmount).
+    #[arg(long, value_name = "PATH")]
+    pub state_dir: Option<PathBuf>,
+    /// Free space the state disk must keep; writes that would eat into it get ENOSPC.
+    #[arg(long, value_name = "MiB", default_value_t = 256)]
+    pub min_free: u64,
+    /// Uploads running at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub uploads: usize,
     /// Let other users access the mount (non-root needs user_allow_other in /etc/fuse.conf).
     #[arg(long)]
     pub allow_other: bool,

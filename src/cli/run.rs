@@ -9,9 +9,12 @@ use anyhow::{bail, Context, Result};
 
 use super::config::{default_config_path, run_password_command, ConfigFile, RemoteKind};
 use super::daemon::Readiness;
+use super::state::{self, MountStatus, RemoteState, UploadLine};
 use super::MountArgs;
 use crate::fuse::session::{self, MountSettings};
 use crate::remote::Remote;
+use crate::vfs::upload::queue::QueueConfig;
+use crate::vfs::write::WriteBackPaths;
 use crate::vfs::{DriveFs, FsConfig, Ownership};
 use crate::webdav::{DavConfig, DavRemote};
 
@@ -52,6 +55,12 @@ pub struct MountPlan {
     pub allow_other: bool,
     /// Where the daemon logs.
     pub log_file: PathBuf,
+    /// Upload journals, staged content and status files.
+    pub state_dir: PathBuf,
+    /// Free space the state disk keeps.
+    pub min_free_bytes: u64,
+    /// Uploads at once.
+    pub uploads: usize,
 }
 
 fn secs(name: &str, v: f64) -> Result<Duration> {
@@ -163,8 +172,8 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan> {
     if timeout.is_zero() {
         bail!("--timeout must be positive");
     }
-    if !args.read_only {
-        eprintln!("cloudmount: writes are not supported yet; mounting read-only");
+    if args.uploads == 0 {
+        bail!("--uploads must be at least 1");
     }
     let log_file = args.log_file.clone().unwrap_or_else(|| default_log_file(&mountpoint));
     Ok(MountPlan {
@@ -177,11 +186,14 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan> {
             block_size,
             cache_bytes,
             max_prefetch_bytes: args.prefetch.saturating_mul(1 << 20),
-            read_only: true,
+            read_only: args.read_only,
         },
         timeout,
         allow_other: args.allow_other,
         log_file,
+        state_dir: args.state_dir.clone().unwrap_or_else(state::default_state_dir),
+        min_free_bytes: args.min_free.saturating_mul(1 << 20),
+        uploads: args.uploads,
     })
 }
 
@@ -215,40 +227,147 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
     let fs = rt
         .block_on(DriveFs::new(remote.clone(), plan.fs.clone()))
         .with_context(|| format!("cannot open {url}"))?;
+    // The journal of a remote is used by one mount at a time, and resumed by the next one.
+    let remote_state = if plan.fs.read_only {
+        None
+    } else {
+        let st = RemoteState::acquire(&plan.state_dir, url.as_str())?;
+        let paths = WriteBackPaths {
+            journal: st.journal(),
+            staging: st.staging(),
+            min_free_bytes: plan.min_free_bytes,
+        };
+        let _in_rt = rt.enter();
+        fs.enable_writes(
+            &paths,
+            QueueConfig {
+                parallel: plan.uploads,
+                ..QueueConfig::default()
+            },
+        )
+        .with_context(|| format!("cannot open the upload journal in {}", st.dir.display()))?;
+        Some(st)
+    };
     let settings = MountSettings {
         mountpoint: plan.mountpoint.clone(),
         fsname: remote.describe(),
         allow_other: plan.allow_other,
         read_only: plan.fs.read_only,
     };
-    let mut session = session::mount(fs, rt.handle().clone(), &settings)
+    let mut session = session::mount(fs.clone(), rt.handle().clone(), &settings)
         .with_context(|| format!("cannot mount on {}", plan.mountpoint.display()))?;
-    tracing::info!(remote = %url, mountpoint = %plan.mountpoint.display(), "mounted");
+    tracing::info!(remote = %url, mountpoint = %plan.mountpoint.display(), read_only = plan.fs.read_only, "mounted");
     readiness.ready();
 
-    let mountpoint = plan.mountpoint.clone();
+    let status_file = state::status_path(&plan.state_dir, &plan.mountpoint);
+    let publisher = Publisher {
+        fs: fs.clone(),
+        path: status_file.clone(),
+        remote: url.to_string(),
+        mountpoint: plan.mountpoint.clone(),
+    };
+    let (signals_tx, mut signals) = tokio::sync::watch::channel(0u32);
     let unmounter = session.unmount_callable();
-    rt.spawn(async move {
-        unmount_on_signal(mountpoint, unmounter).await;
+    rt.spawn(unmount_on_signal(plan.mountpoint.clone(), unmounter, signals_tx));
+    let publishing = rt.spawn({
+        let p = publisher.clone();
+        async move {
+            loop {
+                p.publish(true);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
     });
     session.run().context("the FUSE session ended with an error")?;
+    publishing.abort();
     tracing::info!(mountpoint = %plan.mountpoint.display(), "unmounted");
+
+    if let Some(queue) = fs.upload_queue() {
+        // Everything accepted is in the journal already; finishing it now is a courtesy that
+        // `cloudmount unmount` waits for. A second signal stops waiting; nothing is lost.
+        signals.mark_unchanged();
+        loop {
+            publisher.publish(false);
+            let left = queue.status();
+            let pending: Vec<_> = left.iter().filter(|u| !u.failed).collect();
+            if pending.is_empty() {
+                break;
+            }
+            tracing::info!(count = pending.len(), files = ?pending.iter().map(|u| &u.name).collect::<Vec<_>>(),
+                "waiting for uploads to finish (signal again to stop waiting; they stay queued)");
+            let stop = rt.block_on(async {
+                tokio::select! {
+                    _ = queue.drain(Duration::from_secs(5)) => false,
+                    _ = signals.changed() => true,
+                }
+            });
+            if stop {
+                break;
+            }
+        }
+        queue.stop();
+        let left = queue.status();
+        if let Some(st) = &remote_state {
+            if left.is_empty() {
+                tracing::info!("every upload reached the server");
+            } else {
+                tracing::warn!(count = left.len(), journal = %st.journal().display(),
+                    "uploads stay queued on disk; they resume at the next mount of this remote");
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&status_file);
     Ok(())
 }
 
-/// Wait for SIGINT or SIGTERM, then unmount; the FUSE session then ends and the process exits.
-async fn unmount_on_signal(mountpoint: PathBuf, unmounter: fuser::SessionUnmounter) {
-    let unmounter = Arc::new(std::sync::Mutex::new(unmounter));
+/// Publishes a mount's status file for `cloudmount status` and `cloudmount unmount`.
+#[derive(Clone)]
+struct Publisher {
+    fs: Arc<DriveFs>,
+    path: PathBuf,
+    remote: String,
+    mountpoint: PathBuf,
+}
+
+impl Publisher {
+    fn publish(&self, mounted: bool) {
+        let uploads = self.fs.upload_queue().map(|q| q.status()).unwrap_or_default();
+        let status = MountStatus {
+            pid: std::process::id(),
+            remote: self.remote.clone(),
+            mountpoint: self.mountpoint.clone(),
+            mounted,
+            uploads: uploads.iter().map(UploadLine::from).collect(),
+        };
+        if let Err(e) = state::write_status(&self.path, &status) {
+            tracing::debug!(error = %e, "cannot write the status file");
+        }
+    }
+}
+
+/// Wait for SIGINT or SIGTERM, then unmount; the FUSE session then ends. Every signal is counted
+/// in `signals`, so a second one can stop the wait for uploads.
+async fn unmount_on_signal(
+    mountpoint: PathBuf,
+    unmounter: fuser::SessionUnmounter,
+    signals: tokio::sync::watch::Sender<u32>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
+    let unmounter = Arc::new(std::sync::Mutex::new(unmounter));
     let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
         tracing::error!("cannot install signal handlers; unmount with `cloudmount unmount`");
         return;
     };
+    let mut unmounted = false;
     loop {
         let name = tokio::select! {
             _ = int.recv() => "SIGINT",
             _ = term.recv() => "SIGTERM",
         };
+        signals.send_modify(|n| *n += 1);
+        if unmounted || !session::is_mounted(&mountpoint) {
+            continue;
+        }
         tracing::info!(signal = name, "unmounting");
         let (mp, unmounter) = (mountpoint.clone(), unmounter.clone());
         // fuser's own unmounter first (it then knows the mount is gone); our lazy fallback when busy.
@@ -260,20 +379,110 @@ async fn unmount_on_signal(mountpoint: PathBuf, unmounter: fuser::SessionUnmount
             }
         };
         match tokio::task::spawn_blocking(attempt).await {
-            Ok(Ok(())) => return,
+            Ok(Ok(())) => unmounted = true,
             Ok(Err(e)) => tracing::error!(error = %e, "unmount failed"),
             Err(e) => tracing::error!(error = %e, "unmount task failed"),
         }
     }
 }
 
-/// `cloudmount unmount DIR`.
-pub fn unmount(dir: &Path) -> Result<()> {
+/// `cloudmount unmount DIR`: unmount, then (unless `no_wait`) wait while the daemon finishes the
+/// uploads it owes, saying what it waits for.
+pub fn unmount(dir: &Path, no_wait: bool, state_dir: Option<&Path>) -> Result<()> {
     let dir = dir
         .canonicalize()
         .with_context(|| format!("{} does not exist", dir.display()))?;
     if !session::is_mounted(&dir) {
         bail!("{} is not mounted", dir.display());
     }
-    session::unmount(&dir).with_context(|| format!("cannot unmount {}", dir.display()))
+    let root = state_dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(state::default_state_dir);
+    let daemon = state::read_statuses(&root)
+        .into_iter()
+        .find(|s| s.mountpoint == dir)
+        .map(|s| s.pid);
+    session::unmount(&dir).with_context(|| format!("cannot unmount {}", dir.display()))?;
+    let Some(pid) = daemon else { return Ok(()) };
+    if no_wait {
+        return Ok(());
+    }
+    let mut last = None;
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        let now = state::read_statuses(&root).into_iter().find(|s| s.pid == pid);
+        if let Some(s) = now {
+            let pending: Vec<String> = s
+                .uploads
+                .iter()
+                .filter(|u| !u.failed)
+                .map(|u| format!("{} ({} bytes)", u.name, u.size))
+                .collect();
+            let line = format!("waiting for {} upload(s): {}", pending.len(), pending.join(", "));
+            if !pending.is_empty() && last.as_ref() != Some(&line) {
+                eprintln!("cloudmount: {line}");
+                last = Some(line);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+/// `cloudmount status [DIR]`.
+pub fn status(dir: Option<&Path>, state_dir: Option<&Path>) -> Result<String> {
+    let root = state_dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(state::default_state_dir);
+    let want = match dir {
+        Some(d) => Some(
+            d.canonicalize()
+                .with_context(|| format!("{} does not exist", d.display()))?,
+        ),
+        None => None,
+    };
+    let mounts: Vec<MountStatus> = state::read_statuses(&root)
+        .into_iter()
+        .filter(|s| want.as_ref().map(|w| &s.mountpoint == w).unwrap_or(true))
+        .collect();
+    if mounts.is_empty() {
+        bail!(
+            "no cloudmount mount{}",
+            want.map(|w| format!(" at {}", w.display())).unwrap_or_default()
+        );
+    }
+    let mut out = String::new();
+    for m in mounts {
+        let state = if m.mounted {
+            "mounted"
+        } else {
+            "unmounted, finishing uploads"
+        };
+        out.push_str(&format!(
+            "{} on {} (pid {}, {state})\n",
+            m.remote,
+            m.mountpoint.display(),
+            m.pid
+        ));
+        if m.uploads.is_empty() {
+            out.push_str("  uploads: none pending\n");
+        }
+        for u in &m.uploads {
+            let what = if u.failed {
+                "FAILED"
+            } else if u.running {
+                "sending"
+            } else {
+                "waiting"
+            };
+            out.push_str(&format!(
+                "  {what:8} {} {} bytes, {} attempt(s)",
+                u.name, u.size, u.attempts
+            ));
+            if let Some(e) = &u.error {
+                out.push_str(&format!(", last error: {e}"));
+            }
+            out.push('\n');
+        }
+    }
+    Ok(out)
 }

@@ -454,6 +454,10 @@ impl Mount {
             .arg(mountpoint.path())
             .arg("--foreground")
             .args(args);
+        // Upload journals go to the test's own folder, never the user's state directory.
+        if !args.contains(&"--state-dir") {
+            cmd.arg("--state-dir").arg(logs.path().join("state"));
+        }
         cmd.envs(env.iter().copied());
         let what = describe(&cmd);
         // Output goes to a file, not a pipe: a daemon that logs a lot must never block on a pipe nobody reads.

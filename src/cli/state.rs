@@ -1,0 +1,210 @@
+//! Where a mount keeps what must outlive it: the upload journal and staged content of each remote
+//! (under the XDG state directory, never a cache that cleaners empty), and a status file per live
+//! mount that `cloudmount status` and `cloudmount unmount` read.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::vfs::upload::queue::UploadStatus;
+
+/// `$XDG_STATE_HOME/cloudmount` (`~/.local/state/cloudmount`), or `/var/lib/cloudmount` when
+/// there is no home.
+pub fn default_state_dir() -> PathBuf {
+    directories::ProjectDirs::from("", "", "cloudmount")
+        .and_then(|d| d.state_dir().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("/var/lib/cloudmount"))
+}
+
+/// A stable, readable folder name for a remote URL: its host and path made safe, plus a hash of
+/// the whole URL so two similar URLs never share a journal.
+pub fn remote_key(url: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325; // FNV-1a
+    for b in url.bytes() {
+        hash ^= b as u64;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let readable: String = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(60)
+        .collect();
+    format!("{}-{hash:016x}", readable.trim_matches('_'))
+}
+
+/// The upload state of one remote, held exclusively while a mount uses it.
+pub struct RemoteState {
+    /// The folder.
+    pub dir: PathBuf,
+    _lock: File,
+}
+
+impl RemoteState {
+    /// Take the state folder of remote `url` under `root`; fails when another mount holds it.
+    pub fn acquire(root: &Path, url: &str) -> io::Result<RemoteState> {
+        let dir = root.join("uploads").join(remote_key(url));
+        std::fs::create_dir_all(&dir)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "{url} is already mounted by another cloudmount (its upload journal {} is in use)",
+                    dir.display()
+                ),
+            ));
+        }
+        Ok(RemoteState { dir, _lock: lock })
+    }
+
+    /// The upload journal.
+    pub fn journal(&self) -> PathBuf {
+        self.dir.join("journal")
+    }
+
+    /// Staged content.
+    pub fn staging(&self) -> PathBuf {
+        self.dir.join("staging")
+    }
+}
+
+/// What a live mount publishes about itself.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MountStatus {
+    /// Daemon process id.
+    pub pid: u32,
+    /// The remote (no credentials).
+    pub remote: String,
+    /// Where it is mounted.
+    pub mountpoint: PathBuf,
+    /// Whether the mount is still attached (false while it drains uploads after unmount).
+    pub mounted: bool,
+    /// Uploads not yet on the server.
+    pub uploads: Vec<UploadLine>,
+}
+
+/// One waiting upload, for people.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UploadLine {
+    /// File name.
+    pub name: String,
+    /// Folder (remote id).
+    pub folder: String,
+    /// Bytes to send.
+    pub size: u64,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Whether it is being sent now.
+    pub running: bool,
+    /// Last error.
+    pub error: Option<String>,
+    /// Whether the queue gave up until the next mount.
+    pub failed: bool,
+}
+
+impl From<&UploadStatus> for UploadLine {
+    fn from(u: &UploadStatus) -> Self {
+        UploadLine {
+            name: u.name.clone(),
+            folder: u.parent.clone(),
+            size: u.size,
+            attempts: u.attempts,
+            running: u.running,
+            error: u.last_error.clone(),
+            failed: u.failed,
+        }
+    }
+}
+
+/// The status file of the mount at `mountpoint`.
+pub fn status_path(root: &Path, mountpoint: &Path) -> PathBuf {
+    root.join("mounts")
+        .join(format!("{}.json", remote_key(&mountpoint.to_string_lossy())))
+}
+
+/// Publish `status` atomically (temporary file + rename).
+pub fn write_status(path: &Path, status: &MountStatus) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(status).map_err(io::Error::other)?)?;
+    std::fs::rename(tmp, path)
+}
+
+/// Every published status under `root` whose daemon is still alive.
+pub fn read_statuses(root: &Path) -> Vec<MountStatus> {
+    let Ok(dir) = std::fs::read_dir(root.join("mounts")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<MountStatus> = dir
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().and_then(|x| x.to_str()) == Some("json"))
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|b| serde_json::from_slice::<MountStatus>(&b).ok())
+        .filter(|s| Path::new(&format!("/proc/{}", s.pid)).exists())
+        .collect();
+    out.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_keys_are_safe_and_distinct() {
+        let a = remote_key("http://127.0.0.1:8080/dav/");
+        let b = remote_key("http://127.0.0.1:8080/dav2/");
+        assert_ne!(a, b);
+        assert!(a.starts_with("127.0.0.1_8080_dav-"));
+        assert!(!remote_key("https://h/a b/../x").contains('/'));
+    }
+
+    #[test]
+    fn a_second_holder_of_one_remote_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RemoteState::acquire(dir.path(), "http://h/").unwrap();
+        let err = RemoteState::acquire(dir.path(), "http://h/").err().expect("refused");
+        assert!(err.to_string().contains("already mounted"));
+        drop(first);
+        RemoteState::acquire(dir.path(), "http://h/").unwrap();
+    }
+
+    #[test]
+    fn statuses_of_dead_daemons_are_not_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = MountStatus {
+            pid: std::process::id(),
+            remote: "http://h/".into(),
+            mountpoint: "/mnt/a".into(),
+            mounted: true,
+            uploads: vec![],
+        };
+        write_status(&status_path(dir.path(), Path::new("/mnt/a")), &live).unwrap();
+        let dead = MountStatus {
+            pid: u32::MAX - 1,
+            mountpoint: "/mnt/b".into(),
+            ..live.clone()
+        };
+        write_status(&status_path(dir.path(), Path::new("/mnt/b")), &dead).unwrap();
+        assert_eq!(read_statuses(dir.path()), vec![live]);
+    }
+}
