@@ -6,7 +6,8 @@
 # - fuse3:          fusermount3, which a non-root user needs to unmount, and which the tests use to unmount;
 # - apache2, apache2-utils: the packaged WebDAV server (mod_dav_fs) the tests run against besides the in-process one
 #                   (tests/common/apache.rs starts it through scripts/webdav-servers.sh);
-# - curl:           scripts/webdav-servers.sh checks that a server answers PROPFIND with it.
+# - curl:           scripts/webdav-servers.sh checks that a server answers PROPFIND with it;
+# - rsync:          the write tests sync trees into the mount with it.
 # rclone is not needed (the demo uses Apache). Needs root (or sudo) only when something is missing.
 set -euo pipefail
 
@@ -15,9 +16,10 @@ command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 [[ -x /usr/sbin/apache2 ]] || need+=(apache2)
 command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v rsync >/dev/null 2>&1 || need+=(rsync)
 
 if ((${#need[@]} == 0)); then
-  echo "install-test-deps: fuse3, apache2, apache2-utils and curl are already installed"
+  echo "install-test-deps: fuse3, apache2, apache2-utils, curl and rsync are already installed"
   exit 0
 fi
 

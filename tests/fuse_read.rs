@@ -6,6 +6,7 @@
 //! Every filesystem access goes through a bounded helper, so a hung daemon fails the test instead of blocking CI;
 //! time bounds are generous because the CI box has 2 loaded cores and runs a debug build.
 
+#[macro_use]
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +24,7 @@ use common::files::{assert_same_bytes, put_file, put_random_file, random_bytes, 
 use common::mount::{
     cloudmount_bin, is_mounted, require_fuse, run, run_ok, wait_no_process_mentions, within, Mount, MountPoint,
 };
+use common::servers::TestServer;
 
 const MIB: u64 = 1 << 20;
 /// Bound for listing, stat'ing or reading small files.
@@ -33,45 +35,6 @@ const BULK: Duration = Duration::from_secs(300);
 const OUTAGE_BOUND: Duration = Duration::from_secs(30);
 const USER: &str = "alice";
 const PASS: &str = "secret";
-
-/// What a check needs of a server: where to mount from and where to put files "on the server".
-trait TestServer {
-    fn url(&self) -> String;
-    fn root(&self) -> &Path;
-}
-
-impl TestServer for DavServer {
-    fn url(&self) -> String {
-        DavServer::url(self)
-    }
-    fn root(&self) -> &Path {
-        DavServer::root(self)
-    }
-}
-
-impl TestServer for ApacheServer {
-    fn url(&self) -> String {
-        ApacheServer::url(self)
-    }
-    fn root(&self) -> &Path {
-        ApacheServer::root(self)
-    }
-}
-
-/// For each check fn, one #[test] against the in-process server (module `$dav`) and one against Apache (`$apache`),
-/// both servers made with the same constructor call.
-macro_rules! on_both_servers {
-    ($dav:ident, $apache:ident, $start:ident $args:tt, [$($check:ident),+ $(,)?]) => {
-        mod $dav {
-            use super::*;
-            $( #[test] fn $check() { super::$check(&DavServer::$start $args); } )+
-        }
-        mod $apache {
-            use super::*;
-            $( #[test] fn $check() { super::$check(&ApacheServer::$start $args); } )+
-        }
-    };
-}
 
 on_both_servers!(
     dav_server,

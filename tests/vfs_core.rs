@@ -221,6 +221,10 @@ async fn a_changed_file_is_seen_after_the_ttl_and_old_blocks_are_never_served() 
     let old = read_all(&fs, ino, 8192).await;
     let old_handle = fs.open(ino, libc::O_RDONLY).await.unwrap();
     assert!(old_handle.keep_cache, "same version: the kernel may keep its pages");
+    // This handle has served data: it is bound to the old version from now on.
+    assert_eq!(&fs.read(old_handle.fh, 0, 10).await.unwrap()[..], &old[..10]);
+    // This one has served nothing yet.
+    let idle_handle = fs.open(ino, libc::O_RDONLY).await.unwrap();
 
     let new = data(3 * BS as usize, 2);
     assert_ne!(old, new);
@@ -232,13 +236,16 @@ async fn a_changed_file_is_seen_after_the_ttl_and_old_blocks_are_never_served() 
     fs.release(reopened.fh).await.unwrap();
     assert_eq!(read_all(&fs, ino, 8192).await, new);
 
-    // A handle opened on the old version never mixes in new bytes: blocks it has cached are the
-    // old ones, blocks it has not are refused as stale.
-    let err = fs.read(old_handle.fh, 0, 100).await;
-    match err {
-        Ok(b) => assert_eq!(&b[..], &old[..100]),
-        Err(e) => assert_eq!(e.errno(), libc::ESTALE),
+    // A handle that served the old version never mixes in new bytes: blocks still cached are the
+    // old ones, others are refused as stale.
+    for offset in [0, 2 * BS] {
+        match fs.read(old_handle.fh, offset, 100).await {
+            Ok(b) => assert_eq!(&b[..], &old[offset as usize..offset as usize + 100]),
+            Err(e) => assert_eq!(e.errno(), libc::ESTALE),
+        }
     }
+    // A handle that served nothing moves to the current version: still one version per reader.
+    assert_eq!(&fs.read(idle_handle.fh, 0, 100).await.unwrap()[..], &new[..100]);
 }
 
 #[tokio::test]

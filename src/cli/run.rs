@@ -408,7 +408,7 @@ pub fn unmount(dir: &Path, no_wait: bool, state_dir: Option<&Path>) -> Result<()
         return Ok(());
     }
     let mut last = None;
-    while Path::new(&format!("/proc/{pid}")).exists() {
+    while state::process_alive(pid) {
         let now = state::read_statuses(&root).into_iter().find(|s| s.pid == pid);
         if let Some(s) = now {
             let pending: Vec<String> = s

@@ -149,6 +149,18 @@ pub fn write_status(path: &Path, status: &MountStatus) -> io::Result<()> {
     std::fs::rename(tmp, path)
 }
 
+/// Whether process `pid` is running (a zombie, exited but not yet reaped, is not).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name, which may itself contain spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
 /// Every published status under `root` whose daemon is still alive.
 pub fn read_statuses(root: &Path) -> Vec<MountStatus> {
     let Ok(dir) = std::fs::read_dir(root.join("mounts")) else {
@@ -159,7 +171,7 @@ pub fn read_statuses(root: &Path) -> Vec<MountStatus> {
         .filter(|e| e.path().extension().and_then(|x| x.to_str()) == Some("json"))
         .filter_map(|e| std::fs::read(e.path()).ok())
         .filter_map(|b| serde_json::from_slice::<MountStatus>(&b).ok())
-        .filter(|s| Path::new(&format!("/proc/{}", s.pid)).exists())
+        .filter(|s| process_alive(s.pid))
         .collect();
     out.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
     out

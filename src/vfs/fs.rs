@@ -2,6 +2,7 @@
 //! only translates arguments and replies; tests call them directly against an in-memory remote.
 
 use std::ffi::OsStr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -281,6 +282,7 @@ impl DriveFs {
             size: entry.size,
             pattern: Mutex::new(ReadPattern::new(window)),
             writable: false,
+            served: Default::default(),
         });
         Ok(Opened { fh, keep_cache })
     }
@@ -295,6 +297,40 @@ impl DriveFs {
             // Content being written or waiting for upload is what every reader sees.
             return super::write::read_local(&local, offset, size);
         }
+        match self.read_remote(&h, offset, size).await {
+            // Nothing was served through this handle yet, so moving it to the server's current
+            // version still gives the reader one consistent version. (Servers may report another
+            // ETag right after a write than the one a read then sees.)
+            Err(e) if e.errno() == libc::ESTALE && !h.served.load(Ordering::Relaxed) => {
+                let entry = self.remote.stat(&h.id).await?;
+                if let Some(up) = self.inodes.refresh(h.ino, entry.clone(), self.valid_until()) {
+                    self.drop_replaced(&entry.id, up.replaced_tag, &entry);
+                }
+                let pattern = h.pattern.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let repinned = Arc::new(FileHandle {
+                    ino: h.ino,
+                    id: entry.id.clone(),
+                    tag: content_tag(&entry),
+                    remote_version: entry.version.clone(),
+                    size: entry.size,
+                    pattern: Mutex::new(pattern),
+                    writable: h.writable,
+                    served: Default::default(),
+                });
+                self.files.replace(fh, repinned.clone());
+                let data = self.read_remote(&repinned, offset, size).await?;
+                repinned.served.store(true, Ordering::Relaxed);
+                Ok(data)
+            }
+            Ok(data) => {
+                h.served.store(true, Ordering::Relaxed);
+                Ok(data)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn read_remote(&self, h: &Arc<FileHandle>, offset: u64, size: u32) -> FsResult<Bytes> {
         if offset >= h.size || size == 0 {
             return Ok(Bytes::new());
         }

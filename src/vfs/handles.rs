@@ -27,6 +27,8 @@ pub struct FileHandle {
     pub pattern: Mutex<ReadPattern>,
     /// Whether it was opened for writing.
     pub writable: bool,
+    /// Whether a read through it returned data (from then on it must stay on its version).
+    pub served: std::sync::atomic::AtomicBool,
 }
 
 /// One entry of a folder snapshot.
@@ -81,6 +83,11 @@ impl<T> HandleTable<T> {
     /// The handle numbered `fh`.
     pub fn get(&self, fh: u64) -> Option<Arc<T>> {
         self.lock().get(&fh).cloned()
+    }
+
+    /// Put `handle` in place of the handle numbered `fh`.
+    pub fn replace(&self, fh: u64, handle: Arc<T>) {
+        self.lock().insert(fh, handle);
     }
 
     /// Close handle `fh`.

@@ -151,6 +151,7 @@ impl DriveFs {
             size: entry.size,
             pattern: Mutex::new(ReadPattern::new(0)),
             writable: true,
+            served: Default::default(),
         })
     }
 

@@ -6,3 +6,5 @@ pub mod apache;
 pub mod dav;
 pub mod files;
 pub mod mount;
+#[macro_use]
+pub mod servers;

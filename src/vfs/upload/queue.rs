@@ -411,6 +411,9 @@ impl UploadQueue {
         state.running -= 1;
         let Some(item) = state.items.get_mut(key) else { return };
         item.running = false;
+        // Waiters are woken only after the event is delivered, so whoever waited (fsync, a rename)
+        // finds the core already updated.
+        let mut wake: Vec<(oneshot::Sender<RemoteResult<()>>, RemoteResult<()>)> = Vec::new();
         for old in item.superseded.drain(..) {
             remove_quietly(&old);
         }
@@ -420,9 +423,7 @@ impl UploadQueue {
                 let (done, waiting): (Vec<Waiter>, Vec<Waiter>) =
                     item.waiters.drain(..).partition(|(g, _)| *g <= generation);
                 item.waiters = waiting;
-                for (_, tx) in done {
-                    let _ = tx.send(Ok(()));
-                }
+                wake = done.into_iter().map(|(_, tx)| (tx, Ok(()))).collect();
                 if item.generation == generation {
                     let item = state.items.remove(key).expect("present");
                     if let Err(e) = self.journal.remove(key) {
@@ -463,9 +464,7 @@ impl UploadQueue {
                 }
                 // Callers waiting in fsync learn the truth now rather than hang on a dead server.
                 if item.generation == generation {
-                    for (_, tx) in item.waiters.drain(..) {
-                        let _ = tx.send(Err(error.clone()));
-                    }
+                    wake = item.waiters.drain(..).map(|(_, tx)| (tx, Err(error.clone()))).collect();
                 }
                 UploadEvent::Failed {
                     record: item.record.clone(),
@@ -481,6 +480,9 @@ impl UploadQueue {
         drop(state);
         if let Some(sink) = &self.events {
             sink(event);
+        }
+        for (tx, result) in wake {
+            let _ = tx.send(result);
         }
         if !pending {
             self.idle.notify_waiters();
