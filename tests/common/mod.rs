@@ -6,3 +6,4 @@ pub mod apache;
 pub mod dav;
 pub mod files;
 pub mod mount;
+pub mod scripted;
