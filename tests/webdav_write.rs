@@ -839,6 +839,53 @@ fn servers_that_ignore_if_match_are_probed_and_checked_by_hand() {
 }
 
 #[test]
+fn folder_quirks_of_rclone_and_nginx() {
+    // rclone answers 201 to a MKCOL of an existing folder; nginx wants a trailing slash to DELETE
+    // a folder (409 without) and a slash on MKCOL; rclone answers 403 to a MOVE of a missing item.
+    run(async {
+        let created = Arc::new(Mutex::new(false));
+        let server = Scripted::start(move |req| match (req.method.as_str(), req.path.as_str()) {
+            ("PROPFIND", "/d" | "/d/") => multistatus_entry("/d/", None, "Sun, 06 Nov 1994 08:49:37 GMT", "d"),
+            ("PROPFIND", "/new" | "/new/") if *created.lock().unwrap() => {
+                multistatus_entry("/new/", None, "Sun, 06 Nov 1994 08:49:37 GMT", "n")
+            }
+            ("PROPFIND", _) => reply(404, &[], ""),
+            ("MKCOL", "/new/") => {
+                *created.lock().unwrap() = true;
+                reply(201, &[], "")
+            }
+            ("DELETE", "/d") => reply(409, &[], ""),
+            ("DELETE", "/d/") => reply(204, &[], ""),
+            ("MOVE", _) => reply(403, &[], ""),
+            (m, p) => panic!("unexpected {m} {p}"),
+        })
+        .await;
+        let r = remote(&server.url);
+        assert_err!(r.mkdir(&id(""), "d").await, RemoteError::AlreadyExists);
+        assert!(server.seen_with("MKCOL").is_empty(), "checked before, not after");
+        let e = r.mkdir(&id(""), "new").await.unwrap();
+        assert_eq!(e.kind, EntryKind::Directory);
+        assert_eq!(server.seen_with("MKCOL")[0].path, "/new/");
+        r.delete(&id("d")).await.unwrap();
+        let deletes: Vec<String> = server.seen_with("DELETE").into_iter().map(|d| d.path).collect();
+        assert_eq!(deletes, vec!["/d", "/d/"]);
+        assert_err!(
+            r.rename(&id("d"), &id("nowhere"), "x", false).await,
+            RemoteError::NotFound
+        );
+        // The folder is moved with trailing slashes on both ends.
+        let mv = server.seen_with("MOVE");
+        assert_eq!(mv.len(), 1);
+        assert_eq!(mv[0].path, "/d/");
+        assert_eq!(
+            mv[0].header("destination").unwrap(),
+            format!("{}nowhere/x/", server.url)
+        );
+        assert_eq!(mv[0].header("overwrite").as_deref(), Some("F"));
+    });
+}
+
+#[test]
 fn uploads_are_retried_only_when_they_cannot_have_landed() {
     run(async {
         let stage = Staging::new();
@@ -977,5 +1024,100 @@ fn write_errors_map_to_clear_variants() {
         *status.lock().unwrap() = 403;
         assert_err!(up().await, RemoteError::Forbidden(_));
         assert_err!(r.delete(&id("x")).await, RemoteError::Forbidden(_));
+    });
+}
+
+/// The write path against an external server (rclone, WsgiDAV, nginx, ... see
+/// `scripts/webdav-servers.sh`), accepting what each may legitimately differ in (whether
+/// preconditions are enforced atomically, whether mtimes can be set) and nothing else. Run with
+/// `CLOUDMOUNT_LIVE_DAV_URL=http://127.0.0.1:8082/ cargo test --test webdav_write -- --ignored`
+/// (plus `CLOUDMOUNT_LIVE_DAV_USER`/`_PASSWORD` if needed); it works in a fresh folder it removes.
+#[test]
+#[ignore = "needs an external WebDAV server: set CLOUDMOUNT_LIVE_DAV_URL"]
+fn external_server_writes() {
+    let url = std::env::var("CLOUDMOUNT_LIVE_DAV_URL").expect("set CLOUDMOUNT_LIVE_DAV_URL");
+    run(async {
+        let mut cfg = config(&url, Duration::from_secs(30));
+        cfg.user = std::env::var("CLOUDMOUNT_LIVE_DAV_USER").ok();
+        cfg.password = std::env::var("CLOUDMOUNT_LIVE_DAV_PASSWORD").ok();
+        let r = DavRemote::new(cfg).unwrap();
+        let caps = r.probe_capabilities().await.unwrap();
+        eprintln!("capabilities after the probe: {caps:?}");
+        let dir = r
+            .mkdir(&id(""), &format!("cm write {} #ü", std::process::id()))
+            .await
+            .unwrap();
+        assert_err!(r.mkdir(&id(""), &dir.name).await, RemoteError::AlreadyExists);
+        assert_err!(r.mkdir(&id("no such dir"), "x").await, RemoteError::NotFound);
+        let stage = Staging::new();
+        let a = stage.file("a", b"alpha");
+        let b = stage.file("b", b"bravo bytes");
+        let name = "file 100% #1+.txt";
+        let e1 = r
+            .upload(&dir.id, name, &a, t(1_000_000_000), Precondition::Absent)
+            .await
+            .unwrap();
+        eprintln!(
+            "after the first upload: {:?}, mtime kept: {}",
+            r.capabilities(),
+            e1.mtime == t(1_000_000_000)
+        );
+        assert_eq!(e1.mtime == t(1_000_000_000), r.capabilities().set_mtime);
+        assert_err!(
+            r.upload(&dir.id, name, &b, t(1), Precondition::Absent).await,
+            RemoteError::AlreadyExists
+        );
+        let v1 = e1.version.clone().expect("an ETag");
+        let e2 = r
+            .upload(&dir.id, name, &b, t(1), Precondition::Matches(v1.clone()))
+            .await
+            .unwrap();
+        assert_eq!(e2.size, 11);
+        assert_err!(
+            r.upload(
+                &dir.id,
+                name,
+                &a,
+                t(1),
+                Precondition::Matches(Version::from_etag("\"stale\""))
+            )
+            .await,
+            RemoteError::PreconditionFailed
+        );
+        assert_eq!(r.read(&e2.id, None, 0, 100).await.unwrap(), &b"bravo bytes"[..]);
+        assert_err!(
+            r.upload(&id("no such dir"), "x", &a, t(1), Precondition::Any).await,
+            RemoteError::NotFound
+        );
+        let sub = r.mkdir(&dir.id, "sub").await.unwrap();
+        r.upload(&sub.id, "other.txt", &a, t(1), Precondition::Absent)
+            .await
+            .unwrap();
+        assert_err!(
+            r.rename(&e2.id, &sub.id, "other.txt", false).await,
+            RemoteError::AlreadyExists
+        );
+        let moved = r.rename(&e2.id, &sub.id, "other.txt", true).await.unwrap();
+        assert_eq!(moved.size, 11);
+        let sub2 = r.rename(&sub.id, &dir.id, "sub renamed", false).await.unwrap();
+        let listed = r.list(&sub2.id).await.unwrap();
+        assert_eq!(names(&listed), set(["other.txt"]));
+        match r.set_mtime(&listed[0].id, t(1_100_000_000)).await {
+            Ok(e) => assert_eq!(e.mtime, t(1_100_000_000)),
+            Err(RemoteError::Unsupported(_)) => assert!(!r.capabilities().set_mtime),
+            Err(e) => panic!("set_mtime: {e:?}"),
+        }
+        assert_err!(
+            r.rename(&id("no such"), &dir.id, "x", false).await,
+            RemoteError::NotFound
+        );
+        assert_err!(
+            r.rename(&listed[0].id, &id("no such dir"), "x", false).await,
+            RemoteError::NotFound
+        );
+        r.delete(&dir.id).await.unwrap();
+        assert_err!(r.stat(&dir.id).await, RemoteError::NotFound);
+        assert_err!(r.delete(&dir.id).await, RemoteError::NotFound);
+        eprintln!("final capabilities: {:?}", r.capabilities());
     });
 }
