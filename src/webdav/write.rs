@@ -617,7 +617,18 @@ impl DavRemote {
             }
             Err(e) => return Err(self.note("rename", id.as_str(), e)),
         }
-        Ok(self.stat_id(&new_id, PROPFIND_ENTRY).await?.0)
+        match self.stat_opt(&new_id).await? {
+            Some((entry, _)) => Ok(entry),
+            None => {
+                // WsgiDAV decodes the Destination before parsing it as a URL, so a `?` or `;` in
+                // the new name cuts it short: the item is somewhere we did not ask for.
+                warn!(from = %id, to = %new_id, "the server reported a successful move, but nothing is at the destination");
+                Err(RemoteError::Protocol(format!(
+                    "MOVE {id} to {new_id}: the server reported success but nothing is at the destination \
+                     (some servers cut names at '?' or ';')"
+                )))
+            }
+        }
     }
 
     /// [`crate::remote::Remote::set_mtime`] on WebDAV: PROPPATCH of `DAV:getlastmodified` (an HTTP

@@ -7,3 +7,4 @@ pub mod dav;
 pub mod files;
 pub mod mount;
 pub mod scripted;
+pub mod wsgidav;
