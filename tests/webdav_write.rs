@@ -1186,3 +1186,28 @@ fn external_server_writes() {
         eprintln!("final capabilities: {:?}", r.capabilities());
     });
 }
+
+#[test]
+fn an_upload_waits_out_a_refused_connection() {
+    // Nothing reached the server, so sending again is safe: the PUT is retried until the server
+    // is back (within the deadline).
+    let server = DavServer::start();
+    run(async {
+        let r = remote(&server.url());
+        r.probe_capabilities().await.unwrap();
+        let stage = Staging::new();
+        let src = stage.file("f", b"eventually");
+        server.stop();
+        let root = id("");
+        let upload = r.upload(&root, "f.txt", &src, t(1), Precondition::Absent);
+        tokio::pin!(upload);
+        // Not done while the server is away.
+        assert!(tokio::time::timeout(Duration::from_millis(800), &mut upload)
+            .await
+            .is_err());
+        server.restart();
+        let e = upload.await.unwrap();
+        assert_eq!(e.size, 10);
+        assert_eq!(fs::read(server.root().join("f.txt")).unwrap(), b"eventually");
+    });
+}
