@@ -348,8 +348,8 @@ impl DavRemote {
                 false
             }
         };
+        // No Content-Type: servers that keep one would keep ours; without it they go by the name.
         let mut req = HttpRequest::new(Method::PUT, url, Retry::IfNotApplied)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))
             .body_file(source)
             .accept_status(StatusCode::PRECONDITION_FAILED)
             .accept_status(StatusCode::CONFLICT);
