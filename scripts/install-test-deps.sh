@@ -7,9 +7,13 @@
 # - apache2, apache2-utils: the packaged WebDAV server (mod_dav_fs) the tests run against besides the in-process one
 #                   (tests/common/apache.rs starts it through scripts/webdav-servers.sh);
 # - curl:           scripts/webdav-servers.sh checks that a server answers PROPFIND with it;
-# - rsync:          the write tests sync trees into the mount with it.
-# rclone is not needed (the demo uses Apache). Needs root (or sudo) only when something is missing.
+# - rsync:          the write tests sync trees into the mount with it;
+# - WsgiDAV (PyPI, in a venv at target/test-tools/venv-wsgidav, with python3-venv from Debian if python3 lacks it):
+#                   the server that lets clients set modification times (tests/common/wsgidav.rs).
+# rclone is not needed (the demo uses Apache). Needs root (or sudo) only when a Debian package is missing.
 set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+venv=${WSGIDAV_VENV:-$repo/target/test-tools/venv-wsgidav}
 
 need=()
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
@@ -17,21 +21,32 @@ command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
+if [[ ! -x $venv/bin/wsgidav ]] && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  need+=(python3 python3-venv)
+fi
 
 if ((${#need[@]} == 0)); then
-  echo "install-test-deps: fuse3, apache2, apache2-utils, curl and rsync are already installed"
-  exit 0
+  echo "install-test-deps: fuse3, apache2, apache2-utils, curl, rsync and python3-venv are already installed"
+else
+  sudo=()
+  if ((EUID != 0)); then
+    command -v sudo >/dev/null 2>&1 || { echo "install-test-deps: need root (or sudo) to install: ${need[*]}" >&2; exit 1; }
+    sudo=(sudo)
+  fi
+  echo "install-test-deps: installing ${need[*]}"
+  "${sudo[@]}" apt-get update -qq
+  # In containers Debian's policy-rc.d keeps the packaged apache2 service from starting; harmless either way, since the
+  # tests run their own Apache instances with their own config, ports and pid files.
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-sudo=()
-if ((EUID != 0)); then
-  command -v sudo >/dev/null 2>&1 || { echo "install-test-deps: need root (or sudo) to install: ${need[*]}" >&2; exit 1; }
-  sudo=(sudo)
+if [[ -x $venv/bin/wsgidav ]]; then
+  echo "install-test-deps: WsgiDAV is already installed in $venv"
+else
+  echo "install-test-deps: installing WsgiDAV and cheroot (pip) into $venv"
+  rm -rf "$venv"
+  mkdir -p "$(dirname "$venv")"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check 'wsgidav>=4.3,<5' 'cheroot>=10'
 fi
-
-echo "install-test-deps: installing ${need[*]}"
-"${sudo[@]}" apt-get update -qq
-# In containers Debian's policy-rc.d keeps the packaged apache2 service from starting; harmless either way, since the
-# tests run their own Apache instances with their own config, ports and pid files.
-"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 echo "install-test-deps: done"

@@ -16,6 +16,7 @@
 # State (configs, pid files, logs) lives in $STATE_DIR (default /tmp/webdav-servers/<kind>-<port>/); STATE_DIR and its
 # parents must be searchable by the user Apache runs as (www-data when started as root).
 # With USER PASS, the server demands HTTP Basic auth.
+# WsgiDAV lives in a Python venv at $WSGIDAV_VENV (default $STATE_DIR/venv-wsgidav), made by `install wsgidav` (pip).
 # Apache cannot run as root: if DIR is owned by root it is chown -R'd to www-data; otherwise Apache runs as DIR's owner.
 # Apache needs every parent folder of DIR to be searchable by www-data (or by DIR's owner): not under root's 0700 home.
 # Files put into DIR later (as root) must be readable by that user: mode 0644 files, 0755 folders.
@@ -25,6 +26,7 @@
 set -euo pipefail
 
 STATE_DIR=${STATE_DIR:-/tmp/webdav-servers}
+WSGIDAV_VENV=${WSGIDAV_VENV:-$STATE_DIR/venv-wsgidav}
 HOST=127.0.0.1
 APACHE_MODS=/usr/lib/apache2/modules
 
@@ -61,7 +63,7 @@ install() { # [kind]
       [[ -x /usr/sbin/apache2 ]] || need+=(apache2)
       command -v htpasswd >/dev/null || need+=(apache2-utils) ;;
     rclone) command -v rclone >/dev/null || need+=(rclone) ;;
-    wsgidav) command -v python3 >/dev/null || need+=(python3 python3-venv) ;;
+    wsgidav) python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3 python3-venv) ;;
     *) die "unknown kind $kind" ;;
   esac
   if ((${#need[@]})); then
@@ -70,10 +72,10 @@ install() { # [kind]
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   fi
-  if [[ $kind == wsgidav && ! -x $STATE_DIR/venv-wsgidav/bin/wsgidav ]]; then
-    mkdir -p "$STATE_DIR"
-    python3 -m venv "$STATE_DIR/venv-wsgidav"
-    "$STATE_DIR/venv-wsgidav/bin/pip" install -q 'wsgidav>=4.3' cheroot
+  if [[ $kind == wsgidav && ! -x $WSGIDAV_VENV/bin/wsgidav ]]; then
+    mkdir -p "$(dirname "$WSGIDAV_VENV")"
+    python3 -m venv "$WSGIDAV_VENV"
+    "$WSGIDAV_VENV/bin/pip" install -q 'wsgidav>=4.3' cheroot
   fi
 }
 
@@ -179,7 +181,7 @@ hotfixes:
   emulate_win32_lastmod: true
 verbose: 1
 EOF
-  nohup "$STATE_DIR/venv-wsgidav/bin/wsgidav" --config "$d/wsgidav.yaml" </dev/null >"$d/log" 2>&1 &
+  nohup "$WSGIDAV_VENV/bin/wsgidav" --config "$d/wsgidav.yaml" </dev/null >"$d/log" 2>&1 &
   echo $! >"$d/pid"
 }
 

@@ -12,7 +12,8 @@
 //! by chunk as the socket takes it, never held in memory, and reopened for a retry. Such a request
 //! is not bound by the total deadline (a large file on a slow link takes as long as it takes) but
 //! by a stall limit of the same length: it fails when no byte went out, and no answer came, for
-//! that long.
+//! that long. (Bytes still in the kernel's socket buffer when the file has been read to its end
+//! count against that limit, together with the server's time to answer.)
 
 use std::error::Error as StdError;
 use std::fmt;

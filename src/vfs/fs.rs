@@ -345,7 +345,7 @@ impl DriveFs {
             .unwrap_or_else(|e| e.into_inner())
             .on_read(offset, end - offset, bs, block_count);
         for index in ahead {
-            if !self.cache.contains_or_pending(&self.block_key(&h, index)) {
+            if !self.cache.contains_or_pending(&self.block_key(h, index)) {
                 let (cache, remote, h) = (self.cache.clone(), self.remote.clone(), h.clone());
                 tokio::spawn(async move {
                     if let Err(e) = fetch_block(&cache, remote.as_ref(), &h, index).await {
@@ -356,7 +356,7 @@ impl DriveFs {
         }
 
         let blocks =
-            try_join_all((first..=last).map(|index| fetch_block(&self.cache, self.remote.as_ref(), &h, index))).await?;
+            try_join_all((first..=last).map(|index| fetch_block(&self.cache, self.remote.as_ref(), h, index))).await?;
         if blocks.len() == 1 {
             let start = (offset - first * bs) as usize;
             return Ok(blocks[0].slice(start..start + (end - offset) as usize));

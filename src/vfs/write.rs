@@ -526,14 +526,21 @@ impl DriveFs {
             }
             return self.attr_of(ino);
         }
-        if !self.remote.capabilities().set_mtime {
-            return Err(fs_err!(libc::EPERM, "this server cannot keep modification times"));
-        }
         let node = self
             .inodes
             .get(ino)
             .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
-        let entry = self.remote.set_mtime(&node.entry.id, mtime).await?;
+        // Remotes learn on first use whether the server keeps times; a refusal is the user's EPERM.
+        let entry = match self.remote.set_mtime(&node.entry.id, mtime).await {
+            Ok(entry) => entry,
+            Err(RemoteError::Unsupported(why)) => {
+                return Err(fs_err!(
+                    libc::EPERM,
+                    "this server cannot keep modification times: {why}"
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.inodes.refresh(ino, entry, self.valid_until());
         self.attr_of(ino)
     }
@@ -701,20 +708,30 @@ impl DriveFs {
                 _ => {}
             }
         }
-        self.settle_uploads_at(source.ino).await?;
-        let source = self.inodes.get(source.ino).unwrap_or(source);
-
-        if !Self::on_server(&source) {
-            // Never uploaded: only our view moves; its upload will go to the new place.
-            if let Some(t) = target {
-                self.delete_node(new_parent, t).await?;
+        let source = loop {
+            self.settle_uploads_at(source.ino).await?;
+            let gate = self.write_gate.write().await;
+            let now = self.inodes.get(source.ino).unwrap_or_else(|| source.clone());
+            if Self::on_server(&now) {
+                break now;
             }
+            if now.local.as_ref().map(|l| l.generation.is_some()).unwrap_or(false) {
+                // A close handed it to the queue meanwhile: let that upload land first.
+                drop(gate);
+                continue;
+            }
+            // Never handed to the queue: only our view moves, and its upload will go to the new
+            // place. The gate keeps a concurrent close from queueing it under the old name.
             self.inodes.with_node(source.ino, |n| {
                 n.parent = new_parent;
                 n.entry.name = new_name.to_string();
             });
+            drop(gate);
+            if let Some(t) = target {
+                self.delete_node(new_parent, t).await?;
+            }
             return Ok(());
-        }
+        };
         if let Some(t) = &target {
             if let (Some(wb), Some(local)) = (self.writeback.get(), &t.local) {
                 wb.queue.settle(&local.key).await;

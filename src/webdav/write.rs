@@ -348,8 +348,8 @@ impl DavRemote {
                 false
             }
         };
+        // No Content-Type: servers that keep one would keep ours; without it they go by the name.
         let mut req = HttpRequest::new(Method::PUT, url, Retry::IfNotApplied)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))
             .body_file(source)
             .accept_status(StatusCode::PRECONDITION_FAILED)
             .accept_status(StatusCode::CONFLICT);
@@ -617,7 +617,18 @@ impl DavRemote {
             }
             Err(e) => return Err(self.note("rename", id.as_str(), e)),
         }
-        Ok(self.stat_id(&new_id, PROPFIND_ENTRY).await?.0)
+        match self.stat_opt(&new_id).await? {
+            Some((entry, _)) => Ok(entry),
+            None => {
+                // WsgiDAV decodes the Destination before parsing it as a URL, so a `?` or `;` in
+                // the new name cuts it short: the item is somewhere we did not ask for.
+                warn!(from = %id, to = %new_id, "the server reported a successful move, but nothing is at the destination");
+                Err(RemoteError::Protocol(format!(
+                    "MOVE {id} to {new_id}: the server reported success but nothing is at the destination \
+                     (some servers cut names at '?' or ';')"
+                )))
+            }
+        }
     }
 
     /// [`crate::remote::Remote::set_mtime`] on WebDAV: PROPPATCH of `DAV:getlastmodified` (an HTTP

@@ -1,10 +1,13 @@
-#![allow(dead_code)]
-//! Helpers shared by the integration tests: an in-process WebDAV server, a packaged Apache mod_dav,
-//! test data, and a harness that mounts cloudmount for real.
+#![allow(dead_code, unused_macros)]
+//! Helpers shared by the integration tests: an in-process WebDAV server, packaged servers (Apache
+//! mod_dav, WsgiDAV), scripted HTTP servers for quirks, test data, and a harness that mounts
+//! cloudmount for real.
 
 pub mod apache;
 pub mod dav;
 pub mod files;
 pub mod mount;
+pub mod scripted;
 #[macro_use]
 pub mod servers;
+pub mod wsgidav;

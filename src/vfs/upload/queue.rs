@@ -99,6 +99,7 @@ pub struct UploadStatus {
 }
 
 type Waiter = (u64, oneshot::Sender<RemoteResult<()>>);
+/// Hears every outcome. It runs under the queue's lock: it must not call the queue.
 type EventSink = Box<dyn Fn(UploadEvent) + Send + Sync>;
 
 struct Item {
@@ -477,10 +478,13 @@ impl UploadQueue {
             .items
             .values()
             .any(|i| matches!(i.record.state, UploadState::Pending));
-        drop(state);
+        // The event is delivered under the queue's lock, so nobody can see the upload gone from
+        // the queue before the core knows it landed (a rename would take the file for one never
+        // uploaded). The sink must therefore never call back into the queue.
         if let Some(sink) = &self.events {
             sink(event);
         }
+        drop(state);
         for (tx, result) in wake {
             let _ = tx.send(result);
         }
