@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Try cloudmount without any account: a local WebDAV server (Apache mod_dav on 127.0.0.1) with a few sample files,
-# mounted read-only as a folder.
+# mounted as a folder.
 #
 #   scripts/demo.sh [MOUNTPOINT]     start the server, build cloudmount (release), mount (default /tmp/cloudmount-demo)
 #   scripts/demo.sh stop [MOUNTPOINT] unmount and stop the server
@@ -49,10 +49,10 @@ start() {
     echo "demo: building cloudmount (cargo build --release; the first build takes a few minutes)"
     cargo build --release --quiet
   fi
-  "$BIN" mount "$url" "$mnt" --read-only --log-file "$STATE/cloudmount.log"
+  "$BIN" mount "$url" "$mnt" --log-file "$STATE/cloudmount.log" --state-dir "$STATE/cloudmount-state"
   cat <<MSG
 
-cloudmount: $url is mounted read-only at $mnt
+cloudmount: $url is mounted at $mnt
 
 Try:
   ls -l $mnt
@@ -60,7 +60,10 @@ Try:
   ls -l "$mnt/notes"
   cmp $mnt/big.bin $DATA/big.bin && echo identical     # 50 MiB streamed over WebDAV
   dd if=$mnt/big.bin bs=4k skip=10000 count=1 | od -A d -t x1 | head -3   # a read in the middle: a small range
-  touch $mnt/new.txt                                    # fails: read-only file system
+  cp /etc/os-release $mnt/notes/ && ls -l $DATA/notes/          # a write: on the server within a moment
+  echo "edited" >> $mnt/hello.txt; sync $mnt/hello.txt; tail -1 $DATA/hello.txt   # fsync: on the server when it returns
+  ln -s hello.txt $mnt/link                             # fails: Operation not permitted (WebDAV has no symlinks)
+  $BIN status $mnt --state-dir $STATE/cloudmount-state   # uploads still on their way, if any
   echo changed >> $DATA/hello.txt; sleep 6; cat $mnt/hello.txt     # server-side change, seen after the TTL (5 s)
 
 Logs: $STATE/cloudmount.log (cloudmount), $STATE/apache-$PORT/logs/ (the server)
@@ -71,7 +74,7 @@ MSG
 stop() {
   local mnt=$1
   if is_mounted "$mnt"; then
-    if [[ -x $BIN ]]; then "$BIN" unmount "$mnt" || fusermount3 -u "$mnt"; else fusermount3 -u "$mnt"; fi
+    if [[ -x $BIN ]]; then "$BIN" unmount "$mnt" --state-dir "$STATE/cloudmount-state" || fusermount3 -u "$mnt"; else fusermount3 -u "$mnt"; fi
     echo "demo: unmounted $mnt"
   else
     echo "demo: $mnt is not mounted"
