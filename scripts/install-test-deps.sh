@@ -9,7 +9,8 @@
 # - curl:           scripts/webdav-servers.sh checks that a server answers PROPFIND with it;
 # - rsync:          the write tests sync trees into the mount with it;
 # - WsgiDAV (PyPI, in a venv at target/test-tools/venv-wsgidav, with python3-venv from Debian if python3 lacks it):
-#                   the server that lets clients set modification times (tests/common/wsgidav.rs).
+#                   the server that lets clients set modification times (tests/common/wsgidav.rs);
+# - fsx (crates.io, built into target/test-tools/bin): tests/fuse_fsx.rs.
 # rclone is not needed (the demo uses Apache). Needs root (or sudo) only when a Debian package is missing.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -48,5 +49,13 @@ else
   mkdir -p "$(dirname "$venv")"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check 'wsgidav>=4.3,<5' 'cheroot>=10'
+fi
+# fsx (crates.io, asomers/fsx-rs): the random read/write/mmap/truncate exerciser tests/fuse_fsx.rs runs on the mount.
+tools=$repo/target/test-tools
+if [[ -x $tools/bin/fsx ]]; then
+  echo "install-test-deps: fsx is already installed in $tools/bin"
+else
+  echo "install-test-deps: installing fsx (cargo install, about a minute) into $tools/bin"
+  cargo install --quiet --locked --root "$tools" fsx@0.3.2
 fi
 echo "install-test-deps: done"

@@ -403,20 +403,30 @@ impl DriveFs {
             .inodes
             .get(node.parent)
             .ok_or_else(|| fs_err!(libc::ENOENT, "folder is gone"))?;
-        let record = UploadRecord {
-            key: local.key.clone(),
-            parent: parent.entry.id.as_str().to_string(),
-            name: node.entry.name.clone(),
-            staged: local.staged.clone(),
-            size: local.size,
-            mtime_ns: UploadRecord::mtime_ns_of(local.mtime),
-            base_version: local.base_version.as_ref().map(|v| v.as_str().to_string()),
-            attempts: 0,
-            last_error: None,
-            resume: None,
-            state: UploadState::Pending,
-        };
-        let generation = wb.queue.enqueue(record).map_err(|e| io_err("journal", e))?;
+        // Built under the queue's lock: the base version read here cannot go stale before queueing.
+        let generation = wb
+            .queue
+            .enqueue_with(|| {
+                let now = self
+                    .inodes
+                    .get(ino)
+                    .and_then(|n| n.local)
+                    .unwrap_or_else(|| local.clone());
+                UploadRecord {
+                    key: now.key.clone(),
+                    parent: parent.entry.id.as_str().to_string(),
+                    name: node.entry.name.clone(),
+                    staged: now.staged.clone(),
+                    size: now.size,
+                    mtime_ns: UploadRecord::mtime_ns_of(now.mtime),
+                    base_version: now.base_version.as_ref().map(|v| v.as_str().to_string()),
+                    attempts: 0,
+                    last_error: None,
+                    resume: None,
+                    state: UploadState::Pending,
+                }
+            })
+            .map_err(|e| io_err("journal", e))?;
         self.inodes.with_node(ino, |n| {
             if let Some(l) = n.local.as_mut() {
                 l.dirty = false;

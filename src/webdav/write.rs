@@ -14,7 +14,7 @@
 //! - Every operation returns the item as a Depth-0 PROPFIND describes it afterwards.
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, IF_MATCH, IF_NONE_MATCH};
@@ -31,11 +31,6 @@ use crate::remote::{Capabilities, Entry, EntryKind, ItemId, Precondition, Versio
 /// Nextcloud and ownCloud keep the modification time given in this header with a PUT, and answer
 /// `X-OC-MTime: accepted`; other servers ignore it.
 const X_OC_MTIME: &str = "x-oc-mtime";
-/// How long to wait for Apache to turn a weak ETag into the strong one (it does one second after
-/// the last write), before giving up on `If-Match` for that upload.
-const WEAK_WAIT: Duration = Duration::from_millis(2500);
-/// Pause between two looks at a weak ETag.
-const WEAK_POLL: Duration = Duration::from_millis(250);
 /// Chunk size when comparing a local file with the server's copy.
 const COMPARE_CHUNK: u64 = 1 << 20;
 
@@ -271,44 +266,40 @@ impl DavRemote {
 
     /// Look at the item a `Matches(v)` upload replaces: fail early on another version (sparing the
     /// upload), and cope with Apache's weak ETags, which never satisfy `If-Match`: Apache reports
-    /// `W/"x"` for a second after each write, then `"x"`, so we wait for the strong form. A server
-    /// whose ETag for this item stays weak gets the PUT without `If-Match`: the comparison made
-    /// here is then all the protection there is.
+    /// `W/"x"` for a second after each write. When the ETag is weak and equal to our base, the PUT
+    /// goes without `If-Match`: the comparison made here is then the protection (not atomic, but
+    /// the window is the few milliseconds to the PUT).
     async fn before_replace(&self, id: &str, v: &Version, source: &Path) -> RemoteResult<BeforeReplace> {
-        let started = Instant::now();
-        loop {
-            let Some((entry, resp)) = self.stat_opt(id).await? else {
-                // Deleted since we saw it.
-                return Err(RemoteError::PreconditionFailed);
-            };
-            if entry.kind != EntryKind::File {
-                return Err(RemoteError::PreconditionFailed);
-            }
-            match &entry.version {
-                // No ETag now: the server judges the If-Match.
-                None => return Ok(BeforeReplace::Put { if_match: true }),
-                Some(current) if current != v => {
-                    return self
-                        .unless_same(entry, source, RemoteError::PreconditionFailed)
-                        .await
-                        .map(BeforeReplace::Done);
-                }
-                Some(_) => {}
-            }
-            let weak = resp
-                .props
-                .etag
-                .as_deref()
-                .is_some_and(|e| e.trim_start().starts_with("W/"));
-            if !weak {
-                return Ok(BeforeReplace::Put { if_match: true });
-            }
-            if started.elapsed() >= WEAK_WAIT {
-                debug!(item = %id, "the server keeps a weak ETag; replacing without If-Match");
-                return Ok(BeforeReplace::Put { if_match: false });
-            }
-            tokio::time::sleep(WEAK_POLL).await;
+        let Some((entry, resp)) = self.stat_opt(id).await? else {
+            // Deleted since we saw it.
+            return Err(RemoteError::PreconditionFailed);
+        };
+        if entry.kind != EntryKind::File {
+            return Err(RemoteError::PreconditionFailed);
         }
+        match &entry.version {
+            // No ETag now: the server judges the If-Match.
+            None => return Ok(BeforeReplace::Put { if_match: true }),
+            Some(current) if current != v => {
+                return self
+                    .unless_same(entry, source, RemoteError::PreconditionFailed)
+                    .await
+                    .map(BeforeReplace::Done);
+            }
+            Some(_) => {}
+        }
+        let weak = resp
+            .props
+            .etag
+            .as_deref()
+            .is_some_and(|e| e.trim_start().starts_with("W/"));
+        if weak {
+            // The weak value is the one our content is based on, so the comparison just made is
+            // the check: waiting a second for Apache's strong form on every quick re-save (an
+            // editor, fsx) costs more than the milliseconds between this look and the PUT protect.
+            debug!(item = %id, "weak ETag equal to our base; replacing without If-Match");
+        }
+        Ok(BeforeReplace::Put { if_match: !weak })
     }
 
     /// [`crate::remote::Remote::upload`] on WebDAV: one PUT streaming the file from disk, with a

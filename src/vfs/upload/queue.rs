@@ -130,6 +130,14 @@ pub struct UploadQueue {
     events: Option<EventSink>,
 }
 
+/// `a (conflict …).txt` → `a (conflict … 2).txt`.
+fn numbered(conflict: &str, n: u32) -> String {
+    match conflict.rfind(')') {
+        Some(i) => format!("{} {n}{}", &conflict[..i], &conflict[i..]),
+        None => format!("{conflict} {n}"),
+    }
+}
+
 fn is_retryable(e: &RemoteError) -> bool {
     e.is_transient() || matches!(e, RemoteError::Locked | RemoteError::InsufficientStorage)
 }
@@ -191,9 +199,17 @@ impl UploadQueue {
 
     /// Record `record` durably and schedule it; returns its generation for [`wait`](Self::wait).
     /// A record with the key of one already queued replaces it (a newer version of the same file).
-    pub fn enqueue(&self, mut record: UploadRecord) -> std::io::Result<u64> {
-        record.state = UploadState::Pending;
+    pub fn enqueue(&self, record: UploadRecord) -> std::io::Result<u64> {
+        self.enqueue_with(move || record)
+    }
+
+    /// [`enqueue`](Self::enqueue) a record that `build` makes under the queue's lock, so no upload
+    /// event (also delivered under it) can land between reading the file's base version and
+    /// queueing: `build` must not call the queue.
+    pub fn enqueue_with(&self, build: impl FnOnce() -> UploadRecord) -> std::io::Result<u64> {
         let mut state = self.lock();
+        let mut record = build();
+        record.state = UploadState::Pending;
         let generation = match state.items.get_mut(&record.key) {
             Some(item) => {
                 // The server still holds what the older generation replaced, unless it landed.
@@ -394,14 +410,23 @@ impl UploadQueue {
         {
             Ok(entry) => Ok((entry, false)),
             Err(RemoteError::PreconditionFailed | RemoteError::AlreadyExists) => {
-                let copy = conflict_name(&record.name, SystemTime::now());
-                tracing::warn!(file = %record.name, conflict_copy = %copy,
-                    "the server's copy changed since it was read; keeping both");
-                let entry = self
-                    .remote
-                    .upload(&parent, &copy, &record.staged, mtime, Precondition::Absent)
-                    .await?;
-                Ok((entry, true))
+                let base = conflict_name(&record.name, SystemTime::now());
+                // Two conflicts within one second would want one name: number the later ones.
+                for n in 1..=100u32 {
+                    let copy = if n == 1 { base.clone() } else { numbered(&base, n) };
+                    tracing::warn!(file = %record.name, conflict_copy = %copy,
+                        "the server's copy changed since it was read; keeping both");
+                    match self
+                        .remote
+                        .upload(&parent, &copy, &record.staged, mtime, Precondition::Absent)
+                        .await
+                    {
+                        Ok(entry) => return Ok((entry, true)),
+                        Err(RemoteError::AlreadyExists) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(RemoteError::AlreadyExists)
             }
             Err(e) => Err(e),
         }
@@ -673,6 +698,18 @@ mod tests {
             base_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_millis(100),
         }
+    }
+
+    #[test]
+    fn later_conflict_copies_of_one_second_are_numbered() {
+        assert_eq!(
+            numbered("a (conflict 2026-11-23 101502).txt", 2),
+            "a (conflict 2026-11-23 101502 2).txt"
+        );
+        assert_eq!(
+            numbered("Makefile (conflict 2026-11-23 101502)", 3),
+            "Makefile (conflict 2026-11-23 101502 3)"
+        );
     }
 
     #[tokio::test]
