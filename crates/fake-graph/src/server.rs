@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{json, Value};
+
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -236,6 +237,8 @@ struct CountingBody {
     pos: usize,
     counter: Arc<AtomicU64>,
     cut_at: Option<usize>,
+    /// Before failing at `cut_at`, wait a little so the bytes before the cut reach the client.
+    cut_delay: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 const CHUNK: usize = 256 * 1024;
@@ -246,11 +249,17 @@ impl http_body::Body for CountingBody {
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
         let this = self.get_mut();
         if let Some(cut) = this.cut_at {
             if this.pos >= cut && this.pos < this.data.len() {
+                let delay = this
+                    .cut_delay
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(std::time::Duration::from_millis(100))));
+                if std::future::Future::poll(delay.as_mut(), cx).is_pending() {
+                    return Poll::Pending;
+                }
                 return Poll::Ready(Some(Err(std::io::Error::other(
                     "fake-graph: injected download truncation",
                 ))));
@@ -353,6 +362,7 @@ fn download(shared: &Shared, tok: &str, headers: &HeaderMap, ids: &ReqIds, now: 
         pos: 0,
         counter: shared.download_bytes.clone(),
         cut_at: cut,
+        cut_delay: None,
     };
     let mut r = Response::new(Body::new(counting));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
