@@ -651,7 +651,7 @@ impl State {
             } else {
                 '?'
             };
-            format!("{redirect}{sep}{}", ser.finish())
+            format!("{}{sep}{}", with_root_path(redirect), ser.finish())
         };
         if param(q, "response_type") != Some("code") {
             return Ok(redirect_with(vec![
@@ -713,6 +713,17 @@ impl State {
     }
 }
 
+/// A redirect URI without a path gets a trailing `/` (`http://127.0.0.1:5000` → `http://127.0.0.1:5000/`).
+fn with_root_path(uri: &str) -> String {
+    let scheme_end = uri.find("://").map(|i| i + 3).unwrap_or(0);
+    let rest = &uri[scheme_end..];
+    match rest.find(['/', '?', '#']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => uri.to_string(),
+        Some(i) => format!("{}/{}", &uri[..scheme_end + i], &rest[i..]),
+        None => format!("{uri}/"),
+    }
+}
+
 /// Loopback `http://localhost` / `http://127.0.0.1` (any port, any path) or the native-client URI.
 fn redirect_allowed(uri: &str) -> bool {
     if uri.eq_ignore_ascii_case("https://login.microsoftonline.com/common/oauth2/nativeclient") {
@@ -748,6 +759,9 @@ mod tests {
         assert!(!redirect_allowed("https://localhost:8080/"));
         assert!(!redirect_allowed("http://evil.example/"));
         assert!(!redirect_allowed("http://localhost.evil.example:80/"));
+        assert_eq!(with_root_path("http://127.0.0.1:5000"), "http://127.0.0.1:5000/");
+        assert_eq!(with_root_path("http://localhost:5000/cb"), "http://localhost:5000/cb");
+        assert_eq!(with_root_path("http://localhost?x=1"), "http://localhost/?x=1");
     }
 
     #[test]

@@ -460,7 +460,7 @@ async fn client_credentials_and_app_only_access() {
 #[tokio::test]
 async fn bearer_checks_and_token_expiry() {
     let mut cfg = FakeGraphConfig::for_flavour(Flavour::Business);
-    cfg.token_lifetime = Duration::from_secs(1);
+    cfg.token_lifetime = Duration::from_secs(2);
     let (g, api) = start(cfg).await;
     assert_eq!(api.get("/me/drive").await.status, 200);
     // Missing header.
@@ -480,7 +480,7 @@ async fn bearer_checks_and_token_expiry() {
         "Access token has expired or is not yet valid."
     );
     // Expiry by lifetime.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let r = api.get("/me/drive").await;
     assert_eq!((r.status, r.code().as_str()), (401, "InvalidAuthenticationToken"));
     // The token endpoint reports the configured lifetime.
@@ -490,7 +490,7 @@ async fn bearer_checks_and_token_expiry() {
         .token(&[("grant_type", "refresh_token"), ("refresh_token", &rt)])
         .await
         .json();
-    assert_eq!(t["expires_in"], 1);
+    assert_eq!(t["expires_in"], 2);
     // Knob: expire every access token now.
     let mut cfg = FakeGraphConfig::for_flavour(Flavour::Business);
     cfg.token_lifetime = Duration::from_secs(3600);

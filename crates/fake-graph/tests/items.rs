@@ -838,10 +838,23 @@ async fn delete_items() {
     assert_eq!(d.used_bytes(), 0);
 }
 
+/// Polls a monitor URL until it answers 200 (bounded: 30 s).
+async fn wait_monitor(anon: &Api, monitor: &str) -> serde_json::Value {
+    for _ in 0..150 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let r = anon.get(monitor).await;
+        if r.status == 200 {
+            return r.json();
+        }
+        assert_eq!(r.status, 202, "{r:?}");
+    }
+    panic!("monitor {monitor} never completed");
+}
+
 #[tokio::test]
 async fn copy_with_monitor() {
     let mut cfg = FakeGraphConfig::for_flavour(Flavour::Business);
-    cfg.async_op_delay = Duration::from_millis(600);
+    cfg.async_op_delay = Duration::from_millis(1500);
     let (g, api) = start(cfg).await;
     let d = g.drive();
     d.put_file("/src/one.txt", &b"1"[..]).unwrap();
@@ -863,13 +876,7 @@ async fn copy_with_monitor() {
     let first = anon.get(&monitor).await;
     assert_eq!(first.status, 202, "{first:?}");
     assert_eq!(first.json()["status"], "inProgress");
-    let done = loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let r = anon.get(&monitor).await;
-        if r.status == 200 {
-            break r.json();
-        }
-    };
+    let done = wait_monitor(&anon, &monitor).await;
     assert_eq!(done["status"], "completed");
     let new_id = done["resourceId"].as_str().unwrap();
     let copied = api.get_ok(&format!("/me/drive/items/{new_id}")).await;
@@ -896,13 +903,7 @@ async fn copy_with_monitor() {
         )
         .await;
     let monitor = r.header("location").unwrap();
-    let failed = loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let r = anon.get(&monitor).await;
-        if r.status == 200 {
-            break r.json();
-        }
-    };
+    let failed = wait_monitor(&anon, &monitor).await;
     assert_eq!(failed["status"], "failed");
     assert!(failed["error"]["code"].is_string());
     assert!(!d.exists("/src/copy2"));
@@ -917,12 +918,7 @@ async fn copy_with_monitor() {
         .await;
     assert_eq!(r.status, 202);
     let monitor = r.header("location").unwrap();
-    loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        if anon.get(&monitor).await.status == 200 {
-            break;
-        }
-    }
+    wait_monitor(&anon, &monitor).await;
     assert_eq!(&lib.file_bytes("/src/one.txt").unwrap()[..], b"1");
 }
 

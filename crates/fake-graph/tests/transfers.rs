@@ -111,7 +111,7 @@ async fn content_redirects_and_folder_content_fails() {
 #[tokio::test]
 async fn download_urls_expire_and_are_bound_to_a_version() {
     let mut cfg = FakeGraphConfig::for_flavour(Flavour::Business);
-    cfg.download_url_ttl = Duration::from_secs(1);
+    cfg.download_url_ttl = Duration::from_secs(2);
     let (g, api) = start(cfg).await;
     g.drive().put_file("/f.txt", &b"version one"[..]).unwrap();
     let url = download_url(&api, "/me/drive/root:/f.txt").await;
@@ -121,7 +121,7 @@ async fn download_urls_expire_and_are_bound_to_a_version() {
     let fresh = download_url(&api, "/me/drive/root:/f.txt").await;
     assert_ne!(fresh, url);
     assert_eq!(&anon(&api).get(&fresh).await.body[..], b"version two");
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    tokio::time::sleep(Duration::from_millis(2300)).await;
     let r = anon(&api).get(&url).await;
     assert_eq!(r.status, 401);
     assert_eq!(r.code(), "unauthenticated");
@@ -334,24 +334,24 @@ async fn upload_session_lenient_modes() {
 #[tokio::test]
 async fn upload_session_expiry_cancel_and_defer() {
     let mut cfg = FakeGraphConfig::for_flavour(Flavour::Business);
-    cfg.upload_session_ttl = Duration::from_secs(2);
+    cfg.upload_session_ttl = Duration::from_secs(3);
     let (g, api) = start(cfg).await;
     let a = FRAGMENT_ALIGN as usize;
     let data = pattern(4 * a, 5);
     let (_, s) = create_session(&api, "/me/drive/root:/f.bin:/createUploadSession", json!({})).await;
     let url = s["uploadUrl"].as_str().unwrap().to_string();
-    // Each accepted fragment extends the lifetime (A10): t=0 and t=1.2 s, still alive at t=2.4 s.
+    // Each accepted fragment extends the lifetime (A10): t=0 and t=1.6 s, still alive at t=3.2 s.
     assert_eq!(put_fragment(&api, &url, &data[..a], 0, 4 * a).await.status, 202);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
     assert_eq!(put_fragment(&api, &url, &data[a..2 * a], a, 4 * a).await.status, 202);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
     assert_eq!(
         anon(&api).get(&url).await.status,
         200,
         "extended by the second fragment"
     );
     // A status GET does not extend it.
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    tokio::time::sleep(Duration::from_millis(3300)).await;
     let r = anon(&api).get(&url).await;
     assert_eq!((r.status, r.code().as_str()), (404, "itemNotFound"));
     assert_eq!(r.inner_codes()[0], "uploadSessionNotFound");
