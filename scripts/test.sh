@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run every test of cloudmount: unit tests, the WebDAV client tests and the real FUSE mounts (tests/fuse_read.rs)
-# against the in-process WebDAV server and Apache.
+# Run every test of the cloudmount workspace: unit tests, the WebDAV client tests and the real FUSE mounts
+# (tests/fuse_read.rs) against the in-process WebDAV server and Apache, and the fake Graph server's own tests
+# (crates/fake-graph).
 #
 #   scripts/test.sh                 everything
 #   scripts/test.sh FILTER...       only tests whose name contains FILTER (passed to the test binaries)
@@ -19,5 +20,5 @@ scripts/install-test-deps.sh
 
 threads=${TEST_THREADS:-2}
 limit=${TEST_TIMEOUT:-45m}
-echo "test.sh: cargo test --all-targets --no-fail-fast -- --test-threads=$threads $*"
-exec timeout --kill-after=30s "$limit" cargo test --all-targets --no-fail-fast -- --test-threads="$threads" "$@"
+echo "test.sh: cargo test --workspace --all-targets --no-fail-fast -- --test-threads=$threads $*"
+exec timeout --kill-after=30s "$limit" cargo test --workspace --all-targets --no-fail-fast -- --test-threads="$threads" "$@"

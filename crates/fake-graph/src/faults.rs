@@ -1,0 +1,283 @@
+//! Fault injection ([`Faults`], obtained from [`FakeGraph::faults`](crate::FakeGraph::faults)).
+//!
+//! Faults are queued and consumed by the next matching requests; every knob is safe to call from any thread
+//! while the server runs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::error::GraphError;
+use crate::state::{Shared, State};
+use crate::stats::{Pause, RouteClass, Scope};
+
+#[derive(Clone, Debug)]
+struct Rule {
+    scope: Scope,
+    remaining: u32,
+    status: u16,
+    retry_after: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+struct EveryRule {
+    scope: Scope,
+    nth: u64,
+    seen: u64,
+    status: u16,
+    retry_after: Option<u64>,
+}
+
+/// What the dispatcher must answer instead of handling the request.
+#[derive(Clone, Debug)]
+pub(crate) struct Injected {
+    pub status: u16,
+    pub retry_after: Option<u64>,
+    pub throttle: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct FaultState {
+    throttle: Vec<Rule>,
+    every: Option<EveryRule>,
+    fail: Vec<Rule>,
+    pub delta_resync_next: u32,
+    pub fail_after_accept: u32,
+    /// (remaining count, bytes to send before cutting the connection)
+    pub truncate_downloads: Vec<(u32, u64)>,
+    pub deny_authorize: u32,
+    pub slow_down: u32,
+    pub pending: u32,
+    pub async_moves: bool,
+    pub fail_async_ops: u32,
+}
+
+impl FaultState {
+    /// Consumes the first injected fault matching `class`, if any, and starts the Retry-After pause.
+    pub fn take(&mut self, class: RouteClass, stats_pause: &mut Option<Pause>, now: Instant) -> Option<Injected> {
+        let mut hit = None;
+        if let Some(r) = self
+            .throttle
+            .iter_mut()
+            .find(|r| r.remaining > 0 && r.scope.matches(class))
+        {
+            r.remaining -= 1;
+            hit = Some((
+                r.scope,
+                Injected {
+                    status: r.status,
+                    retry_after: r.retry_after,
+                    throttle: true,
+                },
+            ));
+        } else if let Some(e) = self.every.as_mut().filter(|e| e.scope.matches(class)) {
+            e.seen += 1;
+            if e.seen % e.nth == 0 {
+                hit = Some((
+                    e.scope,
+                    Injected {
+                        status: e.status,
+                        retry_after: e.retry_after,
+                        throttle: true,
+                    },
+                ));
+            }
+        }
+        if hit.is_none() {
+            if let Some(r) = self.fail.iter_mut().find(|r| r.remaining > 0 && r.scope.matches(class)) {
+                r.remaining -= 1;
+                hit = Some((
+                    r.scope,
+                    Injected {
+                        status: r.status,
+                        retry_after: None,
+                        throttle: false,
+                    },
+                ));
+            }
+        }
+        self.throttle.retain(|r| r.remaining > 0);
+        self.fail.retain(|r| r.remaining > 0);
+        let (scope, inj) = hit?;
+        if let Some(secs) = inj.retry_after {
+            *stats_pause = Some(Pause {
+                scope,
+                start: now,
+                until: now + Duration::from_secs(secs),
+            });
+        }
+        Some(inj)
+    }
+}
+
+/// Fault-injection knobs of a running [`FakeGraph`](crate::FakeGraph).
+#[derive(Clone)]
+pub struct Faults {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Faults {
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut self.shared.lock())
+    }
+
+    /// The next `n` requests in `scope` get `status` (429, 503 or 509) with the throttling body
+    /// (`activityLimitReached` / `throttledRequest`; identity routes get `temporarily_unavailable`) and, if
+    /// `retry_after` is given, `Retry-After: <secs>`. A Retry-After starts a pause: requests in the same scope
+    /// arriving before it ends are recorded in [`Stats::pause_violations`](crate::Stats::pause_violations).
+    pub fn throttle_next(&self, scope: impl Into<Scope>, n: u32, status: u16, retry_after: Option<u64>) {
+        let scope = scope.into();
+        self.with(|s| {
+            s.faults.throttle.push(Rule {
+                scope,
+                remaining: n,
+                status,
+                retry_after,
+            })
+        });
+    }
+
+    /// Throttles every `nth` request in `scope` until [`clear`](Self::clear) (the spec's "every Nth request"
+    /// mode).
+    pub fn throttle_every(&self, scope: impl Into<Scope>, nth: u64, status: u16, retry_after: Option<u64>) {
+        let scope = scope.into();
+        let nth = nth.max(1);
+        self.with(|s| {
+            s.faults.every = Some(EveryRule {
+                scope,
+                nth,
+                seen: 0,
+                status,
+                retry_after,
+            })
+        });
+    }
+
+    /// The next `n` requests in `scope` fail with `status` (500, 502, 503, 504…) without Retry-After
+    /// (`generalException` / `serviceNotAvailable`; identity routes `temporarily_unavailable`).
+    pub fn fail_next(&self, scope: impl Into<Scope>, n: u32, status: u16) {
+        let scope = scope.into();
+        self.with(|s| {
+            s.faults.fail.push(Rule {
+                scope,
+                remaining: n,
+                status,
+                retry_after: None,
+            })
+        });
+    }
+
+    /// Removes every queued fault and mode set through this handle (not locks or quota).
+    pub fn clear(&self) {
+        self.with(|s| {
+            let async_moves = s.faults.async_moves;
+            s.faults = Default::default();
+            s.faults.async_moves = async_moves;
+            s.stats.pause = None;
+        });
+    }
+
+    /// Every download URL issued so far is expired (401 `unauthenticated`/`expiredToken`); item responses
+    /// issue fresh ones.
+    pub fn expire_download_urls(&self) {
+        self.with(|s| s.downloads.expire_all(SystemTime::now()));
+    }
+
+    /// The next `n` download-URL responses send `after_bytes` body bytes and then abort the connection.
+    pub fn truncate_next_downloads(&self, n: u32, after_bytes: u64) {
+        self.with(|s| s.faults.truncate_downloads.push((n, after_bytes)));
+    }
+
+    /// Every access token issued so far is expired (Graph answers 401 `InvalidAuthenticationToken`).
+    pub fn expire_access_tokens(&self) {
+        self.with(|s| s.auth.expire_access_tokens());
+    }
+
+    /// Every refresh token issued so far is revoked: redeeming it gives `400 invalid_grant` with
+    /// `AADSTS<code>` (e.g. 70008 expired/revoked, 700082 inactivity, 50173 password change).
+    pub fn revoke_refresh_tokens(&self, aadsts: u32) {
+        self.with(|s| s.auth.revoke_refresh_tokens(aadsts));
+    }
+
+    /// The next delta request that carries a token (nextLink or deltaLink) answers `410 Gone`.
+    pub fn delta_resync_next(&self) {
+        self.with(|s| s.faults.delta_resync_next += 1);
+    }
+
+    /// Invalidates every delta token issued so far (all of them answer 410 from now on).
+    pub fn invalidate_delta_tokens(&self) {
+        self.with(|s| s.delta.epoch += 1);
+    }
+
+    /// Inner code of subsequent 410 bodies (`resyncChangesApplyDifferences` or
+    /// `resyncChangesUploadDifferences`).
+    pub fn set_resync_inner_code(&self, code: &str) {
+        self.with(|s| s.cfg.resync_inner_code = code.into());
+    }
+
+    /// Locks the item at `path` of the user's drive: writes to it (and deletes/moves of folders containing it)
+    /// answer `423 Locked`.
+    pub fn lock_item(&self, path: &str) -> Result<(), GraphError> {
+        self.set_lock(path, true)
+    }
+
+    /// Undoes [`lock_item`](Self::lock_item).
+    pub fn unlock_item(&self, path: &str) -> Result<(), GraphError> {
+        self.set_lock(path, false)
+    }
+
+    fn set_lock(&self, path: &str, locked: bool) -> Result<(), GraphError> {
+        self.with(|s| {
+            let d = &mut s.drives[0];
+            let id = crate::handle::resolve_path(d, path)?;
+            d.set_locked(&id, locked)
+        })
+    }
+
+    /// While true, every drive is over quota: content writes and new items answer `507 quotaLimitReached`
+    /// and `quota.state` is `exceeded`.
+    pub fn quota_exceeded(&self, on: bool) {
+        self.with(|s| s.drives.iter_mut().for_each(|d| d.quota_forced = on));
+    }
+
+    /// While true, PATCH requests that move an item answer `202 Accepted` + `Location` (monitor URL) and
+    /// apply after [`FakeGraphConfig::async_op_delay`](crate::FakeGraphConfig::async_op_delay) (A17).
+    pub fn async_moves(&self, on: bool) {
+        self.with(|s| s.faults.async_moves = on);
+    }
+
+    /// The next `n` copies / asynchronous moves end with monitor status `failed`.
+    pub fn fail_next_async_ops(&self, n: u32) {
+        self.with(|s| s.faults.fail_async_ops += n);
+    }
+
+    /// The next `n` upload fragments are stored but answered with `500` (the "retry after a 5xx that actually
+    /// succeeded" case: the retry then gets `416 fragmentOverlap`).
+    pub fn fail_next_upload_after_accept(&self, n: u32) {
+        self.with(|s| s.faults.fail_after_accept += n);
+    }
+
+    /// Every open upload session expires now (404 `uploadSessionNotFound` afterwards).
+    pub fn expire_upload_sessions(&self) {
+        self.with(|s| s.sessions.clear());
+    }
+
+    /// The next `n` device-code polls answer `slow_down` (A23).
+    pub fn slow_down_next(&self, n: u32) {
+        self.with(|s| s.faults.slow_down += n);
+    }
+
+    /// The next `n` device-code polls answer `authorization_pending` even if the code was approved.
+    pub fn authorization_pending_next(&self, n: u32) {
+        self.with(|s| s.faults.pending += n);
+    }
+
+    /// The next `n` `/authorize` requests redirect with `error=access_denied` (the user refused).
+    pub fn deny_next_authorize(&self, n: u32) {
+        self.with(|s| s.faults.deny_authorize += n);
+    }
+
+    /// Every outstanding device code expires (polls answer `expired_token`, AADSTS70019).
+    pub fn expire_device_codes(&self) {
+        self.with(|s| s.auth.expire_device_codes());
+    }
+}
