@@ -11,7 +11,7 @@
 #
 # --no-fail-fast: a failing test binary does not hide the results of the others.
 # Test threads are capped at 2 (override with TEST_THREADS): each FUSE test runs a daemon and a server and moves
-# up to 256 MiB, and the reference machine has 2 cores. The whole run is killed after $TEST_TIMEOUT (default 45m)
+# up to 256 MiB, and the reference machine has 2 cores. The whole run is killed after $TEST_TIMEOUT (default 25m)
 # as a last resort; every test also bounds its own waits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,6 @@ cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
 
 threads=${TEST_THREADS:-2}
-limit=${TEST_TIMEOUT:-45m}
+limit=${TEST_TIMEOUT:-25m}
 echo "test.sh: cargo test --workspace --all-targets --no-fail-fast -- --test-threads=$threads $*"
 exec timeout --kill-after=30s "$limit" cargo test --workspace --all-targets --no-fail-fast -- --test-threads="$threads" "$@"
