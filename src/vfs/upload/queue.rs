@@ -112,6 +112,20 @@ struct Item {
     superseded: Vec<PathBuf>,
 }
 
+impl Item {
+    /// The first generation of a record, ready to start.
+    fn first(record: UploadRecord) -> Item {
+        Item {
+            record,
+            generation: 1,
+            running: false,
+            not_before: Instant::now(),
+            waiters: Vec::new(),
+            superseded: Vec::new(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     items: BTreeMap<String, Item>,
@@ -161,24 +175,13 @@ impl UploadQueue {
     ) -> std::io::Result<Arc<Self>> {
         let loaded = journal.load()?;
         let mut state = State::default();
-        let now = Instant::now();
         for mut record in loaded.records {
             if matches!(record.state, UploadState::Failed { .. }) {
                 record.state = UploadState::Pending;
             }
             tracing::info!(file = %record.name, size = record.size, "resuming upload from the journal");
             let key = record.key.clone();
-            state.items.insert(
-                key,
-                Item {
-                    record,
-                    generation: 1,
-                    running: false,
-                    not_before: now,
-                    waiters: Vec::new(),
-                    superseded: Vec::new(),
-                },
-            );
+            state.items.insert(key, Item::first(record));
         }
         let queue = Arc::new(UploadQueue {
             remote,
@@ -232,17 +235,7 @@ impl UploadQueue {
             None => {
                 self.journal.put(&record)?;
                 let key = record.key.clone();
-                state.items.insert(
-                    key,
-                    Item {
-                        record,
-                        generation: 1,
-                        running: false,
-                        not_before: Instant::now(),
-                        waiters: Vec::new(),
-                        superseded: Vec::new(),
-                    },
-                );
+                state.items.insert(key, Item::first(record));
                 1
             }
         };
