@@ -24,13 +24,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
 fn config(url: &str, timeout: Duration) -> DavConfig {
-    DavConfig {
-        url: url::Url::parse(url).unwrap(),
-        user: None,
-        password: None,
-        timeout,
-        connect_timeout: Duration::from_secs(1),
-    }
+    common::remote::dav_config(url, timeout, Duration::from_secs(1))
 }
 
 /// A remote with a generous deadline: these tests must pass on a loaded 2-core box.

@@ -6,15 +6,13 @@
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::fs;
-use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
 use cloudmount::remote::{ItemId, Precondition, Remote};
-use cloudmount::webdav::{DavConfig, DavRemote};
+use cloudmount::webdav::DavRemote;
 use common::apache::ApacheServer;
-use common::files::{self, assert_same_bytes};
+use common::files;
 
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
@@ -66,13 +64,11 @@ fn a_128_mib_upload_needs_a_few_mib_of_memory() {
         .enable_all()
         .build()
         .unwrap();
-    let r = DavRemote::new(DavConfig {
-        url: url::Url::parse(&server.url()).unwrap(),
-        user: None,
-        password: None,
-        timeout: Duration::from_secs(60),
-        connect_timeout: Duration::from_secs(5),
-    })
+    let r = DavRemote::new(common::remote::dav_config(
+        &server.url(),
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+    ))
     .unwrap();
     let root = ItemId::new("");
     let t = UNIX_EPOCH + Duration::from_secs(1_000_000_000);
@@ -95,13 +91,5 @@ fn a_128_mib_upload_needs_a_few_mib_of_memory() {
         eprintln!("peak growth during a {} MiB upload: {} KiB", LEN >> 20, grew >> 10);
     });
     // Byte-exact on the server.
-    let mut a = fs::File::open(&src).unwrap();
-    let mut b = fs::File::open(server.root().join("big.bin")).unwrap();
-    assert_eq!(b.metadata().unwrap().len(), LEN);
-    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    for chunk in 0..(LEN >> 20) {
-        a.read_exact(&mut ba).unwrap();
-        b.read_exact(&mut bb).unwrap();
-        assert_same_bytes(&bb, &ba, &format!("MiB {chunk}"));
-    }
+    files::assert_same_files(&server.root().join("big.bin"), &src, "the uploaded file on the server");
 }

@@ -9,7 +9,6 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs;
 use std::future::Future;
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -148,13 +147,7 @@ on_every_server!(
 // Helpers.
 
 fn config(url: &str, timeout: Duration) -> DavConfig {
-    DavConfig {
-        url: url::Url::parse(url).unwrap(),
-        user: None,
-        password: None,
-        timeout,
-        connect_timeout: Duration::from_secs(2),
-    }
+    common::remote::dav_config(url, timeout, Duration::from_secs(2))
 }
 
 /// A remote with a generous deadline: these tests must pass on a loaded 2-core box.
@@ -400,18 +393,11 @@ async fn large_upload_is_streamed_and_byte_exact(server: &Server) {
         .unwrap();
     assert_eq!(e.size, LEN);
     // Compare the server's file with the local one chunk by chunk.
-    let mut a = fs::File::open(&src).unwrap();
-    let mut b = fs::File::open(server.root().join("big.bin")).unwrap();
-    assert_eq!(b.metadata().unwrap().len(), LEN);
-    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    for chunk in 0..(LEN >> 20) {
-        a.read_exact(&mut ba).unwrap();
-        b.read_exact(&mut bb).unwrap();
-        assert_same_bytes(&bb, &ba, &format!("MiB {chunk} of the uploaded file"));
-    }
+    files::assert_same_files(&server.root().join("big.bin"), &src, "the uploaded file on the server");
     // And it reads back through the remote too.
     let tail = r.read(&e.id, e.version.as_ref(), LEN - 10, 100).await.unwrap();
-    assert_same_bytes(&tail, &ba[(1 << 20) - 10..], "tail");
+    let local = fs::read(&src).unwrap();
+    assert_same_bytes(&tail, &local[local.len() - 10..], "tail");
 }
 
 async fn mkdir_new_existing_and_missing_parent(server: &Server) {

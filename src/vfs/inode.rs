@@ -55,6 +55,29 @@ pub struct Node {
     pub local: Option<LocalContent>,
 }
 
+impl Node {
+    /// A node with no listing yet and nothing in the kernel's page cache.
+    fn new(
+        ino: u64,
+        parent: u64,
+        entry: Entry,
+        attr_valid_until: Instant,
+        lookups: u64,
+        local: Option<LocalContent>,
+    ) -> Node {
+        Node {
+            ino,
+            parent,
+            entry,
+            attr_valid_until,
+            lookups,
+            listing: None,
+            cached_tag: None,
+            local,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     nodes: HashMap<u64, Node>,
@@ -109,19 +132,9 @@ impl InodeTable {
             ..Default::default()
         };
         inner.by_id.insert(root.id.clone(), ROOT_INO);
-        inner.nodes.insert(
-            ROOT_INO,
-            Node {
-                ino: ROOT_INO,
-                parent: ROOT_INO,
-                entry: root,
-                attr_valid_until: valid_until,
-                lookups: 1,
-                listing: None,
-                cached_tag: None,
-                local: None,
-            },
-        );
+        inner
+            .nodes
+            .insert(ROOT_INO, Node::new(ROOT_INO, ROOT_INO, root, valid_until, 1, None));
         InodeTable {
             inner: Mutex::new(inner),
         }
@@ -174,19 +187,9 @@ impl InodeTable {
         let ino = inner.next_ino;
         inner.next_ino += 1;
         inner.by_id.insert(entry.id.clone(), ino);
-        inner.nodes.insert(
-            ino,
-            Node {
-                ino,
-                parent,
-                entry,
-                attr_valid_until: valid_until,
-                lookups: add,
-                listing: None,
-                cached_tag: None,
-                local: None,
-            },
-        );
+        inner
+            .nodes
+            .insert(ino, Node::new(ino, parent, entry, valid_until, add, None));
         Upserted {
             ino,
             replaced_tag: None,
@@ -374,19 +377,9 @@ impl InodeTable {
         inner.next_ino += 1;
         inner.by_id.insert(entry.id.clone(), ino);
         inner.with_local.insert(ino);
-        inner.nodes.insert(
-            ino,
-            Node {
-                ino,
-                parent,
-                entry,
-                attr_valid_until: Instant::now(),
-                lookups: 1,
-                listing: None,
-                cached_tag: None,
-                local: Some(local),
-            },
-        );
+        inner
+            .nodes
+            .insert(ino, Node::new(ino, parent, entry, Instant::now(), 1, Some(local)));
         ino
     }
 

@@ -123,3 +123,21 @@ pub fn assert_same_bytes(actual: &[u8], expected: &[u8], what: &str) {
         expected.len()
     );
 }
+
+/// The file at `actual` has exactly the bytes of the file at `expected`, compared 1 MiB at a time so
+/// that files of hundreds of MiB need no more memory than that.
+pub fn assert_same_files(actual: &Path, expected: &Path, what: &str) {
+    use std::io::Read;
+    let (mut a, mut e) = (fs::File::open(actual).unwrap(), fs::File::open(expected).unwrap());
+    let len = e.metadata().unwrap().len();
+    assert_eq!(a.metadata().unwrap().len(), len, "{what}: length");
+    let (mut ba, mut be) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let mut off = 0u64;
+    while off < len {
+        let n = (len - off).min(1 << 20) as usize;
+        a.read_exact(&mut ba[..n]).unwrap();
+        e.read_exact(&mut be[..n]).unwrap();
+        assert_same_bytes(&ba[..n], &be[..n], &format!("{what}: MiB {}", off >> 20));
+        off += n as u64;
+    }
+}

@@ -7,6 +7,7 @@ pub mod apache;
 pub mod dav;
 pub mod files;
 pub mod mount;
+pub mod remote;
 pub mod scripted;
 #[macro_use]
 pub mod servers;
