@@ -8,6 +8,7 @@
 //! - [`fuse`]: the thin fuser adapter that only translates;
 //! - [`cli`]: configuration and the mount lifecycle used by the binary.
 
+pub mod auth;
 pub mod cli;
 pub mod error;
 pub mod fuse;
