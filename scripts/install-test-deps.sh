@@ -10,7 +10,8 @@
 # - rsync:          the write tests sync trees into the mount with it;
 # - WsgiDAV (PyPI, in a venv at target/test-tools/venv-wsgidav, with python3-venv from Debian if python3 lacks it):
 #                   the server that lets clients set modification times (tests/common/wsgidav.rs);
-# - fsx (crates.io, built into target/test-tools/bin): tests/fuse_fsx.rs.
+# - fsx (crates.io, built into target/test-tools/bin): tests/fuse_fsx.rs;
+# - pjdfstest (crates.io, built into target/test-tools/bin): tests/fuse_pjdfstest.rs.
 # rclone is not needed (the demo uses Apache). Needs root (or sudo) only when a Debian package is missing.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -57,5 +58,12 @@ if [[ -x $tools/bin/fsx ]]; then
 else
   echo "install-test-deps: installing fsx (cargo install, about a minute) into $tools/bin"
   cargo install --quiet --locked --root "$tools" fsx@0.3.2
+fi
+# pjdfstest (crates.io, saidsay-so/pjdfstest): the POSIX conformance suite tests/fuse_pjdfstest.rs runs on the mount.
+if [[ -x $tools/bin/pjdfstest ]]; then
+  echo "install-test-deps: pjdfstest is already installed in $tools/bin"
+else
+  echo "install-test-deps: installing pjdfstest (cargo install, about a minute) into $tools/bin"
+  cargo install --quiet --locked --root "$tools" pjdfstest@0.2.2
 fi
 echo "install-test-deps: done"

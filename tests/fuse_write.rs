@@ -399,6 +399,21 @@ fn refuses_what_remotes_cannot_hold() {
     for (what, err) in results {
         assert_eq!(err, Some(libc::EPERM), "{what}: want EPERM, got {err:?}");
     }
+    // A "change" to what is already shown is no change, and succeeds (cp -p, rsync -a do this).
+    let root = m.path().to_path_buf();
+    let unchanged = within(QUICK, "no-op chmod and chown", move || {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let f = root.join("f.txt");
+        let meta = fs::metadata(&f).unwrap();
+        (
+            errno(fs::set_permissions(
+                &f,
+                fs::Permissions::from_mode(meta.mode() & 0o7777),
+            )),
+            errno(std::os::unix::fs::chown(&f, Some(meta.uid()), Some(meta.gid()))),
+        )
+    });
+    assert_eq!(unchanged, (None, None), "chmod/chown to the current mode and owner");
     m.unmount();
 }
 

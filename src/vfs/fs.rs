@@ -187,10 +187,7 @@ impl DriveFs {
 
     /// Find `name` in folder `parent`; on success the kernel holds one more reference to it.
     pub async fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<Looked> {
-        // Remote names are UTF-8; a name that is not cannot exist there.
-        let name = name
-            .to_str()
-            .ok_or_else(|| fs_err!(libc::ENOENT, "name is not UTF-8"))?;
+        let name = existing_name(name)?;
         let dir = self.dir_node(parent)?;
         let now = Instant::now();
         let entry = match self.inodes.listed_child(parent, name, now) {
@@ -579,4 +576,17 @@ async fn fetch_block(cache: &BlockCache, remote: &dyn Remote, h: &FileHandle, in
             Ok(data)
         })
         .await
+}
+
+/// A name to look for among existing items. Remote names are UTF-8, so one that is not cannot
+/// exist (ENOENT); one longer than 255 bytes is ENAMETOOLONG here, before the server answers
+/// something vaguer (Apache says 403 when its disk refuses the name).
+pub(crate) fn existing_name(name: &OsStr) -> FsResult<&str> {
+    let name = name
+        .to_str()
+        .ok_or_else(|| fs_err!(libc::ENOENT, "name is not UTF-8"))?;
+    if name.len() > 255 {
+        return Err(fs_err!(libc::ENAMETOOLONG, "name longer than 255 bytes"));
+    }
+    Ok(name)
 }

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use crate::remote::{Entry, ItemId, Version};
 
@@ -462,6 +462,15 @@ impl InodeTable {
         let mut inner = self.lock();
         if let Some(listing) = inner.nodes.get_mut(&dir).and_then(|n| n.listing.as_mut()) {
             listing.children.insert(entry.name.clone(), entry);
+        }
+    }
+
+    /// Folder `dir` just gained, lost or renamed a child by our hand: show the time of that change
+    /// as its mtime, as a local filesystem would (`make`, backup tools and pjdfstest look at it).
+    /// The next answer from the server replaces it with the server's own.
+    pub fn touch_dir(&self, dir: u64) {
+        if let Some(node) = self.lock().nodes.get_mut(&dir) {
+            node.entry.mtime = SystemTime::now();
         }
     }
 

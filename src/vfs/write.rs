@@ -326,6 +326,7 @@ impl DriveFs {
             writers: 1,
         };
         let ino = self.inodes.insert_local(dir.ino, entry.clone(), local);
+        self.inodes.touch_dir(dir.ino);
         let fh = self.writable_handle(ino, &entry);
         let attr = self.cfg.ownership.attr(ino, &entry);
         Ok((
@@ -565,6 +566,7 @@ impl DriveFs {
         }
         let entry = self.remote.mkdir(&dir.entry.id, name).await?;
         self.inodes.listing_insert(parent, entry.clone());
+        self.inodes.touch_dir(parent);
         let up = self.inodes.upsert(parent, entry.clone(), self.valid_until(), 1);
         Ok(Looked {
             attr: self.cfg.ownership.attr(up.ino, &entry),
@@ -606,6 +608,7 @@ impl DriveFs {
             wb.queue.cancel(&local.key);
         }
         self.inodes.listing_remove(parent, &node.entry.name);
+        self.inodes.touch_dir(parent);
         self.inodes.remove_item(node.ino);
     }
 
@@ -618,9 +621,7 @@ impl DriveFs {
     /// Delete file `name` from `parent`.
     pub async fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
         self.wb()?;
-        let name = name
-            .to_str()
-            .ok_or_else(|| fs_err!(libc::ENOENT, "name is not UTF-8"))?;
+        let name = super::fs::existing_name(name)?;
         let node = self.child(parent, name).await?;
         if node.entry.kind == EntryKind::Directory {
             return Err(fs_err!(libc::EISDIR, "{name:?} is a folder"));
@@ -648,9 +649,7 @@ impl DriveFs {
     /// Delete the empty folder `name` from `parent`.
     pub async fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
         self.wb()?;
-        let name = name
-            .to_str()
-            .ok_or_else(|| fs_err!(libc::ENOENT, "name is not UTF-8"))?;
+        let name = super::fs::existing_name(name)?;
         let node = self.child(parent, name).await?;
         if node.entry.kind != EntryKind::Directory {
             return Err(fs_err!(libc::ENOTDIR, "{name:?} is not a folder"));
@@ -690,9 +689,7 @@ impl DriveFs {
         noreplace: bool,
     ) -> FsResult<()> {
         self.wb()?;
-        let name = name
-            .to_str()
-            .ok_or_else(|| fs_err!(libc::ENOENT, "name is not UTF-8"))?;
+        let name = super::fs::existing_name(name)?;
         let new_name = checked_name(new_name)?;
         let source = self.child(parent, name).await?;
         let dest_dir = self.dir_node(new_parent)?;
@@ -763,6 +760,8 @@ impl DriveFs {
         }
         self.inodes.listing_remove(parent, name);
         self.inodes.listing_insert(new_parent, moved.clone());
+        self.inodes.touch_dir(parent);
+        self.inodes.touch_dir(new_parent);
         let valid = self.valid_until();
         self.inodes.with_node(source.ino, move |n| {
             n.parent = new_parent;
