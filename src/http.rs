@@ -32,6 +32,7 @@ use tracing::{debug, warn};
 use url::Url;
 
 use crate::error::{RemoteError, RemoteResult};
+use crate::remote::TransferProgress;
 
 /// Longest client-wide pause a `Retry-After` can impose: a broken proxy asking for a day must not
 /// freeze a mount for a day.
@@ -136,6 +137,7 @@ pub struct HttpRequest {
     body: Option<RequestBody>,
     retry: Retry,
     accept: Vec<StatusCode>,
+    sent: Option<TransferProgress>,
 }
 
 impl HttpRequest {
@@ -161,6 +163,7 @@ impl HttpRequest {
             body: None,
             retry,
             accept: Vec::new(),
+            sent: None,
         }
     }
 
@@ -182,6 +185,13 @@ impl HttpRequest {
     /// request is bound by a stall limit instead of the total deadline (see the module doc).
     pub fn body_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.body = Some(RequestBody::File(Arc::new(path.into())));
+        self
+    }
+
+    /// Count the bytes of a streamed file body in `sent` as the connection takes them (set back
+    /// to zero when an attempt starts over), for upload progress reports.
+    pub fn count_sent(mut self, sent: TransferProgress) -> Self {
+        self.sent = Some(sent);
         self
     }
 
@@ -491,7 +501,7 @@ impl HttpClient {
         match &req.body {
             Some(RequestBody::Bytes(body)) => builder = builder.body(body.clone()),
             Some(RequestBody::File(path)) => {
-                let (body, len) = file_body(path, progress.cloned()).await?;
+                let (body, len) = file_body(path, progress.cloned(), req.sent.clone()).await?;
                 builder = builder.header(CONTENT_LENGTH, len).body(body);
             }
             None => {}
@@ -541,8 +551,13 @@ impl HttpClient {
 const FILE_CHUNK: usize = 256 * 1024;
 
 /// Open `path` and make a body that streams exactly its current length (which goes into
-/// `Content-Length`), touching `progress` as the connection takes each chunk.
-async fn file_body(path: &Path, progress: Option<Arc<Progress>>) -> RemoteResult<(reqwest::Body, u64)> {
+/// `Content-Length`), touching `progress` as the connection takes each chunk and counting its
+/// bytes in `sent`.
+async fn file_body(
+    path: &Path,
+    progress: Option<Arc<Progress>>,
+    sent: Option<TransferProgress>,
+) -> RemoteResult<(reqwest::Body, u64)> {
     let local = |e: std::io::Error| RemoteError::LocalFile(format!("{}: {e}", path.display()));
     let file = tokio::fs::File::open(path).await.map_err(local)?;
     let meta = file.metadata().await.map_err(local)?;
@@ -554,9 +569,15 @@ async fn file_body(path: &Path, progress: Option<Arc<Progress>>) -> RemoteResult
     }
     let len = meta.len();
     let limited = tokio::io::AsyncReadExt::take(file, len);
-    let stream = tokio_util::io::ReaderStream::with_capacity(limited, FILE_CHUNK).inspect(move |_| {
+    if let Some(sent) = &sent {
+        sent.set(0);
+    }
+    let stream = tokio_util::io::ReaderStream::with_capacity(limited, FILE_CHUNK).inspect(move |chunk| {
         if let Some(p) = &progress {
             p.touch();
+        }
+        if let (Some(sent), Ok(chunk)) = (&sent, chunk) {
+            sent.add(chunk.len() as u64);
         }
     });
     Ok((reqwest::Body::wrap_stream(stream), len))

@@ -71,7 +71,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Status { mountpoint, state_dir } => match run::status(mountpoint.as_deref(), state_dir.as_deref()) {
+        Command::Status {
+            mountpoint,
+            state_dir,
+            json,
+        } => match run::status(mountpoint.as_deref(), state_dir.as_deref(), json) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS

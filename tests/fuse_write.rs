@@ -302,6 +302,65 @@ fn a_closed_file_survives_kill_9_of_the_daemon() {
     m.unmount();
 }
 
+/// `cloudmount status` shows an upload under way with the bytes sent so far; once the server reads again, the
+/// file arrives intact.
+#[test]
+fn status_shows_the_bytes_sent_of_an_upload_under_way() {
+    let server = DavServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let args = state_args(state.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let data = random_bytes(21, 20 << 20);
+    let m = Mount::start(&server.url(), &args);
+    let path = m.path().join("precious.bin");
+    server.set_hang_large_puts(true);
+    let d = data.clone();
+    within(QUICK, "write and close", move || fs::write(&path, &d).unwrap());
+    // `cloudmount status` shows the upload under way, with the bytes the connection has taken so far (the hung
+    // server reads none of them, so they stop at what the socket buffers hold).
+    let mut last = String::new();
+    eventually(
+        Duration::from_secs(20),
+        "`cloudmount status --json` shows bytes sent",
+        || {
+            let status = run(
+                Command::new(cloudmount_bin())
+                    .args(["status", "--json", "--state-dir"])
+                    .arg(state.path()),
+                QUICK,
+            );
+            last = status.both();
+            let Ok(mounts) = serde_json::from_str::<serde_json::Value>(&status.stdout_text()) else {
+                return false;
+            };
+            let upload = &mounts[0]["uploads"][0];
+            let sent = upload["sent"].as_u64().unwrap_or(0);
+            upload["name"] == "precious.bin" && upload["running"] == true && sent > 0 && sent < 20 << 20
+        },
+    );
+    assert!(last.contains("\"size\": 20971520"), "{last}");
+    let text = run(
+        Command::new(cloudmount_bin())
+            .arg("status")
+            .arg(m.path())
+            .arg("--state-dir")
+            .arg(state.path()),
+        QUICK,
+    );
+    assert!(
+        text.stdout_text().contains("sending  precious.bin: "),
+        "{}",
+        text.both()
+    );
+    assert!(text.stdout_text().contains(" of 20.0 MiB sent"), "{}", text.both());
+    server.set_hang_large_puts(false);
+    let target = server.root().join("precious.bin");
+    eventually(Duration::from_secs(60), "the upload completes", || {
+        fs::read(&target).map(|b| b == data).unwrap_or(false)
+    });
+    m.unmount();
+}
+
 /// `cloudmount unmount` waits for pending uploads and says which; the file is on the server when it returns.
 #[test]
 fn unmount_waits_for_uploads_and_says_which() {

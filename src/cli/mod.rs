@@ -39,10 +39,13 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         state_dir: Option<PathBuf>,
     },
-    /// Show live mounts and the uploads they have not finished.
+    /// Show live mounts and the uploads they have not finished (with bytes sent so far).
     Status {
         /// Only the mount at this folder.
         mountpoint: Option<PathBuf>,
+        /// Print the status records as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
         /// The state directory the mounts use (default: $XDG_STATE_HOME/cloudmount).
         #[arg(long, value_name = "PATH")]
         state_dir: Option<PathBuf>,

@@ -428,8 +428,8 @@ pub fn unmount(dir: &Path, no_wait: bool, state_dir: Option<&Path>) -> Result<()
     Ok(())
 }
 
-/// `cloudmount status [DIR]`.
-pub fn status(dir: Option<&Path>, state_dir: Option<&Path>) -> Result<String> {
+/// `cloudmount status [DIR] [--json]`: text for people, or the status records as a JSON array.
+pub fn status(dir: Option<&Path>, state_dir: Option<&Path>, json: bool) -> Result<String> {
     let root = state_dir
         .map(Path::to_path_buf)
         .unwrap_or_else(state::default_state_dir);
@@ -449,6 +449,9 @@ pub fn status(dir: Option<&Path>, state_dir: Option<&Path>) -> Result<String> {
             "no cloudmount mount{}",
             want.map(|w| format!(" at {}", w.display())).unwrap_or_default()
         );
+    }
+    if json {
+        return Ok(serde_json::to_string_pretty(&mounts)? + "\n");
     }
     let mut out = String::new();
     for m in mounts {
@@ -474,10 +477,12 @@ pub fn status(dir: Option<&Path>, state_dir: Option<&Path>) -> Result<String> {
             } else {
                 "waiting"
             };
-            out.push_str(&format!(
-                "  {what:8} {} {} bytes, {} attempt(s)",
-                u.name, u.size, u.attempts
-            ));
+            let amount = if u.running {
+                format!("{} of {} sent", human_bytes(u.sent.min(u.size)), human_bytes(u.size))
+            } else {
+                human_bytes(u.size)
+            };
+            out.push_str(&format!("  {what:8} {}: {amount}, {} attempt(s)", u.name, u.attempts));
             if let Some(e) = &u.error {
                 out.push_str(&format!(", last error: {e}"));
             }
@@ -485,4 +490,31 @@ pub fn status(dir: Option<&Path>, state_dir: Option<&Path>) -> Result<String> {
         }
     }
     Ok(out)
+}
+
+/// `1536` as `1.5 KiB`: sizes in status lines, where exact byte counts only get in the way.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} bytes")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod human_bytes_tests {
+    #[test]
+    fn sizes_read_naturally() {
+        assert_eq!(super::human_bytes(0), "0 bytes");
+        assert_eq!(super::human_bytes(1023), "1023 bytes");
+        assert_eq!(super::human_bytes(1536), "1.5 KiB");
+        assert_eq!(super::human_bytes(20 << 20), "20.0 MiB");
+    }
 }

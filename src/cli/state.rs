@@ -113,6 +113,9 @@ pub struct UploadLine {
     pub attempts: u32,
     /// Whether it is being sent now.
     pub running: bool,
+    /// Bytes of the current (or last) attempt that have gone out.
+    #[serde(default)]
+    pub sent: u64,
     /// Last error.
     pub error: Option<String>,
     /// Whether the queue gave up until the next mount.
@@ -127,6 +130,7 @@ impl From<&UploadStatus> for UploadLine {
             size: u.size,
             attempts: u.attempts,
             running: u.running,
+            sent: u.sent,
             error: u.last_error.clone(),
             failed: u.failed,
         }

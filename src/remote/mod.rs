@@ -126,6 +126,35 @@ pub struct Capabilities {
     pub set_mtime: bool,
 }
 
+/// How many bytes of an upload have gone out so far, shared between the uploader and whoever
+/// reports progress (`cloudmount status`). Bytes handed to the connection count as sent; a retry
+/// that starts over sets the count back.
+#[derive(Clone, Debug, Default)]
+pub struct TransferProgress(Arc<std::sync::atomic::AtomicU64>);
+
+impl TransferProgress {
+    /// A counter at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes sent so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Say that `n` bytes in all have gone out (an attempt starting over says 0; a resumed one,
+    /// the offset it resumes from).
+    pub fn set(&self, n: u64) {
+        self.0.store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Count `n` more bytes sent.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A remote drive as the filesystem core sees it.
 #[async_trait]
 pub trait Remote: Send + Sync + 'static {
@@ -179,6 +208,23 @@ pub trait Remote: Send + Sync + 'static {
     ) -> RemoteResult<Entry> {
         let _ = (parent, name, source, mtime, precondition);
         Err(RemoteError::Unsupported("this remote is read-only".into()))
+    }
+
+    /// [`Remote::upload`], counting the bytes sent in `sent` as they go out, for progress reports.
+    /// Remotes that stream uploads override this one (and let `upload` call it); the default
+    /// reports nothing until the upload is done.
+    async fn upload_reporting(
+        &self,
+        parent: &ItemId,
+        name: &str,
+        source: &Path,
+        mtime: SystemTime,
+        precondition: Precondition,
+        sent: &TransferProgress,
+    ) -> RemoteResult<Entry> {
+        let entry = self.upload(parent, name, source, mtime, precondition).await?;
+        sent.set(entry.size);
+        Ok(entry)
     }
 
     /// Create folder `name` in `parent`; `RemoteError::AlreadyExists` when the name is taken.

@@ -26,7 +26,7 @@ use url::Url;
 
 use crate::error::{RemoteError, RemoteResult};
 use crate::http::{Credentials, HttpClient, HttpConfig, HttpRequest, RetryPolicy};
-use crate::remote::{Capabilities, Entry, EntryKind, ItemId, Precondition, Quota, Remote, Version};
+use crate::remote::{Capabilities, Entry, EntryKind, ItemId, Precondition, Quota, Remote, TransferProgress, Version};
 
 use propfind::{DavResponse, PROPFIND_ENTRY, PROPFIND_ENTRY_AND_QUOTA};
 
@@ -301,7 +301,24 @@ impl Remote for DavRemote {
         mtime: SystemTime,
         precondition: Precondition,
     ) -> RemoteResult<Entry> {
-        self.upload_file(parent, name, source, mtime, precondition).await
+        let sent = TransferProgress::new();
+        self.upload_file(parent, name, source, mtime, precondition, &sent).await
+    }
+
+    async fn upload_reporting(
+        &self,
+        parent: &ItemId,
+        name: &str,
+        source: &Path,
+        mtime: SystemTime,
+        precondition: Precondition,
+        sent: &TransferProgress,
+    ) -> RemoteResult<Entry> {
+        let entry = self
+            .upload_file(parent, name, source, mtime, precondition, sent)
+            .await?;
+        sent.set(entry.size);
+        Ok(entry)
     }
 
     async fn mkdir(&self, parent: &ItemId, name: &str) -> RemoteResult<Entry> {

@@ -26,7 +26,7 @@ use super::propfind::{self, DavResponse, PROPFIND_ENTRY};
 use super::{href, read, DavRemote, Depth};
 use crate::error::{RemoteError, RemoteResult};
 use crate::http::{HttpRequest, Retry};
-use crate::remote::{Capabilities, Entry, EntryKind, ItemId, Precondition, Version};
+use crate::remote::{Capabilities, Entry, EntryKind, ItemId, Precondition, TransferProgress, Version};
 
 /// Nextcloud and ownCloud keep the modification time given in this header with a PUT, and answer
 /// `X-OC-MTime: accepted`; other servers ignore it.
@@ -328,6 +328,7 @@ impl DavRemote {
         source: &Path,
         mtime: SystemTime,
         precondition: Precondition,
+        sent: &TransferProgress,
     ) -> RemoteResult<Entry> {
         check_name(name)?;
         let id = href::join(parent.as_str(), name);
@@ -342,6 +343,7 @@ impl DavRemote {
         // No Content-Type: servers that keep one would keep ours; without it they go by the name.
         let mut req = HttpRequest::new(Method::PUT, url, Retry::IfNotApplied)
             .body_file(source)
+            .count_sent(sent.clone())
             .accept_status(StatusCode::PRECONDITION_FAILED)
             .accept_status(StatusCode::CONFLICT);
         if let Some(secs) = unix_secs(mtime) {

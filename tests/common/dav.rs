@@ -47,6 +47,7 @@ struct Shared {
     get_body_bytes: AtomicU64,
     requests: AtomicU64,
     hang: watch::Sender<bool>,
+    hang_puts: watch::Sender<bool>,
 }
 
 enum Ctl {
@@ -89,12 +90,14 @@ impl DavServer {
             .locksystem(FakeLs::new())
             .build_handler();
         let (hang, _) = watch::channel(false);
+        let (hang_puts, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             handler,
             auth,
             get_body_bytes: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             hang,
+            hang_puts,
         });
         let (ctl, ctl_rx) = tmpsc::unbounded_channel();
         let (port_tx, port_rx) = mpsc::channel();
@@ -145,6 +148,14 @@ impl DavServer {
     /// still waiting).
     pub fn set_hang(&self, hang: bool) {
         self.shared.hang.send_replace(hang);
+    }
+
+    /// Like [`DavServer::set_hang`], for PUTs of more than 64 KiB only: other requests (small
+    /// probes included) are answered, while such a PUT's body stays unread (the client's bytes
+    /// pile up in the socket buffers) until set_hang_large_puts(false).
+    #[allow(dead_code)]
+    pub fn set_hang_large_puts(&self, hang: bool) {
+        self.shared.hang_puts.send_replace(hang);
     }
 
     /// Close the listener and drop open connections: clients then get "connection refused".
@@ -260,6 +271,13 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
     shared.requests.fetch_add(1, Ordering::SeqCst);
     let mut hang = shared.hang.subscribe();
     let _ = hang.wait_for(|h| !*h).await;
+    let length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if req.method() == hyper::Method::PUT && length.unwrap_or(0) > 64 << 10 {
+        let _ = shared.hang_puts.subscribe().wait_for(|h| !*h).await;
+    }
     if let Some(expected) = &shared.auth {
         let given = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
         if given != Some(expected.as_bytes()) {

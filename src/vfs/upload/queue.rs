@@ -28,7 +28,7 @@ use tokio::sync::{oneshot, Notify};
 use super::conflict::conflict_name;
 use super::journal::{Journal, UploadRecord, UploadState};
 use crate::error::{RemoteError, RemoteResult};
-use crate::remote::{Entry, ItemId, Precondition, Remote, Version};
+use crate::remote::{Entry, ItemId, Precondition, Remote, TransferProgress, Version};
 
 /// Settings of the queue.
 #[derive(Clone, Debug)]
@@ -92,6 +92,8 @@ pub struct UploadStatus {
     pub attempts: u32,
     /// Whether an attempt is running now.
     pub running: bool,
+    /// Bytes of the running (or last) attempt that have gone out.
+    pub sent: u64,
     /// The last error, if any.
     pub last_error: Option<String>,
     /// Whether the queue gave up until restart.
@@ -106,6 +108,8 @@ struct Item {
     record: UploadRecord,
     generation: u64,
     running: bool,
+    /// Bytes sent by the running (or last) attempt.
+    sent: TransferProgress,
     not_before: Instant,
     waiters: Vec<Waiter>,
     /// Staged files of older generations, deleted once no attempt uses them.
@@ -119,6 +123,7 @@ impl Item {
             record,
             generation: 1,
             running: false,
+            sent: TransferProgress::new(),
             not_before: Instant::now(),
             waiters: Vec::new(),
             superseded: Vec::new(),
@@ -292,6 +297,7 @@ impl UploadQueue {
                 size: i.record.size,
                 attempts: i.record.attempts,
                 running: i.running,
+                sent: i.sent.get(),
                 last_error: i.record.last_error.clone(),
                 failed: matches!(i.record.state, UploadState::Failed { .. }),
             })
@@ -352,7 +358,7 @@ impl UploadQueue {
     }
 
     /// Pick work that may start now; returns it and the time of the next delayed item.
-    fn take_ready(&self) -> (Vec<(UploadRecord, u64)>, Option<Instant>) {
+    fn take_ready(&self) -> (Vec<(UploadRecord, u64, TransferProgress)>, Option<Instant>) {
         let mut state = self.lock();
         if state.stopped {
             return (Vec::new(), None);
@@ -371,14 +377,15 @@ impl UploadQueue {
             }
             if ready.len() < free {
                 item.running = true;
-                ready.push((item.record.clone(), item.generation));
+                item.sent = TransferProgress::new();
+                ready.push((item.record.clone(), item.generation, item.sent.clone()));
             }
         }
         state.running += ready.len();
         (ready, next)
     }
 
-    async fn attempt(&self, record: &UploadRecord) -> RemoteResult<(Entry, bool)> {
+    async fn attempt(&self, record: &UploadRecord, sent: &TransferProgress) -> RemoteResult<(Entry, bool)> {
         let meta = tokio::fs::metadata(&record.staged).await.map_err(|e| {
             RemoteError::Protocol(format!("staged file {} is unreadable: {e}", record.staged.display()))
         })?;
@@ -398,7 +405,7 @@ impl UploadQueue {
         let mtime = record.mtime();
         match self
             .remote
-            .upload(&parent, &record.name, &record.staged, mtime, precondition)
+            .upload_reporting(&parent, &record.name, &record.staged, mtime, precondition, sent)
             .await
         {
             Ok(entry) => Ok((entry, false)),
@@ -411,7 +418,7 @@ impl UploadQueue {
                         "the server's copy changed since it was read; keeping both");
                     match self
                         .remote
-                        .upload(&parent, &copy, &record.staged, mtime, Precondition::Absent)
+                        .upload_reporting(&parent, &copy, &record.staged, mtime, Precondition::Absent, sent)
                         .await
                     {
                         Ok(entry) => return Ok((entry, true)),
@@ -519,10 +526,10 @@ async fn dispatch(q: Arc<UploadQueue>) {
     loop {
         let woken = q.wake.notified();
         let (ready, next) = q.take_ready();
-        for (record, generation) in ready {
+        for (record, generation, sent) in ready {
             let q2 = q.clone();
             tokio::spawn(async move {
-                let result = q2.attempt(&record).await;
+                let result = q2.attempt(&record, &sent).await;
                 q2.finish(&record.key, generation, result);
             });
         }
