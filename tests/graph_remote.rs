@@ -168,7 +168,13 @@ const ODD_NAMES: &[&str] = &[
 
 #[tokio::test]
 async fn lookups_of_odd_names_by_path_and_case_insensitively() {
-    let g = start(FakeGraphConfig::default()).await;
+    for flavour in [Flavour::Business, Flavour::Personal] {
+        odd_names(flavour).await;
+    }
+}
+
+async fn odd_names(flavour: Flavour) {
+    let g = start(FakeGraphConfig::for_flavour(flavour)).await;
     let d = g.drive();
     for name in ODD_NAMES {
         d.put_file(&format!("/Sub Dir/{name}"), Bytes::from(name.to_string()))
@@ -179,7 +185,10 @@ async fn lookups_of_odd_names_by_path_and_case_insensitively() {
     assert_eq!(sub.name, "Sub Dir", "the server's spelling");
     for name in ODD_NAMES {
         let want = d.item_id(&format!("/Sub Dir/{name}")).unwrap();
-        let e = r.lookup(&sub.id, name).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let e = r
+            .lookup(&sub.id, name)
+            .await
+            .unwrap_or_else(|e| panic!("{flavour:?} {name}: {e}"));
         assert_eq!((e.id.as_str(), e.name.as_str()), (want.as_str(), *name));
         assert_eq!(e.size, name.len() as u64);
         let upper = name.to_uppercase();
@@ -272,6 +281,42 @@ async fn an_expired_download_url_is_replaced_by_reading_the_item_again() {
     g.reset_stats();
     r.read(&e.id, v, 0, 10).await.unwrap();
     assert_eq!(g.stats().count(RouteClass::Metadata), 0);
+}
+
+#[tokio::test]
+async fn download_urls_older_than_the_max_age_are_not_used() {
+    let g = start(FakeGraphConfig::default()).await;
+    g.drive().put_file("/a.txt", &b"abc"[..]).unwrap();
+    let mut c = config(&g, DriveSelector::Me);
+    c.download_url_max_age = Duration::ZERO;
+    let r = GraphRemote::connect(c, http(), Tokens::new(&g, false, true))
+        .await
+        .unwrap();
+    let e = r.lookup(&r.root_id(), "a.txt").await.unwrap();
+    g.reset_stats();
+    assert_eq!(&r.read(&e.id, e.version.as_ref(), 0, 3).await.unwrap()[..], b"abc");
+    let s = g.stats();
+    assert_eq!((s.count(RouteClass::Metadata), s.count(RouteClass::Download)), (1, 1));
+}
+
+#[tokio::test]
+async fn a_fresh_download_url_refused_again_fails_without_touching_the_token() {
+    let g = start(FakeGraphConfig {
+        download_url_ttl: Duration::ZERO,
+        ..Default::default()
+    })
+    .await;
+    g.drive().put_file("/a.txt", &b"abc"[..]).unwrap();
+    let (r, tokens) = connect(&g).await;
+    let e = r.lookup(&r.root_id(), "a.txt").await.unwrap();
+    g.reset_stats();
+    let err = r.read(&e.id, e.version.as_ref(), 0, 3).await.unwrap_err();
+    assert!(matches!(err, RemoteError::Forbidden(_)), "{err:?}");
+    let s = g.stats();
+    assert_eq!(s.count(RouteClass::Metadata), 1, "the item is read again once");
+    assert_eq!(s.count(RouteClass::Download), 2);
+    assert!(s.recent_of(RouteClass::Download).iter().all(|r| !r.authorization));
+    assert_eq!(tokens.rejected(), 0);
 }
 
 #[tokio::test]
