@@ -277,6 +277,24 @@ async fn an_expired_download_url_is_replaced_by_reading_the_item_again() {
     let dl: Vec<u16> = s.recent_of(RouteClass::Download).iter().map(|r| r.status).collect();
     assert_eq!(dl, vec![401, 206]);
     assert_eq!(tokens.rejected(), 0, "never refresh the OAuth token for a download URL");
+    // Parallel reads that all find the URL expired read the item once between them.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    g.reset_stats();
+    let r = Arc::new(r);
+    let tasks: Vec<_> = (0..4u64)
+        .map(|i| {
+            let (r, e) = (r.clone(), e.clone());
+            tokio::spawn(async move { r.read(&e.id, e.version.as_ref(), i * 1000, 1000).await })
+        })
+        .collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        assert_eq!(&t.await.unwrap().unwrap()[..], &content[i * 1000..(i + 1) * 1000]);
+    }
+    assert_eq!(
+        g.stats().count(RouteClass::Metadata),
+        1,
+        "one metadata read for four readers"
+    );
     // The fresh URL is cached: the next read goes straight to the download host.
     g.reset_stats();
     r.read(&e.id, v, 0, 10).await.unwrap();

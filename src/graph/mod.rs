@@ -45,7 +45,14 @@ pub struct GraphRemote {
     drive: DriveInfo,
     root_id: String,
     downloads: UrlCache,
+    /// Readers of one item take turns to fetch its download URL, so that parallel reads (prefetch)
+    /// that all find the URL missing or expired read the item once, not once each. Striped by
+    /// item id hash: a fixed set, nothing to clean up.
+    url_turns: Vec<tokio::sync::Mutex<()>>,
 }
+
+/// Number of [`GraphRemote::url_turns`] stripes.
+const URL_TURNS: usize = 64;
 
 impl fmt::Debug for GraphRemote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -88,6 +95,7 @@ impl GraphRemote {
             .await?;
         Ok(GraphRemote {
             downloads: UrlCache::new(config.download_url_max_age),
+            url_turns: (0..URL_TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
             client,
             urls,
             config,
@@ -146,6 +154,33 @@ impl GraphRemote {
         };
         self.downloads.put(ItemId::new(item.id.as_str()), cached.clone());
         Some(cached)
+    }
+
+    /// The URL of `id` for `version`: the cached one unless it is missing or is `refused`, else
+    /// a fresh one, fetched by one reader at a time (a reader that waited takes the URL the one
+    /// before it fetched). Returns whether the URL was fetched just now.
+    async fn download_url(
+        &self,
+        id: &ItemId,
+        version: Option<&Version>,
+        refused: Option<&Url>,
+    ) -> RemoteResult<(CachedUrl, bool)> {
+        let usable = |c: &CachedUrl| refused != Some(&c.url);
+        if let Some(c) = self.downloads.get(id, version).filter(usable) {
+            return Ok((c, false));
+        }
+        let stripe = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            id.hash(&mut h);
+            (h.finish() % URL_TURNS as u64) as usize
+        };
+        let _turn = self.url_turns[stripe].lock().await;
+        if let Some(c) = self.downloads.get(id, version).filter(usable) {
+            return Ok((c, true));
+        }
+        self.downloads.remove(id);
+        Ok((self.fresh_url(id, version).await?, true))
     }
 
     /// Read the item again for a fresh download URL. `VersionChanged` when the server now holds
@@ -237,10 +272,7 @@ impl Remote for GraphRemote {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        let (mut target, mut fresh) = match self.downloads.get(id, version) {
-            Some(c) => (c, false),
-            None => (self.fresh_url(id, version).await?, true),
-        };
+        let (mut target, mut fresh) = self.download_url(id, version, None).await?;
         loop {
             // Never ask past the end (a 0-byte file takes no Range at all, §4.2).
             if offset >= target.size {
@@ -251,8 +283,7 @@ impl Remote for GraphRemote {
                 Fetched::Data(bytes) => return Ok(bytes),
                 Fetched::Refused(status) if !fresh => {
                     tracing::debug!(item = %id, status, "download URL refused; reading the item again");
-                    self.downloads.remove(id);
-                    target = self.fresh_url(id, version).await?;
+                    (target, _) = self.download_url(id, version, Some(&target.url)).await?;
                     fresh = true;
                 }
                 Fetched::Refused(status) => {
