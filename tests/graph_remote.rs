@@ -318,6 +318,28 @@ async fn download_urls_older_than_the_max_age_are_not_used() {
 }
 
 #[tokio::test]
+async fn a_missing_download_url_is_fetched_without_select() {
+    let g = start(FakeGraphConfig::default()).await;
+    g.drive().put_file("/a.txt", &b"abc"[..]).unwrap();
+    g.faults().omit_selected_download_urls(true);
+    let (r, _) = connect(&g).await;
+    let e = r.lookup(&r.root_id(), "a.txt").await.unwrap();
+    g.reset_stats();
+    assert_eq!(&r.read(&e.id, e.version.as_ref(), 0, 3).await.unwrap()[..], b"abc");
+    let s = g.stats();
+    let paths: Vec<&str> = s
+        .recent_of(RouteClass::Metadata)
+        .iter()
+        .map(|r| r.path.as_str())
+        .collect();
+    assert_eq!(paths.len(), 2, "{paths:?}");
+    assert!(
+        paths[0].contains("$select=") && !paths[1].contains("$select="),
+        "{paths:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_fresh_download_url_refused_again_fails_without_touching_the_token() {
     let g = start(FakeGraphConfig {
         download_url_ttl: Duration::ZERO,

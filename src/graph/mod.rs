@@ -186,11 +186,16 @@ impl GraphRemote {
     /// Read the item again for a fresh download URL. `VersionChanged` when the server now holds
     /// another version than `version` (the fresh URL is cached for the new one all the same).
     async fn fresh_url(&self, id: &ItemId, version: Option<&Version>) -> RemoteResult<CachedUrl> {
-        let url = with_query(
-            self.urls.item(&self.drive.id, id.as_str(), "")?,
-            &[("$select", ITEM_SELECT)],
-        );
-        let item: DriveItem = self.client.get_json(url).await?;
+        let plain = self.urls.item(&self.drive.id, id.as_str(), "")?;
+        let mut item: DriveItem = self
+            .client
+            .get_json(with_query(plain.clone(), &[("$select", ITEM_SELECT)]))
+            .await?;
+        if item.kind() == Some(EntryKind::File) && item.download_url.is_none() {
+            // Some endpoints leave the URL out of `$select`ed answers even when it is named (§3);
+            // the full item carries it by default.
+            item = self.client.get_json(plain).await?;
+        }
         match item.kind() {
             Some(EntryKind::File) => {}
             Some(EntryKind::Directory) => return Err(RemoteError::Protocol(format!("{id} is a folder, not a file"))),
