@@ -54,7 +54,7 @@ impl GraphConfig {
     /// Defaults for `drive` on the global cloud.
     pub fn new(drive: DriveSelector) -> GraphConfig {
         GraphConfig {
-            // A constant that parses; fall back to the same text through `Url::parse` never failing.
+            // A constant known to parse (checked by the `defaults` test).
             graph_url: Url::parse(DEFAULT_GRAPH_URL).expect("the default Graph URL is valid"),
             drive,
             timeout: Duration::from_secs(30),
