@@ -3,7 +3,7 @@
 //! The crate is layered so that each layer can be tested alone:
 //! - [`remote`]: the [`remote::Remote`] trait that every backend implements, speaking in stable item
 //!   IDs and never in inodes, plus an in-memory double for tests of the layers above;
-//! - [`http`] and [`webdav`]: HTTP-only clients (no FUSE);
+//! - [`http`], [`webdav`] and [`graph`]: HTTP-only clients (no FUSE);
 //! - [`vfs`]: the FUSE-free filesystem core (inode table, handles, block cache, prefetch);
 //! - [`fuse`]: the thin fuser adapter that only translates;
 //! - [`cli`]: configuration and the mount lifecycle used by the binary.
@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod error;
 pub mod fuse;
+pub mod graph;
 pub mod http;
 pub mod remote;
 pub mod vfs;

@@ -49,6 +49,8 @@ pub(crate) struct FaultState {
     pub pending: u32,
     pub async_moves: bool,
     pub fail_async_ops: u32,
+    /// `$select` never yields `@microsoft.graph.downloadUrl`, even when named.
+    pub omit_selected_download_urls: bool,
 }
 
 impl FaultState {
@@ -174,6 +176,13 @@ impl Faults {
             s.faults.async_moves = async_moves;
             s.stats.pause = None;
         });
+    }
+
+    /// Mode: item and children responses with `$select` leave out `@microsoft.graph.downloadUrl` even when
+    /// it is named (graph-protocol.md §3: real behaviour varies by endpoint, so clients need a fallback);
+    /// responses without `$select` still carry it. Cleared by [`clear`](Self::clear).
+    pub fn omit_selected_download_urls(&self, on: bool) {
+        self.with(|s| s.faults.omit_selected_download_urls = on);
     }
 
     /// Every download URL issued so far is expired (401 `unauthenticated`/`expiredToken`); item responses

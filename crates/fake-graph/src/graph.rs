@@ -709,7 +709,7 @@ impl State {
         }
         let select = select_of(q);
         let v = self.render_item(di, id, false, now);
-        let mut v = apply_select(v, select.as_deref());
+        let mut v = self.drop_selected_download_url(apply_select(v, select.as_deref()), select.is_some());
         let expand_children = qget(q, "$expand").is_some_and(|e| e.split(',').any(|x| starts_kw(x.trim(), "children")));
         if expand_children && self.drives[di].items[id].is_folder() {
             // First page of children; further pages through `children@odata.nextLink`.
@@ -722,6 +722,16 @@ impl State {
         let mut r = json_resp(200, &v);
         set_header(&mut r, "ETag", &quote_etag(&etag));
         Ok(r)
+    }
+
+    /// The [`omit_selected_download_urls`](crate::Faults::omit_selected_download_urls) mode.
+    fn drop_selected_download_url(&self, mut v: Value, selected: bool) -> Value {
+        if selected && self.faults.omit_selected_download_urls {
+            if let Some(m) = v.as_object_mut() {
+                m.remove("@microsoft.graph.downloadUrl");
+            }
+        }
+        v
     }
 
     /// `GET …/children` with `$top` (1..=1000, A20), `$skiptoken`, `$orderby`, `$select`.
@@ -783,7 +793,7 @@ impl State {
         let mut value = Vec::with_capacity(page.len());
         for k in &page {
             let v = self.render_item(di, k, false, now);
-            value.push(apply_select(v, select.as_deref()));
+            value.push(self.drop_selected_download_url(apply_select(v, select.as_deref()), select.is_some()));
         }
         let mut out = json!({ "value": value });
         if skip + page.len() < total {

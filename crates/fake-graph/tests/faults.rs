@@ -241,3 +241,22 @@ fn spawned_server_works_from_sync_code() {
     assert_eq!(stats.recent.last().unwrap().status, 302);
     assert!(stats.recent.last().unwrap().authorization);
 }
+
+#[tokio::test]
+async fn download_urls_can_be_left_out_of_selected_responses() {
+    let (g, api) = business().await;
+    g.drive().put_file("/a.txt", &b"abc"[..]).unwrap();
+    let sel = "$select=id,name,@microsoft.graph.downloadUrl";
+    let dl = "@microsoft.graph.downloadUrl";
+    assert!(api.get_ok(&format!("/me/drive/root:/a.txt?{sel}")).await[dl].is_string());
+    g.faults().omit_selected_download_urls(true);
+    let item = api.get_ok(&format!("/me/drive/root:/a.txt?{sel}")).await;
+    assert!(item.get(dl).is_none(), "{item}");
+    assert_eq!(item["name"], "a.txt");
+    let kids = api.get_ok(&format!("/me/drive/root/children?{sel}")).await;
+    assert!(kids["value"][0].get(dl).is_none(), "{kids}");
+    // Without $select the URL is still there.
+    assert!(api.get_ok("/me/drive/root:/a.txt").await[dl].is_string());
+    g.faults().clear();
+    assert!(api.get_ok(&format!("/me/drive/root:/a.txt?{sel}")).await[dl].is_string());
+}
