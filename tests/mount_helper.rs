@@ -557,29 +557,23 @@ fn mount_fuse3_form() {
     umount_and_wait(&sb, mp.path());
 }
 
-/// A plain `umount` while an upload is stuck: the daemon says which file it waits for (log and
-/// `cloudmount status`), finishes it once the server answers, says so, then exits.
-#[test]
-fn plain_umount_with_an_upload_pending_finishes_it() {
-    if !can_run() {
-        return;
-    }
-    let server = DavServer::start();
-    let sb = Sandbox::new();
-    let mp = MountPoint::new();
+/// A mount made by mount(8) with its state and log in the sandbox, and a file whose upload hangs
+/// on the server; returns the daemon's pid and its log file.
+fn mount_with_a_hung_upload(server: &DavServer, sb: &Sandbox, mp: &MountPoint) -> (u32, PathBuf) {
     let log = sb.dir.path().join("daemon.log");
-    let _link = HelperLink::install();
     let opts = format!("state_dir={},log_file={}", sb.state().display(), log.display());
-    let f = run(
-        sb.cmd("mount")
-            .args(["-t", "fuse.cloudmount", &server.url()])
-            .arg(mp.path())
-            .args(["-o", &opts]),
-        MOUNT_DEADLINE,
-    );
+    let f = {
+        let _link = HelperLink::install();
+        run(
+            sb.cmd("mount")
+                .args(["-t", "fuse.cloudmount", &server.url()])
+                .arg(mp.path())
+                .args(["-o", &opts]),
+            MOUNT_DEADLINE,
+        )
+    };
     assert_mounted_by(&f, mp.path(), "mount -t fuse.cloudmount");
     let pid = sb.daemon_pid(mp.path());
-
     let path = mp.path().join("late.bin");
     let file = within(QUICK, "create", move || fs::File::create(&path).unwrap());
     server.set_hang(true);
@@ -587,14 +581,16 @@ fn plain_umount_with_an_upload_pending_finishes_it() {
         let mut f = file;
         f.write_all(b"arrives after umount").unwrap();
     });
+    (pid, log)
+}
 
-    run_ok(Command::new("umount").arg(mp.path()), QUICK);
-    assert!(!is_mounted(mp.path()), "still mounted after umount");
+/// `cloudmount status DIR` shows the mount unmounted and still owing late.bin.
+fn wait_status_shows_pending(sb: &Sandbox, dir: &Path) {
     let status = || {
         run(
             Command::new(cloudmount_bin())
                 .arg("status")
-                .arg(mp.path())
+                .arg(dir)
                 .arg("--state-dir")
                 .arg(sb.state()),
             QUICK,
@@ -611,6 +607,22 @@ fn plain_umount_with_an_upload_pending_finishes_it() {
         thread::sleep(Duration::from_millis(200));
         shown = status();
     }
+}
+
+/// `umount` or `fusermount3 -u` while an upload is stuck: the daemon says which file it waits for
+/// (log and `cloudmount status`), finishes it once the server answers, says so, then exits.
+fn unmount_with_an_upload_pending_finishes_it(unmount: &[&str]) {
+    if !can_run() {
+        return;
+    }
+    let server = DavServer::start();
+    let sb = Sandbox::new();
+    let mp = MountPoint::new();
+    let (pid, log) = mount_with_a_hung_upload(&server, &sb, &mp);
+
+    run_ok(Command::new(unmount[0]).args(&unmount[1..]).arg(mp.path()), QUICK);
+    assert!(!is_mounted(mp.path()), "still mounted after {unmount:?}");
+    wait_status_shows_pending(&sb, mp.path());
     thread::sleep(Duration::from_secs(1));
     assert!(alive(pid), "the daemon exited with an upload pending");
     server.set_hang(false);
@@ -625,6 +637,72 @@ fn plain_umount_with_an_upload_pending_finishes_it() {
         "the log does not say which upload it waited for:\n{text}"
     );
     assert!(text.contains("every upload reached the server"), "{text}");
+}
+
+#[test]
+fn plain_umount_with_an_upload_pending_finishes_it() {
+    unmount_with_an_upload_pending_finishes_it(&["umount"]);
+}
+
+#[test]
+fn fusermount3_u_with_an_upload_pending_finishes_it() {
+    unmount_with_an_upload_pending_finishes_it(&["fusermount3", "-u"]);
+}
+
+/// SIGTERM unmounts and the daemon waits for the upload; a second SIGTERM (systemd cleaning up)
+/// ends the wait: the log names the file kept in the journal, and the next mount uploads it.
+#[test]
+fn second_sigterm_keeps_uploads_for_the_next_mount() {
+    if !can_run() {
+        return;
+    }
+    let server = DavServer::start();
+    let sb = Sandbox::new();
+    let mp = MountPoint::new();
+    let (pid, log) = mount_with_a_hung_upload(&server, &sb, &mp);
+    let term = || {
+        // SAFETY: kill(2) on the daemon this test started (found through its status file).
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) }, 0);
+    };
+    term();
+    let end = Instant::now() + Duration::from_secs(10);
+    while is_mounted(mp.path()) {
+        assert!(Instant::now() < end, "SIGTERM did not unmount");
+        thread::sleep(Duration::from_millis(50));
+    }
+    wait_status_shows_pending(&sb, mp.path());
+    assert!(alive(pid), "the daemon exited with an upload pending");
+    term();
+    wait_exit(pid, EXIT_DEADLINE, "the second SIGTERM");
+    let text = fs::read_to_string(&log).unwrap();
+    let kept = text.lines().find(|l| l.contains("uploads stay queued on disk"));
+    assert!(
+        kept.is_some_and(|l| l.contains("late.bin")),
+        "the log does not name the upload kept for the next mount:\n{text}"
+    );
+    assert!(!server.root().join("late.bin").exists(), "uploaded despite the hang");
+
+    server.set_hang(false);
+    let pid2 = {
+        let _link = HelperLink::install();
+        let opts = format!("state_dir={},log_file={}", sb.state().display(), log.display());
+        let f = run(
+            sb.cmd("mount")
+                .args(["-t", "fuse.cloudmount", &server.url()])
+                .arg(mp.path())
+                .args(["-o", &opts]),
+            MOUNT_DEADLINE,
+        );
+        assert_mounted_by(&f, mp.path(), "the next mount");
+        sb.daemon_pid(mp.path())
+    };
+    let end = Instant::now() + Duration::from_secs(60);
+    while fs::read(server.root().join("late.bin")).ok().as_deref() != Some(b"arrives after umount".as_slice()) {
+        assert!(Instant::now() < end, "the next mount did not upload the kept file");
+        thread::sleep(Duration::from_millis(200));
+    }
+    run_ok(Command::new("umount").arg(mp.path()), QUICK);
+    wait_exit(pid2, EXIT_DEADLINE, "umount");
 }
 
 /// `cloudmount install --prefix DIR` copies the binary and links the helper to where the binary
