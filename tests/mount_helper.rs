@@ -768,3 +768,74 @@ fn logs_go_to_the_journal_stream_in_its_format() {
     assert!(!text.contains('\x1b'), "colours in the journal:\n{text}");
     assert!(sb.logs().is_empty(), "the daemon also wrote a log file: {}", sb.logs());
 }
+
+/// A user other than root mounts through fusermount3; the type is fuse.cloudmount there too, and
+/// uid/gid/umask apply.
+#[test]
+fn non_root_mount_through_fusermount3() {
+    if !can_run() {
+        return;
+    }
+    let probe = run(
+        Command::new("runuser").args(["-u", "nobody", "--", "test", "-r", "/dev/fuse", "-a", "-w", "/dev/fuse"]),
+        QUICK,
+    );
+    if !probe.status.success() {
+        eprintln!("SKIPPED: /dev/fuse is not open to other users here (mode 0666 on a normal system)");
+        return;
+    }
+    let server = DavServer::start();
+    put_file(server.root(), "hello.txt", b"hello");
+    let home = tempfile::Builder::new().prefix("cloudmount-nobody-").tempdir().unwrap();
+    let mp = home.path().join("mnt");
+    fs::create_dir(&mp).unwrap();
+    fs::set_permissions(home.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    run_ok(
+        Command::new("chown").args(["-R", "nobody:nogroup"]).arg(home.path()),
+        QUICK,
+    );
+    let as_nobody = |args: &[&str]| {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "nobody", "--"]).args(args).env("HOME", home.path());
+        c
+    };
+    let mpath = mp.to_str().unwrap();
+    let state = home.path().join("state");
+    let log = home.path().join("log");
+    let f = run(
+        as_nobody(&[cloudmount_bin(), "mount", &server.url(), mpath, "--umask", "077"])
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--log-file")
+            .arg(&log),
+        MOUNT_DEADLINE,
+    );
+    let unmount = || run(&mut as_nobody(&["fusermount3", "-u", mpath]), QUICK);
+    if !f.status.success() {
+        unmount();
+        panic!(
+            "nobody could not mount: {}\n{}",
+            f.both(),
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    let shown = run_ok(
+        Command::new("findmnt").args(["-n", "-o", "FSTYPE", "--mountpoint", mpath]),
+        QUICK,
+    )
+    .stdout_text();
+    let modes = run(
+        &mut as_nobody(&["stat", "-c", "%U %a", &format!("{mpath}/hello.txt")]),
+        QUICK,
+    )
+    .stdout_text();
+    let done = unmount();
+    assert_eq!(shown.trim(), "fuse.cloudmount");
+    assert_eq!(modes.trim(), "nobody 600");
+    assert!(done.status.success(), "fusermount3 -u as nobody: {}", done.both());
+    let end = Instant::now() + EXIT_DEADLINE;
+    while common::mount::processes_mentioning(&mp).iter().any(|p| alive(*p)) {
+        assert!(Instant::now() < end, "the daemon of nobody's mount did not exit");
+        thread::sleep(Duration::from_millis(100));
+    }
+}

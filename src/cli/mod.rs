@@ -15,7 +15,15 @@ use clap::{Args, Parser, Subcommand};
 
 /// cloudmount: mount OneDrive and WebDAV drives as a folder.
 #[derive(Debug, Parser)]
-#[command(name = "cloudmount", version, about, long_about = None)]
+#[command(
+    name = "cloudmount",
+    version,
+    about,
+    long_about = None,
+    after_help = "Also a mount helper: `cloudmount REMOTE DIR -o OPTIONS` (as mount.fuse3 runs it) and \
+                  `mount.fuse.cloudmount REMOTE DIR [-sfnv] -o OPTIONS` (as mount(8) runs it; see \
+                  `cloudmount install`). Options: docs/fstab.md."
+)]
 pub struct Cli {
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

@@ -299,6 +299,10 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
     });
     let ran = session.run();
     readiness.stopping();
+    if ran.is_err() && !fuser_owns_mount && session::is_mounted(&plan.mountpoint) {
+        // fuser unmounts its own mounts when its loop fails; ours we take down here.
+        let _ = session::unmount(&plan.mountpoint);
+    }
     ran.context("the FUSE session ended with an error")?;
     publishing.abort();
     tracing::info!(mountpoint = %plan.mountpoint.display(), "unmounted");
