@@ -8,6 +8,8 @@
 #                   (tests/common/apache.rs starts it through scripts/webdav-servers.sh);
 # - curl:           scripts/webdav-servers.sh checks that a server answers PROPFIND with it;
 # - rsync:          the write tests sync trees into the mount with it;
+# - util-linux (mount, umount, findmnt, runuser) and systemd (systemd-analyze): tests/mount_helper.rs mounts through
+#                   mount(8) and checks the example units of docs/fstab.md with `systemd-analyze verify`;
 # - WsgiDAV (PyPI, in a venv at target/test-tools/venv-wsgidav, with python3-venv from Debian if python3 lacks it):
 #                   the server that lets clients set modification times (tests/common/wsgidav.rs);
 # - fsx (crates.io, built into target/test-tools/bin): tests/fuse_fsx.rs;
@@ -23,12 +25,15 @@ command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
+{ command -v findmnt && command -v runuser; } >/dev/null 2>&1 || need+=(util-linux)
+command -v mount >/dev/null 2>&1 || need+=(mount)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [[ ! -x $venv/bin/wsgidav ]] && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   need+=(python3 python3-venv)
 fi
 
 if ((${#need[@]} == 0)); then
-  echo "install-test-deps: fuse3, apache2, apache2-utils, curl, rsync and python3-venv are already installed"
+  echo "install-test-deps: fuse3, apache2, apache2-utils, curl, rsync, util-linux, mount, systemd and python3-venv are already installed"
 else
   sudo=()
   if ((EUID != 0)); then

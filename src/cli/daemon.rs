@@ -7,21 +7,42 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
-/// The child's side of the readiness pipe.
+use super::notify::Notifier;
+
+/// The child's side of the readiness pipe, and systemd's readiness socket.
 pub struct Readiness {
     pipe: Option<File>,
+    notifier: Notifier,
+    notified_ready: bool,
 }
 
 impl Readiness {
-    /// No parent is waiting (foreground mode).
-    pub fn foreground() -> Self {
-        Readiness { pipe: None }
+    /// No parent is waiting (foreground mode); systemd may be, through `notifier`.
+    pub fn foreground(notifier: Notifier) -> Self {
+        Readiness {
+            pipe: None,
+            notifier,
+            notified_ready: false,
+        }
     }
 
-    /// Tell the waiting parent the mount is live.
+    /// Tell the waiting parent, and systemd (`READY=1`, once), that the mount is live.
     pub fn ready(&mut self) {
         if let Some(mut p) = self.pipe.take() {
             let _ = p.write_all(b"ok\n");
+        }
+        if !self.notified_ready {
+            self.notified_ready = true;
+            if let Err(e) = self.notifier.notify("READY=1") {
+                tracing::warn!(error = %e, "cannot tell systemd the mount is ready (NOTIFY_SOCKET)");
+            }
+        }
+    }
+
+    /// Tell systemd the mount is going away (`STOPPING=1`), after a successful `ready`.
+    pub fn stopping(&mut self) {
+        if self.notified_ready {
+            let _ = self.notifier.notify("STOPPING=1");
         }
     }
 
@@ -41,15 +62,35 @@ pub enum Forked {
     Child(Readiness),
 }
 
+/// Whether stderr is connected to the systemd journal: `JOURNAL_STREAM` names its device and inode
+/// (systemd.exec(5)), so a stderr redirected elsewhere by the user does not count.
+pub fn stderr_is_journal() -> bool {
+    let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.split_once(':') else {
+        return false;
+    };
+    let Ok(st) = nix::sys::stat::fstat(std::io::stderr()) else {
+        return false;
+    };
+    dev.parse::<u64>() == Ok(st.st_dev) && ino.parse::<u64>() == Ok(st.st_ino)
+}
+
 /// Fork. The parent blocks until the child reports and returns the exit code; the child detaches
-/// from the terminal, sends stdout and stderr to `log_path`, and gets the pipe to report on.
+/// from the terminal, sends stdout and stderr to `log_path` (or keeps stderr when it is the
+/// systemd journal and no log file was asked for), and gets the pipe to report on.
 ///
 /// Must be called before any thread is started.
-pub fn fork_daemon(log_path: &Path) -> std::io::Result<Forked> {
-    if let Some(dir) = log_path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path)?;
+pub fn fork_daemon(log_path: &Path, keep_stderr: bool, notifier: Notifier) -> std::io::Result<Forked> {
+    let log = if keep_stderr {
+        None
+    } else {
+        if let Some(dir) = log_path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        Some(std::fs::OpenOptions::new().create(true).append(true).open(log_path)?)
+    };
     let (read_end, write_end): (OwnedFd, OwnedFd) = nix::unistd::pipe()?;
     // SAFETY: no other thread exists yet (the caller's contract), so the child may run freely.
     match unsafe { nix::unistd::fork() }? {
@@ -61,10 +102,12 @@ pub fn fork_daemon(log_path: &Path) -> std::io::Result<Forked> {
                 Ok(Forked::Parent(0))
             } else {
                 if msg.trim().is_empty() {
-                    eprintln!(
-                        "cloudmount: the mount daemon exited before mounting (see {})",
-                        log_path.display()
-                    );
+                    let log = if keep_stderr {
+                        "the journal".to_string()
+                    } else {
+                        log_path.display().to_string()
+                    };
+                    eprintln!("cloudmount: the mount daemon exited before mounting (see {log})");
                 } else {
                     eprintln!("cloudmount: {}", msg.trim_end());
                 }
@@ -78,11 +121,20 @@ pub fn fork_daemon(log_path: &Path) -> std::io::Result<Forked> {
             // SAFETY: dup2 onto the standard descriptors of this single-threaded process.
             unsafe {
                 libc::dup2(devnull.as_raw_fd(), 0);
-                libc::dup2(log.as_raw_fd(), 1);
-                libc::dup2(log.as_raw_fd(), 2);
+                match &log {
+                    Some(log) => {
+                        libc::dup2(log.as_raw_fd(), 1);
+                        libc::dup2(log.as_raw_fd(), 2);
+                    }
+                    None => {
+                        libc::dup2(2, 1);
+                    }
+                }
             }
             Ok(Forked::Child(Readiness {
                 pipe: Some(File::from(write_end)),
+                notifier,
+                notified_ready: false,
             }))
         }
     }

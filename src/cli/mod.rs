@@ -3,6 +3,9 @@
 
 pub mod config;
 pub mod daemon;
+pub mod helper;
+pub mod install;
+pub mod notify;
 pub mod run;
 pub mod state;
 
@@ -12,7 +15,15 @@ use clap::{Args, Parser, Subcommand};
 
 /// cloudmount: mount OneDrive and WebDAV drives as a folder.
 #[derive(Debug, Parser)]
-#[command(name = "cloudmount", version, about, long_about = None)]
+#[command(
+    name = "cloudmount",
+    version,
+    about,
+    long_about = None,
+    after_help = "Also a mount helper: `cloudmount REMOTE DIR -o OPTIONS` (as mount.fuse3 runs it) and \
+                  `mount.fuse.cloudmount REMOTE DIR [-sfnv] -o OPTIONS` (as mount(8) runs it; see \
+                  `cloudmount install`). Options: docs/fstab.md."
+)]
 pub struct Cli {
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -23,6 +34,8 @@ pub struct Cli {
 }
 
 /// Subcommands.
+// Parsed once per run; boxing the mount arguments would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Mount a remote on a folder. Returns once the mount is live, unless --foreground.
@@ -50,6 +63,23 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         state_dir: Option<PathBuf>,
     },
+    /// Install the binary and the mount helper link, so that `mount -t fuse.cloudmount` and
+    /// /etc/fstab entries work: copies this binary to PREFIX/usr/local/bin/cloudmount and links
+    /// PREFIX/sbin/mount.fuse.cloudmount to /usr/local/bin/cloudmount.
+    Install {
+        /// Install under this folder instead of / (for packaging and tests; the link still points
+        /// at /usr/local/bin/cloudmount, where the binary will be at run time).
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        prefix: PathBuf,
+    },
+}
+
+/// Parses an octal umask such as `022` or `0027`.
+pub fn parse_umask(s: &str) -> Result<u16, String> {
+    match u16::from_str_radix(s.trim_start_matches("0o"), 8) {
+        Ok(v) if v <= 0o777 => Ok(v),
+        _ => Err(format!("{s:?} is not an octal umask between 000 and 777")),
+    }
 }
 
 /// Arguments of `cloudmount mount`.
@@ -74,9 +104,28 @@ pub struct MountArgs {
     /// Uploads running at once.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub uploads: usize,
-    /// Let other users access the mount (non-root needs user_allow_other in /etc/fuse.conf).
+    /// Let other users access the mount (non-root needs user_allow_other in /etc/fuse.conf). The
+    /// kernel still checks --uid, --gid and --umask for them.
     #[arg(long)]
     pub allow_other: bool,
+    /// Owner shown for every file and folder (default: the user who mounts).
+    #[arg(long, value_name = "UID")]
+    pub uid: Option<u32>,
+    /// Group shown for every file and folder (default: the group of the user who mounts).
+    #[arg(long, value_name = "GID")]
+    pub gid: Option<u32>,
+    /// Permission bits taken away from files (0666) and folders (0777), in octal.
+    #[arg(long, value_name = "OCTAL", default_value = "022", value_parser = parse_umask)]
+    pub umask: u16,
+    /// How often to ask the server for changes, in seconds. Accepted and kept with the mount's
+    /// settings, but not used yet: change polling is not implemented, so changes made elsewhere
+    /// show up only after --ttl.
+    #[arg(long, value_name = "SECS")]
+    pub poll_interval: Option<f64>,
+    /// When the server cannot be reached at mount time (no network yet at boot), keep trying for
+    /// this long before failing (mount option wait_online=SECS). 0: fail at once.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    pub wait_online: f64,
     /// Memory cap of the block cache, in MiB.
     #[arg(long, value_name = "MiB", default_value_t = 256)]
     pub cache_size: u64,

@@ -61,6 +61,10 @@ pub struct MountPlan {
     pub min_free_bytes: u64,
     /// Uploads at once.
     pub uploads: usize,
+    /// `--poll-interval`: kept with the mount, not used yet (no change polling).
+    pub poll_interval: Option<Duration>,
+    /// How long to keep trying to reach the server at mount time.
+    pub wait_online: Duration,
 }
 
 fn secs(name: &str, v: f64) -> Result<Duration> {
@@ -175,12 +179,21 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan> {
     if args.uploads == 0 {
         bail!("--uploads must be at least 1");
     }
+    let poll_interval = match args.poll_interval {
+        Some(v) if v > 0.0 => Some(secs("poll-interval", v)?),
+        Some(_) => bail!("--poll-interval must be a positive number of seconds"),
+        None => None,
+    };
+    let wait_online = secs("wait-online", args.wait_online)?;
+    // SAFETY: getuid/getgid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let ownership = Ownership::new(args.uid.unwrap_or(uid), args.gid.unwrap_or(gid), args.umask);
     let log_file = args.log_file.clone().unwrap_or_else(|| default_log_file(&mountpoint));
     Ok(MountPlan {
         remote,
         mountpoint,
         fs: FsConfig {
-            ownership: Ownership::current_user(),
+            ownership,
             attr_ttl,
             negative_ttl,
             block_size,
@@ -194,6 +207,8 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan> {
         state_dir: args.state_dir.clone().unwrap_or_else(state::default_state_dir),
         min_free_bytes: args.min_free.saturating_mul(1 << 20),
         uploads: args.uploads,
+        poll_interval,
+        wait_online,
     })
 }
 
@@ -224,9 +239,10 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
         timeout: plan.timeout,
         connect_timeout: plan.timeout.min(Duration::from_secs(10)),
     })?);
-    let fs = rt
-        .block_on(DriveFs::new(remote.clone(), plan.fs.clone()))
-        .with_context(|| format!("cannot open {url}"))?;
+    if let Some(p) = plan.poll_interval {
+        tracing::info!(poll_interval = ?p, "poll_interval is accepted but not used yet: changes made elsewhere show after --ttl");
+    }
+    let fs = first_contact(rt, &remote, plan)?;
     // The journal of a remote is used by one mount at a time, and resumed by the next one.
     let remote_state = if plan.fs.read_only {
         None
@@ -254,7 +270,10 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
         allow_other: plan.allow_other,
         read_only: plan.fs.read_only,
     };
-    let mut session = session::mount(fs.clone(), rt.handle().clone(), &settings)
+    let session::Mounted {
+        mut session,
+        fuser_owns_mount,
+    } = session::mount(fs.clone(), rt.handle().clone(), &settings)
         .with_context(|| format!("cannot mount on {}", plan.mountpoint.display()))?;
     tracing::info!(remote = %url, mountpoint = %plan.mountpoint.display(), read_only = plan.fs.read_only, "mounted");
     readiness.ready();
@@ -267,7 +286,7 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
         mountpoint: plan.mountpoint.clone(),
     };
     let (signals_tx, mut signals) = tokio::sync::watch::channel(0u32);
-    let unmounter = session.unmount_callable();
+    let unmounter = fuser_owns_mount.then(|| session.unmount_callable());
     rt.spawn(unmount_on_signal(plan.mountpoint.clone(), unmounter, signals_tx));
     let publishing = rt.spawn({
         let p = publisher.clone();
@@ -278,7 +297,13 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
             }
         }
     });
-    session.run().context("the FUSE session ended with an error")?;
+    let ran = session.run();
+    readiness.stopping();
+    if ran.is_err() && !fuser_owns_mount && session::is_mounted(&plan.mountpoint) {
+        // fuser unmounts its own mounts when its loop fails; ours we take down here.
+        let _ = session::unmount(&plan.mountpoint);
+    }
+    ran.context("the FUSE session ended with an error")?;
     publishing.abort();
     tracing::info!(mountpoint = %plan.mountpoint.display(), "unmounted");
 
@@ -311,13 +336,43 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
             if left.is_empty() {
                 tracing::info!("every upload reached the server");
             } else {
-                tracing::warn!(count = left.len(), journal = %st.journal().display(),
+                tracing::warn!(count = left.len(), files = ?left.iter().map(|u| &u.name).collect::<Vec<_>>(),
+                    journal = %st.journal().display(),
                     "uploads stay queued on disk; they resume at the next mount of this remote");
             }
         }
     }
     let _ = std::fs::remove_file(&status_file);
     Ok(())
+}
+
+/// Whether a failure to reach the server may go away by itself (no network yet, server starting).
+fn unreachable(e: &crate::vfs::FsError) -> bool {
+    matches!(e.errno(), libc::EHOSTUNREACH | libc::ETIMEDOUT | libc::EAGAIN)
+}
+
+/// Open the remote's root, retrying for `--wait-online` while the server cannot be reached.
+fn first_contact(rt: &tokio::runtime::Runtime, remote: &Arc<dyn Remote>, plan: &MountPlan) -> Result<Arc<DriveFs>> {
+    let url = &plan.remote.url;
+    let deadline = std::time::Instant::now() + plan.wait_online;
+    loop {
+        match rt.block_on(DriveFs::new(remote.clone(), plan.fs.clone())) {
+            Ok(fs) => return Ok(fs),
+            Err(e) if unreachable(&e) && std::time::Instant::now() < deadline => {
+                tracing::info!(error = %e, "cannot reach {url} yet; trying again (--wait-online)");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) if unreachable(&e) => {
+                let hint = if plan.wait_online.is_zero() {
+                    "is the network up? --wait-online SECS (mount option wait_online=SECS) waits for it".to_string()
+                } else {
+                    format!("gave up after waiting {:?}", plan.wait_online)
+                };
+                bail!("cannot reach {url}: {e} ({hint})");
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot open {url}")),
+        }
+    }
 }
 
 /// Publishes a mount's status file for `cloudmount status` and `cloudmount unmount`.
@@ -349,7 +404,7 @@ impl Publisher {
 /// in `signals`, so a second one can stop the wait for uploads.
 async fn unmount_on_signal(
     mountpoint: PathBuf,
-    unmounter: fuser::SessionUnmounter,
+    unmounter: Option<fuser::SessionUnmounter>,
     signals: tokio::sync::watch::Sender<u32>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -370,13 +425,14 @@ async fn unmount_on_signal(
         }
         tracing::info!(signal = name, "unmounting");
         let (mp, unmounter) = (mountpoint.clone(), unmounter.clone());
-        // fuser's own unmounter first (it then knows the mount is gone); our lazy fallback when busy.
-        let attempt = move || match unmounter.lock().unwrap_or_else(|e| e.into_inner()).unmount() {
-            Ok(()) => Ok(()),
-            Err(e) => {
+        // fuser's own unmounter first when it made the mount (it then knows the mount is gone);
+        // ours otherwise, and as the lazy fallback when busy.
+        let attempt = move || match unmounter.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            Some(u) => u.unmount().or_else(|e| {
                 tracing::debug!(error = %e, "plain unmount failed; trying again");
                 session::unmount(&mp)
-            }
+            }),
+            None => session::unmount(&mp),
         };
         match tokio::task::spawn_blocking(attempt).await {
             Ok(Ok(())) => unmounted = true,

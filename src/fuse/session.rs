@@ -25,9 +25,23 @@ pub struct MountSettings {
     pub read_only: bool,
 }
 
-/// Mount `fs` and return the session, ready to [`run`](Session::run). The mount is live when this
-/// returns.
-pub fn mount(fs: Arc<DriveFs>, rt: Handle, settings: &MountSettings) -> io::Result<Session<FuseAdapter>> {
+/// The filesystem type mount(8), findmnt and systemd see: `fuse.cloudmount`.
+pub const FSTYPE: &str = "fuse.cloudmount";
+
+/// A live FUSE session, and whether fuser itself made the mount (and so can unmount it).
+pub struct Mounted {
+    /// The session, ready to [`run`](Session::run).
+    pub session: Session<FuseAdapter>,
+    /// False when we mounted through mount(2) ourselves: fuser's unmounter then does nothing, and
+    /// [`unmount`] is the way.
+    pub fuser_owns_mount: bool,
+}
+
+/// Mount `fs` and return the session. The mount is live when this returns.
+///
+/// As root we call mount(2) ourselves, because fuser's own mount(2) always uses the type `fuse`
+/// and drops the subtype; through fusermount3 (everyone else) the type is `fuse.cloudmount` anyway.
+pub fn mount(fs: Arc<DriveFs>, rt: Handle, settings: &MountSettings) -> io::Result<Mounted> {
     let mut options = vec![
         MountOption::FSName(settings.fsname.clone()),
         MountOption::Subtype("cloudmount".into()),
@@ -51,7 +65,52 @@ pub fn mount(fs: Arc<DriveFs>, rt: Handle, settings: &MountSettings) -> io::Resu
     };
     cfg.n_threads = Some(2);
     cfg.clone_fd = true;
-    Session::new(FuseAdapter::new(fs, rt), &settings.mountpoint, &cfg)
+    let adapter = FuseAdapter::new(fs, rt);
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return mount_as_root(adapter, settings, cfg).map(|session| Mounted {
+            session,
+            fuser_owns_mount: false,
+        });
+    }
+    Session::new(adapter, &settings.mountpoint, &cfg).map(|session| Mounted {
+        session,
+        fuser_owns_mount: true,
+    })
+}
+
+/// mount(2) of type `fuse.cloudmount` with the options fuser would use, then fuser's session on
+/// the `/dev/fuse` descriptor (its handshake answers the kernel's INIT, so the mount is live).
+fn mount_as_root(adapter: FuseAdapter, settings: &MountSettings, cfg: Config) -> io::Result<Session<FuseAdapter>> {
+    use nix::mount::MsFlags;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse")?;
+    let rootmode = std::fs::metadata(&settings.mountpoint)?.mode() & libc::S_IFMT;
+    let mut data = format!(
+        "fd={},rootmode={rootmode:o},user_id={},group_id={},default_permissions",
+        dev.as_raw_fd(),
+        nix::unistd::getuid(),
+        nix::unistd::getgid()
+    );
+    if settings.allow_other {
+        data.push_str(",allow_other");
+    }
+    let mut flags = MsFlags::MS_NODEV | MsFlags::MS_NOSUID | MsFlags::MS_NOATIME;
+    if settings.read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    nix::mount::mount(
+        Some(settings.fsname.as_str()),
+        &settings.mountpoint,
+        Some(FSTYPE),
+        flags,
+        Some(data.as_str()),
+    )?;
+    let acl = cfg.acl;
+    Session::from_fd(adapter, dev.into(), acl, cfg).inspect_err(|_| {
+        let _ = nix::mount::umount2(&settings.mountpoint, nix::mount::MntFlags::MNT_DETACH);
+    })
 }
 
 /// Whether `dir` is a mountpoint right now (per /proc/self/mountinfo).

@@ -41,15 +41,24 @@ pub struct Ownership {
 }
 
 impl Ownership {
+    /// The default umask: files 0644, folders 0755.
+    pub const DEFAULT_UMASK: u16 = 0o022;
+
     /// Items owned by the user running the daemon, files 0644 and folders 0755.
     pub fn current_user() -> Self {
         // SAFETY: getuid/getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        Ownership::new(uid, gid, Self::DEFAULT_UMASK)
+    }
+
+    /// Items owned by `uid`:`gid`, files `0666 & !umask` and folders `0777 & !umask` (as a local
+    /// filesystem creates them under that umask).
+    pub fn new(uid: u32, gid: u32, umask: u16) -> Self {
         Ownership {
             uid,
             gid,
-            file_mode: 0o644,
-            dir_mode: 0o755,
+            file_mode: 0o666 & !umask,
+            dir_mode: 0o777 & !umask,
         }
     }
 
@@ -83,5 +92,18 @@ pub fn content_tag(entry: &Entry) -> Version {
                 mtime.subsec_nanos()
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn umask_decides_modes() {
+        let o = Ownership::new(7, 8, 0o027);
+        assert_eq!((o.uid, o.gid, o.file_mode, o.dir_mode), (7, 8, 0o640, 0o750));
+        let d = Ownership::new(0, 0, Ownership::DEFAULT_UMASK);
+        assert_eq!((d.file_mode, d.dir_mode), (0o644, 0o755));
     }
 }
