@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use cloudmount::cli::daemon::{fork_daemon, Forked, Readiness};
-use cloudmount::cli::{run, Cli, Command};
+use cloudmount::cli::{run, Cli, Command, LoginTarget};
 
 fn init_logging(verbose: u8) {
     let default = match verbose {
@@ -65,6 +65,21 @@ fn main() -> ExitCode {
             init_logging(cli.verbose);
             match run::unmount(&mountpoint, no_wait, state_dir.as_deref()) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("cloudmount: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Login {
+            target: LoginTarget::Onedrive(args),
+        } => {
+            init_logging(cli.verbose);
+            match cloudmount::cli::login::login_onedrive(&args) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
                     eprintln!("cloudmount: {e:#}");
                     ExitCode::FAILURE
