@@ -349,6 +349,16 @@ async fn refreshes_ahead_of_expiry_with_5s_tokens() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(seen.len() >= 2, "the token never changed");
+    // Renewal does not wait for callers: with nobody asking, the stored token still changes
+    // before the current one expires.
+    let before = stored(&store);
+    let s = store.clone();
+    let expires = before.expires_at_ms;
+    wait_until("a renewal without callers", Duration::from_secs(15), move || {
+        stored(&s).access_token != before.access_token
+    })
+    .await;
+    assert!(stored(&store).obtained_at_ms < expires, "renewed only after expiry");
     let on_disk = stored(&store);
     assert_ne!(on_disk.refresh_token.as_ref().unwrap().expose(), rt0);
     assert_eq!(mode(store.path()), 0o600);
@@ -356,6 +366,45 @@ async fn refreshes_ahead_of_expiry_with_5s_tokens() {
         g.stats().recent.iter().all(|r| r.status != 401),
         "a request was refused"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_rejections_share_one_refresh() {
+    let g = fake(Duration::from_secs(3599)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = oauth(&g, "many", Flow::Device);
+    let store = TokenStore::new(dir.path(), "many").unwrap();
+    seed_store(&g, &cfg, &store);
+    let (src, _state) = OAuthTokenSource::from_store(&cfg, dir.path(), http()).unwrap();
+    let at = src.access_token().await.unwrap();
+    g.faults().expire_access_tokens();
+    let before = g.stats().count(RouteClass::Token);
+    let calls: Vec<_> = (0..16)
+        .map(|_| {
+            let (src, at) = (src.clone(), at.clone());
+            tokio::spawn(async move { src.token_rejected(&at).await.unwrap() })
+        })
+        .collect();
+    let mut got = std::collections::BTreeSet::new();
+    for c in calls {
+        got.insert(c.await.unwrap());
+    }
+    assert_eq!(got.len(), 1, "every caller gets the one new token");
+    assert!(!got.contains(&at));
+    assert_eq!(
+        g.stats().count(RouteClass::Token) - before,
+        1,
+        "one refresh for one rejected token"
+    );
+    // A caller reporting the old token late gets the new one without another refresh.
+    let late = src.token_rejected(&at).await.unwrap();
+    assert!(got.contains(&late));
+    assert_eq!(g.stats().count(RouteClass::Token) - before, 1);
+    // Rejecting the new token refreshes again.
+    let newer = src.token_rejected(&late).await.unwrap();
+    assert_ne!(newer, late);
+    assert_eq!(g.stats().count(RouteClass::Token) - before, 2);
+    assert_eq!(graph_status(&g, "/me/drive", &newer).await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -248,17 +248,26 @@ impl Inner {
     }
 
     /// The current token if it can be used, `Err` when a sign-in is needed.
+    /// The token file is only looked at when the token in memory will not do (sign-in needed,
+    /// stale, rejected), not on every request.
     fn fresh(&self, rejected: Option<&str>) -> RemoteResult<Option<String>> {
         let mut cur = self.lock();
+        let pick = |cur: &Current| {
+            cur.tokens
+                .as_ref()
+                .filter(|t| t.usable(SystemTime::now()) && rejected != Some(t.access_token.expose()))
+                .map(|t| t.access_token.expose().to_string())
+        };
+        if cur.login_needed.is_none() {
+            if let Some(t) = pick(&cur) {
+                return Ok(Some(t));
+            }
+        }
         self.reload_if_changed(&mut cur);
         if let Some(why) = &cur.login_needed {
             return Err(self.login_error(why));
         }
-        Ok(cur
-            .tokens
-            .as_ref()
-            .filter(|t| t.usable(SystemTime::now()) && rejected != Some(t.access_token.expose()))
-            .map(|t| t.access_token.expose().to_string()))
+        Ok(pick(&cur))
     }
 
     /// Get a new access token from the endpoint and store it. Call with `renewing` held.
