@@ -1,7 +1,6 @@
 //! The OAuth flows, the token store and the refreshing token source against the fake Graph and
 //! identity server, over HTTP. Waits are on conditions with generous timeouts (a loaded 2-core box).
 
-use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
@@ -481,6 +480,31 @@ async fn revocation_needs_login_and_a_new_login_recovers_the_same_source() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_refresher_notices_interaction_required_without_callers() {
+    let g = fake(Duration::from_secs(5)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = oauth(&g, "mfa", Flow::Browser);
+    let store = TokenStore::new(dir.path(), "mfa").unwrap();
+    seed_store(&g, &cfg, &store);
+    let (src, mut state) = OAuthTokenSource::from_store(&cfg, dir.path(), http()).unwrap();
+    g.faults().revoke_refresh_tokens(50076);
+    let s = tokio::time::timeout(
+        Duration::from_secs(30),
+        state.wait_for(|s| matches!(s, AuthState::LoginNeeded { .. })),
+    )
+    .await
+    .expect("login needed");
+    assert_eq!(
+        s,
+        AuthState::LoginNeeded {
+            command: "cloudmount login onedrive mfa --browser".into(),
+            reason: "interaction_required (AADSTS50076)".into(),
+        }
+    );
+    assert!(matches!(src.access_token().await, Err(RemoteError::Unauthorized(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_endpoint_5xx_is_retried_and_never_means_login() {
     let g = fake(Duration::from_secs(3599)).await;
     let dir = tempfile::tempdir().unwrap();
@@ -562,11 +586,38 @@ async fn secrets_stay_out_of_debug_output() {
     assert!(!log_text().contains(&at) && !log_text().contains(&rt));
 }
 
+/// Run `cloudmount login onedrive ARGS`, approving the device code it prints (if any).
+/// Returns (success, stdout, stderr).
+fn run_cli_login(g: &FakeGraph, args: &[&std::ffi::OsStr]) -> (bool, String, String) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cloudmount"))
+        .args(["login", "onedrive"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut printed = String::new();
+    let mut line = String::new();
+    while out.read_line(&mut line).unwrap() > 0 {
+        printed.push_str(&line);
+        if let Some(rest) = line.split("enter the code ").nth(1) {
+            let code = rest.split_whitespace().next().unwrap();
+            assert!(g.approve_device_code(code), "{printed}");
+        }
+        line.clear();
+    }
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status.success(), printed, err)
+}
+
 /// `cloudmount login onedrive NAME` as a user runs it: device code, approved by reading the code
-/// the command prints.
+/// the command prints; then again for the same remote, which only renews its tokens.
 #[test]
 fn cli_login_device_code() {
-    use std::io::BufRead as _;
     let g = FakeGraph::spawn(FakeGraphConfig {
         device_code_interval: 1,
         ..Default::default()
@@ -575,61 +626,70 @@ fn cli_login_device_code() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("conf/config.toml");
     std::fs::create_dir_all(config.parent().unwrap()).unwrap();
-    let mut f = std::fs::File::create(&config).unwrap();
-    writeln!(f, "[remotes.nas]\ntype = \"webdav\"\nurl = \"http://nas/dav/\"").unwrap();
-    drop(f);
+    std::fs::write(&config, "[remotes.nas]\ntype = \"webdav\"\nurl = \"http://nas/dav/\"\n").unwrap();
     let state_dir = dir.path().join("state");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cloudmount"))
-        .args(["login", "onedrive", "work", "--login-url"])
-        .arg(g.login_url())
-        .arg("--graph-url")
-        .arg(g.graph_url())
-        .arg("--client-id")
-        .arg(g.client_id())
-        .arg("--config")
-        .arg(&config)
-        .arg("--state-dir")
-        .arg(&state_dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut printed = String::new();
-    let mut line = String::new();
-    let code = loop {
-        line.clear();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "no device code printed: {printed}"
-        );
-        printed.push_str(&line);
-        if let Some(rest) = line.split("enter the code ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    assert!(g.approve_device_code(&code), "{printed}");
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert!(status.success(), "{printed}{rest}{err}");
-    assert!(rest.contains("Signed in remote work"), "{rest}");
+    let (login_url, graph_url, client_id) = (g.login_url(), g.graph_url(), g.client_id());
+    let common: Vec<&std::ffi::OsStr> = vec![
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--state-dir".as_ref(),
+        state_dir.as_os_str(),
+    ];
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "work".as_ref(),
+        "--login-url".as_ref(),
+        login_url.as_ref(),
+        "--graph-url".as_ref(),
+        graph_url.as_ref(),
+        "--client-id".as_ref(),
+        client_id.as_ref(),
+    ];
+    args.extend(&common);
+    let (ok, out, err) = run_cli_login(&g, &args);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("enter the code") && out.contains("Signed in remote work"),
+        "{out}"
+    );
     let token_file = state_dir.join("tokens/work.json");
     assert_eq!(mode(&token_file), 0o600);
     let tokens: StoredTokens = serde_json::from_slice(&std::fs::read(&token_file).unwrap()).unwrap();
     assert!(tokens.refresh_token.is_some());
-    for text in [&printed, &rest, &err] {
+    for text in [&out, &err] {
         assert!(!text.contains(tokens.access_token.expose()));
         assert!(!text.contains(tokens.refresh_token.as_ref().unwrap().expose()));
     }
     let cfg = cloudmount::cli::config::ConfigFile::load(&config, true).unwrap();
     assert_eq!(cfg.remote("nas").unwrap().url.as_deref(), Some("http://nas/dav/"));
-    let work = cfg.remote("work").unwrap();
-    let settings = work.onedrive("work").unwrap();
+    let settings = cfg.remote("work").unwrap().onedrive("work").unwrap();
     assert_eq!(settings.oauth.login_url.as_str().trim_end_matches('/'), g.login_url());
     assert_eq!(settings.graph_url.as_str(), g.graph_url());
     assert_eq!(settings.oauth.client_id, g.client_id());
     assert_eq!(settings.oauth.flow, Flow::Device);
+
+    // Again, with only the name: the settings come from the config, the tokens are replaced.
+    let mut again: Vec<&std::ffi::OsStr> = vec!["work".as_ref()];
+    again.extend(&common);
+    let (ok, out, err) = run_cli_login(&g, &again);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("Updated the remote"), "{out}");
+    let renewed: StoredTokens = serde_json::from_slice(&std::fs::read(&token_file).unwrap()).unwrap();
+    assert_ne!(renewed.refresh_token, tokens.refresh_token);
+    let cfg2 = cloudmount::cli::config::ConfigFile::load(&config, true).unwrap();
+    assert_eq!(cfg2.remotes, cfg.remotes);
+
+    // Client credentials without a secret source or tenant: a clear error, nothing changed.
+    let mut bad: Vec<&std::ffi::OsStr> = vec![
+        "app".as_ref(),
+        "--client-credentials".as_ref(),
+        "--drive-id".as_ref(),
+        "d".as_ref(),
+    ];
+    bad.extend(&common);
+    let (ok, out, err) = run_cli_login(&g, &bad);
+    assert!(!ok, "{out}");
+    assert!(err.contains("client_secret_file or client_secret_env"), "{err}");
+    let cfg3 = cloudmount::cli::config::ConfigFile::load(&config, true).unwrap();
+    assert_eq!(cfg3.remotes, cfg.remotes);
+    assert!(!state_dir.join("tokens/app.json").exists());
 }
