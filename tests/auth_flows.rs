@@ -502,6 +502,13 @@ async fn the_refresher_notices_interaction_required_without_callers() {
         }
     );
     assert!(matches!(src.access_token().await, Err(RemoteError::Unauthorized(_))));
+    // What `status` shows, also after a round trip through a status file.
+    let json = serde_json::to_string(&s).unwrap();
+    assert_eq!(serde_json::from_str::<AuthState>(&json).unwrap(), s);
+    assert_eq!(
+        s.summary(),
+        "sign-in needed (interaction_required (AADSTS50076)): run `cloudmount login onedrive mfa --browser`"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

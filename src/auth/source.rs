@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -28,7 +28,7 @@ const LOGIN_POLL: Duration = Duration::from_secs(1);
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
 
 /// What `cloudmount status` shows about a remote's sign-in.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum AuthState {
     /// Signed in; a token is at hand or will be fetched when needed.
@@ -53,6 +53,18 @@ pub enum AuthState {
 /// A read-only view of a source's [`AuthState`], cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AuthStateHandle(watch::Receiver<AuthState>);
+
+impl AuthState {
+    /// One line for `cloudmount status`.
+    pub fn summary(&self) -> String {
+        match self {
+            AuthState::Ok => "signed in".into(),
+            AuthState::Refreshing => "signed in (renewing the access token)".into(),
+            AuthState::Retrying { error } => format!("signed in; token endpoint unavailable, retrying ({error})"),
+            AuthState::LoginNeeded { command, reason } => format!("sign-in needed ({reason}): run `{command}`"),
+        }
+    }
+}
 
 impl AuthStateHandle {
     /// The state now.
