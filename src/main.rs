@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use cloudmount::cli::daemon::{fork_daemon, stderr_is_journal, Forked, Readiness};
 use cloudmount::cli::notify::Notifier;
-use cloudmount::cli::{helper, install, run, Cli, Command, MountArgs};
+use cloudmount::cli::{helper, install, run, Cli, Command, LoginTarget, MountArgs};
 
 /// A journald line: `<priority>target: message fields`, no timestamp (the journal adds one).
 struct JournaldFormat;
@@ -135,6 +135,21 @@ fn main() -> ExitCode {
             init_logging(cli.verbose);
             match run::unmount(&mountpoint, no_wait, state_dir.as_deref()) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("cloudmount: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Login {
+            target: LoginTarget::Onedrive(args),
+        } => {
+            init_logging(cli.verbose);
+            match cloudmount::cli::login::login_onedrive(&args) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
                     eprintln!("cloudmount: {e:#}");
                     ExitCode::FAILURE

@@ -1,6 +1,28 @@
 //! Where Graph requests get their bearer token. The Graph client only sees [`TokenSource`]; the OAuth
 //! flows, the token store and the background refresher live behind it, so the client can be tested
 //! with a fixed token and the auth code can be tested without Graph.
+//!
+//! - [`config`]: what a OneDrive remote's sign-in needs (endpoints, client id, flow, scopes);
+//! - [`store`]: the 0600 token file per remote, replaced atomically;
+//! - [`oauth`]: the token endpoint through `oauth2` over our HTTP client, error classification,
+//!   refresh and client credentials;
+//! - [`device`], [`browser`], [`login`]: the interactive sign-ins;
+//! - [`source`]: [`OAuthTokenSource`], the refreshing token source a mount uses.
+
+pub mod browser;
+pub mod config;
+pub mod device;
+pub mod login;
+pub mod oauth;
+mod secret;
+pub mod source;
+pub mod store;
+
+pub use config::{Flow, OAuthConfig, SecretSource, DEFAULT_CLIENT_ID};
+pub use login::{login, LoginError, LoginUi};
+pub use secret::Secret;
+pub use source::{AuthState, AuthStateHandle, OAuthTokenSource};
+pub use store::{StoredTokens, TokenStore};
 
 use async_trait::async_trait;
 

@@ -5,6 +5,7 @@ pub mod config;
 pub mod daemon;
 pub mod helper;
 pub mod install;
+pub mod login;
 pub mod notify;
 pub mod run;
 pub mod state;
@@ -52,6 +53,12 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         state_dir: Option<PathBuf>,
     },
+    /// Sign a remote in and save its tokens (creates or updates the remote in the config).
+    Login {
+        /// The kind of remote.
+        #[command(subcommand)]
+        target: LoginTarget,
+    },
     /// Show live mounts and the uploads they have not finished (with bytes sent so far).
     Status {
         /// Only the mount at this folder.
@@ -80,6 +87,67 @@ pub fn parse_umask(s: &str) -> Result<u16, String> {
         Ok(v) if v <= 0o777 => Ok(v),
         _ => Err(format!("{s:?} is not an octal umask between 000 and 777")),
     }
+}
+
+/// What `cloudmount login` signs in.
+#[derive(Debug, Subcommand)]
+pub enum LoginTarget {
+    /// OneDrive or SharePoint through Microsoft Graph. Device code sign-in by default.
+    Onedrive(OneDriveLoginArgs),
+}
+
+/// Arguments of `cloudmount login onedrive`. Settings given here are written into the remote's
+/// config entry; settings not given keep their configured value. Secrets are never arguments.
+#[derive(Debug, Clone, Args)]
+pub struct OneDriveLoginArgs {
+    /// Name of the remote (created in the config if missing).
+    pub name: String,
+    /// Sign in in a browser (authorization code + PKCE with a localhost redirect).
+    #[arg(long, conflicts_with_all = ["client_credentials", "device"])]
+    pub browser: bool,
+    /// Sign in as an application with a client secret (from --client-secret-file or
+    /// --client-secret-env); needs --tenant and a drive (--drive-id, --drive-user or --sharepoint).
+    #[arg(long, conflicts_with = "device")]
+    pub client_credentials: bool,
+    /// Sign in with a device code (the default; switches back from --browser).
+    #[arg(long)]
+    pub device: bool,
+    /// Tenant id or domain (default: common).
+    #[arg(long, value_name = "T")]
+    pub tenant: Option<String>,
+    /// Application (client) id.
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+    /// A SharePoint site URL to mount a library of.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["drive_id", "drive_user"])]
+    pub sharepoint: Option<String>,
+    /// The document library of --sharepoint (default: the site's default library).
+    #[arg(long, value_name = "NAME", requires = "sharepoint")]
+    pub library: Option<String>,
+    /// Mount the drive with this id.
+    #[arg(long, value_name = "ID", conflicts_with = "drive_user")]
+    pub drive_id: Option<String>,
+    /// Mount this user's OneDrive (UPN or id).
+    #[arg(long, value_name = "UPN")]
+    pub drive_user: Option<String>,
+    /// A file holding the client secret (client credentials).
+    #[arg(long, value_name = "PATH", conflicts_with = "client_secret_env")]
+    pub client_secret_file: Option<PathBuf>,
+    /// An environment variable holding the client secret (client credentials).
+    #[arg(long, value_name = "VAR")]
+    pub client_secret_env: Option<String>,
+    /// The config file (default: $XDG_CONFIG_HOME/cloudmount/config.toml).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// The state directory holding the tokens (default: $XDG_STATE_HOME/cloudmount).
+    #[arg(long, value_name = "PATH")]
+    pub state_dir: Option<PathBuf>,
+    /// Identity platform base (national clouds, test servers).
+    #[arg(long, value_name = "URL")]
+    pub login_url: Option<String>,
+    /// Graph service root (national clouds, test servers).
+    #[arg(long, value_name = "URL")]
+    pub graph_url: Option<String>,
 }
 
 /// Arguments of `cloudmount mount`.

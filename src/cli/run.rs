@@ -92,9 +92,13 @@ fn resolve_remote(args: &MountArgs) -> Result<ResolvedRemote> {
             .with_context(|| format!("in {}", path.display()))?;
         match r.kind {
             RemoteKind::Webdav => {}
+            RemoteKind::Onedrive => bail!(
+                "remote {:?} is a OneDrive remote; this build cannot mount OneDrive yet",
+                args.remote
+            ),
         }
         (
-            r.url.clone(),
+            r.url.clone().context("the remote has no url")?,
             r.user.clone(),
             r.password.clone(),
             r.password_command.clone(),
