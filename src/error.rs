@@ -64,6 +64,13 @@ pub enum RemoteError {
     /// The local file to upload could not be read (a problem on this machine, not the server's).
     #[error("cannot read the local file: {0}")]
     LocalFile(String),
+    /// The server does not allow this name (OneDrive: forbidden characters, reserved names...).
+    /// Checked before anything is sent where the rules are known ([`crate::remote::Remote::check_name`]).
+    #[error("invalid name: {0}")]
+    InvalidName(String),
+    /// The name, or the path it would make, is longer than the server allows.
+    #[error("name too long: {0}")]
+    NameTooLong(String),
 }
 
 impl RemoteError {
@@ -83,6 +90,8 @@ impl RemoteError {
             RemoteError::TooLarge => libc::EFBIG,
             RemoteError::Http { .. } | RemoteError::Protocol(_) | RemoteError::LocalFile(_) => libc::EIO,
             RemoteError::Unsupported(_) => libc::ENOTSUP,
+            RemoteError::InvalidName(_) => libc::EINVAL,
+            RemoteError::NameTooLong(_) => libc::ENAMETOOLONG,
         }
     }
 

@@ -124,8 +124,24 @@ pub enum Retry {
 enum RequestBody {
     /// Bytes kept in memory (XML bodies).
     Bytes(Bytes),
-    /// The whole content of a local file, streamed from disk at each attempt.
-    File(Arc<PathBuf>),
+    /// The whole content of a local file (or the range `(offset, len)` of it), streamed from disk
+    /// at each attempt.
+    File(Arc<PathBuf>, Option<(u64, u64)>),
+}
+
+/// Sees every chunk of a streamed file body as the connection takes it, with the chunk's offset in
+/// the file (for hashing while uploading, or progress in absolute terms). A retried attempt shows
+/// the same bytes again.
+#[derive(Clone)]
+pub struct BodyObserver(pub Arc<ObserveFn>);
+
+/// What a [`BodyObserver`] calls: `(offset in the file, chunk)`.
+pub type ObserveFn = dyn Fn(u64, &[u8]) + Send + Sync;
+
+impl fmt::Debug for BodyObserver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BodyObserver")
+    }
 }
 
 /// One request as a value, so that it can be sent again for a retry.
@@ -138,6 +154,7 @@ pub struct HttpRequest {
     retry: Retry,
     accept: Vec<StatusCode>,
     sent: Option<TransferProgress>,
+    observer: Option<BodyObserver>,
 }
 
 impl HttpRequest {
@@ -164,6 +181,7 @@ impl HttpRequest {
             retry,
             accept: Vec::new(),
             sent: None,
+            observer: None,
         }
     }
 
@@ -184,7 +202,20 @@ impl HttpRequest {
     /// does not grow with its size. A failure to read it is [`RemoteError::LocalFile`]. The
     /// request is bound by a stall limit instead of the total deadline (see the module doc).
     pub fn body_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.body = Some(RequestBody::File(Arc::new(path.into())));
+        self.body = Some(RequestBody::File(Arc::new(path.into()), None));
+        self
+    }
+
+    /// Like [`body_file`](Self::body_file), but only bytes `[offset, offset + len)` of the file
+    /// (an upload fragment). The file must hold them all, else [`RemoteError::LocalFile`].
+    pub fn body_file_range(mut self, path: impl Into<PathBuf>, offset: u64, len: u64) -> Self {
+        self.body = Some(RequestBody::File(Arc::new(path.into()), Some((offset, len))));
+        self
+    }
+
+    /// Show every chunk of a streamed file body to `observer` as the connection takes it.
+    pub fn observe_body(mut self, observer: BodyObserver) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -197,7 +228,7 @@ impl HttpRequest {
 
     /// Whether the body is streamed from a file (and the stall limit applies).
     fn streams(&self) -> bool {
-        matches!(self.body, Some(RequestBody::File(_)))
+        matches!(self.body, Some(RequestBody::File(..)))
     }
 
     /// Hand responses with this (non-2xx) status to the caller's closure instead of turning them
@@ -500,8 +531,9 @@ impl HttpClient {
         }
         match &req.body {
             Some(RequestBody::Bytes(body)) => builder = builder.body(body.clone()),
-            Some(RequestBody::File(path)) => {
-                let (body, len) = file_body(path, progress.cloned(), req.sent.clone()).await?;
+            Some(RequestBody::File(path, range)) => {
+                let (body, len) =
+                    file_body(path, *range, progress.cloned(), req.sent.clone(), req.observer.clone()).await?;
                 builder = builder.header(CONTENT_LENGTH, len).body(body);
             }
             None => {}
@@ -555,11 +587,13 @@ const FILE_CHUNK: usize = 256 * 1024;
 /// bytes in `sent`.
 async fn file_body(
     path: &Path,
+    range: Option<(u64, u64)>,
     progress: Option<Arc<Progress>>,
     sent: Option<TransferProgress>,
+    observer: Option<BodyObserver>,
 ) -> RemoteResult<(reqwest::Body, u64)> {
     let local = |e: std::io::Error| RemoteError::LocalFile(format!("{}: {e}", path.display()));
-    let file = tokio::fs::File::open(path).await.map_err(local)?;
+    let mut file = tokio::fs::File::open(path).await.map_err(local)?;
     let meta = file.metadata().await.map_err(local)?;
     if !meta.is_file() {
         return Err(RemoteError::LocalFile(format!(
@@ -567,17 +601,39 @@ async fn file_body(
             path.display()
         )));
     }
-    let len = meta.len();
+    let (start, len) = match range {
+        None => (0, meta.len()),
+        Some((offset, len)) => {
+            if offset.checked_add(len).is_none_or(|end| end > meta.len()) {
+                return Err(RemoteError::LocalFile(format!(
+                    "{}: holds {} bytes, cannot send {len} from {offset}",
+                    path.display(),
+                    meta.len()
+                )));
+            }
+            tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(offset))
+                .await
+                .map_err(local)?;
+            (offset, len)
+        }
+    };
     let limited = tokio::io::AsyncReadExt::take(file, len);
     if let Some(sent) = &sent {
         sent.set(0);
     }
+    let mut at = start;
     let stream = tokio_util::io::ReaderStream::with_capacity(limited, FILE_CHUNK).inspect(move |chunk| {
         if let Some(p) = &progress {
             p.touch();
         }
-        if let (Some(sent), Ok(chunk)) = (&sent, chunk) {
-            sent.add(chunk.len() as u64);
+        if let Ok(chunk) = chunk {
+            if let Some(sent) = &sent {
+                sent.add(chunk.len() as u64);
+            }
+            if let Some(o) = &observer {
+                (o.0)(at, chunk);
+            }
+            at += chunk.len() as u64;
         }
     });
     Ok((reqwest::Body::wrap_stream(stream), len))

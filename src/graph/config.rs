@@ -48,6 +48,9 @@ pub struct GraphConfig {
     /// a fresh one. Graph documents these URLs as short-lived ("a few minutes" to "about an hour");
     /// an expired one is also caught by its 401/403, this only saves that failed request.
     pub download_url_max_age: Duration,
+    /// Fragment size of upload sessions (files over 4 MiB). Rounded down to a multiple of 320 KiB
+    /// and kept between 320 KiB and 62,586,880 bytes (the largest such multiple under 60 MiB).
+    pub upload_fragment_size: u64,
 }
 
 impl GraphConfig {
@@ -61,6 +64,7 @@ impl GraphConfig {
             connect_timeout: Duration::from_secs(10),
             page_size: 200,
             download_url_max_age: Duration::from_secs(300),
+            upload_fragment_size: 10 << 20,
         }
     }
 

@@ -108,6 +108,12 @@ pub fn map_error(status: u16, info: &GraphErrorInfo, retry_after: Option<Duratio
     if info.has("accessDenied") {
         return RemoteError::Forbidden(describe());
     }
+    if info.has("pathIsTooLong") || info.has("pathTooDeep") {
+        return RemoteError::NameTooLong(describe());
+    }
+    if info.has("invalidPath") {
+        return RemoteError::InvalidName(describe());
+    }
     if info.has("notSupported") {
         return RemoteError::Unsupported(describe());
     }
@@ -196,6 +202,16 @@ mod tests {
         assert!(matches!(map(400, "notSupported"), RemoteError::Unsupported(_)));
         assert!(matches!(map(501, "notImplemented"), RemoteError::Unsupported(_)));
         assert!(matches!(map(409, "conflict"), RemoteError::AlreadyExists));
+        let path = |inner: &str| {
+            map_error(
+                400,
+                &GraphErrorInfo::parse(&body("invalidRequest", Some(inner))),
+                None,
+                "PUT /x",
+            )
+        };
+        assert!(matches!(path("invalidPath"), RemoteError::InvalidName(_)));
+        assert!(matches!(path("pathIsTooLong"), RemoteError::NameTooLong(_)));
         assert!(matches!(map(404, "whatever"), RemoteError::NotFound));
         assert!(matches!(
             map(410, "resyncRequired"),

@@ -5,8 +5,10 @@
 //! Module map: [`config`] says which drive and how long to wait; [`drive`] resolves that to a
 //! drive id once; [`path`] builds URLs with per-segment encoding; [`item`] turns driveItems into
 //! entries; [`client`] holds the authorised-request and pre-authenticated-request helpers; [`error`]
-//! the one error decoder; [`download`] the download URL cache and ranged reads. Writes (upload
-//! sessions, PATCH moves, deletes) are a later step: they go through the same helpers and decoder.
+//! the one error decoder; [`download`] the download URL cache and ranged reads. Writes go through
+//! the same helpers and decoder: [`upload`] (simple PUT, resumable upload sessions, quickXorHash
+//! check), [`ops`] (create folder, delete, move/rename, modification time), with [`names`] refusing
+//! names OneDrive would refuse before anything is sent and [`quickxor`] the content hash.
 
 pub mod client;
 pub mod config;
@@ -14,11 +16,16 @@ pub mod download;
 pub mod drive;
 pub mod error;
 pub mod item;
+pub mod names;
+pub mod ops;
 pub mod path;
+pub mod quickxor;
+pub mod upload;
 
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -27,7 +34,9 @@ use url::Url;
 use crate::auth::TokenSource;
 use crate::error::{RemoteError, RemoteResult};
 use crate::http::{HttpClient, HttpConfig, RetryPolicy};
-use crate::remote::{Entry, EntryKind, ItemId, Quota, Remote, Version};
+use crate::remote::{
+    Capabilities, Entry, EntryKind, ItemId, Precondition, Quota, Remote, ResumeSlot, TransferProgress, Version,
+};
 
 use client::GraphClient;
 pub use config::{DriveSelector, GraphConfig, DEFAULT_GRAPH_URL};
@@ -49,6 +58,8 @@ pub struct GraphRemote {
     /// that all find the URL missing or expired read the item once, not once each. Striped by
     /// item id hash: a fixed set, nothing to clean up.
     url_turns: Vec<tokio::sync::Mutex<()>>,
+    /// Upload session fragment size ([`upload::fragment_size`] of the configured one).
+    fragment: u64,
 }
 
 /// Number of [`GraphRemote::url_turns`] stripes.
@@ -96,6 +107,7 @@ impl GraphRemote {
         Ok(GraphRemote {
             downloads: UrlCache::new(config.download_url_max_age),
             url_turns: (0..URL_TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            fragment: upload::fragment_size(config.upload_fragment_size),
             client,
             urls,
             config,
@@ -301,6 +313,78 @@ impl Remote for GraphRemote {
                 }
             }
         }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        // If-Match / conflictBehavior=fail are checked by the server; fileSystemInfo keeps times.
+        Capabilities {
+            conditional_writes: true,
+            set_mtime: true,
+        }
+    }
+
+    fn check_name(&self, name: &str) -> RemoteResult<()> {
+        names::check_name(name)
+    }
+
+    async fn upload(
+        &self,
+        parent: &ItemId,
+        name: &str,
+        source: &Path,
+        mtime: SystemTime,
+        precondition: Precondition,
+    ) -> RemoteResult<Entry> {
+        let (sent, resume) = (TransferProgress::new(), ResumeSlot::new());
+        self.upload_file(parent, name, source, mtime, precondition, &sent, &resume)
+            .await
+    }
+
+    async fn upload_reporting(
+        &self,
+        parent: &ItemId,
+        name: &str,
+        source: &Path,
+        mtime: SystemTime,
+        precondition: Precondition,
+        sent: &TransferProgress,
+    ) -> RemoteResult<Entry> {
+        self.upload_file(parent, name, source, mtime, precondition, sent, &ResumeSlot::new())
+            .await
+    }
+
+    async fn upload_resumable(
+        &self,
+        parent: &ItemId,
+        name: &str,
+        source: &Path,
+        mtime: SystemTime,
+        precondition: Precondition,
+        sent: &TransferProgress,
+        resume: &ResumeSlot,
+    ) -> RemoteResult<Entry> {
+        self.upload_file(parent, name, source, mtime, precondition, sent, resume)
+            .await
+    }
+
+    async fn discard_resume(&self, token: serde_json::Value) {
+        self.discard_token(&token).await;
+    }
+
+    async fn mkdir(&self, parent: &ItemId, name: &str) -> RemoteResult<Entry> {
+        self.create_folder(parent, name).await
+    }
+
+    async fn delete(&self, id: &ItemId) -> RemoteResult<()> {
+        self.delete_item(id).await
+    }
+
+    async fn rename(&self, id: &ItemId, new_parent: &ItemId, new_name: &str, replace: bool) -> RemoteResult<Entry> {
+        self.move_item(id, new_parent, new_name, replace).await
+    }
+
+    async fn set_mtime(&self, id: &ItemId, mtime: SystemTime) -> RemoteResult<Entry> {
+        self.set_item_mtime(id, mtime).await
     }
 
     async fn quota(&self) -> RemoteResult<Option<Quota>> {

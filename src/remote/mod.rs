@@ -155,6 +155,74 @@ impl TransferProgress {
     }
 }
 
+/// Where a remote may keep state that lets an interrupted upload carry on instead of starting over
+/// (a Graph upload session URL), opaque to everyone else. The upload queue hands each attempt a
+/// slot holding what the last attempt of the same record left, and writes every change durably
+/// into the record's journal entry before [`ResumeSlot::set`] returns, so a restarted daemon gets it
+/// back. The queue drops the token when the record gets new content. Remotes that cannot resume
+/// (WebDAV) never look at it. Cheap to clone; clones share the value.
+#[derive(Clone, Default)]
+pub struct ResumeSlot(Arc<ResumeInner>);
+
+#[derive(Default)]
+struct ResumeInner {
+    value: std::sync::Mutex<Option<serde_json::Value>>,
+    persist: Option<Box<PersistFn>>,
+}
+
+/// Stores a resume token durably (`None`: remove it).
+type PersistFn = dyn Fn(Option<&serde_json::Value>) + Send + Sync;
+
+impl fmt::Debug for ResumeSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ResumeSlot").field(&self.get()).finish()
+    }
+}
+
+impl ResumeSlot {
+    /// An empty slot kept in memory only.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A slot holding `value`, kept in memory only.
+    pub fn with_value(value: Option<serde_json::Value>) -> Self {
+        ResumeSlot(Arc::new(ResumeInner {
+            value: std::sync::Mutex::new(value),
+            persist: None,
+        }))
+    }
+
+    /// A slot holding `value` whose every change is also handed to `persist` (which stores it
+    /// durably before returning).
+    pub fn persisted(
+        value: Option<serde_json::Value>,
+        persist: impl Fn(Option<&serde_json::Value>) + Send + Sync + 'static,
+    ) -> Self {
+        ResumeSlot(Arc::new(ResumeInner {
+            value: std::sync::Mutex::new(value),
+            persist: Some(Box::new(persist)),
+        }))
+    }
+
+    /// The token, if any.
+    pub fn get(&self) -> Option<serde_json::Value> {
+        self.0.value.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replace the token (`None` clears it), persisting it when the slot is persisted.
+    pub fn set(&self, value: Option<serde_json::Value>) {
+        let mut guard = self.0.value.lock().unwrap_or_else(|p| p.into_inner());
+        if *guard == value {
+            return;
+        }
+        *guard = value;
+        if let Some(persist) = &self.0.persist {
+            persist(guard.as_ref());
+        }
+    }
+}
+
 /// A remote drive as the filesystem core sees it.
 #[async_trait]
 pub trait Remote: Send + Sync + 'static {
@@ -225,6 +293,38 @@ pub trait Remote: Send + Sync + 'static {
         let entry = self.upload(parent, name, source, mtime, precondition).await?;
         sent.set(entry.size);
         Ok(entry)
+    }
+
+    /// [`Remote::upload_reporting`] that may carry on from, and must keep up to date, the resume
+    /// token in `resume` (see [`ResumeSlot`]). The default ignores the slot.
+    #[allow(clippy::too_many_arguments)]
+    async fn upload_resumable(
+        &self,
+        parent: &ItemId,
+        name: &str,
+        source: &Path,
+        mtime: SystemTime,
+        precondition: Precondition,
+        sent: &TransferProgress,
+        resume: &ResumeSlot,
+    ) -> RemoteResult<Entry> {
+        let _ = resume;
+        self.upload_reporting(parent, name, source, mtime, precondition, sent)
+            .await
+    }
+
+    /// An upload whose resume token is `token` will not be continued (its file was deleted or
+    /// replaced): release what the server keeps for it. Best effort; the default does nothing.
+    async fn discard_resume(&self, token: serde_json::Value) {
+        let _ = token;
+    }
+
+    /// Whether the server would accept `name` for a new item, checked locally before anything is
+    /// sent: `RemoteError::InvalidName` (EINVAL) or `RemoteError::NameTooLong` (ENAMETOOLONG)
+    /// otherwise. The core calls it at create, mkdir and rename; the default accepts every name.
+    fn check_name(&self, name: &str) -> RemoteResult<()> {
+        let _ = name;
+        Ok(())
     }
 
     /// Create folder `name` in `parent`; `RemoteError::AlreadyExists` when the name is taken.

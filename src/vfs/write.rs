@@ -104,6 +104,15 @@ fn checked_name(name: &OsStr) -> FsResult<&str> {
 }
 
 impl DriveFs {
+    /// [`checked_name`], then the remote's own rules ([`crate::remote::Remote::check_name`]):
+    /// a name the server would refuse fails here (EINVAL / ENAMETOOLONG), before anything is
+    /// queued or sent.
+    fn new_name<'a>(&self, name: &'a OsStr) -> FsResult<&'a str> {
+        let name = checked_name(name)?;
+        self.remote.check_name(name)?;
+        Ok(name)
+    }
+
     /// Turn on writes: start the upload queue over the journal in `paths` (resuming what a previous
     /// run left) and the staging area. Call once, within the tokio runtime.
     pub fn enable_writes(self: &Arc<Self>, paths: &WriteBackPaths, cfg: QueueConfig) -> std::io::Result<()> {
@@ -275,7 +284,7 @@ impl DriveFs {
     /// unless `flags` has `O_EXCL` (EEXIST).
     pub async fn create(&self, parent: u64, name: &OsStr, flags: i32) -> FsResult<(Looked, Opened)> {
         self.wb()?;
-        let name = checked_name(name)?;
+        let name = self.new_name(name)?;
         let dir = self.dir_node(parent)?;
         match self.lookup(parent, OsStr::new(name)).await {
             Ok(found) => {
@@ -559,7 +568,7 @@ impl DriveFs {
     /// Create folder `name` in `parent` on the server.
     pub async fn mkdir(&self, parent: u64, name: &OsStr) -> FsResult<Looked> {
         self.wb()?;
-        let name = checked_name(name)?;
+        let name = self.new_name(name)?;
         let dir = self.dir_node(parent)?;
         if let Some(Some(_)) = self.inodes.listed_child(parent, name, Instant::now()) {
             return Err(fs_err!(libc::EEXIST, "{name:?} exists"));
@@ -690,7 +699,7 @@ impl DriveFs {
     ) -> FsResult<()> {
         self.wb()?;
         let name = super::fs::existing_name(name)?;
-        let new_name = checked_name(new_name)?;
+        let new_name = self.new_name(new_name)?;
         let source = self.child(parent, name).await?;
         let dest_dir = self.dir_node(new_parent)?;
         if parent == new_parent && name == new_name {

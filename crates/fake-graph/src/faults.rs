@@ -51,6 +51,33 @@ pub(crate) struct FaultState {
     pub fail_async_ops: u32,
     /// `$select` never yields `@microsoft.graph.downloadUrl`, even when named.
     pub omit_selected_download_urls: bool,
+    /// (remaining count, delay): upload fragments read in full, then held this long and dropped (a
+    /// fragment whose answer never comes in time).
+    pub stall_fragments: Vec<(u32, Duration)>,
+    /// Uploaded files (simple PUT, or a session at commit) that get their first byte flipped.
+    pub corrupt_uploads: u32,
+}
+
+/// The upload body `b` as stored: with its first byte flipped while [`Faults::corrupt_next_uploads`] asks for it.
+pub(crate) fn maybe_corrupt(shared: &Shared, b: bytes::Bytes) -> bytes::Bytes {
+    {
+        let mut st = shared.lock();
+        if st.faults.corrupt_uploads == 0 || b.is_empty() {
+            return b;
+        }
+        st.faults.corrupt_uploads -= 1;
+    }
+    corrupt(b)
+}
+
+/// `b` with its first byte flipped.
+pub(crate) fn corrupt(b: bytes::Bytes) -> bytes::Bytes {
+    if b.is_empty() {
+        return b;
+    }
+    let mut v = b.to_vec();
+    v[0] ^= 0xFF;
+    bytes::Bytes::from(v)
 }
 
 impl FaultState {
@@ -263,6 +290,18 @@ impl Faults {
     /// succeeded" case: the retry then gets `416 fragmentOverlap`).
     pub fn fail_next_upload_after_accept(&self, n: u32) {
         self.with(|s| s.faults.fail_after_accept += n);
+    }
+
+    /// The next `n` upload fragments are read in full, then held for `delay` and dropped unstored (their
+    /// answer, a 504, comes too late for a client with a shorter timeout).
+    pub fn stall_next_upload_fragments(&self, n: u32, delay: Duration) {
+        self.with(|s| s.faults.stall_fragments.push((n, delay)));
+    }
+
+    /// The next `n` uploaded files (a simple PUT, or an upload session at commit) are stored with their first
+    /// byte flipped (corruption in transit): the stored content and its hashes differ from what the client sent.
+    pub fn corrupt_next_uploads(&self, n: u32) {
+        self.with(|s| s.faults.corrupt_uploads += n);
     }
 
     /// Every open upload session expires now (404 `uploadSessionNotFound` afterwards).

@@ -378,6 +378,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, route: Route, req: Request, ids:
         4 << 20
     };
     let body = match axum::body::to_bytes(Body::new(body), limit).await {
+        Ok(b) if is_put_content => crate::faults::maybe_corrupt(&shared, b),
         Ok(b) => b,
         Err(_) if is_put_content => return graph_error(&too_big(), ids),
         Err(_) => {

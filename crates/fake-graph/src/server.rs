@@ -141,6 +141,7 @@ pub(crate) async fn dispatch(AxState(shared): AxState<Arc<Shared>>, req: Request
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| path.clone());
     let range = header_str(req.headers(), "range").map(str::to_string);
+    let content_range = header_str(req.headers(), "content-range").map(str::to_string);
     let authorization = req.headers().contains_key("authorization");
     let (target, class) = classify(&method, &path);
 
@@ -181,6 +182,7 @@ pub(crate) async fn dispatch(AxState(shared): AxState<Arc<Shared>>, req: Request
         status,
         range,
         authorization,
+        content_range,
     });
     resp
 }

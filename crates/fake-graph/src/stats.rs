@@ -103,6 +103,8 @@ pub struct RequestRecord {
     pub range: Option<String>,
     /// Whether an `Authorization` header was present.
     pub authorization: bool,
+    /// `Content-Range` request header (upload fragments), if any.
+    pub content_range: Option<String>,
 }
 
 /// Snapshot of the counters ([`FakeGraph::stats`](crate::FakeGraph::stats)).
@@ -120,6 +122,8 @@ pub struct Stats {
     pub pause_violations: Vec<PauseViolation>,
     /// Requests to an uploadUrl that carried an `Authorization` header.
     pub upload_url_requests_with_authorization: u64,
+    /// Body bytes of upload fragments received in full by upload URLs (stored or not).
+    pub upload_fragment_bytes: u64,
     /// Headers (lower-case names) of the last request to an uploadUrl.
     pub last_upload_url_headers: Vec<(String, String)>,
     /// The last 4096 requests, oldest first.
@@ -154,6 +158,7 @@ pub(crate) struct StatsState {
     pub pause: Option<Pause>,
     pub violations: Vec<PauseViolation>,
     pub upload_auth: u64,
+    pub upload_fragment_bytes: u64,
     pub last_upload_headers: Vec<(String, String)>,
     pub recent: VecDeque<RequestRecord>,
 }
@@ -189,6 +194,7 @@ impl StatsState {
             injected_failures: self.injected_failures,
             pause_violations: self.violations.clone(),
             upload_url_requests_with_authorization: self.upload_auth,
+            upload_fragment_bytes: self.upload_fragment_bytes,
             last_upload_url_headers: self.last_upload_headers.clone(),
             recent: self.recent.iter().cloned().collect(),
         }

@@ -232,8 +232,15 @@ impl State {
     fn commit_session(&mut self, sid: &str, now: SystemTime) -> Result<(u16, Value), GraphError> {
         let s = self.sessions.get_mut(sid).ok_or_else(session_gone)?;
         let data = std::mem::take(&mut s.data);
-        let content = Bytes::from(data);
-        let hashes = s.hasher.clone().finish();
+        let mut content = Bytes::from(data);
+        let mut hashes = s.hasher.clone().finish();
+        if self.faults.corrupt_uploads > 0 {
+            self.faults.corrupt_uploads -= 1;
+            content = crate::faults::corrupt(content);
+            let personal = self.drives[self.sessions[sid].drive].personal;
+            hashes = Hasher::of(&content, personal);
+        }
+        let s = self.sessions.get_mut(sid).ok_or_else(session_gone)?;
         let (di, target, fs, conflict, if_match) = (s.drive, s.target.clone(), s.fs, s.conflict, s.if_match.clone());
         let res = self.drives[di].put_content(&target, content.clone(), hashes, fs, conflict, if_match.as_deref(), now);
         match res {
@@ -340,6 +347,25 @@ async fn upload_url(shared: &Arc<Shared>, sid: &str, req: Request, now: SystemTi
                 .map_err(|_| mismatch())?;
             if data.len() as u64 != len {
                 return Err(mismatch());
+            }
+            let stall = {
+                let mut st = shared.lock();
+                st.stats.upload_fragment_bytes += len;
+                let f = st.faults.stall_fragments.iter_mut().find(|f| f.0 > 0);
+                let d = f.map(|f| {
+                    f.0 -= 1;
+                    f.1
+                });
+                st.faults.stall_fragments.retain(|f| f.0 > 0);
+                d
+            };
+            if let Some(delay) = stall {
+                tokio::time::sleep(delay).await;
+                return Err(GraphError::new(
+                    504,
+                    "generalException",
+                    "The fragment timed out (injected); it was not stored.",
+                ));
             }
             let mut st = shared.lock();
             let st = &mut *st;

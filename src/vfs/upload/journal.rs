@@ -50,7 +50,9 @@ pub struct UploadRecord {
     pub attempts: u32,
     /// The last error, for `status`.
     pub last_error: Option<String>,
-    /// Backend-specific resume state (for example a Graph upload session URL).
+    /// Backend-specific resume state (for example a Graph upload session URL), set by the remote
+    /// through a [`crate::remote::ResumeSlot`]; absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<serde_json::Value>,
     /// Where it stands.
     #[serde(flatten)]
@@ -250,6 +252,22 @@ mod tests {
         assert_eq!(loaded.records, vec![record("good")]);
         assert_eq!(loaded.corrupt, vec![dir.path().join("bad.corrupt")]);
         assert!(dir.path().join("bad.corrupt").exists());
+    }
+
+    #[test]
+    fn resume_tokens_round_trip_and_old_records_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let mut a = record("a");
+        a.resume = Some(serde_json::json!({"graph_session": {"url": "http://x/_up/1"}}));
+        j.put(&a).unwrap();
+        // A record written before resume tokens existed.
+        let mut old = serde_json::to_value(record("old")).unwrap();
+        old.as_object_mut().unwrap().remove("resume");
+        fs::write(dir.path().join("old.json"), serde_json::to_vec(&old).unwrap()).unwrap();
+        let loaded = j.load().unwrap();
+        assert!(loaded.corrupt.is_empty());
+        assert_eq!(loaded.records, vec![a, record("old")]);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use tokio::sync::{oneshot, Notify};
 use super::conflict::conflict_name;
 use super::journal::{Journal, UploadRecord, UploadState};
 use crate::error::{RemoteError, RemoteResult};
-use crate::remote::{Entry, ItemId, Precondition, Remote, TransferProgress, Version};
+use crate::remote::{Entry, ItemId, Precondition, Remote, ResumeSlot, TransferProgress, Version};
 
 /// Settings of the queue.
 #[derive(Clone, Debug)]
@@ -223,7 +223,17 @@ impl UploadQueue {
                 // The server still holds what the older generation replaced, unless it landed.
                 record.base_version = item.record.base_version.clone();
                 record.attempts = 0;
+                // New content: a half-done upload of the old one cannot be continued with it.
+                record.resume = None;
                 self.journal.put(&record)?;
+                if let (Some(token), false, Ok(rt)) = (
+                    item.record.resume.clone(),
+                    item.running,
+                    tokio::runtime::Handle::try_current(),
+                ) {
+                    let remote = self.remote.clone();
+                    rt.spawn(async move { remote.discard_resume(token).await });
+                }
                 if item.record.staged != record.staged {
                     item.superseded.push(item.record.staged.clone());
                 }
@@ -322,6 +332,11 @@ impl UploadQueue {
         if let Err(e) = self.journal.remove(key) {
             tracing::error!(error = %e, "cannot remove a cancelled upload from the journal");
         }
+        if let (Some(token), Ok(rt)) = (item.record.resume.clone(), tokio::runtime::Handle::try_current()) {
+            // Let the server drop what it keeps for the half-done upload (a Graph session).
+            let remote = self.remote.clone();
+            rt.spawn(async move { remote.discard_resume(token).await });
+        }
         remove_quietly(&item.record.staged);
         for old in &item.superseded {
             remove_quietly(old);
@@ -385,7 +400,32 @@ impl UploadQueue {
         (ready, next)
     }
 
-    async fn attempt(&self, record: &UploadRecord, sent: &TransferProgress) -> RemoteResult<(Entry, bool)> {
+    /// The resume slot of one attempt at generation `generation` of `key`: starts with what the
+    /// journal holds, and every change the remote makes goes durably into the record, unless the
+    /// record has moved on to newer content (then the token belongs to content nobody wants).
+    fn resume_slot(self: &Arc<Self>, key: &str, generation: u64, initial: Option<serde_json::Value>) -> ResumeSlot {
+        let weak = Arc::downgrade(self);
+        let key = key.to_string();
+        ResumeSlot::persisted(initial, move |value| {
+            let Some(q) = weak.upgrade() else { return };
+            let mut state = q.lock();
+            let Some(item) = state.items.get_mut(&key) else { return };
+            if item.generation != generation {
+                return;
+            }
+            item.record.resume = value.cloned();
+            if let Err(e) = q.journal.put(&item.record) {
+                tracing::error!(error = %e, "cannot keep the upload's resume state in the journal");
+            }
+        })
+    }
+
+    async fn attempt(
+        &self,
+        record: &UploadRecord,
+        sent: &TransferProgress,
+        resume: &ResumeSlot,
+    ) -> RemoteResult<(Entry, bool)> {
         let meta = tokio::fs::metadata(&record.staged).await.map_err(|e| {
             RemoteError::Protocol(format!("staged file {} is unreadable: {e}", record.staged.display()))
         })?;
@@ -405,7 +445,7 @@ impl UploadQueue {
         let mtime = record.mtime();
         match self
             .remote
-            .upload_reporting(&parent, &record.name, &record.staged, mtime, precondition, sent)
+            .upload_resumable(&parent, &record.name, &record.staged, mtime, precondition, sent, resume)
             .await
         {
             Ok(entry) => Ok((entry, false)),
@@ -418,7 +458,15 @@ impl UploadQueue {
                         "the server's copy changed since it was read; keeping both");
                     match self
                         .remote
-                        .upload_reporting(&parent, &copy, &record.staged, mtime, Precondition::Absent, sent)
+                        .upload_resumable(
+                            &parent,
+                            &copy,
+                            &record.staged,
+                            mtime,
+                            Precondition::Absent,
+                            sent,
+                            resume,
+                        )
                         .await
                     {
                         Ok(entry) => return Ok((entry, true)),
@@ -529,7 +577,8 @@ async fn dispatch(q: Arc<UploadQueue>) {
         for (record, generation, sent) in ready {
             let q2 = q.clone();
             tokio::spawn(async move {
-                let result = q2.attempt(&record, &sent).await;
+                let slot = q2.resume_slot(&record.key, generation, record.resume.clone());
+                let result = q2.attempt(&record, &sent, &slot).await;
                 q2.finish(&record.key, generation, result);
             });
         }

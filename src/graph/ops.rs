@@ -1,0 +1,168 @@
+//! Folder and metadata writes (graph-protocol.md §7): create folder, delete, move/rename by PATCH
+//! (including the asynchronous 202 + monitor variant), and the modification time.
+//!
+//! None of them is repeated once the server may have acted on it ([`Retry::IfNotApplied`]): a
+//! second create, move or delete would report "exists" or "not found" for our own first attempt.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::header::{HeaderValue, ACCEPT, LOCATION};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tracing::debug;
+use url::Url;
+
+use super::error::{map_error, GraphErrorInfo};
+use super::item::DriveItem;
+use super::names::check_name;
+use super::path::with_query;
+use super::GraphRemote;
+use crate::error::{RemoteError, RemoteResult};
+use crate::http::{map_reqwest_error, HttpRequest, Retry};
+use crate::remote::{Entry, EntryKind, ItemId, Remote};
+
+/// Longest time we poll the monitor of an asynchronous move.
+const MONITOR_LIMIT: Duration = Duration::from_secs(300);
+
+impl GraphRemote {
+    fn entry(item: &DriveItem) -> RemoteResult<Entry> {
+        item.to_entry()
+            .ok_or_else(|| RemoteError::Protocol(format!("Graph answered with an item of no known kind: {}", item.id)))
+    }
+
+    /// `POST …/items/{parent}/children` with `conflictBehavior: fail`.
+    pub(super) async fn create_folder(&self, parent: &ItemId, name: &str) -> RemoteResult<Entry> {
+        check_name(name)?;
+        let url = self.urls.item(&self.drive.id, parent.as_str(), "/children")?;
+        let body = json!({ "name": name, "folder": {}, "@microsoft.graph.conflictBehavior": "fail" });
+        let item: DriveItem = self
+            .client
+            .send_json(Method::POST, url, &body, Retry::IfNotApplied)
+            .await?
+            .json("create folder")?;
+        Self::entry(&item)
+    }
+
+    /// `DELETE …/items/{id}` (a folder with everything in it; it goes to the recycle bin).
+    pub(super) async fn delete_item(&self, id: &ItemId) -> RemoteResult<()> {
+        if id.as_str() == self.root_id {
+            return Err(RemoteError::Unsupported("cannot delete the drive's root".into()));
+        }
+        let url = self.urls.item(&self.drive.id, id.as_str(), "")?;
+        let req = HttpRequest::new(Method::DELETE, url, Retry::IfNotApplied);
+        self.client.authorized(&req).await?;
+        self.downloads.remove(id);
+        Ok(())
+    }
+
+    /// Move and/or rename by `PATCH` with `parentReference.id` and `name`.
+    ///
+    /// Replacing: Graph replaces a file by a file with `@microsoft.graph.conflictBehavior=replace`
+    /// in the query (§7.2); it refuses to replace a folder (409). rename(2) replaces a folder only
+    /// by a folder and only when it is empty, which the filesystem core checks first; so when a
+    /// replacing move meets a folder in the way, that folder is deleted and the move made again.
+    pub(super) async fn move_item(
+        &self,
+        id: &ItemId,
+        new_parent: &ItemId,
+        new_name: &str,
+        replace: bool,
+    ) -> RemoteResult<Entry> {
+        check_name(new_name)?;
+        if id.as_str() == self.root_id {
+            return Err(RemoteError::Unsupported("cannot move the drive's root".into()));
+        }
+        match self.patch_move(id, new_parent, new_name, replace).await {
+            Err(RemoteError::AlreadyExists) if replace => {
+                let target = self.lookup(new_parent, new_name).await?;
+                if target.kind != EntryKind::Directory || target.id == *id {
+                    return Err(RemoteError::AlreadyExists);
+                }
+                debug!(target = %target.id, "replacing a folder: deleting it, then moving again");
+                self.delete_item(&target.id).await?;
+                self.patch_move(id, new_parent, new_name, false).await
+            }
+            other => other,
+        }
+    }
+
+    async fn patch_move(&self, id: &ItemId, new_parent: &ItemId, new_name: &str, replace: bool) -> RemoteResult<Entry> {
+        let url = with_query(
+            self.urls.item(&self.drive.id, id.as_str(), "")?,
+            &[(
+                "@microsoft.graph.conflictBehavior",
+                if replace { "replace" } else { "fail" },
+            )],
+        );
+        let body = json!({ "name": new_name, "parentReference": { "id": new_parent.as_str() } });
+        let resp = self
+            .client
+            .send_json(Method::PATCH, url, &body, Retry::IfNotApplied)
+            .await?;
+        self.downloads.remove(id);
+        if resp.status == StatusCode::ACCEPTED {
+            // Some moves run asynchronously (A17): follow the monitor, then read the item.
+            let location = resp
+                .headers
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| Url::parse(v).ok())
+                .ok_or_else(|| RemoteError::Protocol("a 202 move without a monitor URL".into()))?;
+            let done = self.wait_for_monitor(&location).await?;
+            let moved = ItemId::new(done.unwrap_or_else(|| id.as_str().to_string()));
+            return self.stat(&moved).await;
+        }
+        Self::entry(&resp.json::<DriveItem>("PATCH move")?)
+    }
+
+    /// Poll a long-running operation's monitor URL (no bearer token) until it completes; returns
+    /// its `resourceId`.
+    async fn wait_for_monitor(&self, url: &Url) -> RemoteResult<Option<String>> {
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let mut req = HttpRequest::idempotent(Method::GET, url.clone())
+                .header(ACCEPT, HeaderValue::from_static("application/json"));
+            req = req.accept_status(StatusCode::SEE_OTHER);
+            let body: Value = self
+                .client
+                .preauthenticated(&req, |resp| async move {
+                    let bytes = resp.bytes().await.map_err(|e| map_reqwest_error("GET monitor", &e))?;
+                    serde_json::from_slice::<Value>(&bytes)
+                        .map_err(|e| RemoteError::Protocol(format!("monitor: unexpected answer: {e}")))
+                })
+                .await?;
+            let status = body.get("status").and_then(Value::as_str).unwrap_or("");
+            match status {
+                "completed" => return Ok(body.get("resourceId").and_then(Value::as_str).map(str::to_string)),
+                "failed" | "cancelled" => {
+                    let err = body.get("error");
+                    let code = err.and_then(|e| e.get("code")).and_then(Value::as_str);
+                    let info = GraphErrorInfo {
+                        codes: code.map(|c| vec![c.to_string()]).unwrap_or_default(),
+                        message: err
+                            .and_then(|e| e.get("message"))
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                            .or_else(|| Some(format!("the operation ended {status}"))),
+                    };
+                    return Err(map_error(500, &info, None, "asynchronous move"));
+                }
+                _ => {}
+            }
+            if started.elapsed() > MONITOR_LIMIT {
+                return Err(RemoteError::Timeout(format!(
+                    "asynchronous move still {status:?} after {MONITOR_LIMIT:?}"
+                )));
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// `PATCH` `fileSystemInfo.lastModifiedDateTime`.
+    pub(super) async fn set_item_mtime(&self, id: &ItemId, mtime: SystemTime) -> RemoteResult<Entry> {
+        let item = self.patch_fs_time(id.as_str(), mtime).await?;
+        Self::entry(&item)
+    }
+}

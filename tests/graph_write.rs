@@ -1,0 +1,762 @@
+//! Graph writes against the in-repo fake Graph server over real HTTP: uploads (simple PUT and
+//! resumable sessions), preconditions, errors, names, folders, moves, deletes and times.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use cloudmount::auth::TokenSource;
+use cloudmount::error::{RemoteError, RemoteResult};
+use cloudmount::graph::quickxor::QuickXor;
+use cloudmount::graph::{DriveSelector, GraphConfig, GraphRemote};
+use cloudmount::http::{HttpConfig, RetryPolicy};
+use cloudmount::remote::{EntryKind, ItemId, Precondition, Remote, ResumeSlot, TransferProgress};
+use cloudmount::vfs::upload::journal::{Journal, UploadRecord, UploadState};
+use cloudmount::vfs::upload::queue::{QueueConfig, UploadQueue};
+use fake_graph::{FakeGraph, FakeGraphConfig, RouteClass};
+use url::Url;
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * 1024;
+const ALIGN: u64 = 327_680;
+
+struct Tokens {
+    g: Arc<FakeGraph>,
+    current: Mutex<String>,
+}
+
+#[async_trait]
+impl TokenSource for Tokens {
+    async fn access_token(&self) -> RemoteResult<String> {
+        Ok(self.current.lock().unwrap().clone())
+    }
+
+    async fn token_rejected(&self, _rejected: &str) -> RemoteResult<String> {
+        let fresh = self.g.issue_tokens().0;
+        *self.current.lock().unwrap() = fresh.clone();
+        Ok(fresh)
+    }
+}
+
+fn http() -> HttpConfig {
+    HttpConfig {
+        policy: RetryPolicy {
+            base_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(200),
+            ..RetryPolicy::default()
+        },
+        ..HttpConfig::default()
+    }
+}
+
+async fn start(cfg: FakeGraphConfig) -> Arc<FakeGraph> {
+    Arc::new(FakeGraph::start(cfg).await)
+}
+
+/// A remote with fragments of `fragment` bytes and a `timeout` per operation (and stall limit).
+async fn remote_with(g: &Arc<FakeGraph>, fragment: u64, timeout: Duration) -> GraphRemote {
+    let mut c = GraphConfig::new(DriveSelector::Me).with_graph_url(Url::parse(&g.graph_url()).unwrap());
+    c.timeout = timeout;
+    c.connect_timeout = Duration::from_secs(2);
+    c.upload_fragment_size = fragment;
+    let tokens = Arc::new(Tokens {
+        g: g.clone(),
+        current: Mutex::new(g.issue_tokens().0),
+    });
+    GraphRemote::connect(c, http(), tokens).await.expect("connect")
+}
+
+async fn remote(g: &Arc<FakeGraph>) -> GraphRemote {
+    remote_with(g, 10 * MIB, Duration::from_secs(15)).await
+}
+
+/// Byte `i` of the patterned content: cheap, position-dependent, not periodic in 160.
+fn pattern_at(offset: u64, buf: &mut [u8]) {
+    for (k, b) in buf.iter_mut().enumerate() {
+        let i = offset + k as u64;
+        *b = ((i.wrapping_mul(0x9E37_79B9) >> 7) ^ (i >> 13)) as u8;
+    }
+}
+
+fn pattern(len: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len as usize];
+    pattern_at(0, &mut v);
+    v
+}
+
+/// Write `len` patterned bytes to `dir/name` in chunks.
+fn staged(dir: &Path, name: &str, len: u64) -> PathBuf {
+    let path = dir.join(name);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let mut buf = vec![0u8; MIB as usize];
+    let mut off = 0;
+    while off < len {
+        let n = MIB.min(len - off) as usize;
+        pattern_at(off, &mut buf[..n]);
+        f.write_all(&buf[..n]).unwrap();
+        off += n as u64;
+    }
+    f.flush().unwrap();
+    path
+}
+
+fn staged_bytes(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+fn whole_secs(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// The server's copy equals the patterned content of `len` bytes.
+fn assert_patterned(g: &FakeGraph, path: &str, len: u64) {
+    let got = g.drive().file_bytes(path).expect("on the server");
+    assert_eq!(got.len() as u64, len, "{path}: size");
+    let mut want = vec![0u8; MIB as usize];
+    for (i, chunk) in got.chunks(MIB as usize).enumerate() {
+        let w = &mut want[..chunk.len()];
+        pattern_at(i as u64 * MIB, w);
+        assert!(chunk == &w[..], "{path}: content differs in MiB {i}");
+    }
+}
+
+fn server_qxh(g: &FakeGraph, path: &str) -> String {
+    g.drive().item_json(path).unwrap()["file"]["hashes"]["quickXorHash"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The fake's own (independent) quickXorHash of a local file.
+fn reference_qxh(path: &Path) -> String {
+    let mut h = fake_graph::quickxorhash::QuickXorHash::new();
+    h.update(&std::fs::read(path).unwrap());
+    h.finalize()
+}
+
+/// (start, len, total) of every fragment PUT in the request log.
+fn fragments(g: &FakeGraph) -> Vec<(u64, u64, u64, u16)> {
+    g.stats()
+        .recent_of(RouteClass::UploadUrl)
+        .iter()
+        .filter(|r| r.method == "PUT")
+        .map(|r| {
+            let cr = r.content_range.as_deref().expect("Content-Range");
+            let (range, total) = cr.trim_start_matches("bytes ").split_once('/').unwrap();
+            let (a, b) = range.split_once('-').unwrap();
+            let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
+            (a, b - a + 1, total.parse().unwrap(), r.status)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_300_mib_upload_goes_in_aligned_fragments_and_arrives_intact() {
+    let g = start(FakeGraphConfig::default()).await;
+    let r = remote(&g).await;
+    let dir = tempfile::tempdir().unwrap();
+    let size = 300 * MIB;
+    let src = staged(dir.path(), "big.bin", size);
+    let sent = TransferProgress::new();
+    let mtime = whole_secs(1_700_000_000);
+    let t0 = Instant::now();
+    let e = r
+        .upload_reporting(&r.root_id(), "big.bin", &src, mtime, Precondition::Absent, &sent)
+        .await
+        .unwrap();
+    eprintln!("300 MiB uploaded in {:?}", t0.elapsed());
+    assert_eq!((e.kind, e.size, e.mtime), (EntryKind::File, size, mtime));
+    assert_eq!(sent.get(), size);
+    let s = g.stats();
+    assert_eq!(s.count(RouteClass::CreateSession), 1);
+    assert_eq!(s.count(RouteClass::SimpleUpload), 0);
+    assert_eq!(
+        s.upload_url_requests_with_authorization, 0,
+        "no bearer token on the upload URL"
+    );
+    assert_eq!(s.upload_fragment_bytes, size, "every byte sent once");
+    let frags = fragments(&g);
+    assert_eq!(frags.len(), 30);
+    let mut next = 0;
+    for (i, (a, len, total, _)) in frags.iter().enumerate() {
+        assert_eq!((*a, *total), (next, size), "fragment {i} in order");
+        if i + 1 < frags.len() {
+            assert_eq!(*len, 10 * MIB, "fragment {i}");
+            assert_eq!(len % ALIGN, 0);
+        }
+        next += len;
+    }
+    assert_eq!(next, size);
+    assert_patterned(&g, "/big.bin", size);
+    assert_eq!(server_qxh(&g, "/big.bin"), reference_qxh(&src));
+}
+
+#[tokio::test]
+async fn failed_and_timed_out_fragments_resume_from_next_expected_ranges() {
+    let g = start(FakeGraphConfig::default()).await;
+    let frag = 6 * ALIGN;
+    let r = remote_with(&g, frag, Duration::from_secs(2)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let size = 12 * frag + 12_345;
+    let src = staged(dir.path(), "f.bin", size);
+    let f = g.faults();
+    f.fail_next(RouteClass::UploadUrl, 1, 500); // answered at once, body not taken
+    f.stall_next_upload_fragments(1, Duration::from_secs(5)); // read, never answered in time
+    f.fail_next_upload_after_accept(1); // stored, but answered 500
+    let e = r
+        .upload(
+            &r.root_id(),
+            "f.bin",
+            &src,
+            whole_secs(1_600_000_000),
+            Precondition::Any,
+        )
+        .await
+        .unwrap();
+    assert_eq!(e.size, size);
+    assert_patterned(&g, "/f.bin", size);
+    let s = g.stats();
+    assert_eq!(s.count(RouteClass::CreateSession), 1, "one session throughout");
+    assert!(s.injected_failures >= 2);
+    // Only the fragment that timed out went twice (the server read it and dropped it).
+    assert_eq!(s.upload_fragment_bytes, size + frag);
+    let status_gets = s
+        .recent_of(RouteClass::UploadUrl)
+        .iter()
+        .filter(|r| r.method == "GET")
+        .count();
+    assert!(status_gets >= 3, "asked the session after each failure ({status_gets})");
+    let starts: Vec<u64> = fragments(&g).iter().map(|f| f.0).collect();
+    assert!(starts.iter().all(|a| a % frag == 0));
+    assert_eq!(server_qxh(&g, "/f.bin"), reference_qxh(&src));
+}
+
+/// Start an upload, stop it (drop the future) once `after` bytes went out, return the token.
+async fn interrupted_upload(g: &Arc<FakeGraph>, src: &Path, name: &str, after: u64) -> serde_json::Value {
+    let r = Arc::new(remote_with(g, 3 * ALIGN, Duration::from_secs(15)).await);
+    let slot = ResumeSlot::new();
+    let sent = TransferProgress::new();
+    let (r2, slot2, sent2, src2, name2) = (
+        r.clone(),
+        slot.clone(),
+        sent.clone(),
+        src.to_path_buf(),
+        name.to_string(),
+    );
+    let task = tokio::spawn(async move {
+        let root = r2.root_id();
+        r2.upload_resumable(
+            &root,
+            &name2,
+            &src2,
+            whole_secs(1_650_000_000),
+            Precondition::Absent,
+            &sent2,
+            &slot2,
+        )
+        .await
+    });
+    while sent.get() < after {
+        assert!(!task.is_finished(), "the upload ended before it could be interrupted");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    task.abort();
+    let _ = task.await;
+    // Let the server finish with the fragment cut off mid-body (it is logged when it ends).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    slot.get().expect("a resume token while the session runs")
+}
+
+#[tokio::test]
+async fn a_new_process_resumes_the_same_session_from_the_token() {
+    let g = start(FakeGraphConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let size = 64 * MIB + 777;
+    let src = staged(dir.path(), "r.bin", size);
+    let token = interrupted_upload(&g, &src, "r.bin", 10 * MIB).await;
+    let first_session = g.stats().count(RouteClass::CreateSession);
+    assert_eq!(first_session, 1);
+    // The journal keeps the token as JSON: round-trip it like a restart would.
+    let token: serde_json::Value = serde_json::from_str(&token.to_string()).unwrap();
+    g.reset_stats();
+    let r = remote_with(&g, 3 * ALIGN, Duration::from_secs(15)).await;
+    let slot = ResumeSlot::with_value(Some(token));
+    let sent = TransferProgress::new();
+    let e = r
+        .upload_resumable(
+            &r.root_id(),
+            "r.bin",
+            &src,
+            whole_secs(1_650_000_000),
+            Precondition::Absent,
+            &sent,
+            &slot,
+        )
+        .await
+        .unwrap();
+    assert_eq!(e.size, size);
+    let s = g.stats();
+    assert_eq!(s.count(RouteClass::CreateSession), 0, "the same session, not a new one");
+    let frags = fragments(&g);
+    let resumed_at = frags[0].0;
+    assert!(
+        resumed_at >= 9 * MIB,
+        "resumed mid-file, not from zero (at {resumed_at})"
+    );
+    assert_eq!(s.upload_fragment_bytes, size - resumed_at, "nothing sent twice");
+    assert!(slot.get().is_none(), "the token goes once the upload is done");
+    assert_patterned(&g, "/r.bin", size);
+    assert_eq!(server_qxh(&g, "/r.bin"), reference_qxh(&src));
+}
+
+#[tokio::test]
+async fn an_expired_session_is_replaced_by_a_new_one() {
+    let g = start(FakeGraphConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let size = 40 * MIB;
+    let src = staged(dir.path(), "x.bin", size);
+    let token = interrupted_upload(&g, &src, "x.bin", 5 * MIB).await;
+    g.faults().expire_upload_sessions();
+    g.reset_stats();
+    let r = remote_with(&g, 3 * ALIGN, Duration::from_secs(15)).await;
+    let slot = ResumeSlot::with_value(Some(token.clone()));
+    r.upload_resumable(
+        &r.root_id(),
+        "x.bin",
+        &src,
+        SystemTime::now(),
+        Precondition::Absent,
+        &TransferProgress::new(),
+        &slot,
+    )
+    .await
+    .unwrap();
+    let s = g.stats();
+    assert_eq!(s.count(RouteClass::CreateSession), 1, "a new session");
+    assert_eq!(fragments(&g)[0].0, 0, "the new session starts at zero");
+    assert_eq!(s.upload_fragment_bytes, size);
+    assert_patterned(&g, "/x.bin", size);
+
+    // A session that expires in the middle of an upload (404 on a fragment) is replaced as well.
+    g.reset_stats();
+    let src2 = staged(dir.path(), "y.bin", 8 * MIB);
+    let frag = 3 * ALIGN;
+    g.faults().stall_next_upload_fragments(1, Duration::from_millis(700));
+    let g2 = g.clone();
+    let expire = tokio::spawn(async move {
+        // While the first fragment is held, the session expires.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        g2.faults().expire_upload_sessions();
+    });
+    let r2 = remote_with(&g, frag, Duration::from_millis(1500)).await;
+    r2.upload(&r2.root_id(), "y.bin", &src2, SystemTime::now(), Precondition::Absent)
+        .await
+        .unwrap();
+    expire.await.unwrap();
+    assert_eq!(g.stats().count(RouteClass::CreateSession), 2);
+    assert_patterned(&g, "/y.bin", 8 * MIB);
+}
+
+#[tokio::test]
+async fn small_and_empty_files_use_a_simple_put_and_keep_their_time() {
+    let g = start(FakeGraphConfig::default()).await;
+    let r = remote(&g).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mtime = whole_secs(1_500_000_000);
+    for (name, len) in [("empty", 0), ("small.txt", 5), ("four.bin", 4 * MIB)] {
+        g.reset_stats();
+        let src = staged(dir.path(), name, len);
+        let e = r
+            .upload(&r.root_id(), name, &src, mtime, Precondition::Absent)
+            .await
+            .unwrap();
+        assert_eq!((e.size, e.mtime), (len, mtime), "{name}");
+        let s = g.stats();
+        assert_eq!(
+            (s.count(RouteClass::SimpleUpload), s.count(RouteClass::CreateSession)),
+            (1, 0),
+            "{name}"
+        );
+        assert_patterned(&g, &format!("/{name}"), len);
+        let fsi = g.drive().item_json(&format!("/{name}")).unwrap()["fileSystemInfo"]["lastModifiedDateTime"].clone();
+        assert_eq!(fsi.as_str().unwrap(), "2017-07-14T02:40:00Z", "{name}");
+    }
+    g.reset_stats();
+    let src = staged(dir.path(), "over", 4 * MIB + 1);
+    r.upload(&r.root_id(), "over", &src, mtime, Precondition::Absent)
+        .await
+        .unwrap();
+    assert_eq!(g.stats().count(RouteClass::CreateSession), 1, "over 4 MiB: a session");
+    assert_patterned(&g, "/over", 4 * MIB + 1);
+}
+
+#[tokio::test]
+async fn preconditions_map_to_conflicts() {
+    let g = start(FakeGraphConfig::default()).await;
+    let d = g.drive();
+    let r = remote(&g).await;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, len) in [("c.txt", 10 * KIB), ("c.bin", 6 * MIB)] {
+        let path = format!("/{name}");
+        d.put_file(&path, &b"first"[..]).unwrap();
+        let seen = r.lookup(&r.root_id(), name).await.unwrap().version.unwrap();
+        d.put_file(&path, &b"changed elsewhere"[..]).unwrap();
+        let src = staged(dir.path(), name, len);
+        g.reset_stats();
+        let stale = r
+            .upload(&r.root_id(), name, &src, SystemTime::now(), Precondition::Matches(seen))
+            .await;
+        assert!(
+            matches!(stale, Err(RemoteError::PreconditionFailed)),
+            "{name}: {stale:?}"
+        );
+        assert_eq!(&d.file_bytes(&path).unwrap()[..], b"changed elsewhere", "{name}: kept");
+        let s = g.stats();
+        assert_eq!(
+            s.count(RouteClass::SimpleUpload) + s.count(RouteClass::CreateSession),
+            0
+        );
+        let absent = r
+            .upload(&r.root_id(), name, &src, SystemTime::now(), Precondition::Absent)
+            .await;
+        assert!(matches!(absent, Err(RemoteError::AlreadyExists)), "{name}: {absent:?}");
+        assert_eq!(absent.unwrap_err().errno(), libc::EEXIST);
+        let current = r.lookup(&r.root_id(), name).await.unwrap().version.unwrap();
+        let e = r
+            .upload(
+                &r.root_id(),
+                name,
+                &src,
+                SystemTime::now(),
+                Precondition::Matches(current.clone()),
+            )
+            .await
+            .unwrap();
+        assert_ne!(e.version.as_ref(), Some(&current));
+        assert_patterned(&g, &path, len);
+        // The same upload again with the old base: the server already holds exactly these bytes
+        // (an attempt whose answer was lost), so that is success, not a conflict.
+        let again = r
+            .upload(
+                &r.root_id(),
+                name,
+                &src,
+                SystemTime::now(),
+                Precondition::Matches(current),
+            )
+            .await
+            .unwrap();
+        assert_eq!(again.id, e.id);
+        let replaced = r
+            .upload(
+                &r.root_id(),
+                name,
+                &staged(dir.path(), "tiny", 3),
+                SystemTime::now(),
+                Precondition::Any,
+            )
+            .await
+            .unwrap();
+        assert_eq!(replaced.size, 3);
+    }
+}
+
+fn record(key: &str, parent: &ItemId, name: &str, staged: PathBuf, size: u64, base: Option<String>) -> UploadRecord {
+    UploadRecord {
+        key: key.into(),
+        parent: parent.as_str().into(),
+        name: name.into(),
+        staged,
+        size,
+        mtime_ns: UploadRecord::mtime_ns_of(whole_secs(1_600_000_000)),
+        base_version: base,
+        attempts: 0,
+        last_error: None,
+        resume: None,
+        state: UploadState::Pending,
+    }
+}
+
+fn quick() -> QueueConfig {
+    QueueConfig {
+        parallel: 2,
+        base_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(200),
+    }
+}
+
+#[tokio::test]
+async fn the_queue_keeps_a_conflict_copy_when_the_server_changed() {
+    let g = start(FakeGraphConfig::default()).await;
+    let d = g.drive();
+    d.put_file("/doc.txt", &b"what we read"[..]).unwrap();
+    let r: Arc<dyn Remote> = Arc::new(remote(&g).await);
+    let root = r.root().await.unwrap().id;
+    let seen = r.lookup(&root, "doc.txt").await.unwrap().version.unwrap();
+    d.put_file("/doc.txt", &b"changed elsewhere"[..]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let q = UploadQueue::start(r.clone(), Journal::open(dir.path().join("j")).unwrap(), quick(), None).unwrap();
+    let src = staged_bytes(dir.path(), "s1", b"ours");
+    let gen = q
+        .enqueue(record("k1", &root, "doc.txt", src, 4, Some(seen.as_str().to_string())))
+        .unwrap();
+    q.wait("k1", gen).await.unwrap();
+    assert_eq!(&d.file_bytes("/doc.txt").unwrap()[..], b"changed elsewhere");
+    let copy = d
+        .list("/")
+        .into_iter()
+        .find(|n| n.starts_with("doc (conflict ") && n.ends_with(").txt"))
+        .expect("a conflict copy");
+    assert_eq!(&d.file_bytes(&format!("/{copy}")).unwrap()[..], b"ours");
+}
+
+#[tokio::test]
+async fn locked_files_are_retried_later_without_holding_up_others() {
+    let g = start(FakeGraphConfig::default()).await;
+    let d = g.drive();
+    d.put_file("/locked.docx", &b"old"[..]).unwrap();
+    g.faults().lock_item("/locked.docx").unwrap();
+    let r = remote(&g).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = staged_bytes(dir.path(), "l", b"new content");
+    let e = r
+        .upload(&r.root_id(), "locked.docx", &src, SystemTime::now(), Precondition::Any)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RemoteError::Locked), "{e:?}");
+    assert_eq!(e.errno(), libc::EBUSY);
+
+    let r: Arc<dyn Remote> = Arc::new(r);
+    let root = r.root().await.unwrap().id;
+    let base = r.lookup(&root, "locked.docx").await.unwrap().version.unwrap();
+    let q = UploadQueue::start(r.clone(), Journal::open(dir.path().join("j")).unwrap(), quick(), None).unwrap();
+    let g1 = q
+        .enqueue(record(
+            "k1",
+            &root,
+            "locked.docx",
+            src,
+            11,
+            Some(base.as_str().to_string()),
+        ))
+        .unwrap();
+    let first = q.wait("k1", g1).await;
+    assert!(
+        matches!(first, Err(RemoteError::Locked)),
+        "fsync hears EBUSY: {first:?}"
+    );
+    let other = staged_bytes(dir.path(), "o", b"other file");
+    let g2 = q.enqueue(record("k2", &root, "other.txt", other, 10, None)).unwrap();
+    q.wait("k2", g2).await.unwrap();
+    assert_eq!(&d.file_bytes("/other.txt").unwrap()[..], b"other file", "not held up");
+    assert!(q.contains("k1"), "the locked one stays queued");
+    g.faults().unlock_item("/locked.docx").unwrap();
+    let left = q.drain(Duration::from_secs(10)).await;
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(&d.file_bytes("/locked.docx").unwrap()[..], b"new content");
+    assert!(d.list("/").iter().all(|n| !n.contains("conflict")), "no conflict copy");
+}
+
+#[tokio::test]
+async fn quota_exhaustion_is_enospc() {
+    let g = start(FakeGraphConfig::default()).await;
+    let r = remote(&g).await;
+    let dir = tempfile::tempdir().unwrap();
+    g.faults().quota_exceeded(true);
+    for (name, len) in [("q.txt", 100), ("q.bin", 5 * MIB)] {
+        let src = staged(dir.path(), name, len);
+        let e = r
+            .upload(&r.root_id(), name, &src, SystemTime::now(), Precondition::Absent)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RemoteError::InsufficientStorage), "{name}: {e:?}");
+        assert_eq!(e.errno(), libc::ENOSPC);
+    }
+    let e = r.mkdir(&r.root_id(), "dir").await.unwrap_err();
+    assert_eq!(e.errno(), libc::ENOSPC);
+}
+
+#[tokio::test]
+async fn names_onedrive_refuses_fail_before_any_request() {
+    let g = start(FakeGraphConfig::default()).await;
+    g.drive().put_file("/ok.txt", &b"x"[..]).unwrap();
+    let r = remote(&g).await;
+    let ok = r.lookup(&r.root_id(), "ok.txt").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let src = staged_bytes(dir.path(), "s", b"data");
+    g.reset_stats();
+    let long = "n".repeat(256);
+    for bad in [
+        "a:b",
+        "q?",
+        "star*",
+        "pipe|",
+        "back\\slash",
+        "\"quoted\"",
+        "<x>",
+        " lead",
+        "trail ",
+        "dot.",
+        "CON",
+        "aux.txt",
+        "COM1",
+        "lpt9.log",
+        ".lock",
+        "desktop.ini",
+        "a_vti_b",
+        "~$lock.docx",
+        long.as_str(),
+    ] {
+        let want = if bad.len() > 255 {
+            libc::ENAMETOOLONG
+        } else {
+            libc::EINVAL
+        };
+        let up = r
+            .upload(&r.root_id(), bad, &src, SystemTime::now(), Precondition::Absent)
+            .await
+            .unwrap_err();
+        assert_eq!(up.errno(), want, "upload {bad:?}: {up:?}");
+        assert_eq!(
+            r.mkdir(&r.root_id(), bad).await.unwrap_err().errno(),
+            want,
+            "mkdir {bad:?}"
+        );
+        assert_eq!(
+            r.rename(&ok.id, &r.root_id(), bad, false).await.unwrap_err().errno(),
+            want,
+            "rename {bad:?}"
+        );
+        assert_eq!(r.check_name(bad).unwrap_err().errno(), want);
+    }
+    let s = g.stats();
+    assert_eq!(s.requests.values().sum::<u64>(), 0, "not one request: {:?}", s.requests);
+}
+
+#[tokio::test]
+async fn mkdir_and_its_conflict() {
+    let g = start(FakeGraphConfig::default()).await;
+    let r = remote(&g).await;
+    let e = r.mkdir(&r.root_id(), "New Folder").await.unwrap();
+    assert_eq!((e.kind, e.name.as_str()), (EntryKind::Directory, "New Folder"));
+    assert_eq!(g.drive().item_id("/New Folder").unwrap(), e.id.as_str());
+    let again = r.mkdir(&r.root_id(), "new folder").await.unwrap_err();
+    assert!(matches!(again, RemoteError::AlreadyExists), "{again:?}");
+    let inner = r.mkdir(&e.id, "inner").await.unwrap();
+    assert!(g.drive().exists("/New Folder/inner"));
+    assert_eq!(r.list(&e.id).await.unwrap()[0].id, inner.id);
+}
+
+#[tokio::test]
+async fn rename_moves_replaces_and_follows_async_moves() {
+    let g = start(FakeGraphConfig {
+        async_op_delay: Duration::from_millis(300),
+        ..FakeGraphConfig::default()
+    })
+    .await;
+    let d = g.drive();
+    d.put_file("/a/one.txt", &b"one"[..]).unwrap();
+    d.put_file("/b/two.txt", &b"two"[..]).unwrap();
+    d.mkdir("/b/empty").unwrap();
+    d.put_file("/a/three.txt", &b"three"[..]).unwrap();
+    let r = remote(&g).await;
+    let a = r.lookup(&r.root_id(), "a").await.unwrap();
+    let b = r.lookup(&r.root_id(), "b").await.unwrap();
+    let one = r.lookup(&a.id, "one.txt").await.unwrap();
+    // Across folders with a new name: same id.
+    let moved = r.rename(&one.id, &b.id, "uno.txt", false).await.unwrap();
+    assert_eq!((moved.id.clone(), moved.name.as_str()), (one.id.clone(), "uno.txt"));
+    assert!(!d.exists("/a/one.txt"));
+    assert_eq!(&d.file_bytes("/b/uno.txt").unwrap()[..], b"one");
+    // Onto an existing file: refused without replace, replaced with it.
+    let e = r.rename(&moved.id, &b.id, "two.txt", false).await.unwrap_err();
+    assert!(matches!(e, RemoteError::AlreadyExists), "{e:?}");
+    let replaced = r.rename(&moved.id, &b.id, "two.txt", true).await.unwrap();
+    assert_eq!(replaced.id, one.id);
+    assert_eq!(&d.file_bytes("/b/two.txt").unwrap()[..], b"one");
+    // A folder over an empty folder.
+    let sub = r.mkdir(&a.id, "sub").await.unwrap();
+    let over = r.rename(&sub.id, &b.id, "empty", true).await.unwrap();
+    assert_eq!((over.id, over.kind), (sub.id, EntryKind::Directory));
+    // The asynchronous variant: 202 + monitor, polled without the bearer token.
+    g.faults().async_moves(true);
+    g.reset_stats();
+    let three = r.lookup(&a.id, "three.txt").await.unwrap();
+    let m = r.rename(&three.id, &b.id, "three.txt", false).await.unwrap();
+    assert_eq!(m.id, three.id);
+    assert_eq!(&d.file_bytes("/b/three.txt").unwrap()[..], b"three");
+    let s = g.stats();
+    let monitors = s.recent_of(RouteClass::Monitor);
+    assert!(!monitors.is_empty(), "the monitor was polled");
+    assert!(monitors.iter().all(|m| !m.authorization), "no token on the monitor URL");
+    // A failed asynchronous move is an error.
+    g.faults().fail_next_async_ops(1);
+    let two = r.lookup(&b.id, "two.txt").await.unwrap();
+    assert!(r.rename(&two.id, &a.id, "two.txt", false).await.is_err());
+}
+
+#[tokio::test]
+async fn delete_files_and_folders() {
+    let g = start(FakeGraphConfig::default()).await;
+    let d = g.drive();
+    d.put_file("/gone.txt", &b"x"[..]).unwrap();
+    d.put_file("/tree/deep/f.txt", &b"y"[..]).unwrap();
+    let r = remote(&g).await;
+    let f = r.lookup(&r.root_id(), "gone.txt").await.unwrap();
+    r.delete(&f.id).await.unwrap();
+    assert!(!d.exists("/gone.txt"));
+    assert!(matches!(r.delete(&f.id).await, Err(RemoteError::NotFound)));
+    let t = r.lookup(&r.root_id(), "tree").await.unwrap();
+    r.delete(&t.id).await.unwrap();
+    assert!(!d.exists("/tree/deep/f.txt"));
+    assert!(r.delete(&r.root_id()).await.is_err(), "never the root");
+}
+
+#[tokio::test]
+async fn set_mtime_keeps_the_time_and_capabilities_say_so() {
+    let g = start(FakeGraphConfig::default()).await;
+    g.drive().put_file("/t.txt", &b"x"[..]).unwrap();
+    let r = remote(&g).await;
+    let caps = r.capabilities();
+    assert!(caps.conditional_writes && caps.set_mtime);
+    let f = r.lookup(&r.root_id(), "t.txt").await.unwrap();
+    let t = whole_secs(1_234_567_890);
+    let e = r.set_mtime(&f.id, t).await.unwrap();
+    assert_eq!(e.mtime, t);
+    assert_eq!(r.stat(&f.id).await.unwrap().mtime, t);
+    assert_eq!(e.version, f.version, "content version unchanged");
+}
+
+#[tokio::test]
+async fn a_hash_mismatch_uploads_again_then_fails() {
+    let g = start(FakeGraphConfig::default()).await;
+    let r = remote_with(&g, 3 * ALIGN, Duration::from_secs(15)).await;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, len, class) in [
+        ("h.txt", 1000, RouteClass::SimpleUpload),
+        ("h.bin", 5 * MIB, RouteClass::CreateSession),
+    ] {
+        let src = staged(dir.path(), name, len);
+        g.reset_stats();
+        g.faults().corrupt_next_uploads(1);
+        r.upload(&r.root_id(), name, &src, SystemTime::now(), Precondition::Absent)
+            .await
+            .unwrap();
+        assert_eq!(g.stats().count(class), 2, "{name}: uploaded again");
+        assert_patterned(&g, &format!("/{name}"), len);
+        assert_eq!(server_qxh(&g, &format!("/{name}")), QuickXor::of(&pattern(len)));
+        g.faults().corrupt_next_uploads(2);
+        let e = r
+            .upload(&r.root_id(), name, &src, SystemTime::now(), Precondition::Any)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, RemoteError::Protocol(ref m) if m.contains("quickXorHash")),
+            "{e:?}"
+        );
+    }
+}
