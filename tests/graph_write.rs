@@ -760,3 +760,148 @@ async fn a_hash_mismatch_uploads_again_then_fails() {
         );
     }
 }
+
+/// The filesystem core over the Graph remote (no FUSE): names refused at the call, conflicts kept
+/// as copies, quota errors reaching fsync.
+mod core {
+    use super::*;
+    use cloudmount::vfs::write::WriteBackPaths;
+    use cloudmount::vfs::{DriveFs, FsConfig};
+    use std::ffi::OsStr;
+
+    async fn mount(g: &Arc<FakeGraph>, dir: &Path) -> Arc<DriveFs> {
+        let r: Arc<dyn Remote> = Arc::new(remote(g).await);
+        let cfg = FsConfig {
+            read_only: false,
+            block_size: 64 * 1024,
+            cache_bytes: 8 << 20,
+            ..FsConfig::default()
+        };
+        let fs = DriveFs::new(r, cfg).await.unwrap();
+        let paths = WriteBackPaths {
+            journal: dir.join("journal"),
+            staging: dir.join("staging"),
+            min_free_bytes: 0,
+        };
+        fs.enable_writes(&paths, quick()).unwrap();
+        fs
+    }
+
+    fn os(s: &str) -> &OsStr {
+        OsStr::new(s)
+    }
+
+    #[tokio::test]
+    async fn refused_names_are_einval_at_the_call_with_no_request() {
+        let g = start(FakeGraphConfig::default()).await;
+        g.drive().put_file("/ok.txt", &b"x"[..]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let fs = mount(&g, dir.path()).await;
+        fs.lookup(1, os("ok.txt")).await.unwrap();
+        g.reset_stats();
+        for bad in ["a:b", "CON", "trail.", "desktop.ini", "x|y"] {
+            let Err(c) = fs.create(1, os(bad), libc::O_WRONLY).await else {
+                panic!("create {bad} accepted")
+            };
+            assert_eq!(c.errno(), libc::EINVAL, "create {bad}");
+            assert_eq!(
+                fs.mkdir(1, os(bad)).await.unwrap_err().errno(),
+                libc::EINVAL,
+                "mkdir {bad}"
+            );
+            let m = fs.rename(1, os("ok.txt"), 1, os(bad), false).await.unwrap_err();
+            assert_eq!(m.errno(), libc::EINVAL, "rename {bad}");
+        }
+        assert_eq!(g.stats().requests.values().sum::<u64>(), 0);
+        assert!(g.drive().exists("/ok.txt"));
+    }
+
+    #[tokio::test]
+    async fn a_file_changed_on_the_server_meanwhile_becomes_a_conflict_copy() {
+        let g = start(FakeGraphConfig::default()).await;
+        let d = g.drive();
+        d.put_file("/notes.txt", &b"version one"[..]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let fs = mount(&g, dir.path()).await;
+        let ino = fs.lookup(1, os("notes.txt")).await.unwrap().attr.ino;
+        let fh = fs.open(ino, libc::O_WRONLY).await.unwrap().fh;
+        fs.write(fh, 0, b"OURS").await.unwrap();
+        d.put_file("/notes.txt", &b"another device"[..]).unwrap();
+        fs.fsync(fh).await.unwrap();
+        fs.release(fh).await.unwrap();
+        assert_eq!(&d.file_bytes("/notes.txt").unwrap()[..], b"another device");
+        let copy = d
+            .list("/")
+            .into_iter()
+            .find(|n| n.starts_with("notes (conflict "))
+            .expect("a conflict copy");
+        assert_eq!(&d.file_bytes(&format!("/{copy}")).unwrap()[..], b"OURSion one");
+    }
+
+    #[tokio::test]
+    async fn a_full_drive_is_enospc_at_fsync_and_the_data_stays_queued() {
+        let g = start(FakeGraphConfig::default()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let fs = mount(&g, dir.path()).await;
+        g.faults().quota_exceeded(true);
+        let (_, o) = fs.create(1, os("full.bin"), libc::O_WRONLY).await.unwrap();
+        fs.write(o.fh, 0, &pattern(100_000)).await.unwrap();
+        let e = fs.fsync(o.fh).await.unwrap_err();
+        assert_eq!(e.errno(), libc::ENOSPC);
+        fs.release(o.fh).await.unwrap();
+        g.faults().quota_exceeded(false);
+        let q = fs.upload_queue().unwrap();
+        assert!(
+            q.drain(Duration::from_secs(10)).await.is_empty(),
+            "uploaded once there is room"
+        );
+        assert_eq!(&g.drive().file_bytes("/full.bin").unwrap()[..], &pattern(100_000)[..]);
+    }
+}
+
+/// A daemon killed mid-upload: the journal kept the session URL, and the next daemon's queue
+/// carries on in that session instead of starting over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_queue_resumes_the_session_from_the_journal() {
+    let g = start(FakeGraphConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let size = 48 * MIB + 3;
+    let src = staged(dir.path(), "q.bin", size);
+    let journal = dir.path().join("journal");
+    let (g1, src1, journal1) = (g.clone(), src.clone(), journal.clone());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let r: Arc<dyn Remote> = Arc::new(remote_with(&g1, 3 * ALIGN, Duration::from_secs(15)).await);
+            let root = r.root().await.unwrap().id;
+            let q = UploadQueue::start(r, Journal::open(&journal1).unwrap(), quick(), None).unwrap();
+            q.enqueue(record("k", &root, "q.bin", src1, size, None)).unwrap();
+            while g1.stats().upload_fragment_bytes < 8 * MIB {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        // The daemon dies: every task stops where it is.
+        rt.shutdown_background();
+    })
+    .join()
+    .unwrap();
+    let kept = Journal::open(&journal).unwrap().load().unwrap().records;
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0].resume.is_some(), "the session URL is in the journal");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!g.drive().exists("/q.bin"));
+    g.reset_stats();
+
+    let r: Arc<dyn Remote> = Arc::new(remote_with(&g, 3 * ALIGN, Duration::from_secs(15)).await);
+    let q = UploadQueue::start(r, Journal::open(&journal).unwrap(), quick(), None).unwrap();
+    let left = q.drain(Duration::from_secs(60)).await;
+    assert!(left.is_empty(), "{left:?}");
+    let s = g.stats();
+    assert_eq!(s.count(RouteClass::CreateSession), 0, "the same session");
+    assert!(
+        s.upload_fragment_bytes <= size - 7 * MIB,
+        "resumed mid-file: {}",
+        s.upload_fragment_bytes
+    );
+    assert_patterned(&g, "/q.bin", size);
+}

@@ -869,6 +869,100 @@ mod tests {
         ));
     }
 
+    /// A remote that resumes: the first attempt saves a token and fails, later attempts must be
+    /// handed that token back.
+    struct ResumingRemote {
+        fail_first: bool,
+        seen: Mutex<Vec<Option<serde_json::Value>>>,
+    }
+
+    #[async_trait]
+    impl Remote for ResumingRemote {
+        fn describe(&self) -> String {
+            "resuming".into()
+        }
+        async fn root(&self) -> RemoteResult<Entry> {
+            Err(RemoteError::Unsupported("test".into()))
+        }
+        async fn stat(&self, _: &ItemId) -> RemoteResult<Entry> {
+            Err(RemoteError::Unsupported("test".into()))
+        }
+        async fn lookup(&self, _: &ItemId, _: &str) -> RemoteResult<Entry> {
+            Err(RemoteError::Unsupported("test".into()))
+        }
+        async fn list(&self, _: &ItemId) -> RemoteResult<Vec<Entry>> {
+            Err(RemoteError::Unsupported("test".into()))
+        }
+        async fn read(&self, _: &ItemId, _: Option<&Version>, _: u64, _: u64) -> RemoteResult<Bytes> {
+            Err(RemoteError::Unsupported("test".into()))
+        }
+        async fn quota(&self) -> RemoteResult<Option<Quota>> {
+            Ok(None)
+        }
+        async fn upload_resumable(
+            &self,
+            _parent: &ItemId,
+            name: &str,
+            _source: &Path,
+            _mtime: SystemTime,
+            _precondition: Precondition,
+            _sent: &TransferProgress,
+            resume: &ResumeSlot,
+        ) -> RemoteResult<Entry> {
+            self.seen.lock().unwrap().push(resume.get());
+            if self.fail_first {
+                resume.set(Some(serde_json::json!({"session": "s-1", "offset": 5})));
+                return Err(RemoteError::Forbidden("stop here".into()));
+            }
+            resume.set(None);
+            Ok(UploadRemote::entry(name, 1, 1))
+        }
+    }
+
+    #[tokio::test]
+    async fn resume_tokens_are_journaled_and_handed_to_the_next_attempt() {
+        let mut fx = Fixture::new();
+        let first = Arc::new(ResumingRemote {
+            fail_first: true,
+            seen: Mutex::new(Vec::new()),
+        });
+        let q = UploadQueue::start(first.clone(), fx.journal(), quick(), None).unwrap();
+        let generation = q.enqueue(fx.stage("k", "r.bin", b"resume me", None)).unwrap();
+        assert!(q.wait("k", generation).await.is_err());
+        let token = serde_json::json!({"session": "s-1", "offset": 5});
+        let on_disk = fx.journal().load().unwrap().records;
+        assert_eq!(on_disk[0].resume.as_ref(), Some(&token), "in the journal at once");
+        assert_eq!(*first.seen.lock().unwrap(), vec![None]);
+        q.stop();
+
+        // A restarted daemon hands the token to the remote.
+        let second = Arc::new(ResumingRemote {
+            fail_first: false,
+            seen: Mutex::new(Vec::new()),
+        });
+        let q2 = UploadQueue::start(second.clone(), fx.journal(), quick(), None).unwrap();
+        assert!(q2.drain(Duration::from_secs(5)).await.is_empty());
+        assert_eq!(*second.seen.lock().unwrap(), vec![Some(token)]);
+        assert!(fx.journal().load().unwrap().records.is_empty());
+    }
+
+    #[tokio::test]
+    async fn new_content_drops_the_resume_token() {
+        let mut fx = Fixture::new();
+        let remote = Arc::new(ResumingRemote {
+            fail_first: true,
+            seen: Mutex::new(Vec::new()),
+        });
+        let q = UploadQueue::start(remote.clone(), fx.journal(), quick(), None).unwrap();
+        let g1 = q.enqueue(fx.stage("k", "r.bin", b"old", None)).unwrap();
+        assert!(q.wait("k", g1).await.is_err());
+        assert!(fx.journal().load().unwrap().records[0].resume.is_some());
+        let mut newer = fx.stage("k", "r.bin", b"new content", None);
+        newer.resume = Some(serde_json::json!("stale"));
+        q.enqueue(newer).unwrap();
+        assert_eq!(fx.journal().load().unwrap().records[0].resume, None);
+    }
+
     #[tokio::test]
     async fn errors_retrying_cannot_fix_keep_the_data_for_the_next_mount() {
         let mut fx = Fixture::new();
