@@ -814,6 +814,20 @@ mod core {
         }
         assert_eq!(g.stats().requests.values().sum::<u64>(), 0);
         assert!(g.drive().exists("/ok.txt"));
+        // A path over 400 characters: "/" + 200 + "/" + 200.
+        let long_dir = "d".repeat(200);
+        g.drive().mkdir(&format!("/{long_dir}")).unwrap();
+        let deep = fs.lookup(1, os(&long_dir)).await.unwrap().attr.ino;
+        g.reset_stats();
+        let long = "f".repeat(200);
+        let Err(c) = fs.create(deep, os(&long), libc::O_WRONLY).await else {
+            panic!("a 402-character path accepted")
+        };
+        assert_eq!(c.errno(), libc::ENAMETOOLONG);
+        assert_eq!(fs.mkdir(deep, os(&long)).await.unwrap_err().errno(), libc::ENAMETOOLONG);
+        assert_eq!(g.stats().requests.values().sum::<u64>(), 0);
+        fs.mkdir(deep, os(&"f".repeat(198))).await.unwrap();
+        assert!(g.drive().exists(&format!("/{long_dir}/{}", "f".repeat(198))));
     }
 
     #[tokio::test]

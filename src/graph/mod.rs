@@ -327,6 +327,10 @@ impl Remote for GraphRemote {
         names::check_name(name)
     }
 
+    fn check_path(&self, path: &str) -> RemoteResult<()> {
+        names::check_path(path)
+    }
+
     async fn upload(
         &self,
         parent: &ItemId,

@@ -20,6 +20,20 @@ const FORBIDDEN: &[char] = &['"', '*', ':', '<', '>', '?', '/', '\\', '|'];
 
 const DEVICES: &[&str] = &["CON", "PRN", "AUX", "NUL"];
 
+/// Longest path (`/` plus the names from the drive's root), in characters.
+pub const MAX_PATH_CHARS: usize = 400;
+
+/// `Ok` when an item at `path` (names from the root joined by `/`) is within the 400-character limit.
+pub fn check_path(path: &str) -> RemoteResult<()> {
+    let chars = 1 + path.chars().count();
+    if chars > MAX_PATH_CHARS {
+        return Err(RemoteError::NameTooLong(format!(
+            "the path would be {chars} characters; OneDrive allows {MAX_PATH_CHARS}"
+        )));
+    }
+    Ok(())
+}
+
 /// `Ok` when OneDrive accepts `name` for a new file or folder.
 pub fn check_name(name: &str) -> RemoteResult<()> {
     let bad = |why: &str| Err(RemoteError::InvalidName(format!("{name:?}: {why} (OneDrive)")));
@@ -108,6 +122,9 @@ mod tests {
             );
         }
         assert!(matches!(check_name(&"x".repeat(256)), Err(RemoteError::NameTooLong(_))));
+        assert!(check_path(&"p".repeat(399)).is_ok());
+        assert!(matches!(check_path(&"p".repeat(400)), Err(RemoteError::NameTooLong(_))));
+        assert!(check_path(&format!("{}/{}", "é".repeat(200), "ü".repeat(198))).is_ok());
         for good in [
             "a.txt",
             "x".repeat(255).as_str(),

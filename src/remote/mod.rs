@@ -327,6 +327,14 @@ pub trait Remote: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether the server would accept a new item at `path` (its names from the root, joined by
+    /// `/`, no leading slash), checked locally: `RemoteError::NameTooLong` when the whole path is
+    /// longer than the server allows. The core calls it with [`Remote::check_name`].
+    fn check_path(&self, path: &str) -> RemoteResult<()> {
+        let _ = path;
+        Ok(())
+    }
+
     /// Create folder `name` in `parent`; `RemoteError::AlreadyExists` when the name is taken.
     async fn mkdir(&self, parent: &ItemId, name: &str) -> RemoteResult<Entry> {
         let _ = (parent, name);

@@ -107,10 +107,35 @@ impl DriveFs {
     /// [`checked_name`], then the remote's own rules ([`crate::remote::Remote::check_name`]):
     /// a name the server would refuse fails here (EINVAL / ENAMETOOLONG), before anything is
     /// queued or sent.
-    fn new_name<'a>(&self, name: &'a OsStr) -> FsResult<&'a str> {
+    fn new_name<'a>(&self, parent: u64, name: &'a OsStr) -> FsResult<&'a str> {
         let name = checked_name(name)?;
         self.remote.check_name(name)?;
+        if let Some(dir) = self.path_of(parent) {
+            let path = if dir.is_empty() {
+                name.to_string()
+            } else {
+                format!("{dir}/{name}")
+            };
+            self.remote.check_path(&path)?;
+        }
         Ok(name)
+    }
+
+    /// The names from the mount's root down to `ino`, joined by `/` (`""` for the root); `None`
+    /// when the chain is broken (an inode forgotten meanwhile).
+    fn path_of(&self, ino: u64) -> Option<String> {
+        let mut names = Vec::new();
+        let mut cur = ino;
+        for _ in 0..4096 {
+            let n = self.inodes.get(cur)?;
+            if n.ino == n.parent {
+                names.reverse();
+                return Some(names.join("/"));
+            }
+            names.push(n.entry.name);
+            cur = n.parent;
+        }
+        None
     }
 
     /// Turn on writes: start the upload queue over the journal in `paths` (resuming what a previous
@@ -284,7 +309,7 @@ impl DriveFs {
     /// unless `flags` has `O_EXCL` (EEXIST).
     pub async fn create(&self, parent: u64, name: &OsStr, flags: i32) -> FsResult<(Looked, Opened)> {
         self.wb()?;
-        let name = self.new_name(name)?;
+        let name = self.new_name(parent, name)?;
         let dir = self.dir_node(parent)?;
         match self.lookup(parent, OsStr::new(name)).await {
             Ok(found) => {
@@ -568,7 +593,7 @@ impl DriveFs {
     /// Create folder `name` in `parent` on the server.
     pub async fn mkdir(&self, parent: u64, name: &OsStr) -> FsResult<Looked> {
         self.wb()?;
-        let name = self.new_name(name)?;
+        let name = self.new_name(parent, name)?;
         let dir = self.dir_node(parent)?;
         if let Some(Some(_)) = self.inodes.listed_child(parent, name, Instant::now()) {
             return Err(fs_err!(libc::EEXIST, "{name:?} exists"));
@@ -699,7 +724,7 @@ impl DriveFs {
     ) -> FsResult<()> {
         self.wb()?;
         let name = super::fs::existing_name(name)?;
-        let new_name = self.new_name(new_name)?;
+        let new_name = self.new_name(new_parent, new_name)?;
         let source = self.child(parent, name).await?;
         let dest_dir = self.dir_node(new_parent)?;
         if parent == new_parent && name == new_name {
