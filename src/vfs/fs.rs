@@ -182,6 +182,7 @@ impl DriveFs {
         if node.entry.kind != EntryKind::Directory {
             return Err(fs_err!(libc::ENOTDIR, "inode {ino} is not a folder"));
         }
+        self.show_restored_uploads(&node);
         Ok(node)
     }
 
