@@ -341,6 +341,35 @@ async fn queued_files_stay_visible_after_a_restart() {
     std::fs::remove_dir_all(&keep).unwrap();
 }
 
+/// A file unlinked while open stays usable through its descriptors, as on a local disk (tmpfile() does this):
+/// no links, writes and reads work, nothing reaches the server, and the last close frees it.
+#[tokio::test]
+async fn an_unlinked_file_stays_usable_until_closed() {
+    let s = setup().await;
+    let (_, o) = s.fs.create(1, os("scratch"), libc::O_RDWR).await.unwrap();
+    s.fs.write(o.fh, 0, b"before unlink").await.unwrap();
+    s.fs.flush(o.fh).await.unwrap(); // queued once, like a close of another descriptor
+    let ino = ino_of(&s.fs, "scratch").await;
+    s.fs.unlink(1, os("scratch")).await.unwrap();
+    assert_eq!(s.fs.lookup(1, os("scratch")).await.unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(s.fs.getattr(ino).await.unwrap().0.nlink, 0);
+    s.fs.write(o.fh, 13, b", and after").await.unwrap();
+    s.fs.flush(o.fh).await.unwrap();
+    assert_eq!(&s.fs.read(o.fh, 0, 100).await.unwrap()[..], b"before unlink, and after");
+    // A new file of the same name is another file.
+    write_file(&s.fs, 1, "scratch", b"new").await;
+    assert_eq!(&s.fs.read(o.fh, 0, 100).await.unwrap()[..], b"before unlink, and after");
+    s.fs.release(o.fh).await.unwrap();
+    until_uploaded(&s).await;
+    assert_eq!(s.remote.file_content("scratch").unwrap().as_ref(), b"new");
+    assert_eq!(read_file(&s.fs, "scratch").await, b"new");
+    let staged: Vec<_> = std::fs::read_dir(s.dir.path().join("staging"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(staged.is_empty(), "staged copies left behind: {staged:?}");
+}
+
 #[tokio::test]
 async fn a_change_on_the_server_while_editing_keeps_both_versions() {
     let s = setup().await;

@@ -208,7 +208,7 @@ impl DriveFs {
             .inodes
             .get(ino)
             .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
-        Ok(self.cfg.ownership.attr(ino, &node.entry))
+        Ok(self.attr_for(ino, &node.entry))
     }
 
     fn writable_handle(&self, ino: u64, entry: &Entry) -> u64 {
@@ -462,6 +462,10 @@ impl DriveFs {
             .get(ino)
             .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
         let Some(local) = node.local else { return Ok(None) };
+        if node.parent == super::inode::DETACHED {
+            // Unlinked while open: what is written now goes nowhere, as on a local disk.
+            return Ok(None);
+        }
         if !local.dirty {
             return Ok(local
                 .generation
@@ -711,8 +715,47 @@ impl DriveFs {
                 Err(e) => return Err(e.into()),
             }
         }
+        if node.local.is_some() && self.files.any(|h| h.ino == node.ino) {
+            self.detach_open_file(parent, &node).await;
+            return Ok(());
+        }
         self.forget_item(parent, &node);
         Ok(())
+    }
+
+    /// `node` was unlinked while descriptors are open on it: as on a local disk, they keep reading
+    /// and writing its content (from the staged copy, through its open file) until the last one
+    /// closes, while the name is gone and nothing more is uploaded.
+    async fn detach_open_file(&self, parent: u64, node: &super::inode::Node) {
+        let _gate = self.write_gate.write().await;
+        if let (Some(wb), Some(local)) = (self.writeback.get(), self.inodes.get(node.ino).and_then(|n| n.local)) {
+            // A close since the first cancel may have queued another generation.
+            wb.queue.settle(&local.key).await;
+            wb.queue.cancel(&local.key);
+        }
+        self.inodes.listing_remove(parent, &node.entry.name);
+        self.inodes.touch_dir(parent);
+        self.inodes.detach(node.ino);
+        self.inodes.with_node(node.ino, |n| {
+            if let Some(l) = n.local.as_mut() {
+                // The queue let go of the staged file; the open file is ours to write again.
+                l.handed_off = false;
+                l.dirty = false;
+                l.generation = None;
+            }
+        });
+    }
+
+    /// After a close: a file unlinked while open goes once its last descriptor is closed.
+    pub(super) fn drop_if_unlinked(&self, ino: u64) {
+        let detached = self.inodes.get(ino).is_some_and(|n| n.parent == super::inode::DETACHED);
+        if detached && !self.files.any(|h| h.ino == ino) {
+            if let Some(local) = self.inodes.with_node(ino, |n| n.local.take()).flatten() {
+                // Never handed to the queue, or taken back from it: the staged copy is ours to delete.
+                let _ = std::fs::remove_file(&local.staged);
+            }
+            self.inodes.forget(ino, 0);
+        }
     }
 
     /// Delete the empty folder `name` from `parent`.
