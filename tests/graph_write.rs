@@ -919,3 +919,25 @@ async fn a_restarted_queue_resumes_the_session_from_the_journal() {
     );
     assert_patterned(&g, "/q.bin", size);
 }
+
+#[tokio::test]
+async fn personal_drives_take_the_same_writes() {
+    let g = start(FakeGraphConfig::for_flavour(fake_graph::Flavour::Personal)).await;
+    let r = remote_with(&g, 3 * ALIGN, Duration::from_secs(15)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mtime = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_250);
+    let folder = r.mkdir(&r.root_id(), "Docs").await.unwrap();
+    for (name, len) in [("p.txt", 1234), ("p.bin", 5 * MIB + 1)] {
+        let src = staged(dir.path(), name, len);
+        let e = r
+            .upload(&folder.id, name, &src, mtime, Precondition::Absent)
+            .await
+            .unwrap();
+        assert_eq!((e.size, e.mtime), (len, mtime), "{name}: personal keeps milliseconds");
+        assert_patterned(&g, &format!("/Docs/{name}"), len);
+        let moved = r.rename(&e.id, &r.root_id(), name, false).await.unwrap();
+        assert_eq!(moved.id, e.id);
+        r.delete(&moved.id).await.unwrap();
+        assert!(!g.drive().exists(&format!("/{name}")));
+    }
+}
