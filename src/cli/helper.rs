@@ -62,7 +62,12 @@ pub struct HelperMount {
 }
 
 /// Names the top-level clap parser knows, which the `cloudmount SOURCE DIR` form must not shadow.
-const SUBCOMMANDS: &[&str] = &["mount", "unmount", "status", "install", "help"];
+/// Whether `name` is one of our subcommands (taken from the parser, so a new one is never mistaken
+/// for a mount source).
+fn is_subcommand(name: &str) -> bool {
+    use clap::CommandFactory;
+    name == "help" || super::Cli::command().get_subcommands().any(|c| c.get_name() == name)
+}
 
 /// Whether `argv` is a helper form: the program is called as `mount.*`, or its first argument is
 /// neither a flag nor a subcommand (`cloudmount SOURCE DIR -o OPTS`).
@@ -76,7 +81,7 @@ pub fn is_helper_form(argv: &[OsString]) -> bool {
         return true;
     }
     match argv.get(1).map(|a| a.to_string_lossy()) {
-        Some(first) => argv.len() >= 3 && !first.starts_with('-') && !SUBCOMMANDS.contains(&first.as_ref()),
+        Some(first) => argv.len() >= 3 && !first.starts_with('-') && !is_subcommand(&first),
         None => false,
     }
 }
@@ -205,6 +210,8 @@ mod tests {
         assert!(is_helper_form(&argv(&["cloudmount", "https://x/", "/mnt", "-o", "ro"])));
         assert!(!is_helper_form(&argv(&["cloudmount", "mount", "work", "/mnt"])));
         assert!(!is_helper_form(&argv(&["cloudmount", "status"])));
+        assert!(!is_helper_form(&argv(&["cloudmount", "login", "onedrive", "work"])));
+        assert!(!is_helper_form(&argv(&["cloudmount", "unmount", "/mnt", "--no-wait"])));
         assert!(!is_helper_form(&argv(&["cloudmount", "-v", "status", "/mnt"])));
     }
 

@@ -218,9 +218,10 @@ impl Remote for GraphRemote {
             DriveSelector::User(u) => format!("user {u}"),
             DriveSelector::SharePoint { site_url, library } => {
                 format!(
-                    "{}{} library {library}",
+                    "{}{} library {}",
                     site_url.host_str().unwrap_or(""),
-                    site_url.path()
+                    site_url.path(),
+                    library.as_deref().unwrap_or("(default)")
                 )
             }
         };

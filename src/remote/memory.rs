@@ -291,6 +291,7 @@ impl Remote for MemoryRemote {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
+            writes: true,
             conditional_writes: true,
             set_mtime: true,
         }
