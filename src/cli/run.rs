@@ -813,3 +813,79 @@ mod human_bytes_tests {
         assert_eq!(super::human_bytes(20 << 20), "20.0 MiB");
     }
 }
+
+#[cfg(test)]
+mod resolve_tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(config: &Path, extra: &[&str]) -> MountArgs {
+        let mut argv = vec!["cloudmount", "mount"];
+        argv.extend_from_slice(extra);
+        argv.extend_from_slice(&["--config", config.to_str().unwrap()]);
+        match super::super::Cli::try_parse_from(argv).unwrap().command {
+            super::super::Command::Mount(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    fn config() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("c.toml"),
+            "[remotes.work]\ntype = \"onedrive\"\ndrive_user = \"megan@contoso.com\"\n\
+             [remotes.nas]\ntype = \"webdav\"\nurl = \"http://h/dav\"\n",
+        )
+        .unwrap();
+        dir
+    }
+
+    fn onedrive(t: Target) -> OneDriveTarget {
+        match t {
+            Target::OneDrive(t) => *t,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn onedrive_remotes_resolve_with_overrides_and_the_login_to_run() {
+        let dir = config();
+        let c = dir.path().join("c.toml");
+        let t = onedrive(resolve_remote(&args(&c, &["work", "/mnt"])).unwrap());
+        assert_eq!(t.settings.drive, DriveTarget::User("megan@contoso.com".into()));
+        assert_eq!(
+            t.login_command,
+            format!("cloudmount login onedrive work --config {}", c.display())
+        );
+        let t = onedrive(
+            resolve_remote(&args(
+                &c,
+                &[
+                    "work",
+                    "/mnt",
+                    "--sharepoint",
+                    "https://contoso.sharepoint.com/sites/eng",
+                ],
+            ))
+            .unwrap(),
+        );
+        assert!(matches!(
+            t.settings.drive,
+            DriveTarget::SharePoint { library: None, .. }
+        ));
+        let t = onedrive(resolve_remote(&args(&c, &["work", "/mnt", "--drive-id", "b!x"])).unwrap());
+        assert_eq!(t.settings.drive, DriveTarget::DriveId("b!x".into()));
+    }
+
+    #[test]
+    fn flags_of_the_other_kind_are_refused() {
+        let dir = config();
+        let c = dir.path().join("c.toml");
+        let e = resolve_remote(&args(&c, &["work", "/mnt", "--user", "me"])).unwrap_err();
+        assert!(format!("{e:#}").contains("--drive-user"), "{e:#}");
+        let e = resolve_remote(&args(&c, &["nas", "/mnt", "--drive-id", "x"])).unwrap_err();
+        assert!(format!("{e:#}").contains("OneDrive remotes"), "{e:#}");
+        let e = resolve_remote(&args(&c, &["http://h/", "/mnt", "--drive-user", "x"])).unwrap_err();
+        assert!(format!("{e:#}").contains("OneDrive remotes"), "{e:#}");
+    }
+}
