@@ -486,7 +486,8 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
     };
     let settings = MountSettings {
         mountpoint: plan.mountpoint.clone(),
-        fsname: remote.describe(),
+        // The URL (WebDAV) or the drive URL (OneDrive): no spaces, unlike a OneDrive description.
+        fsname: key.clone(),
         allow_other: plan.allow_other,
         read_only: fs_cfg.read_only,
     };
