@@ -534,7 +534,7 @@ async fn sharepoint_sites_and_libraries_resolve() {
             &g,
             DriveSelector::SharePoint {
                 site_url: Url::parse(site).unwrap(),
-                library: lib.into(),
+                library: (!lib.is_empty()).then(|| lib.into()),
             },
         )
     };
@@ -563,6 +563,16 @@ async fn sharepoint_sites_and_libraries_resolve() {
     .await
     .unwrap();
     assert_eq!(root_docs.drive_id(), g.library("", "Documents").unwrap().id());
+    // No library named: the site's default one.
+    let default = GraphRemote::connect(
+        sp("https://contoso.sharepoint.com/sites/eng", ""),
+        http(),
+        tokens.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(default.drive_id(), g.library("/sites/eng", "Documents").unwrap().id());
+    assert!(default.describe().contains("(default)"), "{}", default.describe());
 
     let err = GraphRemote::connect(
         sp("https://contoso.sharepoint.com/sites/nope", "Documents"),
@@ -649,7 +659,7 @@ async fn personal_and_business_flavours() {
                 &g,
                 DriveSelector::SharePoint {
                     site_url: Url::parse("https://contoso.sharepoint.com/sites/eng").unwrap(),
-                    library: "Documents".into(),
+                    library: Some("Documents".into()),
                 },
             ),
             http(),

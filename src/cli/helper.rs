@@ -30,6 +30,10 @@ const VALUED: &[(&str, &str)] = &[
     ("uploads", "--uploads"),
     ("min_free", "--min-free"),
     ("wait_online", "--wait-online"),
+    ("drive_id", "--drive-id"),
+    ("drive_user", "--drive-user"),
+    ("sharepoint", "--sharepoint"),
+    ("library", "--library"),
     // mount(8) keeps x-* options from helpers; mount.fuse3 passes them on.
     ("x-cloudmount.wait-online", "--wait-online"),
 ];
@@ -214,6 +218,7 @@ mod tests {
         assert!(!is_helper_form(&argv(&["cloudmount", "mount", "work", "/mnt"])));
         assert!(!is_helper_form(&argv(&["cloudmount", "status"])));
         assert!(!is_helper_form(&argv(&["cloudmount", "login", "onedrive", "work"])));
+        assert!(!is_helper_form(&argv(&["cloudmount", "unmount", "/mnt", "--no-wait"])));
         assert!(!is_helper_form(&argv(&["cloudmount", "-v", "status", "/mnt"])));
     }
 
@@ -242,6 +247,22 @@ mod tests {
         assert_eq!(a.poll_interval, Some(30.0));
         assert_eq!(a.config.as_deref(), Some(Path::new("/etc/c.toml")));
         assert_eq!((m.fake, m.verbose), (false, 1));
+
+        let m = parse(&argv(&[
+            "cloudmount",
+            "team",
+            "/mnt/eng",
+            "-o",
+            "sharepoint=https://contoso.sharepoint.com/sites/eng,library=Archive,user=nobody",
+        ]))
+        .unwrap();
+        assert_eq!(
+            m.args.sharepoint.as_deref(),
+            Some("https://contoso.sharepoint.com/sites/eng")
+        );
+        assert_eq!(m.args.library.as_deref(), Some("Archive"));
+        // `user` is mount(8)'s, not a drive user nor a WebDAV user.
+        assert_eq!(m.args.user, None);
     }
 
     #[test]

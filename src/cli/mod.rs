@@ -215,9 +215,23 @@ pub struct MountArgs {
     /// The config file (default: $XDG_CONFIG_HOME/cloudmount/config.toml).
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// User for HTTP Basic auth (overrides the config).
+    /// User for HTTP Basic auth (WebDAV; overrides the config). For a OneDrive user's drive, see
+    /// --drive-user.
     #[arg(long)]
     pub user: Option<String>,
+    /// OneDrive: mount the drive with this id (overrides the remote's drive in the config).
+    #[arg(long, value_name = "ID", conflicts_with_all = ["drive_user", "sharepoint"])]
+    pub drive_id: Option<String>,
+    /// OneDrive: mount this user's OneDrive, by UPN or id (overrides the config; what app-only
+    /// sign-ins use).
+    #[arg(long, value_name = "UPN", conflicts_with = "sharepoint")]
+    pub drive_user: Option<String>,
+    /// OneDrive: mount a library of this SharePoint site (overrides the config).
+    #[arg(long, value_name = "SITE-URL")]
+    pub sharepoint: Option<String>,
+    /// OneDrive: the document library of --sharepoint (default: the site's default library).
+    #[arg(long, value_name = "NAME", requires = "sharepoint")]
+    pub library: Option<String>,
     /// A shell command printing the password (overrides the config; env CLOUDMOUNT_PASSWORD also works).
     #[arg(long, value_name = "CMD")]
     pub password_command: Option<String>,

@@ -7,11 +7,15 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::config::{default_config_path, run_password_command, ConfigFile, RemoteKind};
+use super::config::{default_config_path, run_password_command, ConfigFile, DriveTarget, OneDriveSettings, RemoteKind};
 use super::daemon::Readiness;
 use super::state::{self, MountStatus, RemoteState, UploadLine};
 use super::MountArgs;
+use crate::auth::{AuthState, AuthStateHandle, Flow, OAuthTokenSource, TokenStore};
+use crate::error::RemoteError;
 use crate::fuse::session::{self, MountSettings};
+use crate::graph::{ConnectError, DriveSelector, GraphConfig, GraphRemote};
+use crate::http::{HttpClient, HttpConfig, RetryPolicy};
 use crate::remote::Remote;
 use crate::vfs::upload::queue::QueueConfig;
 use crate::vfs::write::WriteBackPaths;
@@ -39,12 +43,33 @@ impl std::fmt::Debug for ResolvedRemote {
     }
 }
 
+/// A OneDrive remote resolved from the config file and the command line.
+#[derive(Clone, Debug)]
+pub struct OneDriveTarget {
+    /// The remote's name in the config (also names its token file).
+    pub name: String,
+    /// Sign-in settings and the drive to mount.
+    pub settings: OneDriveSettings,
+    /// The exact command that signs this remote in again (with --config / --state-dir when they
+    /// are not the defaults).
+    pub login_command: String,
+}
+
+/// What to mount.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A WebDAV share.
+    Webdav(ResolvedRemote),
+    /// A OneDrive or SharePoint drive through Microsoft Graph.
+    OneDrive(Box<OneDriveTarget>),
+}
+
 /// Everything `mount` needs, checked before any fork or thread, so mistakes are reported on the
 /// terminal.
 #[derive(Debug)]
 pub struct MountPlan {
     /// The remote.
-    pub remote: ResolvedRemote,
+    pub remote: Target,
     /// Absolute mountpoint.
     pub mountpoint: PathBuf,
     /// Core settings.
@@ -74,8 +99,62 @@ fn secs(name: &str, v: f64) -> Result<Duration> {
     Ok(Duration::from_secs_f64(v))
 }
 
-fn resolve_remote(args: &MountArgs) -> Result<ResolvedRemote> {
+/// Whether the command line names a OneDrive drive.
+fn drive_flags(args: &MountArgs) -> bool {
+    args.drive_id.is_some() || args.drive_user.is_some() || args.sharepoint.is_some()
+}
+
+/// `cloudmount login onedrive NAME`, with the flow's flag and the --config / --state-dir this mount
+/// was given, so that it can be pasted as is.
+fn login_command(settings: &OneDriveSettings, args: &MountArgs) -> String {
+    let quote = |p: &Path| {
+        let s = p.to_string_lossy();
+        if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c)) {
+            s.into_owned()
+        } else {
+            format!("'{}'", s.replace('\'', "'\\''"))
+        }
+    };
+    let mut cmd = settings.oauth.login_command();
+    if let Some(c) = &args.config {
+        cmd.push_str(&format!(" --config {}", quote(c)));
+    }
+    if let Some(d) = &args.state_dir {
+        cmd.push_str(&format!(" --state-dir {}", quote(d)));
+    }
+    cmd
+}
+
+fn resolve_onedrive(args: &MountArgs, remote: &super::config::RemoteConfig) -> Result<OneDriveTarget> {
+    if args.user.is_some() || args.password_command.is_some() {
+        bail!(
+            "--user and --password-command are WebDAV Basic auth; remote {:?} is OneDrive, which signs in with \
+             `cloudmount login onedrive {}` (for another user's drive: --drive-user UPN)",
+            args.remote,
+            args.remote
+        );
+    }
+    let mut r = remote.clone();
+    if drive_flags(args) {
+        // One drive target: the command line's replaces the config's.
+        r.drive_id.clone_from(&args.drive_id);
+        r.drive_user.clone_from(&args.drive_user);
+        r.sharepoint.clone_from(&args.sharepoint);
+        r.library.clone_from(&args.library);
+    }
+    let settings = r.onedrive(&args.remote)?;
+    Ok(OneDriveTarget {
+        name: args.remote.clone(),
+        login_command: login_command(&settings, args),
+        settings,
+    })
+}
+
+fn resolve_remote(args: &MountArgs) -> Result<Target> {
     let looks_like_url = args.remote.starts_with("http://") || args.remote.starts_with("https://");
+    if looks_like_url && drive_flags(args) {
+        bail!("--drive-id, --drive-user, --sharepoint and --library are for OneDrive remotes (a name in the config), not WebDAV URLs");
+    }
     let (url, mut user, mut password, mut password_command) = if looks_like_url {
         (args.remote.clone(), None, None, None)
     } else {
@@ -91,11 +170,18 @@ fn resolve_remote(args: &MountArgs) -> Result<ResolvedRemote> {
             .remote(&args.remote)
             .with_context(|| format!("in {}", path.display()))?;
         match r.kind {
+            RemoteKind::Webdav if drive_flags(args) => {
+                bail!(
+                    "--drive-id, --drive-user, --sharepoint and --library are for OneDrive remotes; {:?} is WebDAV",
+                    args.remote
+                )
+            }
             RemoteKind::Webdav => {}
-            RemoteKind::Onedrive => bail!(
-                "remote {:?} is a OneDrive remote; this build cannot mount OneDrive yet",
-                args.remote
-            ),
+            RemoteKind::Onedrive => {
+                return resolve_onedrive(args, r)
+                    .map(|t| Target::OneDrive(Box::new(t)))
+                    .with_context(|| format!("in {}", path.display()));
+            }
         }
         (
             r.url.clone().context("the remote has no url")?,
@@ -135,7 +221,30 @@ fn resolve_remote(args: &MountArgs) -> Result<ResolvedRemote> {
         let p = format!("{}/", url.path());
         url.set_path(&p);
     }
-    Ok(ResolvedRemote { url, user, password })
+    Ok(Target::Webdav(ResolvedRemote { url, user, password }))
+}
+
+/// A OneDrive remote must have been signed in (client credentials excepted: they sign in at mount).
+fn check_signed_in(t: &OneDriveTarget, state_dir: &Path) -> Result<()> {
+    if t.settings.oauth.flow == Flow::ClientCredentials {
+        return Ok(());
+    }
+    let store = TokenStore::new(state_dir, &t.name)?;
+    match store.load() {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => bail!(
+            "remote {:?} is not signed in (no tokens in {}): run `{}`",
+            t.name,
+            store.path().display(),
+            t.login_command
+        ),
+        Err(e) => bail!(
+            "cannot read the tokens of remote {:?} in {}: {e}; sign in again with `{}`",
+            t.name,
+            store.path().display(),
+            t.login_command
+        ),
+    }
 }
 
 fn default_log_file(mountpoint: &Path) -> PathBuf {
@@ -193,6 +302,10 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan> {
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let ownership = Ownership::new(args.uid.unwrap_or(uid), args.gid.unwrap_or(gid), args.umask);
     let log_file = args.log_file.clone().unwrap_or_else(|| default_log_file(&mountpoint));
+    let state_dir = args.state_dir.clone().unwrap_or_else(state::default_state_dir);
+    if let Target::OneDrive(t) = &remote {
+        check_signed_in(t, &state_dir)?;
+    }
     Ok(MountPlan {
         remote,
         mountpoint,
@@ -208,7 +321,7 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan> {
         timeout,
         allow_other: args.allow_other,
         log_file,
-        state_dir: args.state_dir.clone().unwrap_or_else(state::default_state_dir),
+        state_dir,
         min_free_bytes: args.min_free.saturating_mul(1 << 20),
         uploads: args.uploads,
         poll_interval,
@@ -234,24 +347,127 @@ pub fn serve(plan: MountPlan, mut readiness: Readiness) -> Result<()> {
     result
 }
 
+/// A connected remote, with what the rest of the lifecycle needs to know about it.
+struct Connected {
+    remote: Arc<dyn Remote>,
+    /// Names the remote in logs and status (no credentials), and keys its upload journal.
+    key: String,
+    /// The sign-in state and the command that signs in again (OneDrive).
+    auth: Option<(AuthStateHandle, String)>,
+}
+
+fn connect(rt: &tokio::runtime::Runtime, plan: &MountPlan) -> Result<Connected> {
+    match &plan.remote {
+        Target::Webdav(r) => {
+            let remote: Arc<dyn Remote> = Arc::new(DavRemote::new(DavConfig {
+                url: r.url.clone(),
+                user: r.user.clone(),
+                password: r.password.clone(),
+                timeout: plan.timeout,
+                connect_timeout: plan.timeout.min(Duration::from_secs(10)),
+            })?);
+            Ok(Connected {
+                remote,
+                key: r.url.to_string(),
+                auth: None,
+            })
+        }
+        Target::OneDrive(t) => connect_onedrive(rt, t, plan),
+    }
+}
+
+fn drive_selector(target: &DriveTarget) -> DriveSelector {
+    match target {
+        DriveTarget::Me => DriveSelector::Me,
+        DriveTarget::DriveId(id) => DriveSelector::DriveId(id.clone()),
+        DriveTarget::User(u) => DriveSelector::User(u.clone()),
+        DriveTarget::SharePoint { site, library } => DriveSelector::SharePoint {
+            site_url: site.clone(),
+            library: library.clone(),
+        },
+    }
+}
+
+/// Sign in from the token store and resolve the drive, retrying for `--wait-online` while the
+/// server cannot be reached. Errors say what to do.
+fn connect_onedrive(rt: &tokio::runtime::Runtime, t: &OneDriveTarget, plan: &MountPlan) -> Result<Connected> {
+    let http = HttpConfig {
+        policy: RetryPolicy {
+            deadline: plan.timeout,
+            connect_timeout: plan.timeout.min(Duration::from_secs(10)),
+            ..RetryPolicy::default()
+        },
+        ..HttpConfig::default()
+    };
+    let (tokens, auth) = {
+        let _in_rt = rt.enter();
+        OAuthTokenSource::from_store(&t.settings.oauth, &plan.state_dir, HttpClient::new(http.clone())?)
+            .with_context(|| format!("cannot open the tokens of remote {:?}", t.name))?
+    };
+    let mut config = GraphConfig::new(drive_selector(&t.settings.drive)).with_graph_url(t.settings.graph_url.clone());
+    config.timeout = plan.timeout;
+    config.connect_timeout = plan.timeout.min(Duration::from_secs(10));
+    let graph = &t.settings.graph_url;
+    let deadline = std::time::Instant::now() + plan.wait_online;
+    let remote = loop {
+        match rt.block_on(GraphRemote::connect(config.clone(), http.clone(), tokens.clone())) {
+            Ok(r) => break r,
+            Err(ConnectError::Remote(e)) if e.is_transient() && std::time::Instant::now() < deadline => {
+                tracing::info!(error = %e, "cannot reach {graph} yet; trying again (--wait-online)");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(ConnectError::Remote(e)) if e.is_transient() => {
+                let hint = if plan.wait_online.is_zero() {
+                    "is the network up? --wait-online SECS waits for it".to_string()
+                } else {
+                    format!("gave up after waiting {:?}", plan.wait_online)
+                };
+                bail!("cannot reach {graph}: {e} ({hint})");
+            }
+            Err(ConnectError::Remote(RemoteError::Unauthorized(why))) => match auth.get() {
+                AuthState::LoginNeeded { reason, .. } => {
+                    bail!(
+                        "remote {:?} needs a new sign-in ({reason}): run `{}`",
+                        t.name,
+                        t.login_command
+                    )
+                }
+                _ => bail!(
+                    "Microsoft Graph refused the sign-in of remote {:?} ({why}); sign in again with `{}`",
+                    t.name,
+                    t.login_command
+                ),
+            },
+            Err(e) => return Err(e).with_context(|| format!("cannot mount remote {:?}", t.name)),
+        }
+    };
+    let key = format!("{}/drives/{}", graph.as_str().trim_end_matches('/'), remote.drive_id());
+    Ok(Connected {
+        remote: Arc::new(remote),
+        key,
+        auth: Some((auth, t.login_command.clone())),
+    })
+}
+
 fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut Readiness) -> Result<()> {
-    let url = plan.remote.url.clone();
-    let remote: Arc<dyn Remote> = Arc::new(DavRemote::new(DavConfig {
-        url: url.clone(),
-        user: plan.remote.user.clone(),
-        password: plan.remote.password.clone(),
-        timeout: plan.timeout,
-        connect_timeout: plan.timeout.min(Duration::from_secs(10)),
-    })?);
+    let Connected { remote, key, auth } = connect(rt, plan)?;
     if let Some(p) = plan.poll_interval {
         tracing::info!(poll_interval = ?p, "poll_interval is accepted but not used yet: changes made elsewhere show after --ttl");
     }
-    let fs = first_contact(rt, &remote, plan)?;
+    let mut fs_cfg = plan.fs.clone();
+    if !remote.capabilities().writes && !fs_cfg.read_only {
+        tracing::info!(
+            remote = %remote.describe(),
+            "this remote cannot write yet (no upload support): mounting read-only; changes answer EROFS"
+        );
+        fs_cfg.read_only = true;
+    }
+    let fs = first_contact(rt, &remote, &fs_cfg, &key, plan)?;
     // The journal of a remote is used by one mount at a time, and resumed by the next one.
-    let remote_state = if plan.fs.read_only {
+    let remote_state = if fs_cfg.read_only {
         None
     } else {
-        let st = RemoteState::acquire(&plan.state_dir, url.as_str())?;
+        let st = RemoteState::acquire(&plan.state_dir, &key)?;
         let paths = WriteBackPaths {
             journal: st.journal(),
             staging: st.staging(),
@@ -270,24 +486,26 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
     };
     let settings = MountSettings {
         mountpoint: plan.mountpoint.clone(),
-        fsname: remote.describe(),
+        // The URL (WebDAV) or the drive URL (OneDrive): no spaces, unlike a OneDrive description.
+        fsname: key.clone(),
         allow_other: plan.allow_other,
-        read_only: plan.fs.read_only,
+        read_only: fs_cfg.read_only,
     };
     let session::Mounted {
         mut session,
         fuser_owns_mount,
     } = session::mount(fs.clone(), rt.handle().clone(), &settings)
         .with_context(|| format!("cannot mount on {}", plan.mountpoint.display()))?;
-    tracing::info!(remote = %url, mountpoint = %plan.mountpoint.display(), read_only = plan.fs.read_only, "mounted");
+    tracing::info!(remote = %key, mountpoint = %plan.mountpoint.display(), read_only = fs_cfg.read_only, "mounted");
     readiness.ready();
 
     let status_file = state::status_path(&plan.state_dir, &plan.mountpoint);
     let publisher = Publisher {
         fs: fs.clone(),
         path: status_file.clone(),
-        remote: url.to_string(),
+        remote: key.clone(),
         mountpoint: plan.mountpoint.clone(),
+        auth,
     };
     let (signals_tx, mut signals) = tokio::sync::watch::channel(0u32);
     let unmounter = fuser_owns_mount.then(|| session.unmount_callable());
@@ -356,11 +574,16 @@ fn unreachable(e: &crate::vfs::FsError) -> bool {
 }
 
 /// Open the remote's root, retrying for `--wait-online` while the server cannot be reached.
-fn first_contact(rt: &tokio::runtime::Runtime, remote: &Arc<dyn Remote>, plan: &MountPlan) -> Result<Arc<DriveFs>> {
-    let url = &plan.remote.url;
+fn first_contact(
+    rt: &tokio::runtime::Runtime,
+    remote: &Arc<dyn Remote>,
+    fs: &crate::vfs::FsConfig,
+    url: &str,
+    plan: &MountPlan,
+) -> Result<Arc<DriveFs>> {
     let deadline = std::time::Instant::now() + plan.wait_online;
     loop {
-        match rt.block_on(DriveFs::new(remote.clone(), plan.fs.clone())) {
+        match rt.block_on(DriveFs::new(remote.clone(), fs.clone())) {
             Ok(fs) => return Ok(fs),
             Err(e) if unreachable(&e) && std::time::Instant::now() < deadline => {
                 tracing::info!(error = %e, "cannot reach {url} yet; trying again (--wait-online)");
@@ -386,16 +609,26 @@ struct Publisher {
     path: PathBuf,
     remote: String,
     mountpoint: PathBuf,
+    auth: Option<(AuthStateHandle, String)>,
 }
 
 impl Publisher {
     fn publish(&self, mounted: bool) {
         let uploads = self.fs.upload_queue().map(|q| q.status()).unwrap_or_default();
+        let auth = self.auth.as_ref().map(|(h, login)| match h.get() {
+            // The command the mount itself would run: with its --config and --state-dir.
+            AuthState::LoginNeeded { reason, .. } => AuthState::LoginNeeded {
+                command: login.clone(),
+                reason,
+            },
+            other => other,
+        });
         let status = MountStatus {
             pid: std::process::id(),
             remote: self.remote.clone(),
             mountpoint: self.mountpoint.clone(),
             mounted,
+            auth,
             uploads: uploads.iter().map(UploadLine::from).collect(),
         };
         if let Err(e) = state::write_status(&self.path, &status) {
@@ -526,6 +759,9 @@ pub fn status(dir: Option<&Path>, state_dir: Option<&Path>, json: bool) -> Resul
             m.mountpoint.display(),
             m.pid
         ));
+        if let Some(a) = &m.auth {
+            out.push_str(&format!("  auth: {}\n", a.summary()));
+        }
         if m.uploads.is_empty() {
             out.push_str("  uploads: none pending\n");
         }
@@ -576,5 +812,81 @@ mod human_bytes_tests {
         assert_eq!(super::human_bytes(1023), "1023 bytes");
         assert_eq!(super::human_bytes(1536), "1.5 KiB");
         assert_eq!(super::human_bytes(20 << 20), "20.0 MiB");
+    }
+}
+
+#[cfg(test)]
+mod resolve_tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(config: &Path, extra: &[&str]) -> MountArgs {
+        let mut argv = vec!["cloudmount", "mount"];
+        argv.extend_from_slice(extra);
+        argv.extend_from_slice(&["--config", config.to_str().unwrap()]);
+        match super::super::Cli::try_parse_from(argv).unwrap().command {
+            super::super::Command::Mount(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    fn config() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("c.toml"),
+            "[remotes.work]\ntype = \"onedrive\"\ndrive_user = \"megan@contoso.com\"\n\
+             [remotes.nas]\ntype = \"webdav\"\nurl = \"http://h/dav\"\n",
+        )
+        .unwrap();
+        dir
+    }
+
+    fn onedrive(t: Target) -> OneDriveTarget {
+        match t {
+            Target::OneDrive(t) => *t,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn onedrive_remotes_resolve_with_overrides_and_the_login_to_run() {
+        let dir = config();
+        let c = dir.path().join("c.toml");
+        let t = onedrive(resolve_remote(&args(&c, &["work", "/mnt"])).unwrap());
+        assert_eq!(t.settings.drive, DriveTarget::User("megan@contoso.com".into()));
+        assert_eq!(
+            t.login_command,
+            format!("cloudmount login onedrive work --config {}", c.display())
+        );
+        let t = onedrive(
+            resolve_remote(&args(
+                &c,
+                &[
+                    "work",
+                    "/mnt",
+                    "--sharepoint",
+                    "https://contoso.sharepoint.com/sites/eng",
+                ],
+            ))
+            .unwrap(),
+        );
+        assert!(matches!(
+            t.settings.drive,
+            DriveTarget::SharePoint { library: None, .. }
+        ));
+        let t = onedrive(resolve_remote(&args(&c, &["work", "/mnt", "--drive-id", "b!x"])).unwrap());
+        assert_eq!(t.settings.drive, DriveTarget::DriveId("b!x".into()));
+    }
+
+    #[test]
+    fn flags_of_the_other_kind_are_refused() {
+        let dir = config();
+        let c = dir.path().join("c.toml");
+        let e = resolve_remote(&args(&c, &["work", "/mnt", "--user", "me"])).unwrap_err();
+        assert!(format!("{e:#}").contains("--drive-user"), "{e:#}");
+        let e = resolve_remote(&args(&c, &["nas", "/mnt", "--drive-id", "x"])).unwrap_err();
+        assert!(format!("{e:#}").contains("OneDrive remotes"), "{e:#}");
+        let e = resolve_remote(&args(&c, &["http://h/", "/mnt", "--drive-user", "x"])).unwrap_err();
+        assert!(format!("{e:#}").contains("OneDrive remotes"), "{e:#}");
     }
 }

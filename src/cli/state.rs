@@ -96,6 +96,9 @@ pub struct MountStatus {
     pub mountpoint: PathBuf,
     /// Whether the mount is still attached (false while it drains uploads after unmount).
     pub mounted: bool,
+    /// The sign-in state of remotes that sign in (OneDrive); `None` for WebDAV.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<crate::auth::AuthState>,
     /// Uploads not yet on the server.
     pub uploads: Vec<UploadLine>,
 }
@@ -212,6 +215,7 @@ mod tests {
             remote: "http://h/".into(),
             mountpoint: "/mnt/a".into(),
             mounted: true,
+            auth: None,
             uploads: vec![],
         };
         write_status(&status_path(dir.path(), Path::new("/mnt/a")), &live).unwrap();

@@ -22,12 +22,13 @@ pub enum DriveSelector {
     /// A user's OneDrive by id or principal name (`/users/{u}/drive`): what app-only tokens use.
     User(String),
     /// A SharePoint document library: the site by URL (`https://contoso.sharepoint.com/sites/eng`),
-    /// the library by its name (`Documents`), compared case-insensitively.
+    /// the library by its name (`Documents`), compared case-insensitively; without a name, the
+    /// site's default library (`/sites/{id}/drive`, whatever it is called in the site's language).
     SharePoint {
         /// Address of the site as a browser shows it.
         site_url: Url,
-        /// Library (drive) name.
-        library: String,
+        /// Library (drive) name; `None` for the site's default library.
+        library: Option<String>,
     },
 }
 

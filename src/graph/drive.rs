@@ -153,6 +153,18 @@ pub async fn resolve(client: &GraphClient, urls: &Urls, selector: &DriveSelector
                     RemoteError::NotFound => ConnectError::SiteNotFound(shown.clone()),
                     other => other.into(),
                 })?;
+            let Some(library) = library else {
+                // The site's default library, whatever its name in the site's language.
+                let url = with_query(urls.at(&format!("/sites/{}/drive", encode_id(&site.id)))?, &select);
+                return client.get_json(url).await.map_err(|e| match e {
+                    RemoteError::NotFound => ConnectError::LibraryNotFound {
+                        site: shown.clone(),
+                        library: "(default)".into(),
+                        available: String::new(),
+                    },
+                    other => other.into(),
+                });
+            };
             let mut url = with_query(urls.at(&format!("/sites/{}/drives", encode_id(&site.id)))?, &select);
             let mut names = Vec::new();
             loop {

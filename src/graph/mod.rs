@@ -230,9 +230,10 @@ impl Remote for GraphRemote {
             DriveSelector::User(u) => format!("user {u}"),
             DriveSelector::SharePoint { site_url, library } => {
                 format!(
-                    "{}{} library {library}",
+                    "{}{} library {}",
                     site_url.host_str().unwrap_or(""),
-                    site_url.path()
+                    site_url.path(),
+                    library.as_deref().unwrap_or("(default)")
                 )
             }
         };
@@ -318,6 +319,7 @@ impl Remote for GraphRemote {
     fn capabilities(&self) -> Capabilities {
         // If-Match / conflictBehavior=fail are checked by the server; fileSystemInfo keeps times.
         Capabilities {
+            writes: true,
             conditional_writes: true,
             set_mtime: true,
         }

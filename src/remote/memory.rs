@@ -296,6 +296,7 @@ impl Remote for MemoryRemote {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
+            writes: true,
             conditional_writes: true,
             set_mtime: true,
         }

@@ -120,6 +120,10 @@ pub enum Precondition {
 /// What a remote can do beyond the common core, so the layers above choose honestly.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Capabilities {
+    /// The remote implements the write operations ([`Remote::upload`], [`Remote::mkdir`],
+    /// [`Remote::delete`], [`Remote::rename`]). A remote without them is mounted read-only (changes
+    /// answer EROFS) whatever the command line says.
+    pub writes: bool,
     /// The server enforces [`Precondition::Matches`] and [`Precondition::Absent`] atomically.
     pub conditional_writes: bool,
     /// The server keeps a modification time we send.

@@ -197,6 +197,14 @@ impl DriveFs {
             None => match self.remote.lookup(&dir.entry.id, name).await {
                 Ok(entry) => entry,
                 Err(RemoteError::NotFound) => return Err(fs_err!(libc::ENOENT, "{name:?} not found")),
+                Err(e @ RemoteError::Unauthorized(_)) => match self.inodes.known_child(parent, name) {
+                    // Sign-in needed: what we saw before stays usable (cached data stays readable).
+                    Some(entry) => {
+                        tracing::debug!(name, error = %e, "cannot ask the server; using what we saw before");
+                        entry
+                    }
+                    None => return Err(e.into()),
+                },
                 Err(e) => return Err(e.into()),
             },
         };
@@ -240,6 +248,11 @@ impl DriveFs {
             Ok(e) => e,
             Err(RemoteError::NotFound) => {
                 return Err(fs_err!(libc::ENOENT, "{} is gone from the server", node.entry.id))
+            }
+            Err(e @ RemoteError::Unauthorized(_)) => {
+                // Sign-in needed: keep serving what we know; the server is asked again next time.
+                tracing::debug!(item = %node.entry.id, error = %e, "cannot ask the server; using what we saw before");
+                return Ok(node.entry);
             }
             Err(e) => return Err(e.into()),
         };
@@ -403,10 +416,21 @@ impl DriveFs {
     pub async fn opendir(&self, ino: u64) -> FsResult<u64> {
         let node = self.dir_node(ino)?;
         let now = Instant::now();
-        let mut children = match self.inodes.fresh_listing(ino, now) {
+        let children = match self.inodes.fresh_listing(ino, now) {
             Some(children) => children,
             None => {
-                let listed = self.remote.list(&node.entry.id).await?;
+                let listed = match self.remote.list(&node.entry.id).await {
+                    Ok(listed) => listed,
+                    // Sign-in needed: a folder listed before stays listable.
+                    Err(e @ RemoteError::Unauthorized(_)) => match self.inodes.last_listing(ino) {
+                        Some(children) => {
+                            tracing::debug!(item = %node.entry.id, error = %e, "cannot ask the server; using the last listing");
+                            return Ok(self.dir_snapshot(ino, node.parent, children));
+                        }
+                        None => return Err(e.into()),
+                    },
+                    Err(e) => return Err(e.into()),
+                };
                 let (children, replaced) = self.inodes.set_listing(ino, listed, self.valid_until());
                 for (id, _) in replaced {
                     if let Some((_, e)) = children.iter().find(|(_, e)| e.id == id) {
@@ -416,6 +440,10 @@ impl DriveFs {
                 children
             }
         };
+        Ok(self.dir_snapshot(ino, node.parent, children))
+    }
+
+    fn dir_snapshot(&self, ino: u64, parent: u64, mut children: Vec<(u64, Entry)>) -> u64 {
         children.sort_by(|a, b| a.1.name.cmp(&b.1.name));
         let mut slots = Vec::with_capacity(children.len() + 2);
         slots.push(DirSlot {
@@ -425,7 +453,7 @@ impl DriveFs {
             is_dir: true,
         });
         slots.push(DirSlot {
-            ino: node.parent,
+            ino: parent,
             name: "..".into(),
             entry: None,
             is_dir: true,
@@ -436,7 +464,7 @@ impl DriveFs {
             is_dir: e.kind == EntryKind::Directory,
             entry: Some(e),
         }));
-        Ok(self.dirs.insert(DirHandle { ino, slots }))
+        self.dirs.insert(DirHandle { ino, slots })
     }
 
     fn dir_handle(&self, fh: u64) -> FsResult<Arc<DirHandle>> {

@@ -276,11 +276,39 @@ impl InodeTable {
         Some(listing.children.get(name).cloned())
     }
 
+    /// The entry named `name` in `dir` as last seen, however old: from the folder's listing, or
+    /// from a node found by an earlier lookup. For when the server cannot be asked (sign-in needed).
+    pub fn known_child(&self, dir: u64, name: &str) -> Option<Entry> {
+        let inner = self.lock();
+        if let Some(e) = inner
+            .nodes
+            .get(&dir)
+            .and_then(|n| n.listing.as_ref())
+            .and_then(|l| l.children.get(name))
+        {
+            return Some(e.clone());
+        }
+        inner
+            .nodes
+            .values()
+            .find(|n| n.parent == dir && n.ino != dir && n.entry.name == name)
+            .map(|n| n.entry.clone())
+    }
+
     /// The children of `dir` from a listing still valid at `now`, with their inode numbers.
     pub fn fresh_listing(&self, dir: u64, now: Instant) -> Option<Vec<(u64, Entry)>> {
+        self.listing_as_of(dir, Some(now))
+    }
+
+    /// The children of `dir` from its last listing however old (`None`: it was never listed).
+    pub fn last_listing(&self, dir: u64) -> Option<Vec<(u64, Entry)>> {
+        self.listing_as_of(dir, None)
+    }
+
+    fn listing_as_of(&self, dir: u64, now: Option<Instant>) -> Option<Vec<(u64, Entry)>> {
         let mut inner = self.lock();
         let listing = inner.nodes.get(&dir)?.listing.as_ref()?;
-        if listing.valid_until <= now {
+        if now.is_some_and(|now| listing.valid_until <= now) {
             return None;
         }
         let children: Vec<Entry> = listing.children.values().cloned().collect();

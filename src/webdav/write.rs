@@ -124,6 +124,7 @@ impl DavRemote {
     pub(super) fn known_capabilities(&self) -> Capabilities {
         let caps = self.caps.lock().unwrap_or_else(|p| p.into_inner());
         Capabilities {
+            writes: true,
             conditional_writes: caps.conditional == Some(true),
             set_mtime: caps.set_mtime == Some(true),
         }

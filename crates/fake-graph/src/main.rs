@@ -36,6 +36,26 @@ struct Args {
     /// Approve device codes automatically after this many seconds (default: approve on /devicelogin).
     #[arg(long)]
     auto_approve_after: Option<u64>,
+    /// Write the process id to this file once the server listens and is seeded (removed on exit),
+    /// so scripts can run it in the background, wait for it and stop it.
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 fn seed(g: &FakeGraph, root: &Path, rel: &str) -> std::io::Result<usize> {
@@ -98,13 +118,17 @@ async fn main() -> std::io::Result<()> {
     }
     println!("refresh_token = {refresh}");
     println!("access_token  = {access}");
+    if let Some(p) = &args.pid_file {
+        std::fs::write(p, format!("{}\n", std::process::id()))?;
+    }
+    let stop = stop_signal();
+    tokio::pin!(stop);
     if let Some(secs) = args.auto_approve_after {
-        let faults_g = &g;
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
+                _ = &mut stop => break,
                 _ = tokio::time::sleep(Duration::from_secs(secs.max(1))) => {
-                    let n = faults_g.approve_all_device_codes();
+                    let n = g.approve_all_device_codes();
                     if n > 0 {
                         println!("approved {n} device code(s)");
                     }
@@ -112,8 +136,11 @@ async fn main() -> std::io::Result<()> {
             }
         }
     } else {
-        let _ = tokio::signal::ctrl_c().await;
+        stop.await;
     }
     g.shutdown().await;
+    if let Some(p) = &args.pid_file {
+        let _ = std::fs::remove_file(p);
+    }
     Ok(())
 }
