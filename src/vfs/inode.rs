@@ -18,6 +18,7 @@ use std::time::{Instant, SystemTime};
 use crate::remote::{Entry, ItemId, Version};
 
 use super::attr::content_tag;
+use super::changes::Invalidation;
 use super::local::LocalContent;
 
 /// The root folder's inode number, fixed by FUSE.
@@ -520,6 +521,217 @@ impl InodeTable {
         if !keep {
             inner.nodes.remove(&ino);
         }
+    }
+
+    /// The inode of item `id`, if known.
+    pub fn ino_of(&self, id: &ItemId) -> Option<u64> {
+        self.lock().by_id.get(id).copied()
+    }
+
+    /// Every item id known, with its inode (for reconciling after a full enumeration).
+    pub fn known_ids(&self) -> Vec<(ItemId, u64)> {
+        self.lock().by_id.iter().map(|(id, ino)| (id.clone(), *ino)).collect()
+    }
+
+    /// Folders worth revalidating, at most `max`: the root, those with a listing, and those the
+    /// kernel holds (it may have names in them cached). Listed ones first.
+    pub fn revalidation_candidates(&self, max: usize) -> Vec<(u64, ItemId)> {
+        let inner = self.lock();
+        let mut listed: Vec<&Node> = inner
+            .nodes
+            .values()
+            .filter(|n| n.entry.kind == crate::remote::EntryKind::Directory)
+            .filter(|n| n.ino == ROOT_INO || n.listing.is_some() || n.lookups > 0)
+            .filter(|n| inner.by_id.get(&n.entry.id) == Some(&n.ino))
+            .collect();
+        listed.sort_by_key(|n| (n.ino != ROOT_INO, n.listing.is_none(), n.ino));
+        listed
+            .into_iter()
+            .take(max)
+            .map(|n| (n.ino, n.entry.id.clone()))
+            .collect()
+    }
+
+    /// The children of `dir`'s listing (fresh or not) by name, if it has one.
+    pub fn listing_of(&self, dir: u64) -> Option<BTreeMap<String, Entry>> {
+        self.lock()
+            .nodes
+            .get(&dir)?
+            .listing
+            .as_ref()
+            .map(|l| l.children.clone())
+    }
+
+    /// Trust `dir`'s listing until `valid_until` (it was just compared with the server).
+    pub fn renew_listing(&self, dir: u64, valid_until: Instant) {
+        if let Some(l) = self.lock().nodes.get_mut(&dir).and_then(|n| n.listing.as_mut()) {
+            l.valid_until = l.valid_until.max(valid_until);
+        }
+    }
+
+    /// Apply a remote record "item `entry.id` now is `entry`, child of `parent_id`". Names that
+    /// appeared, vanished or moved, and inodes whose content or attributes changed, go to `out`.
+    /// Returns `None` when the parent is unknown here (the caller retries once the parent came,
+    /// or calls [`InodeTable::apply_gone`]), else the content version replaced, if any.
+    pub fn apply_upsert(
+        &self,
+        parent_id: &ItemId,
+        mut entry: Entry,
+        valid_until: Instant,
+        out: &mut Vec<Invalidation>,
+    ) -> Option<Option<Version>> {
+        let mut inner = self.lock();
+        let existing = inner.by_id.get(&entry.id).copied();
+        if existing == Some(ROOT_INO) {
+            let node = inner.nodes.get_mut(&ROOT_INO)?;
+            entry.name = String::new();
+            if node.entry != entry {
+                node.entry = entry;
+                out.push(Invalidation::Inode(ROOT_INO));
+            }
+            node.attr_valid_until = valid_until;
+            return Some(None);
+        }
+        let parent = *inner.by_id.get(parent_id)?;
+        if let Some(ino) = existing {
+            let node = inner.nodes.get(&ino)?.clone();
+            if node.local.is_some() {
+                // A local edit in flight wins: its upload, based on the version it replaced, meets
+                // the new server version and the conflict rule keeps both.
+                return Some(None);
+            }
+            if node.entry.kind != entry.kind {
+                Self::gone_locked(&mut inner, ino, out);
+                return Self::insert_new_locked(&mut inner, parent, entry, out);
+            }
+            if entry.version.is_none() && node.entry.size == entry.size && node.entry.mtime == entry.mtime {
+                // Business delta omits cTag: no version is no change unless size or mtime moved.
+                entry.version = node.entry.version.clone();
+            }
+            let (old_tag, new_tag) = (content_tag(&node.entry), content_tag(&entry));
+            let replaced = (old_tag != new_tag).then_some(old_tag);
+            let moved = node.parent != parent || node.entry.name != entry.name;
+            if replaced.is_some() || node.entry.size != entry.size || node.entry.mtime != entry.mtime {
+                out.push(Invalidation::Inode(ino));
+            }
+            if moved {
+                if let Some(l) = inner.nodes.get_mut(&node.parent).and_then(|n| n.listing.as_mut()) {
+                    if l.children
+                        .get(&node.entry.name)
+                        .map(|e| e.id == entry.id)
+                        .unwrap_or(false)
+                    {
+                        l.children.remove(&node.entry.name);
+                    }
+                }
+                out.push(Invalidation::Entry {
+                    parent: node.parent,
+                    name: node.entry.name.clone(),
+                });
+                out.push(Invalidation::Entry {
+                    parent,
+                    name: entry.name.clone(),
+                });
+            }
+            Self::displace_locked(&mut inner, parent, &entry, out);
+            if let Some(l) = inner.nodes.get_mut(&parent).and_then(|n| n.listing.as_mut()) {
+                l.children.insert(entry.name.clone(), entry.clone());
+            }
+            if let Some(n) = inner.nodes.get_mut(&ino) {
+                n.entry = entry;
+                n.parent = parent;
+                n.attr_valid_until = valid_until;
+            }
+            return Some(replaced);
+        }
+        Self::insert_new_locked(&mut inner, parent, entry, out)
+    }
+
+    /// An item not known here appeared in `parent`: it goes into the parent's listing (its inode
+    /// comes when the kernel looks it up), and the kernel forgets any negative entry of the name.
+    fn insert_new_locked(
+        inner: &mut Inner,
+        parent: u64,
+        entry: Entry,
+        out: &mut Vec<Invalidation>,
+    ) -> Option<Option<Version>> {
+        Self::displace_locked(inner, parent, &entry, out);
+        if let Some(l) = inner.nodes.get_mut(&parent).and_then(|n| n.listing.as_mut()) {
+            l.children.insert(entry.name.clone(), entry.clone());
+        }
+        out.push(Invalidation::Entry {
+            parent,
+            name: entry.name,
+        });
+        Some(None)
+    }
+
+    /// Another item listed under `entry`'s name in `parent` gives way to `entry`.
+    fn displace_locked(inner: &mut Inner, parent: u64, entry: &Entry, out: &mut Vec<Invalidation>) {
+        let other = inner
+            .nodes
+            .get(&parent)
+            .and_then(|n| n.listing.as_ref())
+            .and_then(|l| l.children.get(&entry.name))
+            .filter(|e| e.id != entry.id)
+            .map(|e| e.id.clone());
+        if let Some(other) = other {
+            if let Some(l) = inner.nodes.get_mut(&parent).and_then(|n| n.listing.as_mut()) {
+                l.children.remove(&entry.name);
+            }
+            out.push(Invalidation::Entry {
+                parent,
+                name: entry.name.clone(),
+            });
+            if let Some(&ino) = inner.by_id.get(&other) {
+                if inner.nodes.get(&ino).map(|n| n.parent == parent).unwrap_or(false) {
+                    Self::gone_locked(inner, ino, out);
+                }
+            }
+        }
+    }
+
+    /// Item `id` is gone from the server (or moved where we do not look). Returns whether it was
+    /// known. An item with local content not yet uploaded stays: local edits win.
+    pub fn apply_gone(&self, id: &ItemId, out: &mut Vec<Invalidation>) -> bool {
+        let mut inner = self.lock();
+        match inner.by_id.get(id).copied() {
+            Some(ROOT_INO) | None => false,
+            Some(ino) => Self::gone_locked(&mut inner, ino, out),
+        }
+    }
+
+    fn gone_locked(inner: &mut Inner, ino: u64, out: &mut Vec<Invalidation>) -> bool {
+        let Some(node) = inner.nodes.get(&ino).cloned() else {
+            return false;
+        };
+        if node.local.is_some() {
+            return false;
+        }
+        if let Some(l) = inner.nodes.get_mut(&node.parent).and_then(|n| n.listing.as_mut()) {
+            if l.children
+                .get(&node.entry.name)
+                .map(|e| e.id == node.entry.id)
+                .unwrap_or(false)
+            {
+                l.children.remove(&node.entry.name);
+            }
+        }
+        out.push(Invalidation::Entry {
+            parent: node.parent,
+            name: node.entry.name.clone(),
+        });
+        out.push(Invalidation::Inode(ino));
+        if inner.by_id.get(&node.entry.id) == Some(&ino) {
+            inner.by_id.remove(&node.entry.id);
+        }
+        if node.lookups == 0 {
+            inner.nodes.remove(&ino);
+        } else if let Some(n) = inner.nodes.get_mut(&ino) {
+            // The kernel still holds it (an open file): it stays until forgotten, detached.
+            n.listing = None;
+        }
+        true
     }
 
     /// Number of inodes held (for tests and status).
