@@ -286,6 +286,11 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
     let changes = remote.changes(Some(
         &plan.state_dir.join("changes").join(state::remote_key(url.as_str())),
     ));
+    tracing::info!(
+        feed = changes.is_some(),
+        "polling for changes made elsewhere every {:?}",
+        plan.poll_interval
+    );
     let polling = {
         let _in_rt = rt.enter();
         fs.start_change_polling(plan.poll_interval, changes)

@@ -658,6 +658,10 @@ impl InodeTable {
         Self::displace_locked(inner, parent, &entry, out);
         if let Some(l) = inner.nodes.get_mut(&parent).and_then(|n| n.listing.as_mut()) {
             l.children.insert(entry.name.clone(), entry.clone());
+            // Listed children have inodes (as after a listing), so records about its own children
+            // that follow in the same batch find their parent.
+            let until = l.valid_until;
+            Self::upsert_locked(inner, parent, entry.clone(), until, 0);
         }
         out.push(Invalidation::Entry {
             parent,
