@@ -282,3 +282,122 @@ async fn a_local_edit_in_flight_wins_over_a_remote_change() {
         b"local edit"
     );
 }
+
+/// The in-memory remote as a server whose folder versions change with anything below them
+/// (Nextcloud, ownCloud), counting listings.
+struct Propagating {
+    inner: Arc<MemoryRemote>,
+    lists: std::sync::atomic::AtomicUsize,
+}
+
+impl Propagating {
+    fn tree_version<'a>(
+        &'a self,
+        dir: &'a ItemId,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send + 'a>> {
+        Box::pin(async move {
+            let mut parts = Vec::new();
+            for c in self.inner.list(dir).await.unwrap_or_default() {
+                let v = match c.kind {
+                    EntryKind::Directory => self.tree_version(&c.id).await,
+                    EntryKind::File => c.version.map(|v| v.as_str().to_string()).unwrap_or_default(),
+                };
+                parts.push(format!("{}={v}", c.id));
+            }
+            parts.sort();
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in parts.join(";").bytes() {
+                h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+            }
+            format!("{h:x}")
+        })
+    }
+
+    async fn fix(&self, mut e: Entry) -> Entry {
+        if e.kind == EntryKind::Directory {
+            e.version = Some(Version::from_etag(&self.tree_version(&e.id).await));
+        }
+        e
+    }
+}
+
+#[async_trait::async_trait]
+impl Remote for Propagating {
+    fn describe(&self) -> String {
+        "propagating memory".into()
+    }
+    async fn root(&self) -> cloudmount::error::RemoteResult<Entry> {
+        let e = self.inner.root().await?;
+        Ok(self.fix(e).await)
+    }
+    async fn stat(&self, id: &ItemId) -> cloudmount::error::RemoteResult<Entry> {
+        let e = self.inner.stat(id).await?;
+        Ok(self.fix(e).await)
+    }
+    async fn lookup(&self, parent: &ItemId, name: &str) -> cloudmount::error::RemoteResult<Entry> {
+        let e = self.inner.lookup(parent, name).await?;
+        Ok(self.fix(e).await)
+    }
+    async fn list(&self, dir: &ItemId) -> cloudmount::error::RemoteResult<Vec<Entry>> {
+        self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut out = Vec::new();
+        for e in self.inner.list(dir).await? {
+            out.push(self.fix(e).await);
+        }
+        Ok(out)
+    }
+    async fn read(
+        &self,
+        id: &ItemId,
+        version: Option<&Version>,
+        offset: u64,
+        len: u64,
+    ) -> cloudmount::error::RemoteResult<bytes::Bytes> {
+        self.inner.read(id, version, offset, len).await
+    }
+    async fn quota(&self) -> cloudmount::error::RemoteResult<Option<cloudmount::remote::Quota>> {
+        self.inner.quota().await
+    }
+    fn propagates_versions(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn with_propagating_versions_only_changed_subtrees_are_listed() {
+    let inner = Arc::new(MemoryRemote::new());
+    inner.put_file("a/x.txt", &b"xxx"[..]);
+    inner.put_file("b/y.txt", &b"yyy"[..]);
+    let remote = Arc::new(Propagating {
+        inner: inner.clone(),
+        lists: Default::default(),
+    });
+    let fs = DriveFs::new(
+        remote.clone(),
+        FsConfig {
+            attr_ttl: Duration::from_secs(3600),
+            ..FsConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut rx = fs.invalidations();
+    for dir in ["", "a", "b"] {
+        let ino = ino_of(&fs, dir).await;
+        names(&fs, ino).await;
+    }
+    let lists = || remote.lists.swap(0, std::sync::atomic::Ordering::SeqCst);
+    lists();
+    fs.revalidate_round().await.unwrap();
+    assert_eq!(lists(), 0, "an unchanged root version means nothing to list");
+
+    inner.put_file("a/x.txt", &b"x-changed"[..]);
+    let x = ino_of(&fs, "a/x.txt").await;
+    drain(&mut rx);
+    fs.revalidate_round().await.unwrap();
+    assert_eq!(lists(), 2, "the root and a are listed again, b is not");
+    assert_eq!(fs.getattr(x).await.unwrap().0.size, 9);
+    assert!(drain(&mut rx).contains(&Invalidation::Inode(x)));
+    fs.revalidate_round().await.unwrap();
+    assert_eq!(lists(), 0);
+}

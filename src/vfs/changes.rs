@@ -165,16 +165,18 @@ impl DriveFs {
     /// One revalidation round for remotes without a change feed (see the module doc).
     pub async fn revalidate_round(&self) -> FsResult<Applied> {
         let propagates = self.remote.propagates_versions();
+        let mut records = Vec::new();
         if propagates {
             let root = self.inodes.get(ROOT_INO).map(|n| n.entry);
             let fresh = self.remote.root().await?;
             if root.as_ref().map(|r| r.version.is_some() && r.version == fresh.version) == Some(true) {
                 return Ok(Applied::default());
             }
-            let mut out = Vec::new();
-            self.inodes
-                .apply_upsert(&fresh.id.clone(), fresh, self.valid_until(), &mut out);
-            self.emit(out);
+            // Recorded with the rest, so a failed walk leaves the old root version to compare.
+            records.push(Change::Upsert {
+                parent: fresh.id.clone(),
+                entry: fresh,
+            });
         }
         let candidates = self.inodes.revalidation_candidates(MAX_REVALIDATED_DIRS);
         let wanted: HashMap<u64, ItemId> = candidates.iter().cloned().collect();
@@ -189,7 +191,6 @@ impl DriveFs {
         } else {
             candidates
         };
-        let mut records = Vec::new();
         let mut listed_now: HashSet<ItemId> = HashSet::new();
         let mut vanished: Vec<ItemId> = Vec::new();
         let mut renewed = Vec::new();
