@@ -401,3 +401,36 @@ async fn with_propagating_versions_only_changed_subtrees_are_listed() {
     fs.revalidate_round().await.unwrap();
     assert_eq!(lists(), 0);
 }
+
+#[tokio::test]
+async fn folders_only_looked_up_in_are_revalidated_too() {
+    let remote = Arc::new(MemoryRemote::new());
+    remote.put_file("d/k.txt", &b"k"[..]);
+    remote.put_file("d/gone.txt", &b"g"[..]);
+    let fs = DriveFs::new(
+        remote.clone(),
+        FsConfig {
+            attr_ttl: Duration::from_secs(3600),
+            ..FsConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut rx = fs.invalidations();
+    // Looked up by path, never listed.
+    let d = ino_of(&fs, "d").await;
+    let k = ino_of(&fs, "d/k.txt").await;
+    ino_of(&fs, "d/gone.txt").await;
+    remote.remove("d/gone.txt");
+    remote.put_file("d/k.txt", &b"k2"[..]);
+    fs.revalidate_round().await.unwrap();
+    let inv = drain(&mut rx);
+    assert!(inv.contains(&inval_entry(d, "gone.txt")), "{inv:?}");
+    assert!(inv.contains(&Invalidation::Inode(k)), "{inv:?}");
+    // Its listing is kept now, so names that appear later are seen too.
+    remote.put_file("d/new.txt", &b"n"[..]);
+    fs.revalidate_round().await.unwrap();
+    assert!(drain(&mut rx).contains(&inval_entry(d, "new.txt")));
+    fs.revalidate_round().await.unwrap();
+    assert!(drain(&mut rx).is_empty(), "an unchanged folder sends nothing");
+}

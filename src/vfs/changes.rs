@@ -191,16 +191,18 @@ impl DriveFs {
         } else {
             candidates
         };
+        let epoch = self.inodes.local_epoch();
         let mut listed_now: HashSet<ItemId> = HashSet::new();
         let mut vanished: Vec<ItemId> = Vec::new();
         let mut renewed = Vec::new();
+        let mut first_listings = Vec::new();
         let mut visited = 0;
         while let Some((ino, id)) = queue.pop() {
             visited += 1;
             if visited > MAX_REVALIDATED_DIRS {
                 break;
             }
-            let old = self.inodes.listing_of(ino).unwrap_or_default();
+            let old = self.inodes.listing_of(ino);
             let children = match self.remote.list(&id).await {
                 Ok(c) => c,
                 Err(RemoteError::NotFound) => {
@@ -209,11 +211,13 @@ impl DriveFs {
                 }
                 Err(e) => return Err(e.into()),
             };
+            let here: HashSet<&ItemId> = children.iter().map(|c| &c.id).collect();
             for child in &children {
                 listed_now.insert(child.id.clone());
                 if propagates && child.kind == EntryKind::Directory {
                     let moved = old
-                        .get(&child.name)
+                        .as_ref()
+                        .and_then(|old| old.get(&child.name))
                         .map(|o| o.id != child.id || o.version != child.version);
                     if moved != Some(false) {
                         if let Some(cino) = self.inodes.ino_of(&child.id).filter(|c| wanted.contains_key(c)) {
@@ -222,11 +226,28 @@ impl DriveFs {
                     }
                 }
             }
-            vanished.extend(
-                old.values()
-                    .filter(|o| !children.iter().any(|c| c.id == o.id))
-                    .map(|o| o.id.clone()),
-            );
+            let Some(old) = old else {
+                // Never listed (the kernel only looked names up in it): what it knows of are
+                // inodes; the listing kept now is what later rounds compare with.
+                records.extend(
+                    children
+                        .iter()
+                        .filter(|c| self.inodes.ino_of(&c.id).is_some())
+                        .map(|entry| Change::Upsert {
+                            parent: id.clone(),
+                            entry: entry.clone(),
+                        }),
+                );
+                vanished.extend(
+                    self.inodes
+                        .known_children(ino)
+                        .into_iter()
+                        .filter(|k| !here.contains(k)),
+                );
+                first_listings.push((ino, children));
+                continue;
+            };
+            vanished.extend(old.values().filter(|o| !here.contains(&o.id)).map(|o| o.id.clone()));
             records.extend(children.into_iter().map(|entry| Change::Upsert {
                 parent: id.clone(),
                 entry,
@@ -239,10 +260,24 @@ impl DriveFs {
                 .filter(|id| !listed_now.contains(id))
                 .map(|id| Change::Deleted { id }),
         );
+        if self.inodes.local_epoch() != epoch {
+            // We changed something ourselves meanwhile: these listings may predate it, and
+            // applying them would undo it for a round. The next round looks again.
+            tracing::debug!("local changes during revalidation; its results are dropped");
+            return Ok(Applied::default());
+        }
         let applied = self.apply_changes(ChangeBatch::Changes(records));
         let until = self.valid_until();
         for ino in renewed {
             self.inodes.renew_listing(ino, until);
+        }
+        for (ino, children) in first_listings {
+            let (stored, replaced) = self.inodes.set_listing(ino, children, until);
+            for (id, _) in replaced {
+                if let Some((_, e)) = stored.iter().find(|(_, e)| e.id == id) {
+                    self.cache.purge_other_versions(&id, Some(&content_tag(e)));
+                }
+            }
         }
         Ok(applied)
     }

@@ -123,6 +123,9 @@ pub type StoredListing = (Vec<(u64, Entry)>, Vec<(ItemId, Version)>);
 /// Thread-safe inode table.
 pub struct InodeTable {
     inner: Mutex<Inner>,
+    /// Bumped by every change we make ourselves (creates, writes, uploads, renames, deletes), so
+    /// a revalidation round can tell that what it listed may predate one of them.
+    local_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl InodeTable {
@@ -138,7 +141,17 @@ impl InodeTable {
             .insert(ROOT_INO, Node::new(ROOT_INO, ROOT_INO, root, valid_until, 1, None));
         InodeTable {
             inner: Mutex::new(inner),
+            local_epoch: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How many changes we made ourselves so far (see the field).
+    pub fn local_epoch(&self) -> u64 {
+        self.local_epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn bump_local(&self) {
+        self.local_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -373,6 +386,7 @@ impl InodeTable {
     /// Create an inode for an item that exists only locally so far (a file just created), with one
     /// kernel reference. Its id is provisional until the upload gives it the server's.
     pub fn insert_local(&self, parent: u64, entry: Entry, local: LocalContent) -> u64 {
+        self.bump_local();
         let mut inner = self.lock();
         let ino = inner.next_ino;
         inner.next_ino += 1;
@@ -387,6 +401,7 @@ impl InodeTable {
     /// Change `ino` under the lock: its local content, its entry, or both. Returns what `f` returns,
     /// or `None` when the inode is unknown. Keeps the index of local inodes right.
     pub fn with_node<R>(&self, ino: u64, f: impl FnOnce(&mut Node) -> R) -> Option<R> {
+        self.bump_local();
         let mut inner = self.lock();
         let node = inner.nodes.get_mut(&ino)?;
         let old_id = node.entry.id.clone();
@@ -460,6 +475,7 @@ impl InodeTable {
     /// Add or replace `entry` in `dir`'s listing (after a change we made ourselves), so a fresh
     /// listing stays true without asking the server.
     pub fn listing_insert(&self, dir: u64, entry: Entry) {
+        self.bump_local();
         let mut inner = self.lock();
         if let Some(listing) = inner.nodes.get_mut(&dir).and_then(|n| n.listing.as_mut()) {
             listing.children.insert(entry.name.clone(), entry);
@@ -470,6 +486,7 @@ impl InodeTable {
     /// as its mtime, as a local filesystem would (`make`, backup tools and pjdfstest look at it).
     /// The next answer from the server replaces it with the server's own.
     pub fn touch_dir(&self, dir: u64) {
+        self.bump_local();
         if let Some(node) = self.lock().nodes.get_mut(&dir) {
             node.entry.mtime = SystemTime::now();
         }
@@ -477,6 +494,7 @@ impl InodeTable {
 
     /// Remove `name` from `dir`'s listing (after a change we made ourselves).
     pub fn listing_remove(&self, dir: u64, name: &str) {
+        self.bump_local();
         let mut inner = self.lock();
         if let Some(listing) = inner.nodes.get_mut(&dir).and_then(|n| n.listing.as_mut()) {
             listing.children.remove(name);
@@ -486,6 +504,7 @@ impl InodeTable {
     /// Every inode whose id is at or below `from` gets the id `translate` gives it (a folder moved
     /// on a remote whose ids are paths).
     pub fn rekey_below(&self, translate: impl Fn(&ItemId) -> Option<ItemId>) {
+        self.bump_local();
         let mut inner = self.lock();
         let moves: Vec<(u64, ItemId, ItemId)> = inner
             .nodes
@@ -509,6 +528,7 @@ impl InodeTable {
     /// Drop the inode `ino` outright (its item was deleted), unless the kernel still holds it, in
     /// which case it stays until forgotten but leaves the id index.
     pub fn remove_item(&self, ino: u64) {
+        self.bump_local();
         let mut inner = self.lock();
         inner.with_local.remove(&ino);
         let Some(node) = inner.nodes.get_mut(&ino) else { return };
@@ -549,6 +569,17 @@ impl InodeTable {
             .into_iter()
             .take(max)
             .map(|n| (n.ino, n.entry.id.clone()))
+            .collect()
+    }
+
+    /// Ids of the items known to be in folder `dir` (their inodes say so).
+    pub fn known_children(&self, dir: u64) -> Vec<ItemId> {
+        let inner = self.lock();
+        inner
+            .nodes
+            .values()
+            .filter(|n| n.parent == dir && n.ino != ROOT_INO && inner.by_id.get(&n.entry.id) == Some(&n.ino))
+            .map(|n| n.entry.id.clone())
             .collect()
     }
 
