@@ -272,6 +272,104 @@ async fn accepted_writes_survive_a_restart() {
     std::fs::remove_dir_all(&keep).unwrap();
 }
 
+/// After a restart, files still waiting in the journal show in their folders with the local size and content
+/// (a new file the server lacks, and an edit of a file the server holds in an older version), until they land.
+#[tokio::test]
+async fn queued_files_stay_visible_after_a_restart() {
+    let remote = Arc::new(MemoryRemote::new());
+    remote.put_dir("docs");
+    remote.put_file("docs/old.txt", &b"old version"[..]);
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().to_path_buf();
+    {
+        let s = writable_over(remote.clone(), dir, 0).await;
+        s.remote.fail_next_uploads(1000, RemoteError::Connect("down".into()));
+        let docs = ino_of(&s.fs, "docs").await;
+        let (_, o) = s.fs.create(docs, os("new.txt"), libc::O_WRONLY).await.unwrap();
+        s.fs.write(o.fh, 0, b"written before the crash").await.unwrap();
+        s.fs.release(o.fh).await.unwrap();
+        let old = ino_of(&s.fs, "docs/old.txt").await;
+        let o = s.fs.open(old, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+        s.fs.write(o.fh, 0, b"new version, longer").await.unwrap();
+        s.fs.release(o.fh).await.unwrap();
+        let q = s.fs.upload_queue().unwrap();
+        assert_eq!(q.drain(Duration::from_millis(200)).await.len(), 2);
+        q.stop();
+        std::mem::forget(s.dir);
+    }
+    // The server is still down for uploads after the restart.
+    remote.fail_next_uploads(1000, RemoteError::Connect("down".into()));
+    let cfg = FsConfig {
+        read_only: false,
+        ..FsConfig::default()
+    };
+    let fs = DriveFs::new(remote.clone(), cfg).await.unwrap();
+    fs.enable_writes(&paths(&keep, 0), queue_cfg()).unwrap();
+    let docs = ino_of(&fs, "docs").await;
+    let dh = fs.opendir(docs).await.unwrap();
+    let mut names = Vec::new();
+    fs.readdir(dh, 0, |item| {
+        names.push(item.name.to_string());
+        false
+    })
+    .unwrap();
+    names.sort();
+    assert_eq!(names, [".", "..", "new.txt", "old.txt"]);
+    assert_eq!(read_file(&fs, "docs/new.txt").await, b"written before the crash");
+    assert_eq!(read_file(&fs, "docs/old.txt").await, b"new version, longer");
+    let attr = fs.lookup(docs, os("old.txt")).await.unwrap().attr;
+    assert_eq!(attr.size, b"new version, longer".len() as u64);
+    assert!(remote.file_content("docs/new.txt").is_none());
+
+    // Once the server takes uploads again, both land and the tree shows the server's copies.
+    remote.clear_upload_failures();
+    assert!(fs
+        .upload_queue()
+        .unwrap()
+        .drain(Duration::from_secs(10))
+        .await
+        .is_empty());
+    assert_eq!(
+        remote.file_content("docs/new.txt").unwrap().as_ref(),
+        b"written before the crash"
+    );
+    assert_eq!(
+        remote.file_content("docs/old.txt").unwrap().as_ref(),
+        b"new version, longer"
+    );
+    assert_eq!(read_file(&fs, "docs/new.txt").await, b"written before the crash");
+    std::fs::remove_dir_all(&keep).unwrap();
+}
+
+/// A file unlinked while open stays usable through its descriptors, as on a local disk (tmpfile() does this):
+/// no links, writes and reads work, nothing reaches the server, and the last close frees it.
+#[tokio::test]
+async fn an_unlinked_file_stays_usable_until_closed() {
+    let s = setup().await;
+    let (_, o) = s.fs.create(1, os("scratch"), libc::O_RDWR).await.unwrap();
+    s.fs.write(o.fh, 0, b"before unlink").await.unwrap();
+    s.fs.flush(o.fh).await.unwrap(); // queued once, like a close of another descriptor
+    let ino = ino_of(&s.fs, "scratch").await;
+    s.fs.unlink(1, os("scratch")).await.unwrap();
+    assert_eq!(s.fs.lookup(1, os("scratch")).await.unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(s.fs.getattr(ino).await.unwrap().0.nlink, 0);
+    s.fs.write(o.fh, 13, b", and after").await.unwrap();
+    s.fs.flush(o.fh).await.unwrap();
+    assert_eq!(&s.fs.read(o.fh, 0, 100).await.unwrap()[..], b"before unlink, and after");
+    // A new file of the same name is another file.
+    write_file(&s.fs, 1, "scratch", b"new").await;
+    assert_eq!(&s.fs.read(o.fh, 0, 100).await.unwrap()[..], b"before unlink, and after");
+    s.fs.release(o.fh).await.unwrap();
+    until_uploaded(&s).await;
+    assert_eq!(s.remote.file_content("scratch").unwrap().as_ref(), b"new");
+    assert_eq!(read_file(&s.fs, "scratch").await, b"new");
+    let staged: Vec<_> = std::fs::read_dir(s.dir.path().join("staging"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(staged.is_empty(), "staged copies left behind: {staged:?}");
+}
+
 #[tokio::test]
 async fn a_change_on_the_server_while_editing_keeps_both_versions() {
     let s = setup().await;

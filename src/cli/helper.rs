@@ -61,8 +61,16 @@ pub struct HelperMount {
     pub sloppy_ignored: Vec<String>,
 }
 
-/// Names the top-level clap parser knows, which the `cloudmount SOURCE DIR` form must not shadow.
-const SUBCOMMANDS: &[&str] = &["mount", "unmount", "status", "install", "help"];
+/// Whether `word` names a subcommand of the top-level clap parser (or `help`), which the
+/// `cloudmount SOURCE DIR` form must not shadow. Asked of clap itself, so a new subcommand can
+/// never be mistaken for a remote name.
+fn is_subcommand(word: &str) -> bool {
+    use clap::CommandFactory;
+    word == "help"
+        || super::Cli::command()
+            .get_subcommands()
+            .any(|c| c.get_name() == word || c.get_all_aliases().any(|a| a == word))
+}
 
 /// Whether `argv` is a helper form: the program is called as `mount.*`, or its first argument is
 /// neither a flag nor a subcommand (`cloudmount SOURCE DIR -o OPTS`).
@@ -76,7 +84,7 @@ pub fn is_helper_form(argv: &[OsString]) -> bool {
         return true;
     }
     match argv.get(1).map(|a| a.to_string_lossy()) {
-        Some(first) => argv.len() >= 3 && !first.starts_with('-') && !SUBCOMMANDS.contains(&first.as_ref()),
+        Some(first) => argv.len() >= 3 && !first.starts_with('-') && !is_subcommand(&first),
         None => false,
     }
 }
@@ -205,6 +213,7 @@ mod tests {
         assert!(is_helper_form(&argv(&["cloudmount", "https://x/", "/mnt", "-o", "ro"])));
         assert!(!is_helper_form(&argv(&["cloudmount", "mount", "work", "/mnt"])));
         assert!(!is_helper_form(&argv(&["cloudmount", "status"])));
+        assert!(!is_helper_form(&argv(&["cloudmount", "login", "onedrive", "work"])));
         assert!(!is_helper_form(&argv(&["cloudmount", "-v", "status", "/mnt"])));
     }
 

@@ -104,6 +104,11 @@ impl MemoryRemote {
         q.extend(std::iter::repeat_n(error, n));
     }
 
+    /// Drop the upload failures still queued by [`MemoryRemote::fail_next_uploads`].
+    pub fn clear_upload_failures(&self) {
+        self.upload_failures.lock().unwrap().clear();
+    }
+
     /// Make every upload take `delay` before it is applied (or fails), as a slow link would.
     pub fn set_upload_delay(&self, delay: Duration) {
         *self.upload_delay.lock().unwrap() = delay;

@@ -185,6 +185,7 @@ impl DriveFs {
         if node.entry.kind != EntryKind::Directory {
             return Err(fs_err!(libc::ENOTDIR, "inode {ino} is not a folder"));
         }
+        self.show_restored_uploads(&node);
         Ok(node)
     }
 
@@ -218,7 +219,16 @@ impl DriveFs {
     /// Current attributes of `ino`, asking the server when ours are older than the TTL.
     pub async fn getattr(&self, ino: u64) -> FsResult<(Attr, Duration)> {
         let entry = self.fresh_entry(ino).await?;
-        Ok((self.cfg.ownership.attr(ino, &entry), self.cfg.attr_ttl))
+        Ok((self.attr_for(ino, &entry), self.cfg.attr_ttl))
+    }
+
+    /// The attributes of `ino` showing `entry`; a file unlinked while open has no links left.
+    pub(super) fn attr_for(&self, ino: u64, entry: &Entry) -> Attr {
+        let mut attr = self.cfg.ownership.attr(ino, entry);
+        if self.inodes.get(ino).is_some_and(|n| n.parent == super::inode::DETACHED) {
+            attr.nlink = 0;
+        }
+        attr
     }
 
     pub(super) async fn fresh_entry(&self, ino: u64) -> FsResult<Entry> {
@@ -382,10 +392,13 @@ impl DriveFs {
     /// Close file handle `fh`; a handle that wrote hands its changes to the upload queue first.
     pub async fn release(&self, fh: u64) -> FsResult<()> {
         let Some(h) = self.files.remove(fh) else { return Ok(()) };
-        if h.writable {
-            return self.release_writer(&h).await;
-        }
-        Ok(())
+        let result = if h.writable {
+            self.release_writer(&h).await
+        } else {
+            Ok(())
+        };
+        self.drop_if_unlinked(h.ino);
+        result
     }
 
     /// Open folder `ino`: take a snapshot of its entries, listing it on the server when our

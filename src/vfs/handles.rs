@@ -95,6 +95,11 @@ impl<T> HandleTable<T> {
         self.lock().remove(&fh)
     }
 
+    /// Whether some open handle satisfies `pred`.
+    pub fn any(&self, pred: impl Fn(&T) -> bool) -> bool {
+        self.lock().values().any(|h| pred(h))
+    }
+
     /// Number of open handles.
     pub fn len(&self) -> usize {
         self.lock().len()

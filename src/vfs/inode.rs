@@ -108,6 +108,9 @@ impl Inner {
     }
 }
 
+/// The parent of a detached inode ([`InodeTable::detach`]): a file unlinked while still open.
+pub const DETACHED: u64 = u64::MAX;
+
 /// The result of recording fresh metadata for an item.
 pub struct Upserted {
     /// Its inode number.
@@ -489,6 +492,18 @@ impl InodeTable {
         self.bump_local();
         if let Some(node) = self.lock().nodes.get_mut(&dir) {
             node.entry.mtime = SystemTime::now();
+        }
+    }
+
+    /// Take file `ino` out of the tree while descriptors are still open on it (it was unlinked): it
+    /// keeps its inode and local content for them, but no folder lists it and no lookup finds it.
+    pub fn detach(&self, ino: u64) {
+        let mut inner = self.lock();
+        let Some(node) = inner.nodes.get_mut(&ino) else { return };
+        node.parent = DETACHED;
+        let id = node.entry.id.clone();
+        if inner.by_id.get(&id) == Some(&ino) {
+            inner.by_id.remove(&id);
         }
     }
 

@@ -40,6 +40,12 @@ pub struct WriteBack {
     pub queue: Arc<UploadQueue>,
     /// Where staged files live.
     pub staging: StagingArea,
+    /// Keys of uploads a previous run left in the journal that are not shown in the tree yet: they
+    /// join their folder's entries the first time that folder is used (see
+    /// [`DriveFs::show_restored_uploads`]).
+    restored: Mutex<std::collections::HashSet<String>>,
+    /// How many keys `restored` holds, so the common case (none) costs no lock.
+    restored_left: AtomicU64,
 }
 
 /// Where a mount keeps its write-back state.
@@ -116,10 +122,73 @@ impl DriveFs {
             }
         });
         let queue = UploadQueue::start(self.remote.clone(), journal, cfg, Some(sink))?;
-        if self.writeback.set(WriteBack { queue, staging }).is_err() {
+        let mut restored = std::collections::HashSet::new();
+        queue.for_each_queued(|record, _| {
+            restored.insert(record.key.clone());
+        });
+        let restored_left = AtomicU64::new(restored.len() as u64);
+        let wb = WriteBack {
+            queue,
+            staging,
+            restored: Mutex::new(restored),
+            restored_left,
+        };
+        if self.writeback.set(wb).is_err() {
             return Err(std::io::Error::other("writes are already enabled"));
         }
         Ok(())
+    }
+
+    /// Folder `dir` is being used: files of it that a previous run wrote and left in the upload
+    /// journal appear in it now, with their local size and content, as they did before the
+    /// restart (the server may not have them yet, or hold an older version).
+    pub(super) fn show_restored_uploads(&self, dir: &super::inode::Node) {
+        let Some(wb) = self.writeback.get() else { return };
+        if wb.restored_left.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut restored = wb.restored.lock().unwrap_or_else(|e| e.into_inner());
+        wb.queue.for_each_queued(|record, generation| {
+            if record.parent != dir.entry.id.as_str() || !restored.remove(&record.key) {
+                return;
+            }
+            if self.inodes.by_local_key(&record.key).is_some() {
+                return;
+            }
+            // Read-only: the queue owns this file; a later write works on a copy.
+            let file = match std::fs::File::open(&record.staged) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(file = %record.name, error = %e, "staged copy of a queued upload is unreadable");
+                    return;
+                }
+            };
+            let entry = Entry {
+                id: ItemId::new(format!("local:{}", record.key)),
+                name: record.name.clone(),
+                kind: EntryKind::File,
+                size: record.size,
+                mtime: record.mtime(),
+                version: None,
+            };
+            let local = LocalContent {
+                key: record.key.clone(),
+                staged: record.staged.clone(),
+                file: Arc::new(file),
+                size: record.size,
+                mtime: record.mtime(),
+                base_version: record.base_version.as_deref().map(crate::remote::Version::from_etag),
+                dirty: false,
+                handed_off: true,
+                generation: Some(generation),
+                uploaded: None,
+                writers: 0,
+            };
+            // The kernel holds no reference yet: it takes one when it looks the name up.
+            let ino = self.inodes.insert_local(dir.ino, entry, local);
+            self.inodes.forget(ino, 1);
+        });
+        wb.restored_left.store(restored.len() as u64, Ordering::Relaxed);
     }
 
     fn wb(&self) -> FsResult<&WriteBack> {
@@ -139,7 +208,7 @@ impl DriveFs {
             .inodes
             .get(ino)
             .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
-        Ok(self.cfg.ownership.attr(ino, &node.entry))
+        Ok(self.attr_for(ino, &node.entry))
     }
 
     fn writable_handle(&self, ino: u64, entry: &Entry) -> u64 {
@@ -393,6 +462,10 @@ impl DriveFs {
             .get(ino)
             .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
         let Some(local) = node.local else { return Ok(None) };
+        if node.parent == super::inode::DETACHED {
+            // Unlinked while open: what is written now goes nowhere, as on a local disk.
+            return Ok(None);
+        }
         if !local.dirty {
             return Ok(local
                 .generation
@@ -642,8 +715,47 @@ impl DriveFs {
                 Err(e) => return Err(e.into()),
             }
         }
+        if node.local.is_some() && self.files.any(|h| h.ino == node.ino) {
+            self.detach_open_file(parent, &node).await;
+            return Ok(());
+        }
         self.forget_item(parent, &node);
         Ok(())
+    }
+
+    /// `node` was unlinked while descriptors are open on it: as on a local disk, they keep reading
+    /// and writing its content (from the staged copy, through its open file) until the last one
+    /// closes, while the name is gone and nothing more is uploaded.
+    async fn detach_open_file(&self, parent: u64, node: &super::inode::Node) {
+        let _gate = self.write_gate.write().await;
+        if let (Some(wb), Some(local)) = (self.writeback.get(), self.inodes.get(node.ino).and_then(|n| n.local)) {
+            // A close since the first cancel may have queued another generation.
+            wb.queue.settle(&local.key).await;
+            wb.queue.cancel(&local.key);
+        }
+        self.inodes.listing_remove(parent, &node.entry.name);
+        self.inodes.touch_dir(parent);
+        self.inodes.detach(node.ino);
+        self.inodes.with_node(node.ino, |n| {
+            if let Some(l) = n.local.as_mut() {
+                // The queue let go of the staged file; the open file is ours to write again.
+                l.handed_off = false;
+                l.dirty = false;
+                l.generation = None;
+            }
+        });
+    }
+
+    /// After a close: a file unlinked while open goes once its last descriptor is closed.
+    pub(super) fn drop_if_unlinked(&self, ino: u64) {
+        let detached = self.inodes.get(ino).is_some_and(|n| n.parent == super::inode::DETACHED);
+        if detached && !self.files.any(|h| h.ino == ino) {
+            if let Some(local) = self.inodes.with_node(ino, |n| n.local.take()).flatten() {
+                // Never handed to the queue, or taken back from it: the staged copy is ours to delete.
+                let _ = std::fs::remove_file(&local.staged);
+            }
+            self.inodes.forget(ino, 0);
+        }
     }
 
     /// Delete the empty folder `name` from `parent`.

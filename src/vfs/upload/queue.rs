@@ -304,6 +304,15 @@ impl UploadQueue {
             .collect()
     }
 
+    /// Run `f` on every queued record with its current generation, under the queue's lock, so no
+    /// upload event (also delivered under it) lands meanwhile. `f` must not call the queue.
+    pub fn for_each_queued(&self, mut f: impl FnMut(&UploadRecord, u64)) {
+        let state = self.lock();
+        for item in state.items.values() {
+            f(&item.record, item.generation);
+        }
+    }
+
     /// Whether `key` is queued (pending, running or failed).
     pub fn contains(&self, key: &str) -> bool {
         self.lock().items.contains_key(key)
