@@ -498,6 +498,7 @@ impl InodeTable {
     /// Take file `ino` out of the tree while descriptors are still open on it (it was unlinked): it
     /// keeps its inode and local content for them, but no folder lists it and no lookup finds it.
     pub fn detach(&self, ino: u64) {
+        self.bump_local();
         let mut inner = self.lock();
         let Some(node) = inner.nodes.get_mut(&ino) else { return };
         node.parent = DETACHED;
@@ -767,10 +768,12 @@ impl InodeTable {
                 l.children.remove(&node.entry.name);
             }
         }
-        out.push(Invalidation::Entry {
-            parent: node.parent,
-            name: node.entry.name.clone(),
-        });
+        if node.parent != DETACHED {
+            out.push(Invalidation::Entry {
+                parent: node.parent,
+                name: node.entry.name.clone(),
+            });
+        }
         out.push(Invalidation::Inode(ino));
         if inner.by_id.get(&node.entry.id) == Some(&ino) {
             inner.by_id.remove(&node.entry.id);
@@ -780,6 +783,7 @@ impl InodeTable {
         } else if let Some(n) = inner.nodes.get_mut(&ino) {
             // The kernel still holds it (an open file): it stays until forgotten, detached.
             n.listing = None;
+            n.parent = DETACHED;
         }
         true
     }
