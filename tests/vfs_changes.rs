@@ -19,12 +19,13 @@ fn os(s: &str) -> &OsStr {
 }
 
 /// A core with a one-hour TTL (only the applier can explain what changes) over a remote holding
-/// `a/x.txt`, `a/y.txt`, `a/w.txt` and an empty `b/`, with the root, `a` and `b` listed.
+/// `a/x.txt`, `a/y.txt`, `a/w.txt`, `a/v.txt` and an empty `b/`, with the root, `a` and `b` listed.
 async fn setup() -> (Arc<MemoryRemote>, Arc<DriveFs>, UnboundedReceiver<Invalidation>) {
     let remote = Arc::new(MemoryRemote::new());
     remote.put_file("a/x.txt", &b"xxx"[..]);
     remote.put_file("a/y.txt", &b"yyyy"[..]);
     remote.put_file("a/w.txt", &b"w"[..]);
+    remote.put_file("a/v.txt", &b"v"[..]);
     remote.put_dir("b");
     let fs = DriveFs::new(
         remote.clone(),
@@ -113,8 +114,8 @@ async fn creates_renames_moves_deletes_and_content_changes_by_id() {
     let y = ino_of(&fs, "a/y.txt").await;
     drain(&mut rx);
     let batch = vec![
-        // Out of order: a child of the new folder comes before the folder.
-        up("n", entry("n/f", "f.txt", EntryKind::File, 5, "f1")),
+        // Out of order: w moves into a new folder, whose record comes after it.
+        up("n", entry("a/w.txt", "w.txt", EntryKind::File, 1, "w1")),
         up("", entry("n", "n", EntryKind::Directory, 0, "n1")),
         // Duplicates: the last record of x wins (content change, same name).
         up("a", entry("a/x.txt", "x.txt", EntryKind::File, 50, "x2")),
@@ -122,7 +123,7 @@ async fn creates_renames_moves_deletes_and_content_changes_by_id() {
         // Rename within a, then move to b, keeping the id.
         up("a", entry("a/y.txt", "y2.txt", EntryKind::File, 4, "y1")),
         Change::Deleted {
-            id: ItemId::new("a/w.txt"),
+            id: ItemId::new("a/v.txt"),
         },
     ];
     fs.apply_changes(ChangeBatch::Changes(batch));
@@ -135,12 +136,13 @@ async fn creates_renames_moves_deletes_and_content_changes_by_id() {
         inval_entry(a, "y.txt"),
         inval_entry(a, "y2.txt"),
         inval_entry(a, "w.txt"),
+        inval_entry(a, "v.txt"),
         Invalidation::Inode(x),
     ] {
         assert!(inv.contains(&want), "{want:?} missing from {inv:?}");
     }
     let n = ino_of(&fs, "n").await;
-    assert!(inv.contains(&inval_entry(n, "f.txt")), "{inv:?}");
+    assert!(inv.contains(&inval_entry(n, "w.txt")), "w moved into n: {inv:?}");
 
     fs.apply_changes(ChangeBatch::Changes(vec![up(
         "b",
@@ -215,7 +217,7 @@ async fn revalidation_finds_changes_in_listed_folders() {
     fs.revalidate_round().await.unwrap();
 
     assert_eq!(names(&fs, root).await, set(&["a", "b", "c"]));
-    assert_eq!(names(&fs, a).await, set(&["new.txt", "x.txt", "y.txt"]));
+    assert_eq!(names(&fs, a).await, set(&["new.txt", "v.txt", "x.txt", "y.txt"]));
     let fh = fs.open(x, libc::O_RDONLY).await.unwrap().fh;
     assert_eq!(&fs.read(fh, 0, 100).await.unwrap()[..], b"XYZ", "no stale block served");
     fs.release(fh).await.unwrap();

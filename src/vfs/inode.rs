@@ -710,10 +710,19 @@ impl InodeTable {
             let until = l.valid_until;
             Self::upsert_locked(inner, parent, entry.clone(), until, 0);
         }
-        out.push(Invalidation::Entry {
-            parent,
-            name: entry.name,
-        });
+        // The kernel can hold a (negative) entry only in a folder it holds or we listed for it;
+        // a full enumeration must not send one notification per item of the drive.
+        let seen = inner
+            .nodes
+            .get(&parent)
+            .map(|n| n.ino == ROOT_INO || n.lookups > 0 || n.listing.is_some())
+            .unwrap_or(false);
+        if seen {
+            out.push(Invalidation::Entry {
+                parent,
+                name: entry.name,
+            });
+        }
         Some(None)
     }
 
