@@ -436,3 +436,45 @@ async fn folders_only_looked_up_in_are_revalidated_too() {
     fs.revalidate_round().await.unwrap();
     assert!(drain(&mut rx).is_empty(), "an unchanged folder sends nothing");
 }
+
+/// A feed that makes a local change (mkdir through the core) during its first round and answers
+/// that round with the tree as it was before; the next round reports the new folder.
+struct RacingFeed {
+    fs: std::sync::OnceLock<Arc<DriveFs>>,
+    rounds: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl cloudmount::remote::ChangeSource for RacingFeed {
+    async fn poll_round(&self) -> cloudmount::error::RemoteResult<ChangeBatch> {
+        let fs = self.fs.get().unwrap();
+        match self.rounds.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 => {
+                fs.mkdir(fs.root_ino(), os("made-here")).await.unwrap();
+                Ok(ChangeBatch::Resync(vec![up(
+                    "",
+                    entry("a", "a", EntryKind::Directory, 0, "a1"),
+                )]))
+            }
+            _ => Ok(ChangeBatch::Changes(vec![up(
+                "",
+                entry("made-here", "made-here", EntryKind::Directory, 0, "m1"),
+            )])),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_feed_round_that_raced_a_local_change_is_chased_by_another() {
+    let (_remote, fs, _rx) = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    fs.enable_writes(&paths(dir.path()), QueueConfig::default()).unwrap();
+    let feed = RacingFeed {
+        fs: std::sync::OnceLock::new(),
+        rounds: Default::default(),
+    };
+    let _ = feed.fs.set(fs.clone());
+    fs.poll_feed(&feed).await.unwrap();
+    assert_eq!(feed.rounds.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(names(&fs, fs.root_ino()).await, set(&["a", "made-here"]));
+}

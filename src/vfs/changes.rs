@@ -49,6 +49,30 @@ pub enum Invalidation {
 /// Most folders one revalidation round lists again.
 pub const MAX_REVALIDATED_DIRS: usize = 256;
 
+/// Most extra feed rounds one poll runs to catch up with our own changes.
+pub const MAX_CHASED_ROUNDS: usize = 3;
+
+/// `first` then `later` as one batch (a resync stays one: its records plus later changes still
+/// describe the whole tree).
+fn merge_batches(first: ChangeBatch, later: ChangeBatch) -> ChangeBatch {
+    let (mut records, resync) = match first {
+        ChangeBatch::Changes(r) => (r, false),
+        ChangeBatch::Resync(r) => (r, true),
+    };
+    match later {
+        ChangeBatch::Changes(r) => {
+            records.extend(r);
+            if resync {
+                ChangeBatch::Resync(records)
+            } else {
+                ChangeBatch::Changes(records)
+            }
+        }
+        // A resync is the whole tree by itself.
+        ChangeBatch::Resync(r) => ChangeBatch::Resync(r),
+    }
+}
+
 /// What one applied batch did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
@@ -282,6 +306,25 @@ impl DriveFs {
         Ok(applied)
     }
 
+    /// One round of `source`, applied. When we changed something ourselves while the round ran,
+    /// its records may predate that change (and applying them alone would undo it until the next
+    /// interval): the feed's position has moved on already, so another round follows at once and
+    /// both are applied together, the later records winning (at most [`MAX_CHASED_ROUNDS`]).
+    pub async fn poll_feed(&self, source: &dyn ChangeSource) -> FsResult<Applied> {
+        let mut epoch = self.inodes.local_epoch();
+        let mut batch = source.poll_round().await?;
+        for _ in 0..MAX_CHASED_ROUNDS {
+            let now = self.inodes.local_epoch();
+            if now == epoch {
+                break;
+            }
+            epoch = now;
+            let more = source.poll_round().await?;
+            batch = merge_batches(batch, more);
+        }
+        Ok(self.apply_changes(batch))
+    }
+
     /// Poll for remote changes every `interval` on the current tokio runtime: rounds of `source`
     /// when the remote has a feed, else revalidation rounds. A failed round is logged and retried
     /// at the next interval (a feed keeps its position, so nothing is lost).
@@ -298,7 +341,7 @@ impl DriveFs {
                 let Some(fs) = fs.upgrade() else { return };
                 let started = Instant::now();
                 let result = match &source {
-                    Some(src) => src.poll_round().await.map(|b| fs.apply_changes(b)).map_err(Into::into),
+                    Some(src) => fs.poll_feed(src.as_ref()).await,
                     None => fs.revalidate_round().await,
                 };
                 match result {
