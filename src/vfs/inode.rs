@@ -630,13 +630,9 @@ impl InodeTable {
         let mut inner = self.lock();
         let existing = inner.by_id.get(&entry.id).copied();
         if existing == Some(ROOT_INO) {
+            // Only its version matters (folder attributes: see below).
             let node = inner.nodes.get_mut(&ROOT_INO)?;
-            entry.name = String::new();
-            if node.entry != entry {
-                node.entry = entry;
-                out.push(Invalidation::Inode(ROOT_INO));
-            }
-            node.attr_valid_until = valid_until;
+            node.entry.version = entry.version;
             return Some(None);
         }
         let parent = *inner.by_id.get(parent_id)?;
@@ -651,6 +647,13 @@ impl InodeTable {
                 Self::gone_locked(&mut inner, ino, out);
                 return Self::insert_new_locked(&mut inner, parent, entry, out);
             }
+            if entry.kind == crate::remote::EntryKind::Directory {
+                // A folder's own mtime and size follow the TTL, not the poller: changes inside it
+                // are tracked by name, and its mtime is what we stamped on our own changes until
+                // the server's next answer to a stat (as a local filesystem shows it).
+                entry.mtime = node.entry.mtime;
+                entry.size = node.entry.size;
+            }
             if entry.version.is_none() && node.entry.size == entry.size && node.entry.mtime == entry.mtime {
                 // Business delta omits cTag: no version is no change unless size or mtime moved.
                 entry.version = node.entry.version.clone();
@@ -658,7 +661,8 @@ impl InodeTable {
             let (old_tag, new_tag) = (content_tag(&node.entry), content_tag(&entry));
             let replaced = (old_tag != new_tag).then_some(old_tag);
             let moved = node.parent != parent || node.entry.name != entry.name;
-            if replaced.is_some() || node.entry.size != entry.size || node.entry.mtime != entry.mtime {
+            let is_file = entry.kind == crate::remote::EntryKind::File;
+            if is_file && (replaced.is_some() || node.entry.size != entry.size || node.entry.mtime != entry.mtime) {
                 out.push(Invalidation::Inode(ino));
             }
             if moved {
