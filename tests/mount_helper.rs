@@ -260,8 +260,8 @@ fn mount_t_with_options_then_findmnt_then_umount() {
 
     umount_and_wait(&sb, mp.path());
     assert!(
-        sb.logs().contains("poll_interval is accepted but not used yet"),
-        "the log does not say poll_interval is unused:\n{}",
+        sb.logs().contains("polling for changes made elsewhere every 30s"),
+        "the log does not show poll_interval=30 in force:\n{}",
         sb.logs()
     );
 }

@@ -185,9 +185,10 @@ pub struct MountArgs {
     /// Permission bits taken away from files (0666) and folders (0777), in octal.
     #[arg(long, value_name = "OCTAL", default_value = "022", value_parser = parse_umask)]
     pub umask: u16,
-    /// How often to ask the server for changes, in seconds. Accepted and kept with the mount's
-    /// settings, but not used yet: change polling is not implemented, so changes made elsewhere
-    /// show up only after --ttl.
+    /// How often to look for changes made elsewhere, in seconds (default 30). OneDrive: a delta
+    /// round; WebDAV: the folders the mount has listed are listed again (on Nextcloud/ownCloud only
+    /// when the root's ETag moved). Changed files and names are invalidated in the kernel, so
+    /// --ttl may be long.
     #[arg(long, value_name = "SECS")]
     pub poll_interval: Option<f64>,
     /// When the server cannot be reached at mount time (no network yet at boot), keep trying for

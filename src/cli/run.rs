@@ -86,11 +86,14 @@ pub struct MountPlan {
     pub min_free_bytes: u64,
     /// Uploads at once.
     pub uploads: usize,
-    /// `--poll-interval`: kept with the mount, not used yet (no change polling).
-    pub poll_interval: Option<Duration>,
+    /// `--poll-interval`: how often to look for changes made elsewhere (default 30 s).
+    pub poll_interval: Duration,
     /// How long to keep trying to reach the server at mount time.
     pub wait_online: Duration,
 }
+
+/// `--poll-interval` when not given.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
 
 fn secs(name: &str, v: f64) -> Result<Duration> {
     if !v.is_finite() || v < 0.0 {
@@ -293,9 +296,9 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan> {
         bail!("--uploads must be at least 1");
     }
     let poll_interval = match args.poll_interval {
-        Some(v) if v > 0.0 => Some(secs("poll-interval", v)?),
+        Some(v) if v > 0.0 => secs("poll-interval", v)?,
         Some(_) => bail!("--poll-interval must be a positive number of seconds"),
-        None => None,
+        None => DEFAULT_POLL_INTERVAL,
     };
     let wait_online = secs("wait-online", args.wait_online)?;
     // SAFETY: getuid/getgid cannot fail and touch no memory.
@@ -451,9 +454,6 @@ fn connect_onedrive(rt: &tokio::runtime::Runtime, t: &OneDriveTarget, plan: &Mou
 
 fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut Readiness) -> Result<()> {
     let Connected { remote, key, auth } = connect(rt, plan)?;
-    if let Some(p) = plan.poll_interval {
-        tracing::info!(poll_interval = ?p, "poll_interval is accepted but not used yet: changes made elsewhere show after --ttl");
-    }
     let mut fs_cfg = plan.fs.clone();
     if !remote.capabilities().writes && !fs_cfg.read_only {
         tracing::info!(
@@ -498,6 +498,20 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
         .with_context(|| format!("cannot mount on {}", plan.mountpoint.display()))?;
     tracing::info!(remote = %key, mountpoint = %plan.mountpoint.display(), read_only = fs_cfg.read_only, "mounted");
     readiness.ready();
+    // Changes made elsewhere: the remote's feed (its position kept under the state dir), else
+    // revalidation of what the mount has listed.
+    let changes = remote.changes(Some(
+        &plan.state_dir.join("changes").join(state::remote_key(&key)),
+    ));
+    tracing::info!(
+        feed = changes.is_some(),
+        "polling for changes made elsewhere every {:?}",
+        plan.poll_interval
+    );
+    let polling = {
+        let _in_rt = rt.enter();
+        fs.start_change_polling(plan.poll_interval, changes)
+    };
 
     let status_file = state::status_path(&plan.state_dir, &plan.mountpoint);
     let publisher = Publisher {
@@ -527,6 +541,7 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
     }
     ran.context("the FUSE session ended with an error")?;
     publishing.abort();
+    polling.abort();
     tracing::info!(mountpoint = %plan.mountpoint.display(), "unmounted");
 
     if let Some(queue) = fs.upload_queue() {

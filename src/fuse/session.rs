@@ -10,7 +10,7 @@ use fuser::{Config, MountOption, Session, SessionACL};
 use tokio::runtime::Handle;
 
 use super::FuseAdapter;
-use crate::vfs::DriveFs;
+use crate::vfs::{DriveFs, Invalidation};
 
 /// How to mount.
 #[derive(Clone, Debug)]
@@ -65,18 +65,47 @@ pub fn mount(fs: Arc<DriveFs>, rt: Handle, settings: &MountSettings) -> io::Resu
     };
     cfg.n_threads = Some(2);
     cfg.clone_fd = true;
-    let adapter = FuseAdapter::new(fs, rt);
+    let adapter = FuseAdapter::new(fs.clone(), rt);
     // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return mount_as_root(adapter, settings, cfg).map(|session| Mounted {
+    let mounted = if unsafe { libc::geteuid() } == 0 {
+        mount_as_root(adapter, settings, cfg).map(|session| Mounted {
             session,
             fuser_owns_mount: false,
-        });
-    }
-    Session::new(adapter, &settings.mountpoint, &cfg).map(|session| Mounted {
-        session,
-        fuser_owns_mount: true,
-    })
+        })
+    } else {
+        Session::new(adapter, &settings.mountpoint, &cfg).map(|session| Mounted {
+            session,
+            fuser_owns_mount: true,
+        })
+    }?;
+    spawn_invalidator(&fs, mounted.session.notifier())?;
+    Ok(mounted)
+}
+
+/// Tell the kernel about remote changes from a thread of its own, never from inside a FUSE
+/// handler: a notification may wait for locks that a request in progress holds. Ends when the
+/// core drops the channel.
+fn spawn_invalidator(fs: &DriveFs, notifier: fuser::Notifier) -> io::Result<()> {
+    let mut rx = fs.invalidations();
+    std::thread::Builder::new()
+        .name("cloudmount-inval".into())
+        .spawn(move || {
+            while let Some(inv) = rx.blocking_recv() {
+                let r = match &inv {
+                    Invalidation::Inode(ino) => notifier.inval_inode(fuser::INodeNo(*ino), 0, 0),
+                    Invalidation::Entry { parent, name } => {
+                        notifier.inval_entry(fuser::INodeNo(*parent), std::ffi::OsStr::new(name))
+                    }
+                };
+                match r {
+                    Ok(()) => tracing::trace!(?inv, "kernel cache invalidated"),
+                    // The connection is gone: the mount ended.
+                    Err(e) if e.raw_os_error() == Some(libc::ENODEV) || e.raw_os_error() == Some(libc::EBADF) => return,
+                    Err(e) => tracing::debug!(?inv, error = %e, "kernel cache invalidation refused"),
+                }
+            }
+        })
+        .map(|_| ())
 }
 
 /// mount(2) of type `fuse.cloudmount` with the options fuser would use, then fuser's session on

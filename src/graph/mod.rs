@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod config;
+pub mod delta;
 pub mod download;
 pub mod drive;
 pub mod error;
@@ -139,6 +140,18 @@ impl GraphRemote {
     /// URL builder for this service.
     pub fn urls(&self) -> &Urls {
         &self.urls
+    }
+
+    /// A delta poller of this drive, keeping its position in `state_file` when given.
+    pub fn delta_poller(&self, state_file: Option<std::path::PathBuf>) -> delta::DeltaPoller {
+        delta::DeltaPoller::new(
+            self.client.clone(),
+            self.urls.clone(),
+            &self.drive.id,
+            &self.root_id,
+            state_file,
+            self.config.page_size as usize,
+        )
     }
 
     /// An item's metadata from `url` (with our `$select`), as an entry; hidden kinds are
@@ -391,6 +404,11 @@ impl Remote for GraphRemote {
 
     async fn set_mtime(&self, id: &ItemId, mtime: SystemTime) -> RemoteResult<Entry> {
         self.set_item_mtime(id, mtime).await
+    }
+
+    fn changes(&self, state_dir: Option<&std::path::Path>) -> Option<Box<dyn crate::remote::ChangeSource>> {
+        let file = state_dir.map(|d| d.join(format!("delta-{}", path::encode_id(&self.drive.id))));
+        Some(Box::new(self.delta_poller(file)))
     }
 
     async fn quota(&self) -> RemoteResult<Option<Quota>> {

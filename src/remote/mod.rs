@@ -1,6 +1,7 @@
 //! The interface every backend implements. It speaks in stable item IDs, entries with a content
 //! version, and byte ranges; it never names inodes, handles or FUSE.
 
+pub mod changes;
 pub mod memory;
 
 use std::fmt;
@@ -12,6 +13,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::{RemoteError, RemoteResult};
+
+pub use changes::{Change, ChangeBatch, ChangeSource};
 
 /// Stable identity of a remote item: Graph item id; WebDAV `oc:fileid` where offered, else the
 /// decoded path relative to the mount's base URL (`""` is the root, no leading or trailing slash).
@@ -265,6 +268,21 @@ pub trait Remote: Send + Sync + 'static {
     /// What this remote can do beyond the common core.
     fn capabilities(&self) -> Capabilities {
         Capabilities::default()
+    }
+
+    /// A feed of changes made elsewhere (Graph delta), keeping its position in a file under
+    /// `state_dir` when one is given, so a restart continues from it. `None` when the remote has no
+    /// feed: the core then revalidates what it has listed (see [`crate::vfs::changes`]).
+    fn changes(&self, state_dir: Option<&Path>) -> Option<Box<dyn ChangeSource>> {
+        let _ = state_dir;
+        None
+    }
+
+    /// Whether a folder's version changes whenever anything below it changes (Nextcloud and
+    /// ownCloud collection ETags, Graph personal folders): then an unchanged root version means
+    /// nothing changed, and only folders whose version moved need listing again.
+    fn propagates_versions(&self) -> bool {
+        false
     }
 
     /// Make the whole content of local file `source` the content of the child `name` of folder

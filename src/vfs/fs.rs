@@ -124,6 +124,8 @@ pub struct DriveFs {
     /// Writes share it; changes of a file's staged copy (hand-off, copy, truncate) take it alone,
     /// so no write lands in a file the upload queue already owns.
     pub(super) write_gate: tokio::sync::RwLock<()>,
+    /// Where remote changes tell the kernel what to forget (see [`super::changes`]).
+    pub(super) invalidate_tx: Mutex<Option<tokio::sync::mpsc::UnboundedSender<super::changes::Invalidation>>>,
 }
 
 impl DriveFs {
@@ -145,6 +147,7 @@ impl DriveFs {
             quota: Mutex::new(None),
             writeback: std::sync::OnceLock::new(),
             write_gate: tokio::sync::RwLock::new(()),
+            invalidate_tx: Mutex::new(None),
         }))
     }
 

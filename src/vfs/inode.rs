@@ -18,6 +18,7 @@ use std::time::{Instant, SystemTime};
 use crate::remote::{Entry, ItemId, Version};
 
 use super::attr::content_tag;
+use super::changes::Invalidation;
 use super::local::LocalContent;
 
 /// The root folder's inode number, fixed by FUSE.
@@ -125,6 +126,9 @@ pub type StoredListing = (Vec<(u64, Entry)>, Vec<(ItemId, Version)>);
 /// Thread-safe inode table.
 pub struct InodeTable {
     inner: Mutex<Inner>,
+    /// Bumped by every change we make ourselves (creates, writes, uploads, renames, deletes), so
+    /// a revalidation round can tell that what it listed may predate one of them.
+    local_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl InodeTable {
@@ -140,7 +144,17 @@ impl InodeTable {
             .insert(ROOT_INO, Node::new(ROOT_INO, ROOT_INO, root, valid_until, 1, None));
         InodeTable {
             inner: Mutex::new(inner),
+            local_epoch: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How many changes we made ourselves so far (see the field).
+    pub fn local_epoch(&self) -> u64 {
+        self.local_epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn bump_local(&self) {
+        self.local_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -403,6 +417,7 @@ impl InodeTable {
     /// Create an inode for an item that exists only locally so far (a file just created), with one
     /// kernel reference. Its id is provisional until the upload gives it the server's.
     pub fn insert_local(&self, parent: u64, entry: Entry, local: LocalContent) -> u64 {
+        self.bump_local();
         let mut inner = self.lock();
         let ino = inner.next_ino;
         inner.next_ino += 1;
@@ -417,6 +432,7 @@ impl InodeTable {
     /// Change `ino` under the lock: its local content, its entry, or both. Returns what `f` returns,
     /// or `None` when the inode is unknown. Keeps the index of local inodes right.
     pub fn with_node<R>(&self, ino: u64, f: impl FnOnce(&mut Node) -> R) -> Option<R> {
+        self.bump_local();
         let mut inner = self.lock();
         let node = inner.nodes.get_mut(&ino)?;
         let old_id = node.entry.id.clone();
@@ -490,6 +506,7 @@ impl InodeTable {
     /// Add or replace `entry` in `dir`'s listing (after a change we made ourselves), so a fresh
     /// listing stays true without asking the server.
     pub fn listing_insert(&self, dir: u64, entry: Entry) {
+        self.bump_local();
         let mut inner = self.lock();
         if let Some(listing) = inner.nodes.get_mut(&dir).and_then(|n| n.listing.as_mut()) {
             listing.children.insert(entry.name.clone(), entry);
@@ -500,6 +517,7 @@ impl InodeTable {
     /// as its mtime, as a local filesystem would (`make`, backup tools and pjdfstest look at it).
     /// The next answer from the server replaces it with the server's own.
     pub fn touch_dir(&self, dir: u64) {
+        self.bump_local();
         if let Some(node) = self.lock().nodes.get_mut(&dir) {
             node.entry.mtime = SystemTime::now();
         }
@@ -508,6 +526,7 @@ impl InodeTable {
     /// Take file `ino` out of the tree while descriptors are still open on it (it was unlinked): it
     /// keeps its inode and local content for them, but no folder lists it and no lookup finds it.
     pub fn detach(&self, ino: u64) {
+        self.bump_local();
         let mut inner = self.lock();
         let Some(node) = inner.nodes.get_mut(&ino) else { return };
         node.parent = DETACHED;
@@ -519,6 +538,7 @@ impl InodeTable {
 
     /// Remove `name` from `dir`'s listing (after a change we made ourselves).
     pub fn listing_remove(&self, dir: u64, name: &str) {
+        self.bump_local();
         let mut inner = self.lock();
         if let Some(listing) = inner.nodes.get_mut(&dir).and_then(|n| n.listing.as_mut()) {
             listing.children.remove(name);
@@ -528,6 +548,7 @@ impl InodeTable {
     /// Every inode whose id is at or below `from` gets the id `translate` gives it (a folder moved
     /// on a remote whose ids are paths).
     pub fn rekey_below(&self, translate: impl Fn(&ItemId) -> Option<ItemId>) {
+        self.bump_local();
         let mut inner = self.lock();
         let moves: Vec<(u64, ItemId, ItemId)> = inner
             .nodes
@@ -551,6 +572,7 @@ impl InodeTable {
     /// Drop the inode `ino` outright (its item was deleted), unless the kernel still holds it, in
     /// which case it stays until forgotten but leaves the id index.
     pub fn remove_item(&self, ino: u64) {
+        self.bump_local();
         let mut inner = self.lock();
         inner.with_local.remove(&ino);
         let Some(node) = inner.nodes.get_mut(&ino) else { return };
@@ -563,6 +585,248 @@ impl InodeTable {
         if !keep {
             inner.nodes.remove(&ino);
         }
+    }
+
+    /// The inode of item `id`, if known.
+    pub fn ino_of(&self, id: &ItemId) -> Option<u64> {
+        self.lock().by_id.get(id).copied()
+    }
+
+    /// Every item id known, with its inode (for reconciling after a full enumeration).
+    pub fn known_ids(&self) -> Vec<(ItemId, u64)> {
+        self.lock().by_id.iter().map(|(id, ino)| (id.clone(), *ino)).collect()
+    }
+
+    /// Folders worth revalidating, at most `max`: the root, those with a listing, and those the
+    /// kernel holds (it may have names in them cached). Listed ones first.
+    pub fn revalidation_candidates(&self, max: usize) -> Vec<(u64, ItemId)> {
+        let inner = self.lock();
+        let mut listed: Vec<&Node> = inner
+            .nodes
+            .values()
+            .filter(|n| n.entry.kind == crate::remote::EntryKind::Directory)
+            .filter(|n| n.ino == ROOT_INO || n.listing.is_some() || n.lookups > 0)
+            .filter(|n| inner.by_id.get(&n.entry.id) == Some(&n.ino))
+            .collect();
+        listed.sort_by_key(|n| (n.ino != ROOT_INO, n.listing.is_none(), n.ino));
+        listed
+            .into_iter()
+            .take(max)
+            .map(|n| (n.ino, n.entry.id.clone()))
+            .collect()
+    }
+
+    /// Ids of the items known to be in folder `dir` (their inodes say so).
+    pub fn known_children(&self, dir: u64) -> Vec<ItemId> {
+        let inner = self.lock();
+        inner
+            .nodes
+            .values()
+            .filter(|n| n.parent == dir && n.ino != ROOT_INO && inner.by_id.get(&n.entry.id) == Some(&n.ino))
+            .map(|n| n.entry.id.clone())
+            .collect()
+    }
+
+    /// The children of `dir`'s listing (fresh or not) by name, if it has one.
+    pub fn listing_of(&self, dir: u64) -> Option<BTreeMap<String, Entry>> {
+        self.lock()
+            .nodes
+            .get(&dir)?
+            .listing
+            .as_ref()
+            .map(|l| l.children.clone())
+    }
+
+    /// Trust `dir`'s listing until `valid_until` (it was just compared with the server).
+    pub fn renew_listing(&self, dir: u64, valid_until: Instant) {
+        if let Some(l) = self.lock().nodes.get_mut(&dir).and_then(|n| n.listing.as_mut()) {
+            l.valid_until = l.valid_until.max(valid_until);
+        }
+    }
+
+    /// Apply a remote record "item `entry.id` now is `entry`, child of `parent_id`". Names that
+    /// appeared, vanished or moved, and inodes whose content or attributes changed, go to `out`.
+    /// Returns `None` when the parent is unknown here (the caller retries once the parent came,
+    /// or calls [`InodeTable::apply_gone`]), else the content version replaced, if any.
+    pub fn apply_upsert(
+        &self,
+        parent_id: &ItemId,
+        mut entry: Entry,
+        valid_until: Instant,
+        out: &mut Vec<Invalidation>,
+    ) -> Option<Option<Version>> {
+        let mut inner = self.lock();
+        let existing = inner.by_id.get(&entry.id).copied();
+        if existing == Some(ROOT_INO) {
+            // Only its version matters (folder attributes: see below).
+            let node = inner.nodes.get_mut(&ROOT_INO)?;
+            node.entry.version = entry.version;
+            return Some(None);
+        }
+        let parent = *inner.by_id.get(parent_id)?;
+        if let Some(ino) = existing {
+            let node = inner.nodes.get(&ino)?.clone();
+            if node.local.is_some() {
+                // A local edit in flight wins: its upload, based on the version it replaced, meets
+                // the new server version and the conflict rule keeps both.
+                return Some(None);
+            }
+            if node.entry.kind != entry.kind {
+                Self::gone_locked(&mut inner, ino, out);
+                return Self::insert_new_locked(&mut inner, parent, entry, out);
+            }
+            if entry.kind == crate::remote::EntryKind::Directory {
+                // A folder's own mtime and size follow the TTL, not the poller: changes inside it
+                // are tracked by name, and its mtime is what we stamped on our own changes until
+                // the server's next answer to a stat (as a local filesystem shows it).
+                entry.mtime = node.entry.mtime;
+                entry.size = node.entry.size;
+            }
+            if entry.version.is_none() && node.entry.size == entry.size && node.entry.mtime == entry.mtime {
+                // Business delta omits cTag: no version is no change unless size or mtime moved.
+                entry.version = node.entry.version.clone();
+            }
+            let (old_tag, new_tag) = (content_tag(&node.entry), content_tag(&entry));
+            let replaced = (old_tag != new_tag).then_some(old_tag);
+            let moved = node.parent != parent || node.entry.name != entry.name;
+            let is_file = entry.kind == crate::remote::EntryKind::File;
+            if is_file && (replaced.is_some() || node.entry.size != entry.size || node.entry.mtime != entry.mtime) {
+                out.push(Invalidation::Inode(ino));
+            }
+            if moved {
+                if let Some(l) = inner.nodes.get_mut(&node.parent).and_then(|n| n.listing.as_mut()) {
+                    if l.children
+                        .get(&node.entry.name)
+                        .map(|e| e.id == entry.id)
+                        .unwrap_or(false)
+                    {
+                        l.children.remove(&node.entry.name);
+                    }
+                }
+                out.push(Invalidation::Entry {
+                    parent: node.parent,
+                    name: node.entry.name.clone(),
+                });
+                out.push(Invalidation::Entry {
+                    parent,
+                    name: entry.name.clone(),
+                });
+            }
+            Self::displace_locked(&mut inner, parent, &entry, out);
+            if let Some(l) = inner.nodes.get_mut(&parent).and_then(|n| n.listing.as_mut()) {
+                l.children.insert(entry.name.clone(), entry.clone());
+            }
+            if let Some(n) = inner.nodes.get_mut(&ino) {
+                n.entry = entry;
+                n.parent = parent;
+                n.attr_valid_until = valid_until;
+            }
+            return Some(replaced);
+        }
+        Self::insert_new_locked(&mut inner, parent, entry, out)
+    }
+
+    /// An item not known here appeared in `parent`: it goes into the parent's listing (its inode
+    /// comes when the kernel looks it up), and the kernel forgets any negative entry of the name.
+    fn insert_new_locked(
+        inner: &mut Inner,
+        parent: u64,
+        entry: Entry,
+        out: &mut Vec<Invalidation>,
+    ) -> Option<Option<Version>> {
+        Self::displace_locked(inner, parent, &entry, out);
+        if let Some(l) = inner.nodes.get_mut(&parent).and_then(|n| n.listing.as_mut()) {
+            l.children.insert(entry.name.clone(), entry.clone());
+            // Listed children have inodes (as after a listing), so records about its own children
+            // that follow in the same batch find their parent.
+            let until = l.valid_until;
+            Self::upsert_locked(inner, parent, entry.clone(), until, 0);
+        }
+        // The kernel can hold a (negative) entry only in a folder it holds or we listed for it;
+        // a full enumeration must not send one notification per item of the drive.
+        let seen = inner
+            .nodes
+            .get(&parent)
+            .map(|n| n.ino == ROOT_INO || n.lookups > 0 || n.listing.is_some())
+            .unwrap_or(false);
+        if seen {
+            out.push(Invalidation::Entry {
+                parent,
+                name: entry.name,
+            });
+        }
+        Some(None)
+    }
+
+    /// Another item listed under `entry`'s name in `parent` gives way to `entry`.
+    fn displace_locked(inner: &mut Inner, parent: u64, entry: &Entry, out: &mut Vec<Invalidation>) {
+        let other = inner
+            .nodes
+            .get(&parent)
+            .and_then(|n| n.listing.as_ref())
+            .and_then(|l| l.children.get(&entry.name))
+            .filter(|e| e.id != entry.id)
+            .map(|e| e.id.clone());
+        if let Some(other) = other {
+            if let Some(l) = inner.nodes.get_mut(&parent).and_then(|n| n.listing.as_mut()) {
+                l.children.remove(&entry.name);
+            }
+            out.push(Invalidation::Entry {
+                parent,
+                name: entry.name.clone(),
+            });
+            if let Some(&ino) = inner.by_id.get(&other) {
+                if inner.nodes.get(&ino).map(|n| n.parent == parent).unwrap_or(false) {
+                    Self::gone_locked(inner, ino, out);
+                }
+            }
+        }
+    }
+
+    /// Item `id` is gone from the server (or moved where we do not look). Returns whether it was
+    /// known. An item with local content not yet uploaded stays: local edits win.
+    pub fn apply_gone(&self, id: &ItemId, out: &mut Vec<Invalidation>) -> bool {
+        let mut inner = self.lock();
+        match inner.by_id.get(id).copied() {
+            Some(ROOT_INO) | None => false,
+            Some(ino) => Self::gone_locked(&mut inner, ino, out),
+        }
+    }
+
+    fn gone_locked(inner: &mut Inner, ino: u64, out: &mut Vec<Invalidation>) -> bool {
+        let Some(node) = inner.nodes.get(&ino).cloned() else {
+            return false;
+        };
+        if node.local.is_some() {
+            return false;
+        }
+        if let Some(l) = inner.nodes.get_mut(&node.parent).and_then(|n| n.listing.as_mut()) {
+            if l.children
+                .get(&node.entry.name)
+                .map(|e| e.id == node.entry.id)
+                .unwrap_or(false)
+            {
+                l.children.remove(&node.entry.name);
+            }
+        }
+        if node.parent != DETACHED {
+            out.push(Invalidation::Entry {
+                parent: node.parent,
+                name: node.entry.name.clone(),
+            });
+        }
+        out.push(Invalidation::Inode(ino));
+        if inner.by_id.get(&node.entry.id) == Some(&ino) {
+            inner.by_id.remove(&node.entry.id);
+        }
+        if node.lookups == 0 {
+            inner.nodes.remove(&ino);
+        } else if let Some(n) = inner.nodes.get_mut(&ino) {
+            // The kernel still holds it (an open file): it stays until forgotten, detached.
+            n.listing = None;
+            n.parent = DETACHED;
+        }
+        true
     }
 
     /// Number of inodes held (for tests and status).

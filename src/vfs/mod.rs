@@ -4,6 +4,7 @@
 
 pub mod attr;
 pub mod cache;
+pub mod changes;
 mod error;
 pub mod fs;
 pub mod handles;
@@ -14,5 +15,6 @@ pub mod upload;
 pub mod write;
 
 pub use attr::{Attr, Ownership};
+pub use changes::{Applied, Invalidation};
 pub use error::{FsError, FsResult};
 pub use fs::{DirItem, DriveFs, FsConfig, Looked, Opened, StatFs};

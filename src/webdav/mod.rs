@@ -74,6 +74,8 @@ pub struct DavRemote {
     caps: Mutex<write::CapState>,
     /// Keeps concurrent first uploads from probing the server more than once.
     probe_lock: tokio::sync::Mutex<()>,
+    /// Collection ETags change with any descendant (Nextcloud, ownCloud).
+    propagating: std::sync::atomic::AtomicBool,
 }
 
 fn propfind_method() -> Method {
@@ -120,11 +122,20 @@ impl DavRemote {
         })?;
         Ok(DavRemote {
             http,
-            base,
             base_segments,
             caps: Mutex::new(write::CapState::default()),
             probe_lock: tokio::sync::Mutex::new(()),
+            // Nextcloud and ownCloud serve WebDAV under remote.php, and propagate collection ETags
+            // to the root; Apache, nginx, dav-server and WsgiDAV do not.
+            propagating: std::sync::atomic::AtomicBool::new(base.path().contains("/remote.php/")),
+            base,
         })
+    }
+
+    /// Say whether collection ETags change with any descendant, overriding what the URL suggests
+    /// (see [`Remote::propagates_versions`]).
+    pub fn set_propagates_versions(&self, on: bool) {
+        self.propagating.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The shared HTTP client (for callers that add operations, e.g. uploads).
@@ -293,6 +304,10 @@ impl Remote for DavRemote {
         self.known_capabilities()
     }
 
+    fn propagates_versions(&self) -> bool {
+        self.propagating.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn upload(
         &self,
         parent: &ItemId,
@@ -350,6 +365,18 @@ mod tests {
             timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
         }
+    }
+
+    #[test]
+    fn nextcloud_and_owncloud_urls_propagate_collection_etags() {
+        let nc = DavRemote::new(cfg("https://cloud.example.com/remote.php/dav/files/alice/")).unwrap();
+        assert!(nc.propagates_versions());
+        let oc = DavRemote::new(cfg("https://oc.example.com/remote.php/webdav/")).unwrap();
+        assert!(oc.propagates_versions());
+        let apache = DavRemote::new(cfg("https://example.com/dav/")).unwrap();
+        assert!(!apache.propagates_versions());
+        apache.set_propagates_versions(true);
+        assert!(apache.propagates_versions());
     }
 
     #[test]
