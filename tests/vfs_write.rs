@@ -370,6 +370,34 @@ async fn an_unlinked_file_stays_usable_until_closed() {
     assert!(staged.is_empty(), "staged copies left behind: {staged:?}");
 }
 
+/// A folder listing that the server took before our own upload landed does not hide the new file afterwards.
+#[tokio::test]
+async fn a_listing_racing_our_upload_does_not_hide_the_file() {
+    let s = setup().await;
+    s.remote.put_dir("d");
+    let d = ino_of(&s.fs, "d").await;
+    s.remote.set_upload_delay(Duration::from_millis(100));
+    s.remote.set_list_delay(Duration::from_millis(300));
+    let (_, o) = s.fs.create(d, os("new.bin"), libc::O_WRONLY).await.unwrap();
+    s.fs.write(o.fh, 0, b"fresh").await.unwrap();
+    s.fs.release(o.fh).await.unwrap();
+    // The listing is taken now (without the file), the upload lands while it is on its way back.
+    let dh = s.fs.opendir(d).await.unwrap();
+    s.fs.releasedir(dh);
+    until_uploaded(&s).await;
+    s.remote.set_list_delay(Duration::ZERO);
+    assert_eq!(s.remote.file_content("d/new.bin").unwrap().as_ref(), b"fresh");
+    assert_eq!(read_file(&s.fs, "d/new.bin").await, b"fresh");
+    let dh = s.fs.opendir(d).await.unwrap();
+    let mut names = Vec::new();
+    s.fs.readdir(dh, 0, |item| {
+        names.push(item.name.to_string());
+        false
+    })
+    .unwrap();
+    assert!(names.contains(&"new.bin".to_string()), "{names:?}");
+}
+
 #[tokio::test]
 async fn a_change_on_the_server_while_editing_keeps_both_versions() {
     let s = setup().await;

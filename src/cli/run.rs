@@ -500,9 +500,7 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
     readiness.ready();
     // Changes made elsewhere: the remote's feed (its position kept under the state dir), else
     // revalidation of what the mount has listed.
-    let changes = remote.changes(Some(
-        &plan.state_dir.join("changes").join(state::remote_key(&key)),
-    ));
+    let changes = remote.changes(Some(&plan.state_dir.join("changes").join(state::remote_key(&key))));
     tracing::info!(
         feed = changes.is_some(),
         "polling for changes made elsewhere every {:?}",
@@ -533,7 +531,15 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
             }
         }
     });
-    let ran = session.run();
+    let ran = match session.run() {
+        // Some kernels end the connection of a mount that went away (umount, fusermount3 -u) with
+        // ECONNABORTED rather than ENODEV; with the mount gone, that is a normal end.
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) && !session::is_mounted(&plan.mountpoint) => {
+            tracing::debug!("the kernel closed the FUSE connection after the unmount");
+            Ok(())
+        }
+        other => other,
+    };
     readiness.stopping();
     if ran.is_err() && !fuser_owns_mount && session::is_mounted(&plan.mountpoint) {
         // fuser unmounts its own mounts when its loop fails; ours we take down here.

@@ -46,6 +46,7 @@ pub struct MemoryRemote {
     upload_failures: Mutex<VecDeque<RemoteError>>,
     /// How long each upload takes before it is applied.
     upload_delay: Mutex<Duration>,
+    list_delay: Mutex<Duration>,
 }
 
 impl Default for MemoryRemote {
@@ -94,6 +95,7 @@ impl MemoryRemote {
             uploads: AtomicU64::new(0),
             upload_failures: Mutex::new(VecDeque::new()),
             upload_delay: Mutex::new(Duration::ZERO),
+            list_delay: Mutex::new(Duration::ZERO),
         }
     }
 
@@ -107,6 +109,12 @@ impl MemoryRemote {
     /// Drop the upload failures still queued by [`MemoryRemote::fail_next_uploads`].
     pub fn clear_upload_failures(&self) {
         self.upload_failures.lock().unwrap().clear();
+    }
+
+    /// Make every listing answer `delay` after it was taken, as a slow server would: an upload
+    /// landing meanwhile is missing from it.
+    pub fn set_list_delay(&self, delay: Duration) {
+        *self.list_delay.lock().unwrap() = delay;
     }
 
     /// Make every upload take `delay` before it is applied (or fails), as a slow link would.
@@ -246,22 +254,30 @@ impl Remote for MemoryRemote {
     async fn list(&self, dir: &ItemId) -> RemoteResult<Vec<Entry>> {
         self.check_up()?;
         self.lists.fetch_add(1, Ordering::Relaxed);
-        let nodes = self.nodes.lock().unwrap();
-        match nodes.get(dir.as_str()) {
-            Some(n) if n.kind == EntryKind::Directory => {}
-            Some(_) => {
-                return Err(RemoteError::Http {
-                    status: 400,
-                    message: "not a folder".into(),
-                })
+        let listed: Vec<Entry> = {
+            let nodes = self.nodes.lock().unwrap();
+            match nodes.get(dir.as_str()) {
+                Some(n) if n.kind == EntryKind::Directory => {}
+                Some(_) => {
+                    return Err(RemoteError::Http {
+                        status: 400,
+                        message: "not a folder".into(),
+                    })
+                }
+                None => return Err(RemoteError::NotFound),
             }
-            None => return Err(RemoteError::NotFound),
+            nodes
+                .iter()
+                .filter(|(k, _)| !k.is_empty() && parent_of(k) == Some(dir.as_str()))
+                .map(|(k, n)| Self::entry(k, n))
+                .collect()
+        };
+        // The answer is taken before the delay, so it may be stale by the time it arrives.
+        let delay = *self.list_delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
-        Ok(nodes
-            .iter()
-            .filter(|(k, _)| !k.is_empty() && parent_of(k) == Some(dir.as_str()))
-            .map(|(k, n)| Self::entry(k, n))
-            .collect())
+        Ok(listed)
     }
 
     async fn read(&self, id: &ItemId, version: Option<&Version>, offset: u64, len: u64) -> RemoteResult<Bytes> {

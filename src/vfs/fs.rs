@@ -194,12 +194,17 @@ impl DriveFs {
         let name = existing_name(name)?;
         let dir = self.dir_node(parent)?;
         let now = Instant::now();
+        let epoch = self.inodes.local_epoch();
         let entry = match self.inodes.listed_child(parent, name, now) {
             Some(Some(entry)) => entry,
             Some(None) => return Err(fs_err!(libc::ENOENT, "{name:?} is not in the listing")),
             None => match self.remote.lookup(&dir.entry.id, name).await {
                 Ok(entry) => entry,
-                Err(RemoteError::NotFound) => return Err(fs_err!(libc::ENOENT, "{name:?} not found")),
+                Err(RemoteError::NotFound) => match self.inodes.known_child(parent, name) {
+                    // Our own upload of that name landed while the server was asked.
+                    Some(entry) if self.inodes.local_epoch() != epoch => entry,
+                    _ => return Err(fs_err!(libc::ENOENT, "{name:?} not found")),
+                },
                 Err(e @ RemoteError::Unauthorized(_)) => match self.inodes.known_child(parent, name) {
                     // Sign-in needed: what we saw before stays usable (cached data stays readable).
                     Some(entry) => {
@@ -422,19 +427,33 @@ impl DriveFs {
         let children = match self.inodes.fresh_listing(ino, now) {
             Some(children) => children,
             None => {
-                let listed = match self.remote.list(&node.entry.id).await {
-                    Ok(listed) => listed,
-                    // Sign-in needed: a folder listed before stays listable.
-                    Err(e @ RemoteError::Unauthorized(_)) => match self.inodes.last_listing(ino) {
-                        Some(children) => {
-                            tracing::debug!(item = %node.entry.id, error = %e, "cannot ask the server; using the last listing");
-                            return Ok(self.dir_snapshot(ino, node.parent, children));
-                        }
-                        None => return Err(e.into()),
-                    },
-                    Err(e) => return Err(e.into()),
+                // A listing asked for before one of our own changes landed (an upload, a rename)
+                // would hide that change until the TTL ends: ask again, and past a few tries keep
+                // the answer for this snapshot only.
+                let mut tries = 0;
+                let (listed, valid_until) = loop {
+                    let epoch = self.inodes.local_epoch();
+                    let listed = match self.remote.list(&node.entry.id).await {
+                        Ok(listed) => listed,
+                        // Sign-in needed: a folder listed before stays listable.
+                        Err(e @ RemoteError::Unauthorized(_)) => match self.inodes.last_listing(ino) {
+                            Some(children) => {
+                                tracing::debug!(item = %node.entry.id, error = %e, "cannot ask the server; using the last listing");
+                                return Ok(self.dir_snapshot(ino, node.parent, children));
+                            }
+                            None => return Err(e.into()),
+                        },
+                        Err(e) => return Err(e.into()),
+                    };
+                    tries += 1;
+                    if self.inodes.local_epoch() == epoch {
+                        break (listed, self.valid_until());
+                    }
+                    if tries == 3 {
+                        break (listed, Instant::now());
+                    }
                 };
-                let (children, replaced) = self.inodes.set_listing(ino, listed, self.valid_until());
+                let (children, replaced) = self.inodes.set_listing(ino, listed, valid_until);
                 for (id, _) in replaced {
                     if let Some((_, e)) = children.iter().find(|(_, e)| e.id == id) {
                         self.cache.purge_other_versions(&id, Some(&content_tag(e)));
