@@ -128,7 +128,7 @@ prepare() {
   log "writing test data ($SIZE MiB + $BIG MiB files, $FILES small files) under $WORK"
   head -c $((SIZE << 20)) /dev/urandom >"$DATA/cold.bin"
   head -c $((BIG << 20)) /dev/urandom >"$LOCAL/big.bin"
-  cp "$LOCAL/big.bin" "$DATA/big.bin"
+  ln "$LOCAL/big.bin" "$DATA/big.bin" # one copy on disk: nothing writes it
   (cd "$DATA/many" && seq -f 'f%05g.txt' 1 "$FILES" | xargs -n 1000 touch)
   for f in "$DATA"/many/f0000*.txt; do echo "some content" >"$f"; done
   chown_data
@@ -294,7 +294,7 @@ run_graph() {
   fi
   local fake=$STATE/fake-graph seed=$WORK/graph-seed
   mkdir -p "$seed/many"
-  cp "$DATA/cold.bin" "$DATA/big.bin" "$seed/"
+  ln "$DATA/cold.bin" "$DATA/big.bin" "$seed/"
   (cd "$seed/many" && seq -f 'f%05g.txt' 1 "$FILES" | xargs -n 1000 touch)
   local fg=$REPO/target/release/fake-graph
   [[ -x $fg ]] || cargo build --release --quiet -p fake-graph
