@@ -580,7 +580,7 @@ impl HttpClient {
 }
 
 /// Size of the chunks a streamed file is read in.
-const FILE_CHUNK: usize = 256 * 1024;
+const FILE_CHUNK: usize = 1 << 20;
 
 /// Open `path` and make a body that streams exactly its current length (which goes into
 /// `Content-Length`), touching `progress` as the connection takes each chunk and counting its

@@ -196,7 +196,7 @@ pub struct MountArgs {
     #[arg(long, value_name = "SECS", default_value_t = 0.0)]
     pub wait_online: f64,
     /// Memory cap of the block cache, in MiB.
-    #[arg(long, value_name = "MiB", default_value_t = 256)]
+    #[arg(long, value_name = "MiB", default_value_t = 128)]
     pub cache_size: u64,
     /// Size of one cached block (and of one ranged download), in KiB.
     #[arg(long, value_name = "KiB", default_value_t = 1024)]

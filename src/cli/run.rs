@@ -332,9 +332,22 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan> {
     })
 }
 
+/// Have big buffers (the block cache's 1 MiB blocks, upload chunks) come straight from mmap and go
+/// back to the system when freed. By default glibc raises its mmap threshold to the size of the
+/// first such buffer freed and from then on serves them from its per-thread arenas, which fragment
+/// and keep the memory: copying 512 MiB out of a mount then peaked about 60 MiB above the cache cap.
+fn return_big_buffers_to_the_system() {
+    // SAFETY: mallopt only changes allocator settings and is thread-safe.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+}
+
 /// Connect, mount, report readiness and serve until unmounted. Runs in the daemon (or in the
 /// foreground); `readiness` carries the outcome to a waiting parent.
 pub fn serve(plan: MountPlan, mut readiness: Readiness) -> Result<()> {
+    return_big_buffers_to_the_system();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .thread_name("cloudmount-io")

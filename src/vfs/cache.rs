@@ -111,11 +111,15 @@ impl BlockCache {
             if let Some(b) = inner.blocks.get(&key) {
                 return Ok(b.clone());
             }
-            inner
-                .in_flight
-                .entry(key.clone())
-                .or_insert_with(|| Arc::new(OnceCell::new()))
-                .clone()
+            if let Some(slot) = inner.in_flight.get(&key) {
+                slot.clone()
+            } else {
+                let slot: Slot = Arc::new(OnceCell::new());
+                inner.in_flight.insert(key.clone(), slot.clone());
+                // The new download's buffer counts from now on.
+                self.evict_locked(&mut inner, 0);
+                slot
+            }
         };
         let result = slot.get_or_try_init(fetch).await.cloned();
         let mut inner = self.lock();
@@ -148,11 +152,19 @@ impl BlockCache {
         if len > self.cap_bytes {
             return;
         }
+        // Make room first, so the new block is never the one evicted.
+        self.evict_locked(inner, len);
         if let Some(old) = inner.blocks.put(key, bytes) {
             inner.bytes -= old.len() as u64;
         }
         inner.bytes += len;
-        while inner.bytes > self.cap_bytes {
+    }
+
+    /// Evict least recently used blocks until held blocks, downloads under way (a block each) and
+    /// `extra` more bytes fit in the cap, or nothing is left to evict.
+    fn evict_locked(&self, inner: &mut Inner, extra: u64) {
+        let pending = inner.in_flight.len() as u64 * self.block_size;
+        while inner.bytes + pending + extra > self.cap_bytes {
             match inner.blocks.pop_lru() {
                 Some((_, b)) => inner.bytes -= b.len() as u64,
                 None => break,
@@ -213,6 +225,50 @@ mod tests {
         assert_eq!((s.blocks, s.bytes), (2, 8));
         assert!(!cache.contains_or_pending(&key("a", "1", 0)));
         assert!(cache.contains_or_pending(&key("a", "1", 2)));
+    }
+
+    #[tokio::test]
+    async fn downloads_under_way_count_against_the_cap() {
+        let cache = Arc::new(BlockCache::new(4, 12));
+        for i in 0..3 {
+            cache
+                .get_or_fetch(key("a", "1", i), || async { Ok(Bytes::from_static(b"abcd")) })
+                .await
+                .unwrap();
+        }
+        assert_eq!(cache.stats().bytes, 12);
+        // Two downloads start and hang: they need two blocks of room, so the two least recently
+        // used blocks go at once, before any byte arrives.
+        let (release, wait) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        for i in 10..12 {
+            let (cache, mut wait) = (cache.clone(), wait.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_fetch(key("b", "1", i), || async move {
+                        let _ = wait.wait_for(|go| *go).await;
+                        Ok(Bytes::from_static(b"efgh"))
+                    })
+                    .await
+            }));
+        }
+        while cache.stats().in_flight < 2 {
+            tokio::task::yield_now().await;
+        }
+        let s = cache.stats();
+        assert_eq!((s.blocks, s.bytes, s.in_flight), (1, 4, 2));
+        assert!(
+            cache.contains_or_pending(&key("a", "1", 2)),
+            "the most recent block stays"
+        );
+        release.send(true).unwrap();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let s = cache.stats();
+        assert_eq!((s.blocks, s.bytes, s.in_flight), (3, 12, 0));
+        assert!(cache.contains_or_pending(&key("b", "1", 10)));
+        assert!(cache.contains_or_pending(&key("b", "1", 11)));
     }
 
     #[tokio::test]

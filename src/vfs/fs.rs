@@ -47,7 +47,7 @@ impl Default for FsConfig {
             attr_ttl: Duration::from_secs(5),
             negative_ttl: Duration::from_secs(5),
             block_size: 1 << 20,
-            cache_bytes: 256 << 20,
+            cache_bytes: 128 << 20,
             max_prefetch_bytes: 32 << 20,
             read_only: true,
         }
