@@ -91,7 +91,12 @@ impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Ask for readdirplus so `ls -l` costs one listing, not one lookup per entry. Never ask for
         // the writeback cache: the kernel would then ignore sizes the server reports.
-        let wanted = fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO;
+        // Atomic O_TRUNC: `open(O_TRUNC)` comes as one open that truncates its handle's content;
+        // otherwise the kernel sends a truncate without a handle first, which uploads an empty
+        // version on its own (and makes a conflict copy of its own when the server changed).
+        let wanted = fuser::InitFlags::FUSE_DO_READDIRPLUS
+            | fuser::InitFlags::FUSE_READDIRPLUS_AUTO
+            | fuser::InitFlags::FUSE_ATOMIC_O_TRUNC;
         if let Err(unsupported) = config.add_capabilities(wanted) {
             tracing::debug!(?unsupported, "kernel lacks some capabilities");
         }

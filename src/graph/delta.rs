@@ -16,7 +16,7 @@
 //!   applier treats them as content changes only when size or mtime moved.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -27,6 +27,7 @@ use crate::error::{RemoteError, RemoteResult};
 use crate::remote::{Change, ChangeBatch, ChangeSource, EntryKind, ItemId};
 
 use super::client::GraphClient;
+use super::download::UrlCache;
 use super::drive::next_url;
 use super::item::{DriveItem, ITEM_SELECT};
 use super::path::{with_query, Urls};
@@ -72,6 +73,7 @@ pub struct DeltaPoller {
     link: tokio::sync::Mutex<Option<String>>,
     page_hook: Mutex<Option<PageHook>>,
     page_size: String,
+    downloads: Arc<UrlCache>,
 }
 
 impl std::fmt::Debug for DeltaPoller {
@@ -85,7 +87,8 @@ impl std::fmt::Debug for DeltaPoller {
 
 impl DeltaPoller {
     /// A poller of drive `drive_id` (root `root_id`), keeping its position in `state_file` when
-    /// given (read now if it exists), asking for `page_size` records per page.
+    /// given (read now if it exists), asking for `page_size` records per page, and keeping the
+    /// remote's download URL cache `downloads` in step with the changes it sees.
     pub fn new(
         client: GraphClient,
         urls: Urls,
@@ -93,6 +96,7 @@ impl DeltaPoller {
         root_id: &str,
         state_file: Option<PathBuf>,
         page_size: usize,
+        downloads: Arc<UrlCache>,
     ) -> Self {
         let link = state_file.as_deref().and_then(load_link);
         DeltaPoller {
@@ -104,6 +108,7 @@ impl DeltaPoller {
             link: tokio::sync::Mutex::new(link),
             page_hook: Mutex::new(None),
             page_size: page_size.clamp(1, 1000).to_string(),
+            downloads,
         }
     }
 
@@ -134,6 +139,11 @@ impl DeltaPoller {
             return Some(Change::Deleted { id });
         }
         let mut entry = d.item.to_entry()?;
+        if entry.kind == EntryKind::File && self.downloads.remember(&d.item).is_none() {
+            // A URL cached earlier serves the version it was issued for, and reads of a record
+            // without a cTag (business) ask for no version: it must not outlive this change.
+            self.downloads.remove(&id);
+        }
         if d.item.root.is_some() || d.item.id == self.root_id {
             return Some(Change::Upsert {
                 parent: ItemId::new(self.root_id.as_str()),

@@ -23,10 +23,11 @@ use url::Url;
 
 use crate::error::{RemoteError, RemoteResult};
 use crate::http::{error_chain, map_reqwest_error, HttpRequest};
-use crate::remote::{ItemId, Version};
+use crate::remote::{EntryKind, ItemId, Version};
 use crate::webdav::read::parse_content_range;
 
 use super::client::GraphClient;
+use super::item::DriveItem;
 
 /// How many items' URLs are kept.
 const CACHE_ITEMS: usize = 4096;
@@ -81,6 +82,23 @@ impl UrlCache {
     /// Remember the URL of `id`.
     pub fn put(&self, id: ItemId, url: CachedUrl) {
         self.lock().put(id, url);
+    }
+
+    /// Cache the download URL a file item came with; `None` (nothing cached) for folders and
+    /// items without one.
+    pub fn remember(&self, item: &DriveItem) -> Option<CachedUrl> {
+        if item.kind() != Some(EntryKind::File) {
+            return None;
+        }
+        let url = Url::parse(item.download_url.as_deref()?).ok()?;
+        let cached = CachedUrl {
+            url,
+            version: item.version(),
+            size: item.size.unwrap_or(0).max(0) as u64,
+            fetched: Instant::now(),
+        };
+        self.put(ItemId::new(item.id.as_str()), cached.clone());
+        Some(cached)
     }
 
     /// Forget the URL of `id` (it was refused).

@@ -26,7 +26,7 @@ pub mod upload;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -54,7 +54,7 @@ pub struct GraphRemote {
     config: GraphConfig,
     drive: DriveInfo,
     root_id: String,
-    downloads: UrlCache,
+    downloads: Arc<UrlCache>,
     /// Readers of one item take turns to fetch its download URL, so that parallel reads (prefetch)
     /// that all find the URL missing or expired read the item once, not once each. Striped by
     /// item id hash: a fixed set, nothing to clean up.
@@ -106,7 +106,7 @@ impl GraphRemote {
             .get_json(with_query(urls.root_item(&drive.id)?, &[("$select", "id")]))
             .await?;
         Ok(GraphRemote {
-            downloads: UrlCache::new(config.download_url_max_age),
+            downloads: Arc::new(UrlCache::new(config.download_url_max_age)),
             url_turns: (0..URL_TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
             fragment: upload::fragment_size(config.upload_fragment_size),
             client,
@@ -151,6 +151,7 @@ impl GraphRemote {
             &self.root_id,
             state_file,
             self.config.page_size as usize,
+            self.downloads.clone(),
         )
     }
 
@@ -167,18 +168,7 @@ impl GraphRemote {
 
     /// Cache the download URL a file item came with.
     fn remember(&self, item: &DriveItem) -> Option<CachedUrl> {
-        if item.kind() != Some(EntryKind::File) {
-            return None;
-        }
-        let url = Url::parse(item.download_url.as_deref()?).ok()?;
-        let cached = CachedUrl {
-            url,
-            version: item.version(),
-            size: item.size.unwrap_or(0).max(0) as u64,
-            fetched: Instant::now(),
-        };
-        self.downloads.put(ItemId::new(item.id.as_str()), cached.clone());
-        Some(cached)
+        self.downloads.remember(item)
     }
 
     /// The URL of `id` for `version`: the cached one unless it is missing or is `refused`, else

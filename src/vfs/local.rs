@@ -35,6 +35,9 @@ pub struct LocalContent {
     pub uploaded: Option<u64>,
     /// Open handles that may write.
     pub writers: u32,
+    /// The last upload went up as a conflict copy: once settled, the name takes the server's
+    /// version.
+    pub conflicted: bool,
 }
 
 impl LocalContent {

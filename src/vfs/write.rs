@@ -22,7 +22,7 @@ use bytes::Bytes;
 
 use crate::error::RemoteError;
 use crate::fs_err;
-use crate::remote::{Entry, EntryKind, ItemId};
+use crate::remote::{Change, ChangeBatch, Entry, EntryKind, ItemId};
 
 use super::attr::{content_tag, Attr};
 use super::error::{FsError, FsResult};
@@ -152,7 +152,11 @@ impl DriveFs {
         let weak = Arc::downgrade(self);
         let sink = Box::new(move |ev: UploadEvent| {
             if let Some(fs) = weak.upgrade() {
-                fs.on_upload_event(ev);
+                if let Some(ino) = fs.on_upload_event(ev) {
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        rt.spawn(async move { fs.take_server_version(ino).await });
+                    }
+                }
             }
         });
         let queue = UploadQueue::start(self.remote.clone(), journal, cfg, Some(sink))?;
@@ -217,6 +221,7 @@ impl DriveFs {
                 generation: Some(generation),
                 uploaded: None,
                 writers: 0,
+                conflicted: false,
             };
             // The kernel holds no reference yet: it takes one when it looks the name up.
             let ino = self.inodes.insert_local(dir.ino, entry, local);
@@ -318,6 +323,7 @@ impl DriveFs {
                     generation: None,
                     uploaded: None,
                     writers: 0,
+                    conflicted: false,
                 }
             }
         };
@@ -427,6 +433,7 @@ impl DriveFs {
             generation: None,
             uploaded: None,
             writers: 1,
+            conflicted: false,
         };
         let ino = self.inodes.insert_local(dir.ino, entry.clone(), local);
         self.inodes.touch_dir(dir.ino);
@@ -570,14 +577,19 @@ impl DriveFs {
 
     pub(super) async fn release_writer(&self, h: &FileHandle) -> FsResult<()> {
         let result = self.hand_off(h.ino).await;
+        let mut conflicted = false;
         self.inodes.with_node(h.ino, |n| {
             if let Some(l) = n.local.as_mut() {
                 l.writers = l.writers.saturating_sub(1);
                 if l.settled() {
+                    conflicted = l.conflicted;
                     n.local = None;
                 }
             }
         });
+        if conflicted {
+            self.take_server_version(h.ino).await;
+        }
         result.map(|_| ())
     }
 
@@ -939,8 +951,10 @@ impl DriveFs {
         false
     }
 
-    /// The upload queue reports: keep our view of the file in step with the server.
-    fn on_upload_event(&self, ev: UploadEvent) {
+    /// The upload queue reports: keep our view of the file in step with the server. Returns the
+    /// inode whose name now holds another device's version (ours went up as a conflict copy and
+    /// nothing local is left): see [`DriveFs::take_server_version`].
+    fn on_upload_event(&self, ev: UploadEvent) -> Option<u64> {
         let UploadEvent::Uploaded {
             record,
             entry,
@@ -948,16 +962,15 @@ impl DriveFs {
             generation,
         } = ev
         else {
-            return;
+            return None;
         };
-        let Some(ino) = self.inodes.by_local_key(&record.key) else {
-            return;
-        };
+        let ino = self.inodes.by_local_key(&record.key)?;
         let valid = self.valid_until();
         let parent = self.inodes.get(ino).map(|n| n.parent);
         self.inodes.with_node(ino, |n| {
             let Some(local) = n.local.as_mut() else { return };
             local.uploaded = local.uploaded.max(Some(generation));
+            local.conflicted = conflict_copy;
             if conflict_copy {
                 // Ours went up under another name; this name holds the other device's version.
                 n.attr_valid_until = Instant::now();
@@ -977,6 +990,34 @@ impl DriveFs {
         if let (Some(parent), false) = (parent, conflict_copy) {
             self.inodes.listing_insert(parent, entry);
         }
+        let settled = self.inodes.get(ino).is_some_and(|n| n.local.is_none());
+        (conflict_copy && settled).then_some(ino)
+    }
+
+    /// Our version of `ino` went up as a conflict copy: its name holds the other device's version,
+    /// which the change feed reported while ours was in flight (and the applier skipped, the local
+    /// edit winning) and will not report again. Take the server's current state of the item
+    /// through the applier, so that the kernel, the folder's listing and the cache forget ours.
+    async fn take_server_version(&self, ino: u64) {
+        let Some(node) = self.inodes.get(ino).filter(|n| n.local.is_none()) else {
+            return;
+        };
+        let Some(parent) = self.inodes.get(node.parent) else {
+            return;
+        };
+        let change = match self.remote.stat(&node.entry.id).await {
+            Ok(entry) => Change::Upsert {
+                parent: parent.entry.id,
+                entry,
+            },
+            Err(RemoteError::NotFound) => Change::Deleted { id: node.entry.id },
+            Err(e) => {
+                // The TTL brings it back in time.
+                tracing::debug!(ino, error = %e, "cannot read the server's version after a conflict copy");
+                return;
+            }
+        };
+        self.apply_changes(ChangeBatch::Changes(vec![change]));
     }
 }
 

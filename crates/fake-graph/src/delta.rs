@@ -229,6 +229,15 @@ impl State {
                 return Ok(json!({ "value": [], "@odata.deltaLink": link(Some(&t)) }));
             }
             Tok::Page { round, page } => {
+                if let Some((n, status)) = self.faults.fail_delta_pages.filter(|(n, _)| *n > 0) {
+                    self.faults.fail_delta_pages = Some((n - 1, status));
+                    self.stats.injected_failures += 1;
+                    return Err(GraphError::new(
+                        status,
+                        "generalException",
+                        "An unspecified error has occurred.",
+                    ));
+                }
                 let ok = self
                     .delta
                     .rounds

@@ -41,6 +41,8 @@ pub(crate) struct FaultState {
     every: Option<EveryRule>,
     fail: Vec<Rule>,
     pub delta_resync_next: u32,
+    /// (remaining count, status): delta requests for a later page of a round (a nextLink) that fail.
+    pub fail_delta_pages: Option<(u32, u16)>,
     pub fail_after_accept: u32,
     /// (remaining count, bytes to send before cutting the connection)
     pub truncate_downloads: Vec<(u32, u64)>,
@@ -237,6 +239,13 @@ impl Faults {
     /// The next delta request that carries a token (nextLink or deltaLink) answers `410 Gone`.
     pub fn delta_resync_next(&self) {
         self.with(|s| s.faults.delta_resync_next += 1);
+    }
+
+    /// The next `n` delta requests for a page after the first of a round (an `@odata.nextLink`) answer
+    /// `status` (500, 503…) without Retry-After: rounds of several pages fail mid-paging, rounds of one page
+    /// still succeed. Cleared by [`clear`](Self::clear).
+    pub fn fail_next_delta_pages(&self, n: u32, status: u16) {
+        self.with(|s| s.faults.fail_delta_pages = Some((n, status)));
     }
 
     /// Invalidates every delta token issued so far (all of them answer 410 from now on).

@@ -233,6 +233,29 @@ async fn resync_410_variants() {
 }
 
 #[tokio::test]
+async fn later_pages_fail_on_request() {
+    let (g, api) = business().await;
+    let d = g.drive();
+    for i in 0..5 {
+        d.put_file(&format!("/f{i}.txt"), &b"f"[..]).unwrap();
+    }
+    g.faults().fail_next_delta_pages(2, 503);
+    // A round of one page is not hit.
+    assert!(api.get_ok("/me/drive/root/delta?$top=100").await["@odata.deltaLink"].is_string());
+    let page = api.get_ok("/me/drive/root/delta?$top=2").await;
+    let next = page["@odata.nextLink"].as_str().unwrap().to_string();
+    assert_eq!(api.get(&next).await.status, 503);
+    assert_eq!(api.get(&next).await.status, 503);
+    assert_eq!(g.stats().injected_failures, 2);
+    // Used up: the same page is served now.
+    assert_eq!(api.get(&next).await.status, 200);
+    g.faults().fail_next_delta_pages(u32::MAX, 500);
+    assert_eq!(api.get(&next).await.status, 500);
+    g.faults().clear();
+    assert_eq!(api.get(&next).await.status, 200);
+}
+
+#[tokio::test]
 async fn tokens_expire_by_age() {
     let mut cfg = FakeGraphConfig::for_flavour(Flavour::Business);
     cfg.delta_token_max_age = Some(Duration::from_secs(2));
