@@ -500,9 +500,7 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
     readiness.ready();
     // Changes made elsewhere: the remote's feed (its position kept under the state dir), else
     // revalidation of what the mount has listed.
-    let changes = remote.changes(Some(
-        &plan.state_dir.join("changes").join(state::remote_key(&key)),
-    ));
+    let changes = remote.changes(Some(&plan.state_dir.join("changes").join(state::remote_key(&key))));
     tracing::info!(
         feed = changes.is_some(),
         "polling for changes made elsewhere every {:?}",
