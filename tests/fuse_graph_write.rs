@@ -273,7 +273,8 @@ fn kill_9_halfway_through_200_mib_resumes_the_same_session() {
 // fsx
 // ---------------------------------------------------------------------------------------------------------------
 
-/// fsx-rs, 10,000 random operations (with frequent close/reopen and fsync) on the Graph mount.
+/// fsx-rs, 10,000 random operations (with frequent close/reopen and fsync) on the Graph mount,
+/// with a delta round every second bringing our own uploads back meanwhile.
 #[test]
 fn fsx_10000_operations() {
     let fsx = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-tools/bin/fsx");
@@ -283,7 +284,7 @@ fn fsx_10000_operations() {
         fsx.display()
     );
     let d = GraphDrive::start();
-    let m = d.mount(&[]);
+    let m = d.mount(&["--poll-interval", "1"]);
     fs::create_dir(m.path().join("fsx")).unwrap();
     let artifacts = tempfile::tempdir().unwrap();
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fsx-remote.toml");
@@ -302,6 +303,8 @@ fn fsx_10000_operations() {
         f.status,
         f.both()
     );
+    let rounds = d.g.stats().count(RouteClass::Delta);
+    assert!(rounds >= 3, "only {rounds} delta rounds ran alongside fsx");
     let local = fs::read(m.path().join("fsx/testfile")).unwrap();
     settled(&d, &m, QUICK, "fsx's file on the server as the mount shows it", || {
         d.drive()
@@ -699,5 +702,184 @@ fn names_onedrive_refuses_are_einval_with_no_request() {
     assert_eq!(s.requests.values().sum::<u64>(), 0, "requests: {:?}", s.requests);
     assert_eq!(list(&root), vec!["x"]);
     assert_eq!(d.drive().list("/"), vec!["x"]);
+    m.unmount();
+}
+
+/// OneDrive compares names case-insensitively: `mv a.txt A.txt` renames the one file (it is not
+/// "over an existing file"), and the content survives.
+#[test]
+fn a_case_only_rename_keeps_the_file() {
+    let d = GraphDrive::start();
+    d.drive().put_file("/a.txt", &b"keep me"[..]).unwrap();
+    let m = d.mount(&[]);
+    let root = m.path().to_path_buf();
+    assert_eq!(list(&root), vec!["a.txt"]);
+    run_ok(
+        Command::new("mv").arg(root.join("a.txt")).arg(root.join("A.txt")),
+        QUICK,
+    );
+    assert_eq!(list(&root), vec!["A.txt"]);
+    assert_eq!(fs::read(root.join("A.txt")).unwrap(), b"keep me");
+    assert_eq!(d.drive().list("/"), vec!["A.txt"]);
+    assert_eq!(&d.drive().file_bytes("/A.txt").unwrap()[..], b"keep me");
+    m.unmount();
+}
+
+/// The large-file (session) path of the failure cases: a full drive, a lock and a conflict.
+#[test]
+fn session_uploads_fail_the_same_way() {
+    let d = GraphDrive::start();
+    let big = random_bytes(3, 6 << 20);
+    d.drive().put_file("/locked.bin", &b"old"[..]).unwrap();
+    d.drive().put_file("/changed.bin", big.clone()).unwrap();
+    let m = d.mount(&[]);
+    let root = m.path().to_path_buf();
+
+    // 507
+    d.g.faults().quota_exceeded(true);
+    let (p, b) = (root.join("full.bin"), big.clone());
+    let err = within(QUICK, "write and fsync", move || {
+        let mut f = File::create(&p).unwrap();
+        f.write_all(&b).unwrap();
+        errno(f.sync_all())
+    });
+    assert_eq!(err, Some(libc::ENOSPC), "fsync on a full drive");
+    d.g.faults().quota_exceeded(false);
+
+    // 423
+    d.g.faults().lock_item("/locked.bin").unwrap();
+    let (p, b) = (root.join("locked.bin"), big.clone());
+    within(QUICK, "write the locked file", move || fs::write(&p, &b).unwrap());
+
+    // conflict
+    let p = root.join("changed.bin");
+    let f = within(QUICK, "open and read", move || {
+        let f = OpenOptions::new().read(true).write(true).open(&p).unwrap();
+        let mut buf = vec![0u8; 10];
+        f.read_exact_at(&mut buf, 0).unwrap();
+        f
+    });
+    d.drive().put_file("/changed.bin", &b"another device"[..]).unwrap();
+    within(QUICK, "write and close", move || {
+        f.write_all_at(b"OURS", 5 << 20).unwrap();
+    });
+
+    eventually(BULK, "the full drive's file to arrive", || {
+        d.drive().file_bytes("/full.bin").is_some_and(|b| b[..] == big[..])
+    });
+    eventually(BULK, "the conflict copy", || {
+        d.drive().list("/").iter().any(|n| n.starts_with("changed (conflict "))
+    });
+    let copy = d
+        .drive()
+        .list("/")
+        .into_iter()
+        .find(|n| n.starts_with("changed (conflict "))
+        .unwrap();
+    let mut want = big.clone();
+    want[5 << 20..(5 << 20) + 4].copy_from_slice(b"OURS");
+    assert_same_bytes(&d.drive().file_bytes(&format!("/{copy}")).unwrap(), &want, "our copy");
+    assert_eq!(&d.drive().file_bytes("/changed.bin").unwrap()[..], b"another device");
+    assert_eq!(&d.drive().file_bytes("/locked.bin").unwrap()[..], b"old");
+    d.g.faults().unlock_item("/locked.bin").unwrap();
+    settled(&d, &m, BULK, "the unlocked file", || {
+        d.drive().file_bytes("/locked.bin").is_some_and(|b| b[..] == big[..])
+    });
+    m.unmount();
+}
+
+/// A file moved, and another removed, while their uploads are still under way: the server ends up
+/// with the moved file at its new path only, and the removed one nowhere.
+#[test]
+fn mv_and_rm_while_uploading() {
+    let d = GraphDrive::start();
+    let m = d.mount(&[]);
+    let root = m.path().to_path_buf();
+    let data = random_bytes(9, 30 << 20);
+    d.g.faults().slow_upload_fragments(Some(Duration::from_millis(300)));
+    let (r, b) = (root.clone(), data.clone());
+    within(QUICK, "write two files", move || {
+        fs::create_dir(r.join("sub")).unwrap();
+        fs::write(r.join("moving.bin"), &b).unwrap();
+        fs::write(r.join("doomed.bin"), &b).unwrap();
+    });
+    eventually(QUICK, "an upload under way", || {
+        d.status(m.path()).uploads.iter().any(|u| u.running && u.sent > 0)
+    });
+    run_ok(
+        Command::new("mv")
+            .arg(root.join("moving.bin"))
+            .arg(root.join("sub/moved.bin")),
+        QUICK,
+    );
+    run_ok(Command::new("rm").arg(root.join("doomed.bin")), QUICK);
+    d.g.faults().slow_upload_fragments(None);
+    settled(&d, &m, BULK, "the moved file at its new path", || {
+        d.drive()
+            .file_bytes("/sub/moved.bin")
+            .is_some_and(|b| b[..] == data[..])
+    });
+    assert_eq!(d.drive().list("/"), vec!["sub"]);
+    assert_eq!(list(&root), vec!["sub"]);
+    assert_eq!(d.drive().list("/sub"), vec!["moved.bin"]);
+    m.unmount();
+    assert_eq!(d.drive().list("/"), vec!["sub"]);
+}
+
+/// A new file whose name was taken on the server (in another case) before it was uploaded: theirs
+/// stays, ours becomes a conflict copy.
+#[test]
+fn a_new_file_whose_name_was_taken_meanwhile_becomes_a_conflict_copy() {
+    let d = GraphDrive::start();
+    let m = d.mount(&[]);
+    let p = m.path().join("New.txt");
+    let f = within(QUICK, "create and write", move || {
+        let mut f = File::create(&p).unwrap();
+        f.write_all(b"ours").unwrap();
+        f
+    });
+    d.drive().put_file("/new.txt", &b"theirs"[..]).unwrap();
+    let r = within(QUICK, "fsync and close", move || f.sync_all());
+    r.unwrap();
+    settled(&d, &m, QUICK, "a conflict copy", || {
+        d.drive().list("/").iter().any(|n| n.contains("(conflict "))
+    });
+    let names = d.drive().list("/");
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(&d.drive().file_bytes("/new.txt").unwrap()[..], b"theirs");
+    let copy = names.iter().find(|n| n.contains("(conflict ")).unwrap();
+    assert!(copy.starts_with("New (conflict ") && copy.ends_with(").txt"), "{copy}");
+    assert_eq!(&d.drive().file_bytes(&format!("/{copy}")).unwrap()[..], b"ours");
+    m.unmount();
+}
+
+/// Our own uploads come back through the delta feed (polled every second here): edits that follow
+/// them, and fsx's close/reopen cycles, are never mistaken for changes made elsewhere (no conflict
+/// copy, nothing lost).
+#[test]
+fn own_uploads_seen_through_delta_are_not_conflicts() {
+    let d = GraphDrive::start();
+    let m = d.mount(&["--poll-interval", "1"]);
+    let path = m.path().join("log.txt");
+    let mut want = Vec::new();
+    for i in 0..8u8 {
+        let line = format!("line {i}\n");
+        want.extend_from_slice(line.as_bytes());
+        let p = path.clone();
+        within(QUICK, "append", move || {
+            let mut f = OpenOptions::new().create(true).append(true).open(&p).unwrap();
+            f.write_all(line.as_bytes()).unwrap();
+            f.sync_all().unwrap();
+        });
+        let w = want.clone();
+        settled(&d, &m, QUICK, "the append on the server", || {
+            d.drive().file_bytes("/log.txt").is_some_and(|b| b[..] == w[..])
+        });
+        if i % 2 == 1 {
+            thread::sleep(Duration::from_millis(1500)); // let a delta round see it
+        }
+    }
+    assert_eq!(d.drive().list("/"), vec!["log.txt"]);
+    assert_eq!(fs::read(&path).unwrap(), want);
     m.unmount();
 }
