@@ -676,8 +676,9 @@ fn a_full_drive_is_enospc_at_fsync_and_uploads_once_there_is_room() {
 fn names_onedrive_refuses_are_einval_with_no_request() {
     let d = GraphDrive::start();
     d.drive().put_file("/x", &b"x"[..]).unwrap();
+    d.drive().put_file("/sub/y", &b"y"[..]).unwrap();
     let m = d.mount(&["--ttl", "600"]);
-    assert_eq!(list(m.path()), vec!["x"]);
+    assert_eq!(list(m.path()), vec!["sub", "x"]);
     d.g.reset_stats();
     let root = m.path().to_path_buf();
     let touch = run(Command::new("touch").arg(root.join("a:b")), QUICK);
@@ -700,8 +701,33 @@ fn names_onedrive_refuses_are_einval_with_no_request() {
     assert_eq!(errs, (Some(libc::EINVAL), Some(libc::EINVAL), Some(libc::EINVAL)));
     let s = d.g.stats();
     assert_eq!(s.requests.values().sum::<u64>(), 0, "requests: {:?}", s.requests);
-    assert_eq!(list(&root), vec!["x"]);
-    assert_eq!(d.drive().list("/"), vec!["x"]);
+    assert_eq!(list(&root), vec!["sub", "x"]);
+    assert_eq!(d.drive().list("/"), vec!["sub", "x"]);
+
+    // In a folder never listed, the kernel's lookup of the name comes first: it must not ask the
+    // server either (no item can have such a name).
+    let r = root.clone();
+    within(QUICK, "stat sub", move || fs::metadata(r.join("sub")).unwrap());
+    d.g.reset_stats();
+    let r = root.clone();
+    let errs = within(QUICK, "refused names in an unlisted folder", move || {
+        (
+            errno(File::create(r.join("sub/a:b"))),
+            errno(fs::create_dir(r.join("sub/CON"))),
+            errno(fs::rename(r.join("sub/y"), r.join("sub/y."))),
+        )
+    });
+    assert_eq!(errs, (Some(libc::EINVAL), Some(libc::EINVAL), Some(libc::EINVAL)));
+    let s = d.g.stats();
+    let asked: Vec<String> = s.recent.iter().map(|q| format!("{} {}", q.method, q.path)).collect();
+    assert!(
+        asked
+            .iter()
+            .all(|q| !q.contains("/a%3Ab") && !q.contains("/CON") && !q.contains("/y.")),
+        "{asked:#?}"
+    );
+    assert_eq!(s.count(RouteClass::Write) + s.count(RouteClass::SimpleUpload), 0);
+    assert_eq!(d.drive().list("/sub"), vec!["y"]);
     m.unmount();
 }
 
