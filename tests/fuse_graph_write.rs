@@ -909,3 +909,32 @@ fn own_uploads_seen_through_delta_are_not_conflicts() {
     assert_eq!(fs::read(&path).unwrap(), want);
     m.unmount();
 }
+
+/// A file edited again while its first upload is still under way (in a session): the server ends
+/// with the second version, and our own first upload is not taken for a change made elsewhere.
+#[test]
+fn an_edit_during_its_own_upload_is_not_a_conflict() {
+    let d = GraphDrive::start();
+    d.drive().put_file("/doc.bin", &b"the original"[..]).unwrap();
+    let m = d.mount(&[]);
+    let path = m.path().join("doc.bin");
+    let mut want = random_bytes(12, 30 << 20);
+    d.g.faults().slow_upload_fragments(Some(Duration::from_millis(400)));
+    let (p, b) = (path.clone(), want.clone());
+    within(QUICK, "replace the content", move || fs::write(&p, &b).unwrap());
+    eventually(QUICK, "the first upload under way", || {
+        d.upload(m.path(), "doc.bin").is_some_and(|u| u.running && u.sent > 0)
+    });
+    let p = path.clone();
+    within(QUICK, "edit again", move || {
+        let f = OpenOptions::new().write(true).open(&p).unwrap();
+        f.write_all_at(b"SECOND EDIT", 25 << 20).unwrap();
+    });
+    want[25 << 20..(25 << 20) + 11].copy_from_slice(b"SECOND EDIT");
+    d.g.faults().slow_upload_fragments(None);
+    settled(&d, &m, QUICK, "the second version on the server", || {
+        d.drive().file_bytes("/doc.bin").is_some_and(|b| b[..] == want[..])
+    });
+    assert_eq!(d.drive().list("/"), vec!["doc.bin"], "no conflict copy");
+    m.unmount();
+}
