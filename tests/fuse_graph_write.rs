@@ -232,13 +232,25 @@ fn kill_9_halfway_through_200_mib_resumes_the_same_session() {
     // SAFETY: kill(2) of our own child daemon.
     assert_eq!(unsafe { libc::kill(m.pid() as i32, libc::SIGKILL) }, 0);
     drop(m); // cleans up the dead mount
-    d.g.faults().slow_upload_fragments(None);
     assert!(!d.drive().exists("/half.bin"), "the file was complete before the kill");
     let before = fragments(&d.g).len();
     assert!(before >= 5, "{before} fragments before the kill");
     assert_eq!(d.g.stats().count(RouteClass::CreateSession), 1);
 
     let m = d.mount(&[]);
+    // Until it is on the server, the new mount shows the journal's copy: its size and content.
+    let p = m.path().join("half.bin");
+    let (len, got) = within(QUICK, "stat and read the file being resumed", move || {
+        let f = File::open(&p).unwrap();
+        let mut buf = vec![0u8; 4096];
+        f.read_exact_at(&mut buf, 150 * MIB).unwrap();
+        (f.metadata().unwrap().len(), buf)
+    });
+    assert_eq!(len, size, "size shown while the upload resumes");
+    let mut want = vec![0u8; 4096];
+    pattern_at(150 * MIB, &mut want);
+    assert_same_bytes(&got, &want, "4 KiB at 150 MiB while the upload resumes");
+    d.g.faults().slow_upload_fragments(None);
     settled(&d, &m, BULK, "half.bin on the server", || d.drive().exists("/half.bin"));
     let s = d.g.stats();
     assert_eq!(s.count(RouteClass::CreateSession), 1, "the same session was resumed");
