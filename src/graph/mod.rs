@@ -258,7 +258,10 @@ impl Remote for GraphRemote {
     }
 
     async fn lookup(&self, parent: &ItemId, name: &str) -> RemoteResult<Entry> {
-        if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        // No item can have a name OneDrive refuses (`a:b`, `CON`, `y.`), so asking is pointless:
+        // such a lookup (the kernel's, before a create, mkdir or rename to that name) answers
+        // ENOENT without a request, and the call that follows gives EINVAL.
+        if names::check_name(name).is_err() {
             return Err(RemoteError::NotFound);
         }
         // Graph compares names case-insensitively; the entry carries the server's spelling.

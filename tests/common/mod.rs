@@ -6,6 +6,7 @@
 pub mod apache;
 pub mod dav;
 pub mod files;
+pub mod graph;
 pub mod mount;
 pub mod remote;
 pub mod scripted;

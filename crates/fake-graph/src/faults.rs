@@ -56,6 +56,9 @@ pub(crate) struct FaultState {
     /// (remaining count, delay): upload fragments read in full, then held this long and dropped (a
     /// fragment whose answer never comes in time).
     pub stall_fragments: Vec<(u32, Duration)>,
+    /// Mode: every upload fragment is read in full, then held this long before it is stored and
+    /// answered as usual (a slow service; nothing is lost).
+    pub slow_fragments: Option<Duration>,
     /// Uploaded files (simple PUT, or a session at commit) that get their first byte flipped.
     pub corrupt_uploads: u32,
 }
@@ -305,6 +308,13 @@ impl Faults {
     /// answer, a 504, comes too late for a client with a shorter timeout).
     pub fn stall_next_upload_fragments(&self, n: u32, delay: Duration) {
         self.with(|s| s.faults.stall_fragments.push((n, delay)));
+    }
+
+    /// Mode: every upload fragment is held for `delay` after it was read, then stored and answered as
+    /// usual: a slow service, so that tests can catch an upload halfway. `None` ends it, as does
+    /// [`clear`](Self::clear).
+    pub fn slow_upload_fragments(&self, delay: Option<Duration>) {
+        self.with(|s| s.faults.slow_fragments = delay);
     }
 
     /// The next `n` uploaded files (a simple PUT, or an upload session at commit) are stored with their first

@@ -348,7 +348,7 @@ async fn upload_url(shared: &Arc<Shared>, sid: &str, req: Request, now: SystemTi
             if data.len() as u64 != len {
                 return Err(mismatch());
             }
-            let stall = {
+            let (stall, slow) = {
                 let mut st = shared.lock();
                 st.stats.upload_fragment_bytes += len;
                 let f = st.faults.stall_fragments.iter_mut().find(|f| f.0 > 0);
@@ -357,8 +357,11 @@ async fn upload_url(shared: &Arc<Shared>, sid: &str, req: Request, now: SystemTi
                     f.1
                 });
                 st.faults.stall_fragments.retain(|f| f.0 > 0);
-                d
+                (d, st.faults.slow_fragments)
             };
+            if let Some(delay) = slow {
+                tokio::time::sleep(delay).await;
+            }
             if let Some(delay) = stall {
                 tokio::time::sleep(delay).await;
                 return Err(GraphError::new(

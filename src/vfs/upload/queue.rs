@@ -117,11 +117,11 @@ struct Item {
 }
 
 impl Item {
-    /// The first generation of a record, ready to start.
-    fn first(record: UploadRecord) -> Item {
+    /// The first generation (numbered `generation`) of a record, ready to start.
+    fn first(record: UploadRecord, generation: u64) -> Item {
         Item {
             record,
-            generation: 1,
+            generation,
             running: false,
             sent: TransferProgress::new(),
             not_before: Instant::now(),
@@ -136,6 +136,17 @@ struct State {
     items: BTreeMap<String, Item>,
     running: usize,
     stopped: bool,
+    /// The last generation handed out. Queue-wide, so a key queued again after its item left the
+    /// queue never reuses a generation its file has already seen land (the core keeps the last
+    /// landed generation with the file's local content, and would take the new one for done).
+    last_generation: u64,
+}
+
+impl State {
+    fn next_generation(&mut self) -> u64 {
+        self.last_generation += 1;
+        self.last_generation
+    }
 }
 
 /// The queue of one mount.
@@ -186,7 +197,8 @@ impl UploadQueue {
             }
             tracing::info!(file = %record.name, size = record.size, "resuming upload from the journal");
             let key = record.key.clone();
-            state.items.insert(key, Item::first(record));
+            let generation = state.next_generation();
+            state.items.insert(key, Item::first(record, generation));
         }
         let queue = Arc::new(UploadQueue {
             remote,
@@ -218,6 +230,7 @@ impl UploadQueue {
         let mut state = self.lock();
         let mut record = build();
         record.state = UploadState::Pending;
+        let next = state.next_generation();
         let generation = match state.items.get_mut(&record.key) {
             Some(item) => {
                 // The server still holds what the older generation replaced, unless it landed.
@@ -238,7 +251,7 @@ impl UploadQueue {
                     item.superseded.push(item.record.staged.clone());
                 }
                 item.record = record;
-                item.generation += 1;
+                item.generation = next;
                 item.not_before = Instant::now();
                 if !item.running {
                     for old in item.superseded.drain(..) {
@@ -250,8 +263,8 @@ impl UploadQueue {
             None => {
                 self.journal.put(&record)?;
                 let key = record.key.clone();
-                state.items.insert(key, Item::first(record));
-                1
+                state.items.insert(key, Item::first(record, next));
+                next
             }
         };
         drop(state);
