@@ -18,7 +18,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::files::{assert_same_bytes, random_bytes};
+use common::files::{assert_same_bytes, assert_tree, make_tree, random_bytes};
 use common::graph::GraphDrive;
 use common::mount::{run, run_ok, within, Mount};
 use fake_graph::{FakeGraph, RouteClass};
@@ -335,43 +335,6 @@ fn fsx_10000_operations() {
 // Everyday tools
 // ---------------------------------------------------------------------------------------------------------------
 
-/// A local tree of files with odd names, nested folders, an empty file and one over 4 MiB (a session).
-fn make_tree(root: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files = Vec::new();
-    for (i, rel) in [
-        "a.txt",
-        "with space.txt",
-        "hash#percent%plus+.bin",
-        "é日本🎉.txt",
-        "sub/one.txt",
-        "sub/deeper/two.txt",
-        "sub/deeper/empty.txt",
-        "big/five-mib.bin",
-    ]
-    .iter()
-    .enumerate()
-    {
-        let len = match *rel {
-            "sub/deeper/empty.txt" => 0,
-            "big/five-mib.bin" => 5 << 20,
-            _ => 1000 + i * 777,
-        };
-        let data = random_bytes(100 + i as u64, len);
-        let p = root.join(rel);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(&p, &data).unwrap();
-        files.push((rel.to_string(), data));
-    }
-    files
-}
-
-fn assert_tree_local(root: &Path, files: &[(String, Vec<u8>)], what: &str) {
-    for (rel, data) in files {
-        let got = fs::read(root.join(rel)).unwrap_or_else(|e| panic!("{what}: {rel}: {e}"));
-        assert_same_bytes(&got, data, &format!("{what}: {rel}"));
-    }
-}
-
 fn assert_tree_on_server(g: &FakeGraph, root: &str, files: &[(String, Vec<u8>)]) {
     for (rel, data) in files {
         let got = g
@@ -393,7 +356,7 @@ fn cp_r_of_a_tree_in_and_out() {
         Command::new("cp").arg("-r").arg(src.path()).arg(m.path().join("tree")),
         BULK,
     );
-    assert_tree_local(&m.path().join("tree"), &files, "through the mount before unmount");
+    assert_tree(&m.path().join("tree"), &files, "through the mount before unmount");
     m.unmount(); // waits for the uploads
     assert_tree_on_server(&d.g, "/tree", &files);
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::apache::ApacheServer;
 use common::dav::DavServer;
-use common::files::{assert_same_bytes, put_file, random_bytes};
+use common::files::{assert_same_bytes, assert_tree, make_tree, put_file, random_bytes};
 use common::mount::{cloudmount_bin, run, run_ok, within, Mount};
 use common::servers::TestServer;
 
@@ -35,43 +35,6 @@ fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     while !cond() {
         assert!(Instant::now() < end, "not within {limit:?}: {what}");
         thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A local tree of files with odd names, nested folders and one large file.
-fn make_tree(root: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files = Vec::new();
-    for (i, rel) in [
-        "a.txt",
-        "with space.txt",
-        "hash#percent%plus+.bin",
-        "é日本🎉.txt",
-        "sub/one.txt",
-        "sub/deeper/two.txt",
-        "sub/deeper/empty.txt",
-        "big/five-mib.bin",
-    ]
-    .iter()
-    .enumerate()
-    {
-        let len = match *rel {
-            "sub/deeper/empty.txt" => 0,
-            "big/five-mib.bin" => 5 << 20,
-            _ => 1000 + i * 777,
-        };
-        let data = random_bytes(100 + i as u64, len);
-        let p = root.join(rel);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(&p, &data).unwrap();
-        files.push((rel.to_string(), data));
-    }
-    files
-}
-
-fn assert_tree(root: &Path, files: &[(String, Vec<u8>)], what: &str) {
-    for (rel, data) in files {
-        let got = fs::read(root.join(rel)).unwrap_or_else(|e| panic!("{what}: {rel}: {e}"));
-        assert_same_bytes(&got, data, &format!("{what}: {rel}"));
     }
 }
 

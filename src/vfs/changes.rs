@@ -322,7 +322,46 @@ impl DriveFs {
             let more = source.poll_round().await?;
             batch = merge_batches(batch, more);
         }
+        let batch = match batch {
+            ChangeBatch::Changes(r) => ChangeBatch::Changes(self.fill_missing_versions(r).await),
+            ChangeBatch::Resync(r) => ChangeBatch::Resync(self.fill_missing_versions(r).await),
+        };
         Ok(self.apply_changes(batch))
+    }
+
+    /// Business delta leaves out cTag. A file we know whose record moved its size or mtime (our
+    /// own upload, seen again with the server's rounding of the time, or another device's change)
+    /// is asked for afresh, so its version stays known: it keys the cached blocks and is the base
+    /// our next upload is checked against. Unknown files cost nothing.
+    async fn fill_missing_versions(&self, records: Vec<Change>) -> Vec<Change> {
+        let mut out = Vec::with_capacity(records.len());
+        for change in records {
+            let change = match change {
+                Change::Upsert { parent, entry }
+                    if entry.kind == EntryKind::File
+                        && entry.version.is_none()
+                        && self
+                            .inodes
+                            .ino_of(&entry.id)
+                            .and_then(|ino| self.inodes.get(ino))
+                            .is_some_and(|n| {
+                                n.entry.version.is_some()
+                                    && (n.entry.size != entry.size || n.entry.mtime != entry.mtime)
+                            }) =>
+                {
+                    match self.remote.stat(&entry.id).await {
+                        Ok(fresh) => Change::Upsert { parent, entry: fresh },
+                        Err(e) => {
+                            tracing::debug!(item = %entry.id, error = %e, "no fresh version for a changed file");
+                            Change::Upsert { parent, entry }
+                        }
+                    }
+                }
+                other => other,
+            };
+            out.push(change);
+        }
+        out
     }
 
     /// Poll for remote changes every `interval` on the current tokio runtime: rounds of `source`

@@ -141,3 +141,42 @@ pub fn assert_same_files(actual: &Path, expected: &Path, what: &str) {
         off += n as u64;
     }
 }
+
+/// A local tree of files with odd names, nested folders, an empty file and one of 5 MiB (over
+/// OneDrive's 4 MiB simple-upload limit); returns each file's path relative to `root` and content.
+pub fn make_tree(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    for (i, rel) in [
+        "a.txt",
+        "with space.txt",
+        "hash#percent%plus+.bin",
+        "é日本🎉.txt",
+        "sub/one.txt",
+        "sub/deeper/two.txt",
+        "sub/deeper/empty.txt",
+        "big/five-mib.bin",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let len = match *rel {
+            "sub/deeper/empty.txt" => 0,
+            "big/five-mib.bin" => 5 << 20,
+            _ => 1000 + i * 777,
+        };
+        let data = random_bytes(100 + i as u64, len);
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, &data).unwrap();
+        files.push((rel.to_string(), data));
+    }
+    files
+}
+
+/// Every file of `files` under `root` holds its content.
+pub fn assert_tree(root: &Path, files: &[(String, Vec<u8>)], what: &str) {
+    for (rel, data) in files {
+        let got = fs::read(root.join(rel)).unwrap_or_else(|e| panic!("{what}: {rel}: {e}"));
+        assert_same_bytes(&got, data, &format!("{what}: {rel}"));
+    }
+}

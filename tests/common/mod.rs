@@ -10,6 +10,7 @@ pub mod graph;
 pub mod mount;
 pub mod remote;
 pub mod scripted;
+pub mod seen;
 #[macro_use]
 pub mod servers;
 pub mod wsgidav;
