@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use cloudmount::auth::{AuthState, Flow, OAuthConfig, Secret, StoredTokens, TokenStore};
 use cloudmount::cli::state::MountStatus;
 use common::files::{assert_same_bytes, random_bytes};
-use common::mount::{cloudmount_bin, run, run_ok, within, Mount, MountPoint};
+use common::mount::{cloudmount_bin, errno, run, run_ok, within, Mount, MountPoint};
 use fake_graph::{FakeGraph, FakeGraphConfig, RouteClass, Scope};
 
 const MIB: u64 = 1 << 20;
@@ -190,10 +190,6 @@ fn list_mounted(path: &Path) -> io::Result<Vec<String>> {
         names.sort();
         Ok(names)
     })
-}
-
-fn errno<T>(r: io::Result<T>) -> Option<i32> {
-    r.err().map(|e| e.raw_os_error().unwrap_or(-1))
 }
 
 /// Graph requests (bearer-authenticated) the server refused with 401.

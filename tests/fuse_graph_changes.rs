@@ -18,7 +18,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use cloudmount::auth::{Flow, OAuthConfig, Secret, StoredTokens, TokenStore};
 use common::files::random_bytes;
 use common::mount::{within, Mount};
 use common::seen::{eventually, hold_open, ls, shows_file, shows_no_file, stat_size, wait_for};
@@ -67,22 +66,7 @@ impl Fixture {
 
     /// Stores a delegated token pair issued by the fake, as `cloudmount login` would.
     fn sign_in(&self) {
-        let mut cfg = OAuthConfig::new(REMOTE);
-        cfg.login_url = self.g.login_url().parse().unwrap();
-        cfg.graph_url = self.g.graph_url().parse().unwrap();
-        cfg.client_id = self.g.client_id();
-        let (at, rt) = self.g.issue_tokens();
-        let t = StoredTokens::new(
-            Flow::Device,
-            &cfg.client_id,
-            &cfg.endpoint("token"),
-            &cfg.scopes,
-            Secret::new(at),
-            SystemTime::now(),
-            self.g.config().token_lifetime,
-            Some(Secret::new(rt)),
-        );
-        TokenStore::new(&self.state(), REMOTE).unwrap().save(&t).unwrap();
+        common::graph::store_fake_tokens(&self.g, &self.state(), REMOTE);
     }
 
     /// A mount with a 1 s poll interval and a 60 s TTL, plus `extra` flags.

@@ -11,16 +11,16 @@
 mod common;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::files::{assert_same_bytes, assert_tree, make_tree, random_bytes};
 use common::graph::GraphDrive;
-use common::mount::{run, run_ok, within, Mount};
+use common::mount::{errno, eventually, run, run_ok, within, Mount};
 use fake_graph::{FakeGraph, RouteClass};
 
 const MIB: u64 = 1 << 20;
@@ -30,19 +30,6 @@ const ALIGN: u64 = 327_680;
 const QUICK: Duration = Duration::from_secs(60);
 /// Bound for hundreds of MiB through a debug build on a loaded 2-core box.
 const BULK: Duration = Duration::from_secs(600);
-
-fn errno<T>(r: io::Result<T>) -> Option<i32> {
-    r.err().map(|e| e.raw_os_error().unwrap_or(-1))
-}
-
-/// Polls `cond` every 100 ms until it holds; panics with `what` after `limit`.
-fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < end, "not within {limit:?}: {what}");
-        thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// Waits until `server` holds (the server side of what was written), then until the mount at `m`
 /// has no upload left to do. (The status file is refreshed every second, so an empty upload list

@@ -11,7 +11,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
-use std::io;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
@@ -22,7 +21,7 @@ use common::apache::ApacheServer;
 use common::dav::DavServer;
 use common::files::{assert_same_bytes, put_file, put_random_file, random_bytes, set_mtime_ago};
 use common::mount::{
-    cloudmount_bin, is_mounted, require_fuse, run, run_ok, wait_no_process_mentions, within, Mount, MountPoint,
+    cloudmount_bin, errno, is_mounted, require_fuse, run, run_ok, wait_no_process_mentions, within, Mount, MountPoint,
 };
 use common::servers::TestServer;
 
@@ -116,12 +115,6 @@ fn ls_sizes(dir: &Path) -> BTreeMap<String, u64> {
         })
         .collect()
 }
-
-/// The errno of a failed call; `None` if it succeeded.
-fn errno<T>(r: io::Result<T>) -> Option<i32> {
-    r.err().map(|e| e.raw_os_error().unwrap_or(-1))
-}
-
 /// `cmp` of a server-side file with its mounted twin: proves the mounted bytes are exactly the server's.
 fn cmp_with_server(server_copy: &Path, mounted: &Path) {
     run_ok(Command::new("cmp").arg(server_copy).arg(mounted), BULK);

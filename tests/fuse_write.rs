@@ -14,29 +14,16 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::apache::ApacheServer;
 use common::dav::DavServer;
 use common::files::{assert_same_bytes, assert_tree, make_tree, put_file, random_bytes};
-use common::mount::{cloudmount_bin, run, run_ok, within, Mount};
+use common::mount::{cloudmount_bin, errno, eventually, run, run_ok, within, Mount};
 use common::servers::TestServer;
 
 const QUICK: Duration = Duration::from_secs(60);
 const BULK: Duration = Duration::from_secs(300);
-
-fn errno<T>(r: io::Result<T>) -> Option<i32> {
-    r.err().map(|e| e.raw_os_error().unwrap_or(-1))
-}
-
-/// Poll `cond` until it holds, failing after `limit`.
-fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < end, "not within {limit:?}: {what}");
-        thread::sleep(Duration::from_millis(100));
-    }
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Checks run against both servers

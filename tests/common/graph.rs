@@ -60,22 +60,7 @@ impl GraphDrive {
     }
 
     fn sign_in(&self) {
-        let mut cfg = OAuthConfig::new(GRAPH_REMOTE);
-        cfg.login_url = self.g.login_url().parse().unwrap();
-        cfg.graph_url = self.g.graph_url().parse().unwrap();
-        cfg.client_id = self.g.client_id();
-        let (at, rt) = self.g.issue_tokens();
-        let t = StoredTokens::new(
-            Flow::Device,
-            &cfg.client_id,
-            &cfg.endpoint("token"),
-            &cfg.scopes,
-            Secret::new(at),
-            SystemTime::now(),
-            self.g.config().token_lifetime,
-            Some(Secret::new(rt)),
-        );
-        TokenStore::new(&self.state(), GRAPH_REMOTE).unwrap().save(&t).unwrap();
+        store_fake_tokens(&self.g, &self.state(), GRAPH_REMOTE);
     }
 
     /// `cloudmount mount work DIR --config … --state-dir … EXTRA…`, live when it returns.
@@ -109,4 +94,25 @@ impl GraphDrive {
     pub fn upload(&self, dir: &Path, name: &str) -> Option<UploadLine> {
         self.status(dir).uploads.into_iter().find(|u| u.name == name)
     }
+}
+
+/// Stores a delegated token pair issued by `g` for `remote` in the token store under `state`, as
+/// `cloudmount login onedrive` would.
+pub fn store_fake_tokens(g: &FakeGraph, state: &Path, remote: &str) {
+    let mut cfg = OAuthConfig::new(remote);
+    cfg.login_url = g.login_url().parse().unwrap();
+    cfg.graph_url = g.graph_url().parse().unwrap();
+    cfg.client_id = g.client_id();
+    let (at, rt) = g.issue_tokens();
+    let t = StoredTokens::new(
+        Flow::Device,
+        &cfg.client_id,
+        &cfg.endpoint("token"),
+        &cfg.scopes,
+        Secret::new(at),
+        SystemTime::now(),
+        g.config().token_lifetime,
+        Some(Secret::new(rt)),
+    );
+    TokenStore::new(state, remote).unwrap().save(&t).unwrap();
 }

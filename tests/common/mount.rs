@@ -596,3 +596,17 @@ impl Drop for Mount {
         }
     }
 }
+
+/// The errno of a failed call, `None` on success (`-1` for an error without one).
+pub fn errno<T>(r: std::io::Result<T>) -> Option<i32> {
+    r.err().map(|e| e.raw_os_error().unwrap_or(-1))
+}
+
+/// Polls `cond` every 100 ms until it holds; panics with `what` after `limit`.
+pub fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + limit;
+    while !cond() {
+        assert!(std::time::Instant::now() < end, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
