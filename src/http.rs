@@ -32,7 +32,7 @@ use tracing::{debug, warn};
 use url::Url;
 
 use crate::error::{RemoteError, RemoteResult};
-use crate::remote::TransferProgress;
+use crate::remote::{GrowingFile, TransferProgress};
 
 /// Longest client-wide pause a `Retry-After` can impose: a broken proxy asking for a day must not
 /// freeze a mount for a day.
@@ -127,6 +127,9 @@ enum RequestBody {
     /// The whole content of a local file (or the range `(offset, len)` of it), streamed from disk
     /// at each attempt.
     File(Arc<PathBuf>, Option<(u64, u64)>),
+    /// A file still being written, streamed as it grows, without a length (chunked). It can be
+    /// sent only once: use it with [`Retry::Once`].
+    Growing(Arc<GrowingFile>),
 }
 
 /// Sees every chunk of a streamed file body as the connection takes it, with the chunk's offset in
@@ -213,6 +216,13 @@ impl HttpRequest {
         self
     }
 
+    /// Send file `file` as it is written (see [`GrowingFile`]), without a `Content-Length`. The
+    /// request must be [`Retry::Once`]: the writer's bytes cannot be followed twice.
+    pub fn body_growing(mut self, file: Arc<GrowingFile>) -> Self {
+        self.body = Some(RequestBody::Growing(file));
+        self
+    }
+
     /// Show every chunk of a streamed file body to `observer` as the connection takes it.
     pub fn observe_body(mut self, observer: BodyObserver) -> Self {
         self.observer = Some(observer);
@@ -228,7 +238,7 @@ impl HttpRequest {
 
     /// Whether the body is streamed from a file (and the stall limit applies).
     fn streams(&self) -> bool {
-        matches!(self.body, Some(RequestBody::File(..)))
+        matches!(self.body, Some(RequestBody::File(..) | RequestBody::Growing(_)))
     }
 
     /// Hand responses with this (non-2xx) status to the caller's closure instead of turning them
@@ -535,6 +545,21 @@ impl HttpClient {
                 let (body, len) =
                     file_body(path, *range, progress.cloned(), req.sent.clone(), req.observer.clone()).await?;
                 builder = builder.header(CONTENT_LENGTH, len).body(body);
+            }
+            Some(RequestBody::Growing(file)) => {
+                let (progress, sent) = (progress.cloned(), req.sent.clone());
+                if let Some(sent) = &sent {
+                    sent.set(0);
+                }
+                let stream = file.clone().body(move |n| {
+                    if let Some(p) = &progress {
+                        p.touch();
+                    }
+                    if let Some(sent) = &sent {
+                        sent.add(n);
+                    }
+                });
+                builder = builder.body(reqwest::Body::wrap_stream(stream));
             }
             None => {}
         }

@@ -21,6 +21,7 @@ use common::dav::DavServer;
 use common::files::{assert_same_bytes, assert_tree, make_tree, put_file, random_bytes};
 use common::mount::{cloudmount_bin, errno, eventually, run, run_ok, within, Mount};
 use common::servers::TestServer;
+use common::writer::Writer;
 
 const QUICK: Duration = Duration::from_secs(60);
 const BULK: Duration = Duration::from_secs(300);
@@ -478,4 +479,113 @@ fn a_full_cache_disk_gives_enospc_and_loses_nothing_accepted() {
             .unwrap_or(false)
     });
     drop(m);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Apache only: uploads that follow the writer (Apache stages PUT bodies, so a cut-off PUT changes nothing)
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Bytes sent so far by the running upload of `name`, from `cloudmount status --json`.
+fn bytes_sent(state: &Path, name: &str) -> u64 {
+    let status = run(
+        Command::new(cloudmount_bin())
+            .args(["status", "--json", "--state-dir"])
+            .arg(state),
+        QUICK,
+    );
+    let Ok(mounts) = serde_json::from_str::<serde_json::Value>(&status.stdout_text()) else {
+        return 0;
+    };
+    mounts[0]["uploads"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|u| u["name"] == name && u["running"] == true)
+        .filter_map(|u| u["sent"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+/// A big file written in order goes up while it is written: before the close the server has taken most of it
+/// (but shows nothing of it), and after the close it holds exactly the content.
+#[test]
+fn apache_takes_a_big_file_while_it_is_written() {
+    let server = ApacheServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let args = state_args(state.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let data = random_bytes(31, 24 << 20);
+    let m = Mount::start(&server.url(), &args);
+    let mut w = Writer::open(&m.path().join("growing.bin"), &data, true);
+    w.write(0, 0..16 << 20);
+    eventually(
+        Duration::from_secs(60),
+        "the upload has sent 8 MiB while the file is still open",
+        || bytes_sent(state.path(), "growing.bin") >= 8 << 20,
+    );
+    let on_server = fs::metadata(server.root().join("growing.bin"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert_eq!(on_server, 0, "nothing of an unfinished upload is visible on the server");
+    w.write(16 << 20, 16 << 20..24 << 20);
+    w.fsync();
+    assert_same_bytes(
+        &fs::read(server.root().join("growing.bin")).unwrap(),
+        &data,
+        "server side after fsync",
+    );
+    w.close();
+    m.unmount();
+}
+
+/// A writer that goes back (a header filled in at the end) stops the upload under way: the server keeps its
+/// old copy whole meanwhile, and after the close holds the new content, with no conflict copy or leftover.
+#[test]
+fn apache_keeps_its_copy_whole_when_a_writer_goes_back() {
+    let server = ApacheServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let args = state_args(state.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let old = random_bytes(32, 1 << 20);
+    put_file(server.root(), "muxed.bin", &old);
+    // The writer's source: the content with a placeholder header, then the real header.
+    let mut source = random_bytes(33, 16 << 20);
+    source.extend_from_slice(b"HEADER");
+    let mut data = source[..16 << 20].to_vec();
+    data[..6].copy_from_slice(b"HEADER");
+    let m = Mount::start(&server.url(), &args);
+    let mut w = Writer::open(&m.path().join("muxed.bin"), &source, true);
+    w.write(0, 0..16 << 20);
+    eventually(Duration::from_secs(60), "the upload follows the writer", || {
+        bytes_sent(state.path(), "muxed.bin") >= 8 << 20
+    });
+    w.write(0, 16 << 20..(16 << 20) + 6);
+    eventually(
+        Duration::from_secs(60),
+        "the upload that followed the writer stops",
+        || bytes_sent(state.path(), "muxed.bin") == 0,
+    );
+    assert_same_bytes(
+        &fs::read(server.root().join("muxed.bin")).unwrap(),
+        &old,
+        "the server's copy while the file is open",
+    );
+    w.fsync();
+    w.close();
+    assert_same_bytes(
+        &fs::read(server.root().join("muxed.bin")).unwrap(),
+        &data,
+        "server side after fsync",
+    );
+    m.unmount();
+    let mut names: Vec<String> = fs::read_dir(server.root())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["muxed.bin"],
+        "no conflict copies or partial uploads left on the server"
+    );
 }

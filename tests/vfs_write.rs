@@ -453,3 +453,172 @@ async fn what_remotes_cannot_hold_is_refused() {
         libc::EEXIST
     );
 }
+
+/// Wait (up to 20 s) until `cond` holds.
+async fn soon(what: &str, cond: impl Fn() -> bool) {
+    for _ in 0..2000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+const MIB: usize = 1 << 20;
+
+/// A remote that can take a file while it is written.
+async fn streaming_setup() -> Setup {
+    let remote = Arc::new(MemoryRemote::new());
+    remote.set_streams_growing_uploads(true);
+    writable_over(remote, tempfile::tempdir().unwrap(), 0).await
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Create `name` and append `data` in 256 KiB writes; returns the handle, still open.
+async fn append_open(fs: &DriveFs, name: &str, data: &[u8]) -> u64 {
+    let (_, o) = fs.create(1, os(name), libc::O_WRONLY).await.unwrap();
+    append(fs, o.fh, 0, data).await;
+    o.fh
+}
+
+async fn append(fs: &DriveFs, fh: u64, at: usize, data: &[u8]) {
+    for (i, chunk) in data.chunks(256 << 10).enumerate() {
+        fs.write(fh, (at + i * (256 << 10)) as u64, chunk).await.unwrap();
+    }
+}
+
+/// A big file written in order goes up while it is written: the server has received the bytes
+/// before the close, holds nothing until the writer is done, and then exactly the content.
+#[tokio::test]
+async fn a_file_written_in_order_uploads_while_it_is_written() {
+    let s = streaming_setup().await;
+    let data = pattern(12 * MIB, 1);
+    let fh = append_open(&s.fs, "big.bin", &data[..8 * MIB]).await;
+    let remote = s.remote.clone();
+    soon("the server received the first 8 MiB", || {
+        remote.growing_received.load(std::sync::atomic::Ordering::Relaxed) >= 8 * MIB as u64
+    })
+    .await;
+    assert_eq!(
+        s.remote.file_content("big.bin"),
+        None,
+        "nothing is committed before the writer is done"
+    );
+    append(&s.fs, fh, 8 * MIB, &data[8 * MIB..]).await;
+    s.fs.fsync(fh).await.unwrap();
+    assert_eq!(s.remote.file_content("big.bin").unwrap().as_ref(), &data[..]);
+    s.fs.release(fh).await.unwrap();
+    until_uploaded(&s).await;
+    assert_eq!(s.remote.growing_started.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        s.remote.growing_applied.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the upload that followed the writer is the one that landed"
+    );
+    assert_eq!(
+        s.remote.uploads.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "one upload, not a second whole-file one"
+    );
+    assert_eq!(read_file(&s.fs, "big.bin").await, data);
+}
+
+/// A write behind the writer's end (a header filled in at the end, as zip and media muxers do)
+/// stops the upload under way; the whole file goes up at close and nothing else lands.
+#[tokio::test]
+async fn a_rewrite_behind_the_end_falls_back_to_the_whole_file() {
+    let s = streaming_setup().await;
+    let mut data = pattern(8 * MIB, 2);
+    let fh = append_open(&s.fs, "muxed.mp4", &data).await;
+    let remote = s.remote.clone();
+    soon("the upload started", || {
+        remote.growing_started.load(std::sync::atomic::Ordering::Relaxed) == 1
+    })
+    .await;
+    s.fs.write(fh, 100, b"HEADER").await.unwrap();
+    data[100..106].copy_from_slice(b"HEADER");
+    s.fs.release(fh).await.unwrap();
+    until_uploaded(&s).await;
+    assert_eq!(s.remote.file_content("muxed.mp4").unwrap().as_ref(), &data[..]);
+    assert_eq!(s.remote.uploads.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(s.remote.growing_applied.load(std::sync::atomic::Ordering::Relaxed), 0);
+    let names: Vec<String> = s
+        .remote
+        .list(&cloudmount::remote::ItemId::new(""))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["muxed.mp4"], "no conflict copies");
+}
+
+/// Deleting or renaming a file whose upload follows its writer neither hangs nor leaves the old
+/// name behind.
+#[tokio::test]
+async fn delete_and_rename_stop_the_upload_that_follows_the_writer() {
+    let s = streaming_setup().await;
+    let gone = pattern(6 * MIB, 3);
+    let fh = append_open(&s.fs, "gone.bin", &gone).await;
+    let moved = pattern(6 * MIB, 4);
+    let fh2 = append_open(&s.fs, "before.bin", &moved).await;
+    let remote = s.remote.clone();
+    soon("both uploads started", || {
+        remote.growing_started.load(std::sync::atomic::Ordering::Relaxed) == 2
+    })
+    .await;
+    tokio::time::timeout(Duration::from_secs(20), s.fs.unlink(1, os("gone.bin")))
+        .await
+        .expect("unlink must not wait for the writer")
+        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        s.fs.rename(1, os("before.bin"), 1, os("after.bin"), false),
+    )
+    .await
+    .expect("rename must not wait for the writer")
+    .unwrap();
+    s.fs.write(fh2, moved.len() as u64, b"tail").await.unwrap();
+    s.fs.release(fh).await.unwrap();
+    s.fs.fsync(fh2).await.unwrap();
+    s.fs.release(fh2).await.unwrap();
+    until_uploaded(&s).await;
+    let mut want = moved.clone();
+    want.extend_from_slice(b"tail");
+    assert_eq!(s.remote.file_content("after.bin").unwrap().as_ref(), &want[..]);
+    assert_eq!(s.remote.file_content("before.bin"), None);
+    assert_eq!(s.remote.file_content("gone.bin"), None);
+}
+
+/// When the upload that followed the writer fails at the end, the whole file goes up instead,
+/// and fsync waits for that.
+#[tokio::test]
+async fn a_failed_upload_while_writing_is_retried_whole() {
+    let s = streaming_setup().await;
+    let data = pattern(6 * MIB, 5);
+    let fh = append_open(&s.fs, "retry.bin", &data).await;
+    let remote = s.remote.clone();
+    soon("the upload started", || {
+        remote.growing_started.load(std::sync::atomic::Ordering::Relaxed) == 1
+    })
+    .await;
+    s.remote.fail_next_uploads(
+        1,
+        RemoteError::Http {
+            status: 500,
+            message: "injected".into(),
+        },
+    );
+    s.fs.fsync(fh).await.unwrap();
+    assert_eq!(s.remote.file_content("retry.bin").unwrap().as_ref(), &data[..]);
+    s.fs.release(fh).await.unwrap();
+    until_uploaded(&s).await;
+    assert_eq!(s.remote.uploads.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(s.remote.growing_applied.load(std::sync::atomic::Ordering::Relaxed), 0);
+}

@@ -10,13 +10,15 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{Capabilities, Entry, EntryKind, ItemId, Precondition, Quota, Remote, Version};
+use super::{
+    Capabilities, Entry, EntryKind, GrowingFile, ItemId, Precondition, Quota, Remote, TransferProgress, Version,
+};
 use crate::error::{RemoteError, RemoteResult};
 
 #[derive(Clone)]
@@ -47,6 +49,14 @@ pub struct MemoryRemote {
     /// How long each upload takes before it is applied.
     upload_delay: Mutex<Duration>,
     list_delay: Mutex<Duration>,
+    /// Whether [`Remote::streams_growing_uploads`] says yes.
+    streams_growing: AtomicBool,
+    /// Number of uploads of growing files begun.
+    pub growing_started: AtomicU64,
+    /// Bytes of growing files received so far (whether or not their upload completed).
+    pub growing_received: AtomicU64,
+    /// Uploads of growing files that changed the drive (also counted in `uploads`).
+    pub growing_applied: AtomicU64,
 }
 
 impl Default for MemoryRemote {
@@ -96,7 +106,65 @@ impl MemoryRemote {
             upload_failures: Mutex::new(VecDeque::new()),
             upload_delay: Mutex::new(Duration::ZERO),
             list_delay: Mutex::new(Duration::ZERO),
+            streams_growing: AtomicBool::new(false),
+            growing_started: AtomicU64::new(0),
+            growing_received: AtomicU64::new(0),
+            growing_applied: AtomicU64::new(0),
         }
+    }
+
+    /// Let the core upload files while they are written ([`Remote::upload_growing`]); off by
+    /// default, like remotes that cannot promise an interrupted upload changes nothing.
+    pub fn set_streams_growing_uploads(&self, on: bool) {
+        self.streams_growing.store(on, Ordering::SeqCst);
+    }
+
+    /// Store `data` as `name` in `parent` the way a server applies a complete upload: after the
+    /// upload delay and scripted failures, checking the precondition at that moment.
+    async fn apply_upload(
+        &self,
+        parent: &ItemId,
+        name: &str,
+        data: Bytes,
+        mtime: SystemTime,
+        precondition: Precondition,
+    ) -> RemoteResult<Entry> {
+        let delay = *self.upload_delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(e) = self.upload_failures.lock().unwrap().pop_front() {
+            return Err(e);
+        }
+        self.check_up()?;
+        let path = join(parent.as_str(), name);
+        let mut nodes = self.nodes.lock().unwrap();
+        Self::check_parent(&nodes, parent.as_str())?;
+        let existing = nodes.get(&path);
+        match (&precondition, existing) {
+            (Precondition::Absent, Some(_)) => return Err(RemoteError::AlreadyExists),
+            (Precondition::Matches(_), None) => return Err(RemoteError::PreconditionFailed),
+            (Precondition::Matches(v), Some(n)) if v.as_str() != n.version.to_string() => {
+                return Err(RemoteError::PreconditionFailed)
+            }
+            _ => {}
+        }
+        if existing.is_some_and(|n| n.kind == EntryKind::Directory) {
+            return Err(RemoteError::Http {
+                status: 405,
+                message: "cannot upload over a folder".into(),
+            });
+        }
+        let node = Node {
+            kind: EntryKind::File,
+            data,
+            mtime,
+            version: self.bump(),
+        };
+        let entry = Self::entry(&path, &node);
+        nodes.insert(path, node);
+        self.uploads.fetch_add(1, Ordering::Relaxed);
+        Ok(entry)
     }
 
     /// Make the next `n` uploads fail with `error` (after the upload delay, without changing
@@ -331,41 +399,44 @@ impl Remote for MemoryRemote {
         let data = tokio::fs::read(source)
             .await
             .map_err(|e| RemoteError::LocalFile(format!("{}: {e}", source.display())))?;
-        let delay = *self.upload_delay.lock().unwrap();
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        if let Some(e) = self.upload_failures.lock().unwrap().pop_front() {
-            return Err(e);
-        }
+        self.apply_upload(parent, name, data.into(), mtime, precondition).await
+    }
+
+    fn streams_growing_uploads(&self) -> bool {
+        self.streams_growing.load(Ordering::SeqCst)
+    }
+
+    async fn upload_growing(
+        &self,
+        parent: &ItemId,
+        name: &str,
+        file: &Arc<GrowingFile>,
+        precondition: Precondition,
+        sent: &TransferProgress,
+    ) -> RemoteResult<Entry> {
+        use futures::TryStreamExt;
         self.check_up()?;
-        let path = join(parent.as_str(), name);
-        let mut nodes = self.nodes.lock().unwrap();
-        Self::check_parent(&nodes, parent.as_str())?;
-        let existing = nodes.get(&path);
-        match (&precondition, existing) {
-            (Precondition::Absent, Some(_)) => return Err(RemoteError::AlreadyExists),
-            (Precondition::Matches(_), None) => return Err(RemoteError::PreconditionFailed),
-            (Precondition::Matches(v), Some(n)) if v.as_str() != n.version.to_string() => {
-                return Err(RemoteError::PreconditionFailed)
-            }
-            _ => {}
+        Self::check_name(name)?;
+        self.growing_started.fetch_add(1, Ordering::Relaxed);
+        sent.set(0);
+        let mut body = std::pin::pin!(file.clone().body(|_| {}));
+        let mut data = Vec::new();
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| RemoteError::LocalFile(e.to_string()))?
+        {
+            self.growing_received.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            sent.add(chunk.len() as u64);
+            data.extend_from_slice(&chunk);
         }
-        if existing.is_some_and(|n| n.kind == EntryKind::Directory) {
-            return Err(RemoteError::Http {
-                status: 405,
-                message: "cannot upload over a folder".into(),
-            });
-        }
-        let node = Node {
-            kind: EntryKind::File,
-            data: data.into(),
-            mtime,
-            version: self.bump(),
-        };
-        let entry = Self::entry(&path, &node);
-        nodes.insert(path, node);
-        self.uploads.fetch_add(1, Ordering::Relaxed);
+        let (_, mtime) = file
+            .sealed()
+            .ok_or_else(|| RemoteError::LocalFile("growing file ended unsealed".into()))?;
+        let entry = self
+            .apply_upload(parent, name, data.into(), mtime, precondition)
+            .await?;
+        self.growing_applied.fetch_add(1, Ordering::Relaxed);
         Ok(entry)
     }
 

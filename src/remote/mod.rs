@@ -2,6 +2,7 @@
 //! version, and byte ranges; it never names inodes, handles or FUSE.
 
 pub mod changes;
+pub mod growing;
 pub mod memory;
 
 use std::fmt;
@@ -15,6 +16,7 @@ use bytes::Bytes;
 use crate::error::{RemoteError, RemoteResult};
 
 pub use changes::{Change, ChangeBatch, ChangeSource};
+pub use growing::GrowingFile;
 
 /// Stable identity of a remote item: Graph item id; WebDAV `oc:fileid` where offered, else the
 /// decoded path relative to the mount's base URL (`""` is the root, no leading or trailing slash).
@@ -333,6 +335,32 @@ pub trait Remote: Send + Sync + 'static {
         let _ = resume;
         self.upload_reporting(parent, name, source, mtime, precondition, sent)
             .await
+    }
+
+    /// Whether [`Remote::upload_growing`] may be used: the remote can stream a file of unknown
+    /// length, and an upload cut off halfway leaves the server's copy as it was (the server
+    /// writes the body aside and swaps it in only when complete). Where that is not known, a
+    /// spoiled growing upload could leave a truncated file behind, so the default is `false`.
+    fn streams_growing_uploads(&self) -> bool {
+        false
+    }
+
+    /// Upload `file` while it is still being written (see [`GrowingFile`]): the request follows
+    /// the writer, and completes only once the file is sealed; a spoiled file fails it. The
+    /// modification time is the one given at the seal. Any error means the ordinary upload has
+    /// to take over; this one never makes conflict copies of its own.
+    async fn upload_growing(
+        &self,
+        parent: &ItemId,
+        name: &str,
+        file: &Arc<GrowingFile>,
+        precondition: Precondition,
+        sent: &TransferProgress,
+    ) -> RemoteResult<Entry> {
+        let _ = (parent, name, file, precondition, sent);
+        Err(RemoteError::Unsupported(
+            "this remote cannot upload a file while it is written".into(),
+        ))
     }
 
     /// An upload whose resume token is `token` will not be continued (its file was deleted or

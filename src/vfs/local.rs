@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::remote::Version;
+use crate::remote::{GrowingFile, Version};
 
 /// Local content of one file.
 #[derive(Clone, Debug)]
@@ -38,6 +38,11 @@ pub struct LocalContent {
     /// The last upload went up as a conflict copy: once settled, the name takes the server's
     /// version.
     pub conflicted: bool,
+    /// Every write since the staged file was last empty appended to it: the file is being written
+    /// in order from its start, so it may be uploaded while it grows.
+    pub in_order: bool,
+    /// The upload following the writer, while there is one (see [`GrowingFile`]).
+    pub growing: Option<Arc<GrowingFile>>,
 }
 
 impl LocalContent {

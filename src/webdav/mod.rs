@@ -13,7 +13,7 @@ pub mod write;
 
 use std::fmt;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -26,7 +26,9 @@ use url::Url;
 
 use crate::error::{RemoteError, RemoteResult};
 use crate::http::{Credentials, HttpClient, HttpConfig, HttpRequest, RetryPolicy};
-use crate::remote::{Capabilities, Entry, EntryKind, ItemId, Precondition, Quota, Remote, TransferProgress, Version};
+use crate::remote::{
+    Capabilities, Entry, EntryKind, GrowingFile, ItemId, Precondition, Quota, Remote, TransferProgress, Version,
+};
 
 use propfind::{DavResponse, PROPFIND_ENTRY, PROPFIND_ENTRY_AND_QUOTA};
 
@@ -76,6 +78,9 @@ pub struct DavRemote {
     probe_lock: tokio::sync::Mutex<()>,
     /// Collection ETags change with any descendant (Nextcloud, ownCloud).
     propagating: std::sync::atomic::AtomicBool,
+    /// The server writes a PUT body aside and puts it in place only once complete, so a PUT cut
+    /// off halfway changes nothing (see [`Remote::streams_growing_uploads`]).
+    stages_puts: std::sync::atomic::AtomicBool,
 }
 
 fn propfind_method() -> Method {
@@ -128,6 +133,9 @@ impl DavRemote {
             // Nextcloud and ownCloud serve WebDAV under remote.php, and propagate collection ETags
             // to the root; Apache, nginx, dav-server and WsgiDAV do not.
             propagating: std::sync::atomic::AtomicBool::new(base.path().contains("/remote.php/")),
+            // Nextcloud and ownCloud write uploads to a part file first; Apache and nginx are
+            // recognised by their answers (see `note_server`).
+            stages_puts: std::sync::atomic::AtomicBool::new(base.path().contains("/remote.php/")),
             base,
         })
     }
@@ -168,7 +176,26 @@ impl DavRemote {
         self.http.execute(&req, |resp| self.parse_propfind(resp)).await
     }
 
+    /// Learn from a response's `Server` header whether the server stages PUT bodies: Apache's
+    /// mod_dav_fs writes them to a temporary file renamed into place at the end (since httpd
+    /// 2.4, bug 39815), nginx's dav module to its client body file, likewise. Others (dav-server,
+    /// rclone, WsgiDAV, unknown ones) are not assumed to.
+    fn note_server(&self, resp: &Response) {
+        let Some(server) = resp
+            .headers()
+            .get(reqwest::header::SERVER)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return;
+        };
+        let server = server.trim_start().to_ascii_lowercase();
+        if server.starts_with("apache") || server.starts_with("nginx") {
+            self.stages_puts.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     async fn parse_propfind(&self, resp: Response) -> RemoteResult<Vec<(String, DavResponse)>> {
+        self.note_server(&resp);
         let request_path = resp.url().path().to_string();
         if resp.status().as_u16() != 207 {
             // A 200 with an HTML page (a proxy's login page, a plain web server) is not WebDAV.
@@ -334,6 +361,21 @@ impl Remote for DavRemote {
             .await?;
         sent.set(entry.size);
         Ok(entry)
+    }
+
+    fn streams_growing_uploads(&self) -> bool {
+        self.stages_puts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn upload_growing(
+        &self,
+        parent: &ItemId,
+        name: &str,
+        file: &Arc<GrowingFile>,
+        precondition: Precondition,
+        sent: &TransferProgress,
+    ) -> RemoteResult<Entry> {
+        self.upload_growing_file(parent, name, file, precondition, sent).await
     }
 
     async fn mkdir(&self, parent: &ItemId, name: &str) -> RemoteResult<Entry> {

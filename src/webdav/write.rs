@@ -14,6 +14,7 @@
 //! - Every operation returns the item as a Depth-0 PROPFIND describes it afterwards.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -26,7 +27,7 @@ use super::propfind::{self, DavResponse, PROPFIND_ENTRY};
 use super::{href, read, DavRemote, Depth};
 use crate::error::{RemoteError, RemoteResult};
 use crate::http::{HttpRequest, Retry};
-use crate::remote::{Capabilities, Entry, EntryKind, ItemId, Precondition, TransferProgress, Version};
+use crate::remote::{Capabilities, Entry, EntryKind, GrowingFile, ItemId, Precondition, TransferProgress, Version};
 
 /// Nextcloud and ownCloud keep the modification time given in this header with a PUT, and answer
 /// `X-OC-MTime: accepted`; other servers ignore it.
@@ -434,6 +435,54 @@ impl DavRemote {
                 self.finish_upload(&id, mtime, oc_accepted, None).await
             }
         }
+    }
+
+    /// [`crate::remote::Remote::upload_growing`] on WebDAV: one PUT without a length (chunked
+    /// transfer coding) whose body follows the writer, with the same preconditions as
+    /// [`Self::upload_file`] but none of its checks by hand: those need the final content, so on
+    /// servers that do not enforce preconditions, or when the item already differs from our base,
+    /// this fails and the whole-file upload does the work. The modification time, known only at
+    /// the seal, follows the PUT as in [`Self::finish_upload`].
+    pub(super) async fn upload_growing_file(
+        &self,
+        parent: &ItemId,
+        name: &str,
+        file: &Arc<GrowingFile>,
+        precondition: Precondition,
+        sent: &TransferProgress,
+    ) -> RemoteResult<Entry> {
+        check_name(name)?;
+        if !self.conditional_writes_in(parent.as_str()).await? {
+            return Err(RemoteError::Unsupported(
+                "the server does not enforce preconditions; uploading the whole file at close".into(),
+            ));
+        }
+        let id = href::join(parent.as_str(), name);
+        let url = href::item_url(&self.base, &id, false)?;
+        let mut req = HttpRequest::new(Method::PUT, url, Retry::Once)
+            .body_growing(file.clone())
+            .count_sent(sent.clone());
+        match &precondition {
+            Precondition::Absent => req = req.header(IF_NONE_MATCH, HeaderValue::from_static("*")),
+            Precondition::Matches(v) => match self.before_replace(&id, v, file.path()).await? {
+                BeforeReplace::Put { if_match: true } => {
+                    req = req.header(IF_MATCH, header(&format!("\"{}\"", v.as_str()))?);
+                }
+                BeforeReplace::Put { if_match: false } => {}
+                BeforeReplace::Done(_) => return Err(RemoteError::PreconditionFailed),
+            },
+            Precondition::Any => {}
+        }
+        self.http
+            .execute(&req, |_resp: Response| async move { Ok(()) })
+            .await
+            .map_err(|e| self.note("upload", &id, e))?;
+        let Some((_, mtime)) = file.sealed() else {
+            return Err(RemoteError::Protocol(format!(
+                "PUT {id}: the server answered before the file was complete"
+            )));
+        };
+        self.finish_upload(&id, mtime, false, None).await
     }
 
     /// After the content is on the server: set the modification time where the server lets us

@@ -13,4 +13,5 @@ pub mod scripted;
 pub mod seen;
 #[macro_use]
 pub mod servers;
+pub mod writer;
 pub mod wsgidav;

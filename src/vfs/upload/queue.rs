@@ -17,6 +17,12 @@
 //!   on a dead server beyond one attempt's deadline.
 //! - A conflict (the server's copy changed since we read it, or a file appeared under a name we
 //!   created) keeps both: ours goes up under a conflict name next to it, and it is logged.
+//! - A file written in order may start uploading before it is closed ([`UploadQueue::start_growing`],
+//!   see [`GrowingFile`]). Until the writer hands it over, such an item is in memory only and its
+//!   staged file still belongs to the core; the hand-over ([`UploadQueue::enqueue_with`] for the
+//!   same staged file) journals it and seals the growing file, and only then can its upload end.
+//!   Any failure of a growing upload is not an upload failure: the item falls back to the
+//!   whole-file upload (or, not yet handed over, leaves the queue as if it had never come).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,7 +34,7 @@ use tokio::sync::{oneshot, Notify};
 use super::conflict::conflict_name;
 use super::journal::{Journal, UploadRecord, UploadState};
 use crate::error::{RemoteError, RemoteResult};
-use crate::remote::{Entry, ItemId, Precondition, Remote, ResumeSlot, TransferProgress, Version};
+use crate::remote::{Entry, GrowingFile, ItemId, Precondition, Remote, ResumeSlot, TransferProgress, Version};
 
 /// Settings of the queue.
 #[derive(Clone, Debug)]
@@ -101,6 +107,15 @@ pub struct UploadStatus {
 }
 
 type Waiter = (u64, oneshot::Sender<RemoteResult<()>>);
+
+/// An attempt the dispatcher may start.
+struct Ready {
+    record: UploadRecord,
+    generation: u64,
+    sent: TransferProgress,
+    /// Upload the file as it grows (see [`GrowingFile`]) rather than whole.
+    growing: Option<Arc<GrowingFile>>,
+}
 /// Hears every outcome. It runs under the queue's lock: it must not call the queue.
 type EventSink = Box<dyn Fn(UploadEvent) + Send + Sync>;
 
@@ -114,6 +129,10 @@ struct Item {
     waiters: Vec<Waiter>,
     /// Staged files of older generations, deleted once no attempt uses them.
     superseded: Vec<PathBuf>,
+    /// The file is uploaded while it is written (see the module doc).
+    growing: Option<Arc<GrowingFile>>,
+    /// Whether the writer handed the growing file over (journaled, sealed).
+    handed_over: bool,
 }
 
 impl Item {
@@ -127,7 +146,15 @@ impl Item {
             not_before: Instant::now(),
             waiters: Vec::new(),
             superseded: Vec::new(),
+            growing: None,
+            handed_over: true,
         }
+    }
+
+    /// A growing file that its writer has not handed over yet: in memory only, its staged file
+    /// still the core's.
+    fn unclaimed(&self) -> bool {
+        self.growing.is_some() && !self.handed_over
     }
 }
 
@@ -230,8 +257,27 @@ impl UploadQueue {
         let mut state = self.lock();
         let mut record = build();
         record.state = UploadState::Pending;
+        if let Some(item) = state.items.get_mut(&record.key) {
+            if let Some(generation) = self.hand_over(item, &mut record)? {
+                return Ok(generation);
+            }
+        }
         let next = state.next_generation();
         let generation = match state.items.get_mut(&record.key) {
+            Some(item) if item.unclaimed() => {
+                // Its growing upload was spoiled: whatever it does now, it cannot land. The new
+                // record takes the item over; the staged file was the core's and still is.
+                if let Some(g) = &item.growing {
+                    g.spoil();
+                }
+                record.base_version = item.record.base_version.clone();
+                self.journal.put(&record)?;
+                item.handed_over = true;
+                item.record = record;
+                item.generation = next;
+                item.not_before = Instant::now();
+                next
+            }
             Some(item) => {
                 // The server still holds what the older generation replaced, unless it landed.
                 record.base_version = item.record.base_version.clone();
@@ -272,6 +318,59 @@ impl UploadQueue {
         Ok(generation)
     }
 
+    /// The writer hands over `record` for an item being uploaded while it grew: when it is the
+    /// same staged file and the growing upload can stand for its content, journal it and seal the
+    /// growing file, keeping the item's generation (returned). `None` when the item is not such
+    /// an upload or the growing upload is spoiled (it is spoiled for good then).
+    fn hand_over(&self, item: &mut Item, record: &mut UploadRecord) -> std::io::Result<Option<u64>> {
+        let Some(growing) = item.growing.clone().filter(|_| !item.handed_over) else {
+            return Ok(None);
+        };
+        if growing.is_spoiled() || record.staged != item.record.staged {
+            growing.spoil();
+            return Ok(None);
+        }
+        record.base_version = item.record.base_version.clone();
+        // Journal first: the upload may complete the moment the file is sealed.
+        if let Err(e) = self.journal.put(record) {
+            growing.spoil();
+            return Err(e);
+        }
+        if !growing.seal(record.size, record.mtime()) {
+            // The length differs from what was appended. The record is journaled: the whole-file
+            // upload takes over once the spoiled attempt ends.
+            item.record = record.clone();
+            item.handed_over = true;
+            item.growing = None;
+            return Ok(Some(item.generation));
+        }
+        item.record = record.clone();
+        item.handed_over = true;
+        Ok(Some(item.generation))
+    }
+
+    /// Start uploading a file while its writer is still at it (see [`GrowingFile`]). `build`
+    /// makes the record the upload is for (under the queue's lock, as for
+    /// [`enqueue_with`](Self::enqueue_with)); its size is not known yet. Returns `false`, changing
+    /// nothing, when the file already has an item in the queue (an upload of it may be running,
+    /// and uploads of one key go one at a time) or the queue is stopping.
+    pub fn start_growing(&self, key: &str, file: Arc<GrowingFile>, build: impl FnOnce() -> UploadRecord) -> bool {
+        let mut state = self.lock();
+        if state.stopped || state.items.contains_key(key) {
+            return false;
+        }
+        let mut record = build();
+        record.state = UploadState::Pending;
+        let generation = state.next_generation();
+        let mut item = Item::first(record, generation);
+        item.growing = Some(file);
+        item.handed_over = false;
+        state.items.insert(key.to_string(), item);
+        drop(state);
+        self.wake.notify_one();
+        true
+    }
+
     /// Wait until the server holds generation `generation` of `key` (or a later one). Returns the
     /// error of the attempt that failed instead, when one does; the data stays queued.
     pub async fn wait(&self, key: &str, generation: u64) -> RemoteResult<()> {
@@ -301,7 +400,7 @@ impl UploadQueue {
                 .lock()
                 .items
                 .values()
-                .any(|i| matches!(i.record.state, UploadState::Pending));
+                .any(|i| matches!(i.record.state, UploadState::Pending) && !i.unclaimed());
             if !busy || tokio::time::timeout_at(until, idle).await.is_err() {
                 return self.status();
             }
@@ -331,7 +430,7 @@ impl UploadQueue {
     /// upload event (also delivered under it) lands meanwhile. `f` must not call the queue.
     pub fn for_each_queued(&self, mut f: impl FnMut(&UploadRecord, u64)) {
         let state = self.lock();
-        for item in state.items.values() {
+        for item in state.items.values().filter(|i| !i.unclaimed()) {
             f(&item.record, item.generation);
         }
     }
@@ -346,6 +445,17 @@ impl UploadQueue {
     pub fn cancel(&self, key: &str) -> bool {
         let mut state = self.lock();
         let Some(item) = state.items.get(key) else { return true };
+        if item.unclaimed() {
+            // Nothing of it is journaled and its staged file is the core's: stop its upload.
+            if let Some(g) = &item.growing {
+                g.spoil();
+            }
+            if item.running {
+                return false;
+            }
+            state.items.remove(key);
+            return true;
+        }
         if item.running {
             return false;
         }
@@ -371,6 +481,16 @@ impl UploadQueue {
 
     /// Wait until no attempt for `key` is running.
     pub async fn settle(&self, key: &str) {
+        // An upload following a writer ends only when the writer is done: stop it instead.
+        if let Some(g) = self
+            .lock()
+            .items
+            .get(key)
+            .filter(|i| i.unclaimed())
+            .and_then(|i| i.growing.clone())
+        {
+            g.spoil();
+        }
         loop {
             let running = self.lock().items.get(key).map(|i| i.running).unwrap_or(false);
             if !running {
@@ -382,7 +502,16 @@ impl UploadQueue {
 
     /// Stop starting uploads (those running finish). Records stay in the journal.
     pub fn stop(&self) {
-        self.lock().stopped = true;
+        let mut state = self.lock();
+        state.stopped = true;
+        // Files still being written are handed over by their close, or come back at the next
+        // mount through nothing: they were never journaled, and their content is the writer's.
+        for item in state.items.values().filter(|i| i.unclaimed()) {
+            if let Some(g) = &item.growing {
+                g.spoil();
+            }
+        }
+        drop(state);
         self.wake.notify_one();
     }
 
@@ -395,7 +524,7 @@ impl UploadQueue {
     }
 
     /// Pick work that may start now; returns it and the time of the next delayed item.
-    fn take_ready(&self) -> (Vec<(UploadRecord, u64, TransferProgress)>, Option<Instant>) {
+    fn take_ready(&self) -> (Vec<Ready>, Option<Instant>) {
         let mut state = self.lock();
         if state.stopped {
             return (Vec::new(), None);
@@ -415,7 +544,12 @@ impl UploadQueue {
             if ready.len() < free {
                 item.running = true;
                 item.sent = TransferProgress::new();
-                ready.push((item.record.clone(), item.generation, item.sent.clone()));
+                ready.push(Ready {
+                    record: item.record.clone(),
+                    generation: item.generation,
+                    sent: item.sent.clone(),
+                    growing: item.growing.clone(),
+                });
             }
         }
         state.running += ready.len();
@@ -499,6 +633,64 @@ impl UploadQueue {
                 Err(RemoteError::AlreadyExists)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Upload a file while it is written: no conflict copies, no content checks (the whole-file
+    /// upload that takes over after any failure does those).
+    async fn attempt_growing(
+        &self,
+        record: &UploadRecord,
+        file: &Arc<GrowingFile>,
+        sent: &TransferProgress,
+    ) -> RemoteResult<Entry> {
+        let parent = ItemId::new(record.parent.as_str());
+        let precondition = match &record.base_version {
+            Some(v) => Precondition::Matches(Version::from_etag(v)),
+            None => Precondition::Absent,
+        };
+        let result = self
+            .remote
+            .upload_growing(&parent, &record.name, file, precondition, sent)
+            .await;
+        if result.is_err() {
+            // Whatever happened, this upload is over: the writer must not wait for it.
+            file.spoil();
+        }
+        result
+    }
+
+    /// The end of a growing upload. Success counts only for content handed over (sealed); any
+    /// failure hands the item to the whole-file upload, or, when the writer never handed it over,
+    /// removes it as if it had never been queued (nothing of it is journaled, the staged file is
+    /// the core's).
+    fn finish_growing(&self, key: &str, generation: u64, file: &GrowingFile, result: RemoteResult<Entry>) {
+        match result {
+            // Sealed content was handed over (journaled) under this generation, whether or not a
+            // newer one came since: the ordinary ending applies.
+            Ok(entry) if file.sealed().is_some() => {
+                tracing::debug!(file = %key, "uploaded while it was written");
+                self.finish(key, generation, Ok((entry, false)));
+            }
+            outcome => {
+                if let Err(e) = &outcome {
+                    tracing::info!(file = %key, error = %e,
+                        "the upload that followed the writer stopped; the whole file goes up instead");
+                }
+                let mut state = self.lock();
+                state.running -= 1;
+                if let Some(item) = state.items.get_mut(key) {
+                    item.running = false;
+                    item.growing = None;
+                    item.sent = TransferProgress::new();
+                    if !item.handed_over {
+                        state.items.remove(key);
+                    }
+                }
+                drop(state);
+                self.wake.notify_one();
+                self.idle.notify_waiters();
+            }
         }
     }
 
@@ -596,9 +788,20 @@ async fn dispatch(q: Arc<UploadQueue>) {
     loop {
         let woken = q.wake.notified();
         let (ready, next) = q.take_ready();
-        for (record, generation, sent) in ready {
+        for Ready {
+            record,
+            generation,
+            sent,
+            growing,
+        } in ready
+        {
             let q2 = q.clone();
             tokio::spawn(async move {
+                if let Some(file) = growing {
+                    let result = q2.attempt_growing(&record, &file, &sent).await;
+                    q2.finish_growing(&record.key, generation, &file, result);
+                    return;
+                }
                 let slot = q2.resume_slot(&record.key, generation, record.resume.clone());
                 let result = q2.attempt(&record, &sent, &slot).await;
                 q2.finish(&record.key, generation, result);
