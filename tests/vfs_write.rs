@@ -622,3 +622,73 @@ async fn a_failed_upload_while_writing_is_retried_whole() {
     assert_eq!(s.remote.uploads.load(std::sync::atomic::Ordering::Relaxed), 1);
     assert_eq!(s.remote.growing_applied.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
+
+/// A close of a file whose upload followed the writer returns once the upload landed or the journal holds the
+/// file, whichever comes first: with a server that never finishes, the journal wins, and a restart uploads it.
+#[tokio::test]
+async fn a_streamed_file_closed_while_the_server_stalls_survives_a_restart() {
+    let remote = Arc::new(MemoryRemote::new());
+    remote.set_streams_growing_uploads(true);
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().to_path_buf();
+    let data = pattern(6 * MIB, 6);
+    {
+        let s = writable_over(remote.clone(), dir, 0).await;
+        s.remote.set_upload_delay(Duration::from_secs(3600));
+        let fh = append_open(&s.fs, "stalled.bin", &data).await;
+        let r = remote.clone();
+        soon("the upload started", || {
+            r.growing_started.load(std::sync::atomic::Ordering::Relaxed) == 1
+        })
+        .await;
+        tokio::time::timeout(Duration::from_secs(20), s.fs.release(fh))
+            .await
+            .expect("close must not wait for the server")
+            .unwrap();
+        let journal: Vec<_> = std::fs::read_dir(keep.join("journal")).unwrap().flatten().collect();
+        assert_eq!(journal.len(), 1, "the close journaled the file: {journal:?}");
+        s.fs.upload_queue().unwrap().stop();
+        std::mem::forget(s.dir); // the daemon "crashes": its state directory stays
+    }
+    let remote2 = Arc::new(MemoryRemote::new());
+    let cfg = FsConfig {
+        read_only: false,
+        ..FsConfig::default()
+    };
+    let fs = DriveFs::new(remote2.clone(), cfg).await.unwrap();
+    fs.enable_writes(&paths(&keep, 0), queue_cfg()).unwrap();
+    assert!(fs
+        .upload_queue()
+        .unwrap()
+        .drain(Duration::from_secs(10))
+        .await
+        .is_empty());
+    assert_eq!(remote2.file_content("stalled.bin").unwrap().as_ref(), &data[..]);
+    std::fs::remove_dir_all(&keep).unwrap();
+}
+
+/// The close of a streamed file that landed leaves nothing in the journal or staging area.
+#[tokio::test]
+async fn a_streamed_file_leaves_nothing_behind() {
+    let s = streaming_setup().await;
+    let data = pattern(6 * MIB, 7);
+    let fh = append_open(&s.fs, "clean.bin", &data).await;
+    let remote = s.remote.clone();
+    soon("the upload started", || {
+        remote.growing_started.load(std::sync::atomic::Ordering::Relaxed) == 1
+    })
+    .await;
+    s.fs.release(fh).await.unwrap();
+    until_uploaded(&s).await;
+    assert_eq!(s.remote.file_content("clean.bin").unwrap().as_ref(), &data[..]);
+    assert_eq!(s.remote.growing_applied.load(std::sync::atomic::Ordering::Relaxed), 1);
+    for sub in ["journal", "staging"] {
+        let left: Vec<_> = std::fs::read_dir(s.dir.path().join(sub))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| !n.to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "{sub} keeps {left:?}");
+    }
+}

@@ -54,6 +54,41 @@ pub struct GrowingFile {
 /// Size of the chunks the body is read in.
 const CHUNK: u64 = 1 << 20;
 
+/// Chunk buffers kept for reuse. A fresh 1 MiB buffer is a new mapping (the daemon sets glibc's
+/// mmap threshold low, see `cli::run`) whose pages fault in zeroed one by one: about a tenth of
+/// an upload's CPU time. Reused ones are warm. At most [`POOL_MAX`] are kept.
+static POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+const POOL_MAX: usize = 8;
+
+/// A chunk in a pooled buffer; the buffer goes back to the pool when the connection is done
+/// with the chunk.
+struct Pooled {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl Pooled {
+    fn take() -> Vec<u8> {
+        let reused = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        reused.unwrap_or_else(|| vec![0; CHUNK as usize])
+    }
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOL_MAX {
+            pool.push(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
 impl GrowingFile {
     /// The file at `path`, written from byte 0 up to `written` so far.
     pub fn new(path: impl Into<PathBuf>, written: u64) -> Arc<Self> {
@@ -174,9 +209,9 @@ impl GrowingFile {
                 let len = (end - pos).min(CHUNK) as usize;
                 let reader = file.clone();
                 let chunk = tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
-                    let mut buf = vec![0u8; len];
-                    reader.read_exact_at(&mut buf, pos)?;
-                    Ok(Bytes::from(buf))
+                    let mut buf = Pooled::take();
+                    reader.read_exact_at(&mut buf[..len], pos)?;
+                    Ok(Bytes::from_owner(Pooled { buf, len }))
                 })
                 .await
                 .map_err(std::io::Error::other)??;

@@ -560,21 +560,7 @@ impl DriveFs {
         };
         let file = GrowingFile::new(&local.staged, local.size);
         let started = wb.queue.start_growing(&local.key, file.clone(), || {
-            // Under the queue's lock, as at a hand-off: the base version cannot go stale.
-            let now = self.inodes.get(ino).and_then(|n| n.local).unwrap_or(local.clone());
-            UploadRecord {
-                key: now.key.clone(),
-                parent: parent.entry.id.as_str().to_string(),
-                name: node.entry.name.clone(),
-                staged: now.staged.clone(),
-                size: now.size,
-                mtime_ns: UploadRecord::mtime_ns_of(now.mtime),
-                base_version: now.base_version.as_ref().map(|v| v.as_str().to_string()),
-                attempts: 0,
-                last_error: None,
-                resume: None,
-                state: UploadState::Pending,
-            }
+            self.upload_record(ino, &local, &parent.entry.id, &node.entry.name)
         });
         if !started {
             return;
@@ -626,35 +612,58 @@ impl DriveFs {
                 .filter(|g| local.uploaded < Some(*g))
                 .map(|g| (local.key.clone(), g)));
         }
-        local.file.sync_all().map_err(|e| io_err("sync staged", e))?;
         let parent = self
             .inodes
             .get(node.parent)
             .ok_or_else(|| fs_err!(libc::ENOENT, "folder is gone"))?;
+        if local.growing.is_some() {
+            // An upload follows this writer: seal it now, and the close is over as soon as the
+            // server has the file or the journal does, whichever comes first.
+            let sealed = wb.queue.seal_growing(&local.key, || {
+                self.upload_record(ino, &local, &parent.entry.id, &node.entry.name)
+            });
+            if let Some(generation) = sealed {
+                self.mark_handed_off(ino, generation);
+                drop(_gate);
+                self.secure(wb, &local, generation).await?;
+                return Ok(Some((local.key, generation)));
+            }
+        }
+        local.file.sync_all().map_err(|e| io_err("sync staged", e))?;
         // Built under the queue's lock: the base version read here cannot go stale before queueing.
         let generation = wb
             .queue
-            .enqueue_with(|| {
-                let now = self
-                    .inodes
-                    .get(ino)
-                    .and_then(|n| n.local)
-                    .unwrap_or_else(|| local.clone());
-                UploadRecord {
-                    key: now.key.clone(),
-                    parent: parent.entry.id.as_str().to_string(),
-                    name: node.entry.name.clone(),
-                    staged: now.staged.clone(),
-                    size: now.size,
-                    mtime_ns: UploadRecord::mtime_ns_of(now.mtime),
-                    base_version: now.base_version.as_ref().map(|v| v.as_str().to_string()),
-                    attempts: 0,
-                    last_error: None,
-                    resume: None,
-                    state: UploadState::Pending,
-                }
-            })
+            .enqueue_with(|| self.upload_record(ino, &local, &parent.entry.id, &node.entry.name))
             .map_err(|e| io_err("journal", e))?;
+        self.mark_handed_off(ino, generation);
+        Ok(Some((local.key, generation)))
+    }
+
+    /// The upload record of `ino`'s local content (`fallback` when the inode is gone), for the
+    /// queue. Called under the queue's lock, so the base version read here cannot go stale.
+    fn upload_record(&self, ino: u64, fallback: &LocalContent, parent: &ItemId, name: &str) -> UploadRecord {
+        let now = self
+            .inodes
+            .get(ino)
+            .and_then(|n| n.local)
+            .unwrap_or_else(|| fallback.clone());
+        UploadRecord {
+            key: now.key.clone(),
+            parent: parent.as_str().to_string(),
+            name: name.to_string(),
+            staged: now.staged.clone(),
+            size: now.size,
+            mtime_ns: UploadRecord::mtime_ns_of(now.mtime),
+            base_version: now.base_version.as_ref().map(|v| v.as_str().to_string()),
+            attempts: 0,
+            last_error: None,
+            resume: None,
+            state: UploadState::Pending,
+        }
+    }
+
+    /// The queue owns `ino`'s staged file now, as generation `generation`.
+    fn mark_handed_off(&self, ino: u64, generation: u64) {
         self.inodes.with_node(ino, |n| {
             if let Some(l) = n.local.as_mut() {
                 l.dirty = false;
@@ -664,7 +673,40 @@ impl DriveFs {
                 l.growing = None;
             }
         });
-        Ok(Some((local.key, generation)))
+    }
+
+    /// Wait until generation `generation` of `local`, sealed by [`UploadQueue::seal_growing`],
+    /// is safe: on the server, or journaled with its staged file on disk, whichever comes first.
+    /// The upload usually wins, and then the close never waits for the disk.
+    async fn secure(&self, wb: &WriteBack, local: &LocalContent, generation: u64) -> FsResult<()> {
+        let landed = wb.queue.wait(&local.key, generation);
+        let file = local.file.clone();
+        let journaled = async {
+            tokio::task::spawn_blocking(move || file.sync_all())
+                .await
+                .map_err(|e| io_err("sync staged", std::io::Error::other(e)))?
+                .map_err(|e| io_err("sync staged", e))?;
+            wb.queue
+                .journal_sealed(&local.key, generation)
+                .map_err(|e| io_err("journal", e))
+        };
+        tokio::pin!(landed, journaled);
+        let (mut upload_failed, mut journal_error) = (false, None);
+        loop {
+            tokio::select! {
+                r = &mut landed, if !upload_failed => match r {
+                    Ok(()) => return Ok(()),
+                    Err(_) => upload_failed = true,
+                },
+                r = &mut journaled, if journal_error.is_none() => match r {
+                    Ok(()) => return Ok(()),
+                    Err(e) => journal_error = Some(e),
+                },
+            }
+            if let (true, Some(e)) = (upload_failed, journal_error.take()) {
+                return Err(e);
+            }
+        }
     }
 
     /// `close()` of a handle: its changes go to the upload queue; when this returns `Ok`, they

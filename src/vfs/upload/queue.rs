@@ -131,8 +131,11 @@ struct Item {
     superseded: Vec<PathBuf>,
     /// The file is uploaded while it is written (see the module doc).
     growing: Option<Arc<GrowingFile>>,
-    /// Whether the writer handed the growing file over (journaled, sealed).
+    /// Whether the writer handed the growing file over (sealed; the record is complete).
     handed_over: bool,
+    /// Whether the record is in the journal. A growing file may be handed over before it is:
+    /// see [`UploadQueue::seal_growing`].
+    journaled: bool,
 }
 
 impl Item {
@@ -148,6 +151,7 @@ impl Item {
             superseded: Vec::new(),
             growing: None,
             handed_over: true,
+            journaled: true,
         }
     }
 
@@ -258,7 +262,7 @@ impl UploadQueue {
         let mut record = build();
         record.state = UploadState::Pending;
         if let Some(item) = state.items.get_mut(&record.key) {
-            if let Some(generation) = self.hand_over(item, &mut record)? {
+            if let Some(generation) = self.hand_over(item, &mut record, true)? {
                 return Ok(generation);
             }
         }
@@ -273,6 +277,7 @@ impl UploadQueue {
                 record.base_version = item.record.base_version.clone();
                 self.journal.put(&record)?;
                 item.handed_over = true;
+                item.journaled = true;
                 item.record = record;
                 item.generation = next;
                 item.not_before = Instant::now();
@@ -297,6 +302,7 @@ impl UploadQueue {
                     item.superseded.push(item.record.staged.clone());
                 }
                 item.record = record;
+                item.journaled = true;
                 item.generation = next;
                 item.not_before = Instant::now();
                 if !item.running {
@@ -322,7 +328,7 @@ impl UploadQueue {
     /// same staged file and the growing upload can stand for its content, journal it and seal the
     /// growing file, keeping the item's generation (returned). `None` when the item is not such
     /// an upload or the growing upload is spoiled (it is spoiled for good then).
-    fn hand_over(&self, item: &mut Item, record: &mut UploadRecord) -> std::io::Result<Option<u64>> {
+    fn hand_over(&self, item: &mut Item, record: &mut UploadRecord, journal: bool) -> std::io::Result<Option<u64>> {
         let Some(growing) = item.growing.clone().filter(|_| !item.handed_over) else {
             return Ok(None);
         };
@@ -332,10 +338,13 @@ impl UploadQueue {
         }
         record.base_version = item.record.base_version.clone();
         // Journal first: the upload may complete the moment the file is sealed.
-        if let Err(e) = self.journal.put(record) {
-            growing.spoil();
-            return Err(e);
+        if journal {
+            if let Err(e) = self.journal.put(record) {
+                growing.spoil();
+                return Err(e);
+            }
         }
+        item.journaled = journal;
         if !growing.seal(record.size, record.mtime()) {
             // The length differs from what was appended. The record is journaled: the whole-file
             // upload takes over once the spoiled attempt ends.
@@ -347,6 +356,43 @@ impl UploadQueue {
         item.record = record.clone();
         item.handed_over = true;
         Ok(Some(item.generation))
+    }
+
+    /// Hand over a growing file without journaling it yet: its upload may end at once, while the
+    /// caller makes the staged file durable and then calls [`journal_sealed`](Self::journal_sealed);
+    /// whichever comes first makes the content safe, so a close need not wait for both. Returns
+    /// the generation, or `None` (changing nothing but spoiling the upload) when the growing
+    /// upload cannot stand for `build`'s record: then use [`enqueue_with`](Self::enqueue_with).
+    pub fn seal_growing(&self, key: &str, build: impl FnOnce() -> UploadRecord) -> Option<u64> {
+        let mut state = self.lock();
+        let item = state.items.get_mut(key)?;
+        let mut record = build();
+        record.state = UploadState::Pending;
+        match self.hand_over(item, &mut record, false) {
+            Ok(Some(generation)) if item.growing.is_some() => Some(generation),
+            Ok(Some(_)) => {
+                // Sealing failed (another length): the item holds the record but no upload can
+                // stand for it. Let the caller journal it the ordinary way.
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Put generation `generation` of `key`, handed over by [`seal_growing`](Self::seal_growing),
+    /// into the journal, unless it already landed (or newer content replaced it, which is
+    /// journaled itself).
+    pub fn journal_sealed(&self, key: &str, generation: u64) -> std::io::Result<()> {
+        let mut state = self.lock();
+        let Some(item) = state.items.get_mut(key) else {
+            return Ok(());
+        };
+        if item.generation != generation || item.journaled {
+            return Ok(());
+        }
+        self.journal.put(&item.record)?;
+        item.journaled = true;
+        Ok(())
     }
 
     /// Start uploading a file while its writer is still at it (see [`GrowingFile`]). `build`
@@ -365,6 +411,7 @@ impl UploadQueue {
         let mut item = Item::first(record, generation);
         item.growing = Some(file);
         item.handed_over = false;
+        item.journaled = false;
         state.items.insert(key.to_string(), item);
         drop(state);
         self.wake.notify_one();
@@ -747,8 +794,12 @@ impl UploadQueue {
                     tracing::error!(file = %item.record.name, error = %error,
                         "upload failed; the data stays queued on disk until the next mount");
                 }
-                if let Err(e) = self.journal.put(&item.record) {
-                    tracing::error!(error = %e, "cannot update the upload journal");
+                // A record not journaled yet goes there once its staged file is durable
+                // (`journal_sealed`), not before.
+                if item.journaled {
+                    if let Err(e) = self.journal.put(&item.record) {
+                        tracing::error!(error = %e, "cannot update the upload journal");
+                    }
                 }
                 // Callers waiting in fsync learn the truth now rather than hang on a dead server.
                 if item.generation == generation {
