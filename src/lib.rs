@@ -9,6 +9,7 @@
 //! - [`cli`]: configuration and the mount lifecycle used by the binary.
 
 pub mod auth;
+pub mod buffers;
 pub mod cli;
 pub mod error;
 pub mod fuse;

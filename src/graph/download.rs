@@ -15,7 +15,7 @@ use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use lru::LruCache;
 use reqwest::header::{HeaderValue, CONTENT_RANGE, RANGE};
 use reqwest::{Method, Response, StatusCode};
@@ -183,7 +183,7 @@ async fn take_range(mut resp: Response, offset: u64, want: u64) -> RemoteResult<
             )))
         }
     };
-    let mut out = BytesMut::with_capacity(want.min(16 << 20) as usize);
+    let mut out = crate::buffers::with_capacity(want.min(16 << 20) as usize);
     let mut to_skip = skip;
     let mut extra = false;
     loop {
@@ -228,5 +228,5 @@ async fn take_range(mut resp: Response, offset: u64, want: u64) -> RemoteResult<
             out.len()
         )));
     }
-    Ok(Fetched::Data(out.freeze()))
+    Ok(Fetched::Data(crate::buffers::freeze(out)))
 }

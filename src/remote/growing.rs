@@ -51,43 +51,8 @@ pub struct GrowingFile {
     growth: watch::Sender<Growth>,
 }
 
-/// Size of the chunks the body is read in.
-const CHUNK: u64 = 1 << 20;
-
-/// Chunk buffers kept for reuse. A fresh 1 MiB buffer is a new mapping (the daemon sets glibc's
-/// mmap threshold low, see `cli::run`) whose pages fault in zeroed one by one: about a tenth of
-/// an upload's CPU time. Reused ones are warm. At most [`POOL_MAX`] are kept.
-static POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
-const POOL_MAX: usize = 8;
-
-/// A chunk in a pooled buffer; the buffer goes back to the pool when the connection is done
-/// with the chunk.
-struct Pooled {
-    buf: Vec<u8>,
-    len: usize,
-}
-
-impl Pooled {
-    fn take() -> Vec<u8> {
-        let reused = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        reused.unwrap_or_else(|| vec![0; CHUNK as usize])
-    }
-}
-
-impl AsRef<[u8]> for Pooled {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < POOL_MAX {
-            pool.push(std::mem::take(&mut self.buf));
-        }
-    }
-}
+/// Size of the chunks the body is read in (pooled buffers: see [`crate::buffers`]).
+const CHUNK: u64 = crate::buffers::BUFFER_SIZE as u64;
 
 impl GrowingFile {
     /// The file at `path`, written from byte 0 up to `written` so far.
@@ -209,9 +174,10 @@ impl GrowingFile {
                 let len = (end - pos).min(CHUNK) as usize;
                 let reader = file.clone();
                 let chunk = tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
-                    let mut buf = Pooled::take();
-                    reader.read_exact_at(&mut buf[..len], pos)?;
-                    Ok(Bytes::from_owner(Pooled { buf, len }))
+                    let mut buf = crate::buffers::with_capacity(CHUNK as usize);
+                    buf.resize(len, 0);
+                    reader.read_exact_at(&mut buf, pos)?;
+                    Ok(crate::buffers::freeze(buf))
                 })
                 .await
                 .map_err(std::io::Error::other)??;

@@ -4,7 +4,7 @@
 //! Apache hands out a weak ETag for a second after each write, and weak ETags never satisfy those
 //! conditions, so a conditional request would fail (or fall back to the whole file) for no reason.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use reqwest::header::{HeaderValue, CONTENT_RANGE, CONTENT_TYPE, ETAG, RANGE};
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
@@ -136,7 +136,7 @@ async fn take_range(mut resp: Response, version: Option<&Version>, offset: u64, 
             )));
         }
     };
-    let mut out = BytesMut::with_capacity(want.min(16 << 20) as usize);
+    let mut out = crate::buffers::with_capacity(want.min(16 << 20) as usize);
     let mut to_skip = skip;
     while (out.len() as u64) < want {
         let chunk = match resp.chunk().await {
@@ -161,7 +161,7 @@ async fn take_range(mut resp: Response, version: Option<&Version>, offset: u64, 
             out.len()
         )));
     }
-    Ok(out.freeze())
+    Ok(crate::buffers::freeze(out))
 }
 
 #[cfg(test)]
