@@ -318,6 +318,8 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan> {
             negative_ttl,
             block_size,
             cache_bytes,
+            disk_cache_dir: args.disk_cache_dir.clone(),
+            disk_cache_bytes: args.disk_cache_size.saturating_mul(1 << 20),
             max_prefetch_bytes: args.prefetch.saturating_mul(1 << 20),
             read_only: args.read_only,
         },
@@ -468,6 +470,9 @@ fn connect_onedrive(rt: &tokio::runtime::Runtime, t: &OneDriveTarget, plan: &Mou
 fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut Readiness) -> Result<()> {
     let Connected { remote, key, auth } = connect(rt, plan)?;
     let mut fs_cfg = plan.fs.clone();
+    if fs_cfg.disk_cache_bytes > 0 && fs_cfg.disk_cache_dir.is_none() {
+        fs_cfg.disk_cache_dir = Some(state::default_disk_cache_dir(&key));
+    }
     if !remote.capabilities().writes && !fs_cfg.read_only {
         tracing::info!(
             remote = %remote.describe(),
@@ -561,6 +566,8 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
     ran.context("the FUSE session ended with an error")?;
     publishing.abort();
     polling.abort();
+    // Blocks on their way to the disk cache are worth the next mount's reads.
+    rt.block_on(fs.flush_disk_cache());
     tracing::info!(mountpoint = %plan.mountpoint.display(), "unmounted");
 
     if let Some(queue) = fs.upload_queue() {

@@ -458,6 +458,10 @@ impl Mount {
         if !args.contains(&"--state-dir") {
             cmd.arg("--state-dir").arg(logs.path().join("state"));
         }
+        // Likewise the disk block cache, unless the test names one (to see it outlive a mount).
+        if !args.contains(&"--disk-cache-dir") {
+            cmd.arg("--disk-cache-dir").arg(logs.path().join("disk-cache"));
+        }
         cmd.envs(env.iter().copied());
         let what = describe(&cmd);
         // Output goes to a file, not a pipe: a daemon that logs a lot must never block on a pipe nobody reads.
