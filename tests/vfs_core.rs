@@ -372,3 +372,18 @@ async fn blocks_read_once_come_from_the_disk_cache_until_the_file_changes() {
         "the old version's blocks were dropped from disk"
     );
 }
+
+#[tokio::test]
+async fn a_second_core_on_a_disk_cache_in_use_runs_without_it() {
+    let remote = Arc::new(MemoryRemote::new());
+    let content = data(4 * BS as usize, 23);
+    remote.put_file("f", content.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let first = fs_with_disk_cache(&remote, Duration::from_secs(60), dir.path()).await;
+    let second = fs_with_disk_cache(&remote, Duration::from_secs(60), dir.path()).await;
+    assert!(first.disk_cache_stats().is_some());
+    assert!(second.disk_cache_stats().is_none(), "two mounts shared one disk cache");
+    // It still reads, from memory and the server.
+    let ino = second.lookup(1, OsStr::new("f")).await.unwrap().attr.ino;
+    assert_eq!(read_all(&second, ino, 8192).await, content);
+}
