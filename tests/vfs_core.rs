@@ -316,6 +316,8 @@ async fn fs_with_disk_cache(remote: &Arc<MemoryRemote>, ttl: Duration, dir: &std
     let cfg = FsConfig {
         disk_cache_dir: Some(dir.to_path_buf()),
         disk_cache_bytes: 1 << 30,
+        // Whatever the free space of the machine running the tests.
+        disk_cache_min_free: 0.0,
         ..config(ttl)
     };
     DriveFs::new(remote.clone(), cfg).await.expect("core starts")

@@ -18,6 +18,7 @@ const VALUED: &[(&str, &str)] = &[
     ("cache_size", "--cache-size"),
     ("disk_cache_size", "--disk-cache-size"),
     ("disk_cache_dir", "--disk-cache-dir"),
+    ("disk_cache_min_free", "--disk-cache-min-free"),
     ("poll_interval", "--poll-interval"),
     ("uid", "--uid"),
     ("gid", "--gid"),
@@ -236,7 +237,7 @@ mod tests {
             "-o",
             "cache_size=64,poll_interval=30,uid=1000,gid=100,umask=027,config=/etc/c.toml,ro",
             "-o",
-            "disk_cache_size=2048,disk_cache_dir=/var/cache/work-blocks",
+            "disk_cache_size=2048,disk_cache_dir=/var/cache/work-blocks,disk_cache_min_free=10",
             "-v",
         ]))
         .unwrap();
@@ -252,6 +253,7 @@ mod tests {
         assert_eq!(a.config.as_deref(), Some(Path::new("/etc/c.toml")));
         assert_eq!(a.disk_cache_size, 2048);
         assert_eq!(a.disk_cache_dir.as_deref(), Some(Path::new("/var/cache/work-blocks")));
+        assert_eq!(a.disk_cache_min_free, 10.0);
         assert_eq!((m.fake, m.verbose), (false, 1));
 
         let m = parse(&argv(&[

@@ -206,6 +206,10 @@ pub struct MountArgs {
     /// $XDG_CACHE_HOME/cloudmount/blocks, or /var/cache/cloudmount/blocks for root).
     #[arg(long, value_name = "DIR")]
     pub disk_cache_dir: Option<PathBuf>,
+    /// Share of the disk cache's filesystem left free, in percent: no block is stored that would
+    /// leave less.
+    #[arg(long, value_name = "PERCENT", default_value_t = 5.0)]
+    pub disk_cache_min_free: f64,
     /// Size of one cached block (and of one ranged download), in KiB.
     #[arg(long, value_name = "KiB", default_value_t = 1024)]
     pub block_size: u64,

@@ -283,6 +283,9 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan> {
     if cache_bytes < 4 * block_size {
         bail!("--cache-size must hold at least 4 blocks ({} KiB)", 4 * args.block_size);
     }
+    if !(0.0..=100.0).contains(&args.disk_cache_min_free) {
+        bail!("--disk-cache-min-free must be a percentage between 0 and 100");
+    }
     let attr_ttl = secs("ttl", args.ttl)?;
     let negative_ttl = match args.negative_ttl {
         Some(v) => secs("negative-ttl", v)?,
@@ -320,6 +323,7 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan> {
             cache_bytes,
             disk_cache_dir: args.disk_cache_dir.clone(),
             disk_cache_bytes: args.disk_cache_size.saturating_mul(1 << 20),
+            disk_cache_min_free: args.disk_cache_min_free / 100.0,
             max_prefetch_bytes: args.prefetch.saturating_mul(1 << 20),
             read_only: args.read_only,
         },

@@ -17,7 +17,8 @@
 //!
 //! # Space
 //! The block files add up to at most the byte cap (least recently used go first), and no block is
-//! stored when it would leave less than [`MIN_FREE_FRACTION`] of the cache's filesystem free. A write
+//! stored when it would leave less than a share of the cache's filesystem free (by default
+//! [`MIN_FREE_FRACTION`]). A write
 //! that fails (full disk, I/O error) is logged and forgotten: the cache is only an optimisation.
 //!
 //! The index (which blocks exist, their recency) lives in memory and is rebuilt at open by reading
@@ -51,7 +52,7 @@ const FIXED_HEADER: usize = 44;
 const HEADER_PROBE: usize = 4096;
 /// A header longer than this is corrupt (ids and versions are short).
 const MAX_HEADER: usize = 1 << 20;
-/// Share of the cache's filesystem kept free, as mountpoint-s3 does.
+/// Share of the cache's filesystem kept free by default, as mountpoint-s3 does.
 pub const MIN_FREE_FRACTION: f64 = 0.05;
 /// Blocks handed to the writer and not yet on disk, at most: bounds the memory they hold. A
 /// downloader waits for room (disk writes are much faster than downloads, so it rarely does).
@@ -154,13 +155,13 @@ pub struct DiskCache {
 }
 
 impl DiskCache {
-    /// Open (creating) the cache in `dir` with a byte cap, taking its lock and indexing the blocks
-    /// already there.
-    pub fn open(dir: &Path, cap_bytes: u64) -> Result<DiskCache, DiskCacheError> {
-        DiskCache::open_with(dir, cap_bytes, MIN_FREE_FRACTION, Box::new(Statvfs))
+    /// Open (creating) the cache in `dir` with a byte cap, keeping `min_free_fraction` of its
+    /// filesystem free; takes its lock and indexes the blocks already there.
+    pub fn open(dir: &Path, cap_bytes: u64, min_free_fraction: f64) -> Result<DiskCache, DiskCacheError> {
+        DiskCache::open_with(dir, cap_bytes, min_free_fraction, Box::new(Statvfs))
     }
 
-    /// [`open`](Self::open) keeping `min_free_fraction` of the filesystem free as `space` reports it.
+    /// [`open`](Self::open) with the filesystem's space as `space` reports it.
     pub fn open_with(
         dir: &Path,
         cap_bytes: u64,
@@ -950,10 +951,10 @@ mod tests {
     fn a_second_open_of_a_held_directory_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let first = open(dir.path(), 8 << 20);
-        let second = DiskCache::open(dir.path(), 8 << 20);
+        let second = DiskCache::open(dir.path(), 8 << 20, 0.0);
         assert!(matches!(second, Err(DiskCacheError::Locked(_))), "{:?}", second.err());
         drop(first);
-        assert!(DiskCache::open(dir.path(), 8 << 20).is_ok());
+        assert!(DiskCache::open(dir.path(), 8 << 20, 0.0).is_ok());
     }
 
     #[tokio::test]

@@ -39,6 +39,9 @@ pub struct FsConfig {
     pub disk_cache_dir: Option<PathBuf>,
     /// Cap of the disk cache, in bytes (0: no disk cache).
     pub disk_cache_bytes: u64,
+    /// Share of the disk cache's filesystem it leaves free (0.05: no block is stored when that
+    /// would leave less than 5% free).
+    pub disk_cache_min_free: f64,
     /// How far ahead a sequential reader may prefetch, in bytes (also kept within a quarter of
     /// the cache, so prefetched blocks are not evicted before they are read).
     pub max_prefetch_bytes: u64,
@@ -56,6 +59,7 @@ impl Default for FsConfig {
             cache_bytes: 128 << 20,
             disk_cache_dir: None,
             disk_cache_bytes: 0,
+            disk_cache_min_free: super::disk_cache::MIN_FREE_FRACTION,
             max_prefetch_bytes: 32 << 20,
             read_only: true,
         }
@@ -675,8 +679,8 @@ fn slice_of(block: &Bytes, from: u64, to: u64) -> Bytes {
 /// cannot be created) the mount goes on with the memory cache alone.
 async fn open_disk_cache(cfg: &FsConfig) -> Option<Arc<DiskCache>> {
     let dir = cfg.disk_cache_dir.clone().filter(|_| cfg.disk_cache_bytes > 0)?;
-    let cap = cfg.disk_cache_bytes;
-    let opened = tokio::task::spawn_blocking(move || DiskCache::open(&dir, cap)).await;
+    let (cap, min_free) = (cfg.disk_cache_bytes, cfg.disk_cache_min_free);
+    let opened = tokio::task::spawn_blocking(move || DiskCache::open(&dir, cap, min_free)).await;
     match opened {
         Ok(Ok(disk)) => Some(Arc::new(disk)),
         Ok(Err(e @ DiskCacheError::Locked(_))) => {
