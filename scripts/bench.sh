@@ -15,8 +15,8 @@
 # default 8791), BENCH_GRAPH_PORT (fake Graph, default 8792), CLOUDMOUNT_BIN (default target/release/cloudmount, built
 # with cargo build --release when missing), CLOUDMOUNT_ARGS (extra `cloudmount mount` flags).
 #
-# Workloads, each on a fresh mount after `sync; echo 3 > /proc/sys/vm/drop_caches` (rclone's --cache-dir and
-# davfs2's cache_dir are emptied too):
+# Workloads, each on a fresh mount after `sync; echo 3 > /proc/sys/vm/drop_caches` (cloudmount's --disk-cache-dir,
+# rclone's --cache-dir and davfs2's cache_dir are emptied too):
 #   seq write   fio 1 MiB blocks, end_fsync; fio's runtime (fsync included) plus the wait after fio until the
 #               server's file has every byte
 #   seq read    fio 1 MiB blocks of a file put straight into the server's folder
@@ -146,8 +146,10 @@ wait_mounted() { # [pid: stop waiting when it exits]
   log "mount at $MNT did not come up"; return 1
 }
 start_cloudmount() {
+  rm -rf "$STATE/cm-disk-cache" # cold runs: nothing downloaded before
   CLOUDMOUNT_PASSWORD=$PASS_ "$BIN" mount "$URL" "$MNT" --foreground --user "$USER_" \
-    --state-dir "$STATE/cm-state" ${CLOUDMOUNT_ARGS:-} >>"$STATE/cloudmount.log" 2>&1 &
+    --state-dir "$STATE/cm-state" --disk-cache-dir "$STATE/cm-disk-cache" ${CLOUDMOUNT_ARGS:-} \
+    >>"$STATE/cloudmount.log" 2>&1 &
   MOUNT_PID=$!
   wait_mounted "$MOUNT_PID"
 }
@@ -260,7 +262,7 @@ run_client() {
   stop_mount "$c"
   cmp -s "$DATA/in.bin" "$LOCAL/big.bin" || { log "$c: cp in: content differs on the server"; R[$c,cp_in]="fail"; }
   rm -f "$DATA/in.bin"
-  rm -rf "$STATE/rclone-cache" "$STATE/davfs2-cache" "$STATE/cm-state"
+  rm -rf "$STATE/rclone-cache" "$STATE/davfs2-cache" "$STATE/cm-state" "$STATE/cm-disk-cache"
 }
 
 # ---------------------------------------------------------------- curl: the wire
@@ -317,8 +319,9 @@ TOML
     return 0
   fi
   start_graph() {
-    "$BIN" mount bench "$MNT" --config "$cfg" --state-dir "$st" --foreground ${CLOUDMOUNT_ARGS:-} \
-      >>"$STATE/graph-mount.log" 2>&1 &
+    rm -rf "$STATE/graph-disk-cache" # cold runs: nothing downloaded before
+    "$BIN" mount bench "$MNT" --config "$cfg" --state-dir "$st" --disk-cache-dir "$STATE/graph-disk-cache" \
+      --foreground ${CLOUDMOUNT_ARGS:-} >>"$STATE/graph-mount.log" 2>&1 &
     MOUNT_PID=$!
     wait_mounted "$MOUNT_PID"
   }

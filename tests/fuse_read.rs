@@ -21,7 +21,8 @@ use common::apache::ApacheServer;
 use common::dav::DavServer;
 use common::files::{assert_same_bytes, put_file, put_random_file, random_bytes, set_mtime_ago};
 use common::mount::{
-    cloudmount_bin, errno, is_mounted, require_fuse, run, run_ok, wait_no_process_mentions, within, Mount, MountPoint,
+    cloudmount_bin, errno, eventually, is_mounted, require_fuse, run, run_ok, wait_no_process_mentions, within, Mount,
+    MountPoint,
 };
 use common::servers::TestServer;
 
@@ -467,6 +468,82 @@ fn a_4k_read_at_48_mib_downloads_at_most_4_mib() {
         downloaded <= 4 * MIB,
         "a 4 KiB read downloaded {downloaded} bytes, want ≤ 4 MiB"
     );
+    m.unmount();
+}
+
+/// Block files in a disk cache folder.
+fn block_files(dir: &Path) -> usize {
+    let Ok(items) = fs::read_dir(dir.join("blocks")) else {
+        return 0;
+    };
+    items
+        .flatten()
+        .filter_map(|item| fs::read_dir(item.path()).ok())
+        .flat_map(|files| files.flatten())
+        .filter(|f| f.path().extension().is_some_and(|e| e == "blk"))
+        .count()
+}
+
+/// What one mount downloaded stays in its `--disk-cache-dir`: the next mount with that folder reads the file
+/// without a single GET, and still sees the new bytes once the file is replaced on the server.
+#[test]
+fn the_disk_cache_outlives_the_mount_and_never_serves_a_replaced_file() {
+    let server = DavServer::start();
+    let old = random_bytes(61, 5 * MIB as usize + 123);
+    let src = put_file(server.root(), "cached.bin", &old);
+    // The replacement must get another ETag (dav-server derives it from size and mtime).
+    set_mtime_ago(&src, 3600);
+    let cache = tempfile::tempdir().expect("disk cache dir");
+    let cache_dir = cache.path().to_str().expect("UTF-8 temp path");
+    // No free-space floor: the test must not depend on how full the machine's disk is.
+    let args = [
+        "--disk-cache-dir",
+        cache_dir,
+        "--disk-cache-min-free",
+        "0",
+        "--ttl",
+        "1",
+    ];
+
+    let m = Mount::start(&server.url(), &args);
+    assert_same_bytes(&read_mounted(&m.path().join("cached.bin")), &old, "first read");
+    // The daemon writes what it still holds for the disk cache before it exits.
+    m.unmount();
+    assert_eq!(
+        block_files(cache.path()),
+        6,
+        "one file per 1 MiB block of the 5 MiB file"
+    );
+
+    server.reset_counters();
+    let m = Mount::start(&server.url(), &args);
+    let path = m.path().join("cached.bin");
+    assert_same_bytes(&read_mounted(&path), &old, "read on the next mount");
+    let p = path.clone();
+    let tail = within(QUICK, "pread", move || {
+        let mut buf = vec![0u8; 5000];
+        File::open(&p)
+            .and_then(|f| f.read_exact_at(&mut buf, 3 * MIB - 100))
+            .map(|_| buf)
+    })
+    .expect("pread on the next mount");
+    assert_same_bytes(
+        &tail,
+        &old[3 * MIB as usize - 100..3 * MIB as usize + 4900],
+        "pread across blocks",
+    );
+    assert_eq!(
+        server.get_requests(),
+        0,
+        "the next mount downloaded cached blocks again"
+    );
+
+    let new = random_bytes(62, old.len());
+    put_file(server.root(), "cached.bin", &new);
+    eventually(BULK, "the replaced file's new bytes are read", || {
+        read_mounted(&path) == new
+    });
+    assert!(server.get_requests() > 0);
     m.unmount();
 }
 

@@ -310,3 +310,82 @@ async fn statfs_reports_the_servers_quota() {
     assert_eq!(s.bavail, (1u64 << 40) / 4096);
     assert_eq!(s.blocks, (8192 + (1u64 << 40)) / 4096);
 }
+
+/// The core with a disk cache in `dir` under the small memory cache of [`config`].
+async fn fs_with_disk_cache(remote: &Arc<MemoryRemote>, ttl: Duration, dir: &std::path::Path) -> Arc<DriveFs> {
+    let cfg = FsConfig {
+        disk_cache_dir: Some(dir.to_path_buf()),
+        disk_cache_bytes: 1 << 30,
+        // Whatever the free space of the machine running the tests.
+        disk_cache_min_free: 0.0,
+        ..config(ttl)
+    };
+    DriveFs::new(remote.clone(), cfg).await.expect("core starts")
+}
+
+#[tokio::test]
+async fn blocks_read_once_come_from_the_disk_cache_until_the_file_changes() {
+    let remote = Arc::new(MemoryRemote::new());
+    // Five times the memory cache: without the disk cache, a second pass downloads again.
+    let blocks = 320;
+    let old = data(blocks * BS as usize, 21);
+    remote.put_file("big", old.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let fs = fs_with_disk_cache(&remote, Duration::from_millis(200), dir.path()).await;
+    let ino = fs.lookup(1, OsStr::new("big")).await.unwrap().attr.ino;
+    assert_eq!(read_all(&fs, ino, 64 * 1024).await, old);
+    fs.flush_disk_cache().await;
+    assert_eq!(fs.disk_cache_stats().unwrap().blocks, blocks);
+    let first_pass = remote.reads.load(Ordering::SeqCst);
+
+    // Within the TTL or not, the version is unchanged: every byte comes from memory or disk.
+    assert_eq!(read_all(&fs, ino, 64 * 1024).await, old);
+    let fh = fs.open(ino, libc::O_RDONLY).await.unwrap().fh;
+    for i in 0..200u64 {
+        let off = (i * 7919 * 613) % (blocks as u64 * BS - 3000);
+        let got = fs.read(fh, off, 3000).await.unwrap();
+        assert_eq!(
+            &got[..],
+            &old[off as usize..off as usize + 3000],
+            "random read at {off}"
+        );
+    }
+    fs.release(fh).await.unwrap();
+    assert_eq!(
+        remote.reads.load(Ordering::SeqCst),
+        first_pass,
+        "reads of blocks already downloaded went to the server"
+    );
+    assert!(
+        fs.cache_stats().bytes <= 64 * BS,
+        "the memory cache stays under its cap"
+    );
+
+    // A new version on the server: its bytes, never the old blocks from disk.
+    let new = data(blocks * BS as usize, 22);
+    remote.put_file("big", new.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(read_all(&fs, ino, 64 * 1024).await, new);
+    assert!(remote.reads.load(Ordering::SeqCst) > first_pass);
+    fs.flush_disk_cache().await;
+    assert_eq!(
+        fs.disk_cache_stats().unwrap().blocks,
+        blocks,
+        "the old version's blocks were dropped from disk"
+    );
+}
+
+#[tokio::test]
+async fn a_second_core_on_a_disk_cache_in_use_runs_without_it() {
+    let remote = Arc::new(MemoryRemote::new());
+    let content = data(4 * BS as usize, 23);
+    remote.put_file("f", content.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let first = fs_with_disk_cache(&remote, Duration::from_secs(60), dir.path()).await;
+    let second = fs_with_disk_cache(&remote, Duration::from_secs(60), dir.path()).await;
+    assert!(first.disk_cache_stats().is_some());
+    assert!(second.disk_cache_stats().is_none(), "two mounts shared one disk cache");
+    // It still reads, from memory and the server.
+    let ino = second.lookup(1, OsStr::new("f")).await.unwrap().attr.ino;
+    assert_eq!(read_all(&second, ino, 8192).await, content);
+}

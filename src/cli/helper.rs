@@ -16,6 +16,9 @@ use super::{Cli, Command, MountArgs};
 /// `-o` options that map to a flag with a value: (option, flag).
 const VALUED: &[(&str, &str)] = &[
     ("cache_size", "--cache-size"),
+    ("disk_cache_size", "--disk-cache-size"),
+    ("disk_cache_dir", "--disk-cache-dir"),
+    ("disk_cache_min_free", "--disk-cache-min-free"),
     ("poll_interval", "--poll-interval"),
     ("uid", "--uid"),
     ("gid", "--gid"),
@@ -233,6 +236,8 @@ mod tests {
             "rw,_netdev,noauto,nofail,defaults,x-systemd.automount,x-systemd.idle-timeout=60,allow_other",
             "-o",
             "cache_size=64,poll_interval=30,uid=1000,gid=100,umask=027,config=/etc/c.toml,ro",
+            "-o",
+            "disk_cache_size=2048,disk_cache_dir=/var/cache/work-blocks,disk_cache_min_free=10",
             "-v",
         ]))
         .unwrap();
@@ -246,6 +251,9 @@ mod tests {
         );
         assert_eq!(a.poll_interval, Some(30.0));
         assert_eq!(a.config.as_deref(), Some(Path::new("/etc/c.toml")));
+        assert_eq!(a.disk_cache_size, 2048);
+        assert_eq!(a.disk_cache_dir.as_deref(), Some(Path::new("/var/cache/work-blocks")));
+        assert_eq!(a.disk_cache_min_free, 10.0);
         assert_eq!((m.fake, m.verbose), (false, 1));
 
         let m = parse(&argv(&[

@@ -198,6 +198,18 @@ pub struct MountArgs {
     /// Memory cap of the block cache, in MiB.
     #[arg(long, value_name = "MiB", default_value_t = 128)]
     pub cache_size: u64,
+    /// Cap of the on-disk block cache, in MiB (0: no disk cache). Blocks downloaded once are
+    /// read from local disk afterwards, also by the next mount of the same remote.
+    #[arg(long, value_name = "MiB", default_value_t = 1024)]
+    pub disk_cache_size: u64,
+    /// Folder of the disk cache, used by one mount at a time (default: a folder per remote under
+    /// $XDG_CACHE_HOME/cloudmount/blocks, or /var/cache/cloudmount/blocks for root).
+    #[arg(long, value_name = "DIR")]
+    pub disk_cache_dir: Option<PathBuf>,
+    /// Share of the disk cache's filesystem left free, in percent: no block is stored that would
+    /// leave less.
+    #[arg(long, value_name = "PERCENT", default_value_t = 5.0)]
+    pub disk_cache_min_free: f64,
     /// Size of one cached block (and of one ranged download), in KiB.
     #[arg(long, value_name = "KiB", default_value_t = 1024)]
     pub block_size: u64,

@@ -283,6 +283,9 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan> {
     if cache_bytes < 4 * block_size {
         bail!("--cache-size must hold at least 4 blocks ({} KiB)", 4 * args.block_size);
     }
+    if !(0.0..=100.0).contains(&args.disk_cache_min_free) {
+        bail!("--disk-cache-min-free must be a percentage between 0 and 100");
+    }
     let attr_ttl = secs("ttl", args.ttl)?;
     let negative_ttl = match args.negative_ttl {
         Some(v) => secs("negative-ttl", v)?,
@@ -318,6 +321,9 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan> {
             negative_ttl,
             block_size,
             cache_bytes,
+            disk_cache_dir: args.disk_cache_dir.clone(),
+            disk_cache_bytes: args.disk_cache_size.saturating_mul(1 << 20),
+            disk_cache_min_free: args.disk_cache_min_free / 100.0,
             max_prefetch_bytes: args.prefetch.saturating_mul(1 << 20),
             read_only: args.read_only,
         },
@@ -468,6 +474,9 @@ fn connect_onedrive(rt: &tokio::runtime::Runtime, t: &OneDriveTarget, plan: &Mou
 fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut Readiness) -> Result<()> {
     let Connected { remote, key, auth } = connect(rt, plan)?;
     let mut fs_cfg = plan.fs.clone();
+    if fs_cfg.disk_cache_bytes > 0 && fs_cfg.disk_cache_dir.is_none() {
+        fs_cfg.disk_cache_dir = Some(state::default_disk_cache_dir(&key));
+    }
     if !remote.capabilities().writes && !fs_cfg.read_only {
         tracing::info!(
             remote = %remote.describe(),
@@ -561,6 +570,8 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
     ran.context("the FUSE session ended with an error")?;
     publishing.abort();
     polling.abort();
+    // Blocks on their way to the disk cache are worth the next mount's reads.
+    rt.block_on(fs.flush_disk_cache());
     tracing::info!(mountpoint = %plan.mountpoint.display(), "unmounted");
 
     if let Some(queue) = fs.upload_queue() {

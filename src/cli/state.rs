@@ -19,6 +19,19 @@ pub fn default_state_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/lib/cloudmount"))
 }
 
+/// The disk cache folder of remote `url` (a URL or a drive URL): `$XDG_CACHE_HOME/cloudmount/blocks/KEY`
+/// (`~/.cache/...`) for a user, `/var/cache/cloudmount/blocks/KEY` for root (a system mount from
+/// fstab, whose home is not the place for a cache) or when there is no home.
+pub fn default_disk_cache_dir(url: &str) -> PathBuf {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let root = unsafe { libc::geteuid() } == 0;
+    let base = directories::ProjectDirs::from("", "", "cloudmount")
+        .filter(|_| !root)
+        .map(|d| d.cache_dir().to_path_buf())
+        .unwrap_or_else(|| PathBuf::from("/var/cache/cloudmount"));
+    base.join("blocks").join(remote_key(url))
+}
+
 /// A stable, readable folder name for a remote URL: its host and path made safe, plus a hash of
 /// the whole URL so two similar URLs never share a journal.
 pub fn remote_key(url: &str) -> String {

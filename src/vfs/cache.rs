@@ -99,6 +99,11 @@ impl BlockCache {
         inner.blocks.contains(key) || inner.in_flight.contains_key(key)
     }
 
+    /// The block when held in memory (it becomes the most recently used).
+    pub fn get(&self, key: &BlockKey) -> Option<Bytes> {
+        self.lock().blocks.get(key).cloned()
+    }
+
     /// The block, from memory when held, else from `fetch` (shared with concurrent callers asking
     /// for the same key).
     pub async fn get_or_fetch<F, Fut>(&self, key: BlockKey, fetch: F) -> FsResult<Bytes>

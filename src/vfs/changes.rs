@@ -145,7 +145,7 @@ impl DriveFs {
                         match self.inodes.apply_upsert(&parent, entry.clone(), valid_until, &mut out) {
                             Some(replaced) => {
                                 if replaced.is_some() {
-                                    self.cache.purge_other_versions(&entry.id, Some(&content_tag(&entry)));
+                                    self.purge_blocks(&entry.id, Some(&content_tag(&entry)));
                                 }
                                 if out.len() > n {
                                     applied.changed += 1;
@@ -169,7 +169,7 @@ impl DriveFs {
         }
         for id in deletions {
             if self.inodes.apply_gone(&id, &mut out) {
-                self.cache.purge_other_versions(&id, None);
+                self.purge_blocks(&id, None);
                 applied.removed += 1;
             }
         }
@@ -177,7 +177,7 @@ impl DriveFs {
             // A full enumeration: what we know and it does not name is gone.
             for (id, ino) in self.inodes.known_ids() {
                 if ino != ROOT_INO && !present.contains(&id) && self.inodes.apply_gone(&id, &mut out) {
-                    self.cache.purge_other_versions(&id, None);
+                    self.purge_blocks(&id, None);
                     applied.removed += 1;
                 }
             }
@@ -299,7 +299,7 @@ impl DriveFs {
             let (stored, replaced) = self.inodes.set_listing(ino, children, until);
             for (id, _) in replaced {
                 if let Some((_, e)) = stored.iter().find(|(_, e)| e.id == id) {
-                    self.cache.purge_other_versions(&id, Some(&content_tag(e)));
+                    self.purge_blocks(&id, Some(&content_tag(e)));
                 }
             }
         }

@@ -2,6 +2,7 @@
 //! only translates arguments and replies; tests call them directly against an in-memory remote.
 
 use std::ffi::OsStr;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use crate::remote::{Entry, EntryKind, ItemId, Quota, Remote, Version};
 
 use super::attr::{content_tag, Attr, Ownership};
 use super::cache::{BlockCache, BlockKey, CacheStats};
+use super::disk_cache::{DiskCache, DiskCacheError, DiskStats};
 use super::error::{FsError, FsResult};
 use super::handles::{DirHandle, DirSlot, FileHandle, HandleTable};
 use super::inode::{InodeTable, ROOT_INO};
@@ -33,6 +35,13 @@ pub struct FsConfig {
     pub block_size: u64,
     /// Memory cap of the block cache, in bytes.
     pub cache_bytes: u64,
+    /// Where downloaded blocks are kept on disk (`None`: memory only). One mount per folder.
+    pub disk_cache_dir: Option<PathBuf>,
+    /// Cap of the disk cache, in bytes (0: no disk cache).
+    pub disk_cache_bytes: u64,
+    /// Share of the disk cache's filesystem it leaves free (0.05: no block is stored when that
+    /// would leave less than 5% free).
+    pub disk_cache_min_free: f64,
     /// How far ahead a sequential reader may prefetch, in bytes (also kept within a quarter of
     /// the cache, so prefetched blocks are not evicted before they are read).
     pub max_prefetch_bytes: u64,
@@ -48,6 +57,9 @@ impl Default for FsConfig {
             negative_ttl: Duration::from_secs(5),
             block_size: 1 << 20,
             cache_bytes: 128 << 20,
+            disk_cache_dir: None,
+            disk_cache_bytes: 0,
+            disk_cache_min_free: super::disk_cache::MIN_FREE_FRACTION,
             max_prefetch_bytes: 32 << 20,
             read_only: true,
         }
@@ -116,6 +128,8 @@ pub struct DriveFs {
     pub(super) cfg: FsConfig,
     pub(super) inodes: InodeTable,
     pub(super) cache: Arc<BlockCache>,
+    /// Blocks kept on local disk, under the memory cache (see [`super::disk_cache`]).
+    pub(super) disk: Option<Arc<DiskCache>>,
     pub(super) files: HandleTable<FileHandle>,
     pub(super) dirs: HandleTable<DirHandle>,
     quota: Mutex<Option<(Instant, Option<Quota>)>>,
@@ -137,11 +151,13 @@ impl DriveFs {
         }
         let inodes = InodeTable::new(root, Instant::now() + cfg.attr_ttl);
         let cache = Arc::new(BlockCache::new(cfg.block_size, cfg.cache_bytes));
+        let disk = open_disk_cache(&cfg).await;
         Ok(Arc::new(DriveFs {
             remote,
             cfg,
             inodes,
             cache,
+            disk,
             files: HandleTable::default(),
             dirs: HandleTable::default(),
             quota: Mutex::new(None),
@@ -161,6 +177,26 @@ impl DriveFs {
         self.cache.stats()
     }
 
+    /// Disk cache counters (`None` when the mount has no disk cache).
+    pub fn disk_cache_stats(&self) -> Option<DiskStats> {
+        self.disk.as_ref().map(|d| d.stats())
+    }
+
+    /// Wait until the blocks handed to the disk cache are written (tests, and before exit).
+    pub async fn flush_disk_cache(&self) {
+        if let Some(disk) = &self.disk {
+            disk.flush().await;
+        }
+    }
+
+    /// Drop the cached blocks (memory and disk) of `id` other than version `keep` (all for `None`).
+    pub(super) fn purge_blocks(&self, id: &ItemId, keep: Option<&Version>) {
+        self.cache.purge_other_versions(id, keep);
+        if let Some(disk) = &self.disk {
+            disk.purge_other_versions(id, keep);
+        }
+    }
+
     /// Number of inodes held.
     pub fn inode_count(&self) -> usize {
         self.inodes.len()
@@ -173,7 +209,7 @@ impl DriveFs {
     fn drop_replaced(&self, id: &ItemId, replaced: Option<Version>, current: &Entry) {
         if replaced.is_some() {
             tracing::debug!(item = %id, "content changed on the server; dropping cached blocks");
-            self.cache.purge_other_versions(id, Some(&content_tag(current)));
+            self.purge_blocks(id, Some(&content_tag(current)));
         }
     }
 
@@ -373,30 +409,51 @@ impl DriveFs {
             .unwrap_or_else(|e| e.into_inner())
             .on_read(offset, end - offset, bs, block_count);
         for index in ahead {
-            if !self.cache.contains_or_pending(&self.block_key(h, index)) {
-                let (cache, remote, h) = (self.cache.clone(), self.remote.clone(), h.clone());
+            let key = self.block_key(h, index);
+            let on_disk = self.disk.as_ref().is_some_and(|d| d.contains(&key));
+            if !on_disk && !self.cache.contains_or_pending(&key) {
+                let (cache, disk, remote, h) = (self.cache.clone(), self.disk.clone(), self.remote.clone(), h.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = fetch_block(&cache, remote.as_ref(), &h, index).await {
+                    if let Err(e) = fetch_block(&cache, disk.as_ref(), remote.as_ref(), &h, index).await {
                         tracing::debug!(item = %h.id, block = index, error = %e, "prefetch failed");
                     }
                 });
             }
         }
 
-        let blocks =
-            try_join_all((first..=last).map(|index| fetch_block(&self.cache, self.remote.as_ref(), h, index))).await?;
-        if blocks.len() == 1 {
-            let start = (offset - first * bs) as usize;
-            return Ok(blocks[0].slice(start..start + (end - offset) as usize));
+        let parts = try_join_all((first..=last).map(|index| {
+            let block_start = index * bs;
+            let from = offset.saturating_sub(block_start);
+            let to = (end - block_start).min(bs);
+            self.block_range(h, index, from, to)
+        }))
+        .await?;
+        if parts.len() == 1 {
+            return Ok(parts.into_iter().next().expect("one part"));
         }
         let mut out = BytesMut::with_capacity((end - offset) as usize);
-        for (i, block) in blocks.iter().enumerate() {
-            let block_start = (first + i as u64) * bs;
-            let from = offset.saturating_sub(block_start) as usize;
-            let to = ((end - block_start) as usize).min(block.len());
-            out.extend_from_slice(&block[from..to]);
+        for part in &parts {
+            out.extend_from_slice(part);
         }
         Ok(out.freeze())
+    }
+
+    /// Bytes `[from, to)` of block `index` of `h`'s file: from memory, else from the disk cache
+    /// (only the range: a random read must not pull whole blocks into memory), else downloaded
+    /// into memory and handed to the disk cache.
+    async fn block_range(&self, h: &FileHandle, index: u64, from: u64, to: u64) -> FsResult<Bytes> {
+        let key = self.block_key(h, index);
+        if let Some(block) = self.cache.get(&key) {
+            return Ok(slice_of(&block, from, to));
+        }
+        if let Some(disk) = &self.disk {
+            let block_len = block_len(h, index, self.cache.block_size());
+            if let Some(data) = disk.read(&key, block_len, from, to - from).await {
+                return Ok(data);
+            }
+        }
+        let block = fetch_block(&self.cache, self.disk.as_ref(), self.remote.as_ref(), h, index).await?;
+        Ok(slice_of(&block, from, to))
     }
 
     fn block_key(&self, h: &FileHandle, index: u64) -> BlockKey {
@@ -456,7 +513,7 @@ impl DriveFs {
                 let (children, replaced) = self.inodes.set_listing(ino, listed, valid_until);
                 for (id, _) in replaced {
                     if let Some((_, e)) = children.iter().find(|(_, e)| e.id == id) {
-                        self.cache.purge_other_versions(&id, Some(&content_tag(e)));
+                        self.purge_blocks(&id, Some(&content_tag(e)));
                     }
                 }
                 children
@@ -607,19 +664,61 @@ impl DriveFs {
     }
 }
 
-/// One block of `h`'s file, from the cache or the server. A short answer that is not the end of
-/// the file means the server holds something other than the version we opened.
-async fn fetch_block(cache: &BlockCache, remote: &dyn Remote, h: &FileHandle, index: u64) -> FsResult<Bytes> {
+/// Length of block `index` of `h`'s file: the block size, less at the end of the file.
+fn block_len(h: &FileHandle, index: u64, block_size: u64) -> u64 {
+    block_size.min(h.size.saturating_sub(index * block_size))
+}
+
+/// `block[from..to]`, clipped to the block.
+fn slice_of(block: &Bytes, from: u64, to: u64) -> Bytes {
+    let to = (to as usize).min(block.len());
+    block.slice((from as usize).min(to)..to)
+}
+
+/// Open the disk cache the settings ask for. Failing that (another mount holds the folder, it
+/// cannot be created) the mount goes on with the memory cache alone.
+async fn open_disk_cache(cfg: &FsConfig) -> Option<Arc<DiskCache>> {
+    let dir = cfg.disk_cache_dir.clone().filter(|_| cfg.disk_cache_bytes > 0)?;
+    let (cap, min_free) = (cfg.disk_cache_bytes, cfg.disk_cache_min_free);
+    let opened = tokio::task::spawn_blocking(move || DiskCache::open(&dir, cap, min_free)).await;
+    match opened {
+        Ok(Ok(disk)) => Some(Arc::new(disk)),
+        Ok(Err(e @ DiskCacheError::Locked(_))) => {
+            tracing::warn!(error = %e, "running without a disk cache: its folder is not shared between mounts");
+            None
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "running without a disk cache");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "opening the disk cache failed; running without it");
+            None
+        }
+    }
+}
+
+/// One block of `h`'s file, from the memory cache or the server; a downloaded block is also handed
+/// to the disk cache. A short answer that is not the end of the file means the server holds
+/// something other than the version we opened.
+async fn fetch_block(
+    cache: &BlockCache,
+    disk: Option<&Arc<DiskCache>>,
+    remote: &dyn Remote,
+    h: &FileHandle,
+    index: u64,
+) -> FsResult<Bytes> {
     let bs = cache.block_size();
     let key = BlockKey {
         id: h.id.clone(),
         version: h.tag.clone(),
         index,
     };
+    let disk_key = key.clone();
     cache
         .get_or_fetch(key, || async move {
             let offset = index * bs;
-            let len = bs.min(h.size.saturating_sub(offset));
+            let len = block_len(h, index, bs);
             let data = remote
                 .read(&h.id, h.remote_version.as_ref(), offset, len)
                 .await
@@ -635,6 +734,9 @@ async fn fetch_block(cache: &BlockCache, remote: &dyn Remote, h: &FileHandle, in
                     "{} is shorter on the server than when opened; reopen it",
                     h.id
                 ));
+            }
+            if let Some(disk) = disk {
+                disk.store(disk_key, data.clone()).await;
             }
             Ok(data)
         })

@@ -5,6 +5,7 @@
 pub mod attr;
 pub mod cache;
 pub mod changes;
+pub mod disk_cache;
 mod error;
 pub mod fs;
 pub mod handles;

@@ -45,6 +45,7 @@ struct Shared {
     /// The exact `Authorization` header value demanded, if any.
     auth: Option<String>,
     get_body_bytes: AtomicU64,
+    get_requests: AtomicU64,
     requests: AtomicU64,
     hang: watch::Sender<bool>,
     hang_puts: watch::Sender<bool>,
@@ -95,6 +96,7 @@ impl DavServer {
             handler,
             auth,
             get_body_bytes: AtomicU64::new(0),
+            get_requests: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             hang,
             hang_puts,
@@ -133,6 +135,11 @@ impl DavServer {
         self.shared.get_body_bytes.load(Ordering::SeqCst)
     }
 
+    /// Number of GET requests (content downloads) received since start/reset.
+    pub fn get_requests(&self) -> u64 {
+        self.shared.get_requests.load(Ordering::SeqCst)
+    }
+
     /// Number of requests received since start/reset.
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::SeqCst)
@@ -140,6 +147,7 @@ impl DavServer {
 
     pub fn reset_counters(&self) {
         self.shared.get_body_bytes.store(0, Ordering::SeqCst);
+        self.shared.get_requests.store(0, Ordering::SeqCst);
         self.shared.requests.store(0, Ordering::SeqCst);
     }
 
@@ -294,6 +302,9 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
         }
     }
     let is_get = req.method() == Method::GET;
+    if is_get {
+        shared.get_requests.fetch_add(1, Ordering::SeqCst);
+    }
     let (parts, body) = shared.handler.handle(req).await.into_parts();
     let body = if is_get {
         let counter = shared.clone();

@@ -458,6 +458,14 @@ impl Mount {
         if !args.contains(&"--state-dir") {
             cmd.arg("--state-dir").arg(logs.path().join("state"));
         }
+        // Likewise the disk block cache, unless the test names one (to see it outlive a mount); with no free-space
+        // floor, so every mount uses it however full the test machine's disk is.
+        if !args.contains(&"--disk-cache-dir") {
+            cmd.arg("--disk-cache-dir").arg(logs.path().join("disk-cache"));
+        }
+        if !args.contains(&"--disk-cache-min-free") {
+            cmd.args(["--disk-cache-min-free", "0"]);
+        }
         cmd.envs(env.iter().copied());
         let what = describe(&cmd);
         // Output goes to a file, not a pipe: a daemon that logs a lot must never block on a pipe nobody reads.
