@@ -389,3 +389,49 @@ async fn a_second_core_on_a_disk_cache_in_use_runs_without_it() {
     let ino = second.lookup(1, OsStr::new("f")).await.unwrap().attr.ino;
     assert_eq!(read_all(&second, ino, 8192).await, content);
 }
+
+/// Reads answered without waiting (the FUSE thread's fast path) give the same bytes as the async path, only for
+/// what is local, and keep the sequential prefetch going.
+#[tokio::test]
+async fn reads_of_cached_blocks_are_answered_at_once_and_keep_prefetching() {
+    let remote = Arc::new(MemoryRemote::new());
+    let content = data(32 * BS as usize, 9);
+    remote.put_file("seq", content.clone());
+    let fs = fs_over(&remote, Duration::from_secs(60)).await;
+    let ino = fs.lookup(1, OsStr::new("seq")).await.unwrap().attr.ino;
+    let fh = fs.open(ino, libc::O_RDONLY).await.unwrap().fh;
+    assert!(fs.try_read_now(fh, 0, 4096).is_none(), "nothing is cached yet");
+    // The first read downloads block 0 and starts prefetching the next ones.
+    let mut off = 0u64;
+    let first = fs.read(fh, off, BS as u32).await.unwrap();
+    assert_eq!(&first[..], &content[..BS as usize]);
+    off += BS;
+    // Then read on at once only: each block must come from the prefetch that the reads before it started
+    // (a read at once that did not keep prefetching would leave the next block missing for good).
+    while off < content.len() as u64 {
+        let mut waited = 0;
+        let got = loop {
+            if let Some(r) = fs.try_read_now(fh, off, BS as u32) {
+                break r.unwrap();
+            }
+            waited += 1;
+            assert!(waited < 2000, "block at {off} never arrived: prefetching stopped");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert_eq!(
+            &got[..],
+            &content[off as usize..off as usize + BS as usize],
+            "bytes at {off}"
+        );
+        off += BS;
+    }
+    // Every block was downloaded once: reads at once kept the prefetcher going.
+    let fetched = remote.bytes_read.load(Ordering::SeqCst);
+    assert_eq!(fetched, content.len() as u64, "each byte downloaded once");
+    assert!(fs
+        .try_read_now(fh, content.len() as u64, 10)
+        .unwrap()
+        .unwrap()
+        .is_empty());
+    fs.release(fh).await.unwrap();
+}

@@ -334,6 +334,13 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if let Some(done) = self.fs.try_read_now(fh.0, offset, size) {
+            match done {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(failed("read", e)),
+            }
+            return;
+        }
         let fs = self.fs.clone();
         self.rt.spawn(async move {
             match fs.read(fh.0, offset, size).await {

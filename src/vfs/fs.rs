@@ -140,6 +140,9 @@ pub struct DriveFs {
     pub(super) write_gate: tokio::sync::RwLock<()>,
     /// Where remote changes tell the kernel what to forget (see [`super::changes`]).
     pub(super) invalidate_tx: Mutex<Option<tokio::sync::mpsc::UnboundedSender<super::changes::Invalidation>>>,
+    /// The runtime the core was built in, so reads answered outside it
+    /// ([`DriveFs::try_read_now`]) can still start prefetches.
+    rt: tokio::runtime::Handle,
 }
 
 impl DriveFs {
@@ -164,6 +167,7 @@ impl DriveFs {
             writeback: std::sync::OnceLock::new(),
             write_gate: tokio::sync::RwLock::new(()),
             invalidate_tx: Mutex::new(None),
+            rt: tokio::runtime::Handle::current(),
         }))
     }
 
@@ -394,15 +398,51 @@ impl DriveFs {
         }
     }
 
-    async fn read_remote(&self, h: &Arc<FileHandle>, offset: u64, size: u32) -> FsResult<Bytes> {
+    /// [`DriveFs::read`] without waiting, for the FUSE thread: when every byte asked for is local
+    /// (content being written, blocks in memory or in the disk cache), answer where the request
+    /// arrived. A read from the disk cache is a `pread` of the page cache, and two thread hops
+    /// (to a tokio worker, to the blocking pool) cost more than it: random 4 KiB reads of a
+    /// cached file ran at a fifth of the speed through them. `None` when something has to be
+    /// downloaded (or the handle is unknown): then call [`DriveFs::read`].
+    pub fn try_read_now(&self, fh: u64, offset: u64, size: u32) -> Option<FsResult<Bytes>> {
+        let h = self.files.get(fh)?;
+        if let Some(local) = self.inodes.get(h.ino).and_then(|n| n.local) {
+            return Some(super::write::read_local(&local, offset, size));
+        }
         if offset >= h.size || size == 0 {
-            return Ok(Bytes::new());
+            return Some(Ok(Bytes::new()));
         }
         let end = offset.saturating_add(size as u64).min(h.size);
         let bs = self.cache.block_size();
-        let block_count = h.size.div_ceil(bs);
         let (first, last) = (offset / bs, (end - 1) / bs);
+        let mut parts = Vec::with_capacity((last - first + 1) as usize);
+        for index in first..=last {
+            let block_start = index * bs;
+            let from = offset.saturating_sub(block_start);
+            let to = (end - block_start).min(bs);
+            let key = self.block_key(&h, index);
+            let part = match self.cache.get(&key) {
+                Some(block) => slice_of(&block, from, to),
+                None => {
+                    let disk = self.disk.as_ref()?;
+                    if !disk.contains(&key) {
+                        return None;
+                    }
+                    disk.read_blocking(&key, block_len(&h, index, bs), from, to - from)?
+                }
+            };
+            parts.push(part);
+        }
+        self.start_prefetch(&h, offset, end);
+        h.served.store(true, Ordering::Relaxed);
+        Some(Ok(concat(parts)))
+    }
 
+    /// Note a read of `[offset, end)` in `h`'s read pattern and start downloading the blocks it
+    /// says a sequential reader will want next.
+    fn start_prefetch(&self, h: &Arc<FileHandle>, offset: u64, end: u64) {
+        let bs = self.cache.block_size();
+        let block_count = h.size.div_ceil(bs);
         let ahead = h
             .pattern
             .lock()
@@ -413,13 +453,23 @@ impl DriveFs {
             let on_disk = self.disk.as_ref().is_some_and(|d| d.contains(&key));
             if !on_disk && !self.cache.contains_or_pending(&key) {
                 let (cache, disk, remote, h) = (self.cache.clone(), self.disk.clone(), self.remote.clone(), h.clone());
-                tokio::spawn(async move {
+                self.rt.spawn(async move {
                     if let Err(e) = fetch_block(&cache, disk.as_ref(), remote.as_ref(), &h, index).await {
                         tracing::debug!(item = %h.id, block = index, error = %e, "prefetch failed");
                     }
                 });
             }
         }
+    }
+
+    async fn read_remote(&self, h: &Arc<FileHandle>, offset: u64, size: u32) -> FsResult<Bytes> {
+        if offset >= h.size || size == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = offset.saturating_add(size as u64).min(h.size);
+        let bs = self.cache.block_size();
+        let (first, last) = (offset / bs, (end - 1) / bs);
+        self.start_prefetch(h, offset, end);
 
         let parts = try_join_all((first..=last).map(|index| {
             let block_start = index * bs;
@@ -428,14 +478,7 @@ impl DriveFs {
             self.block_range(h, index, from, to)
         }))
         .await?;
-        if parts.len() == 1 {
-            return Ok(parts.into_iter().next().expect("one part"));
-        }
-        let mut out = BytesMut::with_capacity((end - offset) as usize);
-        for part in &parts {
-            out.extend_from_slice(part);
-        }
-        Ok(out.freeze())
+        Ok(concat(parts))
     }
 
     /// Bytes `[from, to)` of block `index` of `h`'s file: from memory, else from the disk cache
@@ -670,6 +713,18 @@ fn block_len(h: &FileHandle, index: u64, block_size: u64) -> u64 {
 }
 
 /// `block[from..to]`, clipped to the block.
+/// The parts of a read as one buffer (no copy for a single part).
+fn concat(parts: Vec<Bytes>) -> Bytes {
+    if parts.len() == 1 {
+        return parts.into_iter().next().expect("one part");
+    }
+    let mut out = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+    for part in &parts {
+        out.extend_from_slice(part);
+    }
+    out.freeze()
+}
+
 fn slice_of(block: &Bytes, from: u64, to: u64) -> Bytes {
     let to = (to as usize).min(block.len());
     block.slice((from as usize).min(to)..to)
