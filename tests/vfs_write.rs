@@ -692,3 +692,21 @@ async fn a_streamed_file_leaves_nothing_behind() {
         assert!(left.is_empty(), "{sub} keeps {left:?}");
     }
 }
+
+/// A reader that opened a new file before its first upload landed goes on reading it after the local copy is gone
+/// (it then reads the server's copy, which holds the same bytes).
+#[tokio::test]
+async fn a_reader_opened_before_the_first_upload_reads_on_after_it() {
+    let s = setup().await;
+    let (_, o) = s.fs.create(1, os("fresh.txt"), libc::O_WRONLY).await.unwrap();
+    s.fs.write(o.fh, 0, b"new bytes, read later").await.unwrap();
+    s.fs.flush(o.fh).await.unwrap();
+    let ino = ino_of(&s.fs, "fresh.txt").await;
+    let reader = s.fs.open(ino, libc::O_RDONLY).await.unwrap().fh;
+    s.fs.release(o.fh).await.unwrap();
+    until_uploaded(&s).await;
+    assert!(s.remote.file_content("fresh.txt").is_some());
+    let got = s.fs.read(reader, 0, 100).await.unwrap();
+    assert_eq!(&got[..], b"new bytes, read later");
+    s.fs.release(reader).await.unwrap();
+}

@@ -361,10 +361,17 @@ impl DriveFs {
             .files
             .get(fh)
             .ok_or_else(|| fs_err!(libc::EBADF, "unknown file handle {fh}"))?;
-        if let Some(local) = self.inodes.get(h.ino).and_then(|n| n.local) {
+        let node = self.inodes.get(h.ino);
+        if let Some(local) = node.as_ref().and_then(|n| n.local.clone()) {
             // Content being written or waiting for upload is what every reader sees.
             return super::write::read_local(&local, offset, size);
         }
+        let h = match node {
+            // Opened while the file was only local: its upload has landed since (else it would
+            // still have local content), so read the server's copy, which holds those bytes.
+            Some(node) if is_local_id(&h.id) && !is_local_id(&node.entry.id) => self.repin(fh, &h, &node.entry),
+            _ => h,
+        };
         match self.read_remote(&h, offset, size).await {
             // Nothing was served through this handle yet, so moving it to the server's current
             // version still gives the reader one consistent version. (Servers may report another
@@ -374,18 +381,7 @@ impl DriveFs {
                 if let Some(up) = self.inodes.refresh(h.ino, entry.clone(), self.valid_until()) {
                     self.drop_replaced(&entry.id, up.replaced_tag, &entry);
                 }
-                let pattern = h.pattern.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let repinned = Arc::new(FileHandle {
-                    ino: h.ino,
-                    id: entry.id.clone(),
-                    tag: content_tag(&entry),
-                    remote_version: entry.version.clone(),
-                    size: entry.size,
-                    pattern: Mutex::new(pattern),
-                    writable: h.writable,
-                    served: Default::default(),
-                });
-                self.files.replace(fh, repinned.clone());
+                let repinned = self.repin(fh, &h, &entry);
                 let data = self.read_remote(&repinned, offset, size).await?;
                 repinned.served.store(true, Ordering::Relaxed);
                 Ok(data)
@@ -398,6 +394,23 @@ impl DriveFs {
         }
     }
 
+    /// Point handle `fh` (now `h`) at `entry`'s content from here on, keeping its read pattern.
+    fn repin(&self, fh: u64, h: &FileHandle, entry: &Entry) -> Arc<FileHandle> {
+        let pattern = h.pattern.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let repinned = Arc::new(FileHandle {
+            ino: h.ino,
+            id: entry.id.clone(),
+            tag: content_tag(entry),
+            remote_version: entry.version.clone(),
+            size: entry.size,
+            pattern: Mutex::new(pattern),
+            writable: h.writable,
+            served: Default::default(),
+        });
+        self.files.replace(fh, repinned.clone());
+        repinned
+    }
+
     /// [`DriveFs::read`] without waiting, for the FUSE thread: when every byte asked for is local
     /// (content being written, blocks in memory or in the disk cache), answer where the request
     /// arrived. A read from the disk cache is a `pread` of the page cache, and two thread hops
@@ -408,6 +421,9 @@ impl DriveFs {
         let h = self.files.get(fh)?;
         if let Some(local) = self.inodes.get(h.ino).and_then(|n| n.local) {
             return Some(super::write::read_local(&local, offset, size));
+        }
+        if is_local_id(&h.id) {
+            return None;
         }
         if offset >= h.size || size == 0 {
             return Some(Ok(Bytes::new()));
@@ -713,6 +729,12 @@ fn block_len(h: &FileHandle, index: u64, block_size: u64) -> u64 {
 }
 
 /// `block[from..to]`, clipped to the block.
+/// Whether `id` is the placeholder of a file created here that the server does not hold yet
+/// (it gets its server id when its first upload lands).
+pub(super) fn is_local_id(id: &ItemId) -> bool {
+    id.as_str().starts_with("local:")
+}
+
 /// The parts of a read as one buffer (no copy for a single part).
 fn concat(parts: Vec<Bytes>) -> Bytes {
     if parts.len() == 1 {

@@ -894,7 +894,7 @@ impl DriveFs {
     /// Whether `node` exists on the server yet (a file created here gets its server id once its
     /// first upload lands).
     fn on_server(node: &super::inode::Node) -> bool {
-        !node.entry.id.as_str().starts_with("local:")
+        !super::fs::is_local_id(&node.entry.id)
     }
 
     /// Delete file `name` from `parent`.
