@@ -710,3 +710,55 @@ async fn a_reader_opened_before_the_first_upload_reads_on_after_it() {
     assert_eq!(&got[..], b"new bytes, read later");
     s.fs.release(reader).await.unwrap();
 }
+
+/// Files being written for a long time (uploads that follow their writers) never hold back the uploads of files
+/// already closed.
+#[tokio::test]
+async fn files_still_being_written_do_not_hold_back_closed_ones() {
+    let s = streaming_setup().await; // two uploads at once
+    let a = append_open(&s.fs, "slow-a.bin", &pattern(5 * MIB, 8)).await;
+    let b = append_open(&s.fs, "slow-b.bin", &pattern(5 * MIB, 9)).await;
+    let remote = s.remote.clone();
+    soon("both writers are followed", || {
+        remote.growing_started.load(std::sync::atomic::Ordering::Relaxed) == 2
+    })
+    .await;
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        write_file(&s.fs, 1, "small.txt", b"closed while the others are open"),
+    )
+    .await
+    .expect("a closed file's upload must not wait for files still being written"); // fsync inside
+    assert_eq!(
+        s.remote.file_content("small.txt").unwrap().as_ref(),
+        b"closed while the others are open"
+    );
+    s.fs.release(a).await.unwrap();
+    s.fs.release(b).await.unwrap();
+    until_uploaded(&s).await;
+    assert_eq!(s.remote.growing_applied.load(std::sync::atomic::Ordering::Relaxed), 2);
+}
+
+/// A file rewritten while its streamed upload is still landing ends with the new content on the server (the newer
+/// version goes up whole, not through the old writer's stream).
+#[tokio::test]
+async fn a_rewrite_while_the_streamed_upload_lands_ends_with_the_new_content() {
+    let s = streaming_setup().await;
+    let old = pattern(6 * MIB, 10);
+    let fh = append_open(&s.fs, "twice.bin", &old).await;
+    let remote = s.remote.clone();
+    soon("the upload started", || {
+        remote.growing_started.load(std::sync::atomic::Ordering::Relaxed) == 1
+    })
+    .await;
+    s.remote.set_upload_delay(Duration::from_millis(300));
+    s.fs.release(fh).await.unwrap(); // sealed; the upload lands after the delay
+    let ino = ino_of(&s.fs, "twice.bin").await;
+    let fh = s.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap().fh;
+    let new = pattern(3 * MIB, 11);
+    append(&s.fs, fh, 0, &new).await;
+    s.fs.release(fh).await.unwrap();
+    s.remote.set_upload_delay(Duration::ZERO);
+    until_uploaded(&s).await;
+    assert_eq!(s.remote.file_content("twice.bin").unwrap().as_ref(), &new[..]);
+}

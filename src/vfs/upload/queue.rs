@@ -166,6 +166,10 @@ impl Item {
 struct State {
     items: BTreeMap<String, Item>,
     running: usize,
+    /// Uploads that follow a writer, running: counted apart, so files being written slowly (a
+    /// download saved into the mount) never hold back the uploads of closed files. At most
+    /// `parallel` of them too.
+    following: usize,
     stopped: bool,
     /// The last generation handed out. Queue-wide, so a key queued again after its item left the
     /// queue never reuses a generation its file has already seen land (the core keeps the last
@@ -273,6 +277,10 @@ impl UploadQueue {
                 // record takes the item over; the staged file was the core's and still is.
                 if let Some(g) = &item.growing {
                     g.spoil();
+                }
+                if !item.running {
+                    // Nothing follows the writer any more: the next attempt uploads the file whole.
+                    item.growing = None;
                 }
                 record.base_version = item.record.base_version.clone();
                 self.journal.put(&record)?;
@@ -579,7 +587,9 @@ impl UploadQueue {
         let now = Instant::now();
         let mut ready = Vec::new();
         let mut next = None::<Instant>;
-        let free = self.cfg.parallel.saturating_sub(state.running);
+        let mut free = self.cfg.parallel.saturating_sub(state.running);
+        let mut free_following = self.cfg.parallel.saturating_sub(state.following);
+        let (mut started, mut started_following) = (0, 0);
         for item in state.items.values_mut() {
             if item.running || !matches!(item.record.state, UploadState::Pending) {
                 continue;
@@ -588,7 +598,18 @@ impl UploadQueue {
                 next = Some(next.map_or(item.not_before, |n| n.min(item.not_before)));
                 continue;
             }
-            if ready.len() < free {
+            let slots = if item.growing.is_some() {
+                &mut free_following
+            } else {
+                &mut free
+            };
+            if *slots > 0 {
+                *slots -= 1;
+                if item.growing.is_some() {
+                    started_following += 1;
+                } else {
+                    started += 1;
+                }
                 item.running = true;
                 item.sent = TransferProgress::new();
                 ready.push(Ready {
@@ -599,7 +620,8 @@ impl UploadQueue {
                 });
             }
         }
-        state.running += ready.len();
+        state.running += started;
+        state.following += started_following;
         (ready, next)
     }
 
@@ -717,6 +739,16 @@ impl UploadQueue {
             // newer one came since: the ordinary ending applies.
             Ok(entry) if file.sealed().is_some() => {
                 tracing::debug!(file = %key, "uploaded while it was written");
+                {
+                    // `finish` ends an ordinary attempt: count this one as such. Newer content
+                    // queued meanwhile goes up whole, never through this writer's file.
+                    let mut state = self.lock();
+                    state.following -= 1;
+                    state.running += 1;
+                    if let Some(item) = state.items.get_mut(key) {
+                        item.growing = None;
+                    }
+                }
                 self.finish(key, generation, Ok((entry, false)));
             }
             outcome => {
@@ -725,7 +757,7 @@ impl UploadQueue {
                         "the upload that followed the writer stopped; the whole file goes up instead");
                 }
                 let mut state = self.lock();
-                state.running -= 1;
+                state.following -= 1;
                 if let Some(item) = state.items.get_mut(key) {
                     item.running = false;
                     item.growing = None;
