@@ -253,6 +253,19 @@ fn a_closed_file_survives_kill_9_of_the_daemon() {
     m.unmount();
 }
 
+/// `cloudmount status --json` of the mounts that use state directory `state`: the answer parsed (`Null` when it is
+/// not JSON) and all its output, for messages.
+fn status_json(state: &Path) -> (serde_json::Value, String) {
+    let status = run(
+        Command::new(cloudmount_bin())
+            .args(["status", "--json", "--state-dir"])
+            .arg(state),
+        QUICK,
+    );
+    let parsed = serde_json::from_str(&status.stdout_text()).unwrap_or(serde_json::Value::Null);
+    (parsed, status.both())
+}
+
 /// `cloudmount status` shows an upload under way with the bytes sent so far; once the server reads again, the
 /// file arrives intact.
 #[test]
@@ -274,16 +287,8 @@ fn status_shows_the_bytes_sent_of_an_upload_under_way() {
         Duration::from_secs(20),
         "`cloudmount status --json` shows bytes sent",
         || {
-            let status = run(
-                Command::new(cloudmount_bin())
-                    .args(["status", "--json", "--state-dir"])
-                    .arg(state.path()),
-                QUICK,
-            );
-            last = status.both();
-            let Ok(mounts) = serde_json::from_str::<serde_json::Value>(&status.stdout_text()) else {
-                return false;
-            };
+            let mounts;
+            (mounts, last) = status_json(state.path());
             let upload = &mounts[0]["uploads"][0];
             let sent = upload["sent"].as_u64().unwrap_or(0);
             upload["name"] == "precious.bin" && upload["running"] == true && sent > 0 && sent < 20 << 20
@@ -487,15 +492,7 @@ fn a_full_cache_disk_gives_enospc_and_loses_nothing_accepted() {
 
 /// Bytes sent so far by the running upload of `name`, from `cloudmount status --json`.
 fn bytes_sent(state: &Path, name: &str) -> u64 {
-    let status = run(
-        Command::new(cloudmount_bin())
-            .args(["status", "--json", "--state-dir"])
-            .arg(state),
-        QUICK,
-    );
-    let Ok(mounts) = serde_json::from_str::<serde_json::Value>(&status.stdout_text()) else {
-        return 0;
-    };
+    let (mounts, _) = status_json(state);
     mounts[0]["uploads"]
         .as_array()
         .into_iter()

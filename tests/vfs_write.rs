@@ -235,6 +235,21 @@ async fn deleting_a_file_before_its_upload_leaves_nothing_on_the_server() {
     assert_eq!(s.fs.lookup(1, os("temp")).await.unwrap_err().errno(), libc::ENOENT);
 }
 
+/// A daemon restarted on the state directory `keep` of one that "crashed", over a fresh drive: returns the drive
+/// once the restarted queue has uploaded everything the journal held.
+async fn restart_and_drain(keep: &std::path::Path) -> Arc<MemoryRemote> {
+    let remote = Arc::new(MemoryRemote::new());
+    let cfg = FsConfig {
+        read_only: false,
+        ..FsConfig::default()
+    };
+    let fs = DriveFs::new(remote.clone(), cfg).await.unwrap();
+    fs.enable_writes(&paths(keep, 0), queue_cfg()).unwrap();
+    let left = fs.upload_queue().unwrap().drain(Duration::from_secs(10)).await;
+    assert!(left.is_empty(), "the restarted queue still holds {left:?}");
+    remote
+}
+
 #[tokio::test]
 async fn accepted_writes_survive_a_restart() {
     let remote = Arc::new(MemoryRemote::new());
@@ -255,19 +270,7 @@ async fn accepted_writes_survive_a_restart() {
         q.stop();
         std::mem::forget(s.dir); // the daemon "crashes": its state directory stays
     }
-    let remote2 = Arc::new(MemoryRemote::new());
-    let cfg = FsConfig {
-        read_only: false,
-        ..FsConfig::default()
-    };
-    let fs = DriveFs::new(remote2.clone(), cfg).await.unwrap();
-    fs.enable_writes(&paths(&keep, 0), queue_cfg()).unwrap();
-    assert!(fs
-        .upload_queue()
-        .unwrap()
-        .drain(Duration::from_secs(10))
-        .await
-        .is_empty());
+    let remote2 = restart_and_drain(&keep).await;
     assert_eq!(remote2.file_content("precious").unwrap().as_ref(), b"do not lose me");
     std::fs::remove_dir_all(&keep).unwrap();
 }
@@ -650,19 +653,7 @@ async fn a_streamed_file_closed_while_the_server_stalls_survives_a_restart() {
         s.fs.upload_queue().unwrap().stop();
         std::mem::forget(s.dir); // the daemon "crashes": its state directory stays
     }
-    let remote2 = Arc::new(MemoryRemote::new());
-    let cfg = FsConfig {
-        read_only: false,
-        ..FsConfig::default()
-    };
-    let fs = DriveFs::new(remote2.clone(), cfg).await.unwrap();
-    fs.enable_writes(&paths(&keep, 0), queue_cfg()).unwrap();
-    assert!(fs
-        .upload_queue()
-        .unwrap()
-        .drain(Duration::from_secs(10))
-        .await
-        .is_empty());
+    let remote2 = restart_and_drain(&keep).await;
     assert_eq!(remote2.file_content("stalled.bin").unwrap().as_ref(), &data[..]);
     std::fs::remove_dir_all(&keep).unwrap();
 }
