@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use cloudmount::auth::{AuthState, Flow, OAuthConfig, Secret, StoredTokens, TokenStore};
 use cloudmount::cli::state::MountStatus;
 use common::files::{assert_same_bytes, random_bytes};
-use common::mount::{cloudmount_bin, errno, run, run_ok, within, Mount, MountPoint};
+use common::mount::{cloudmount_bin, errno, eventually, run, run_ok, within, Mount, MountPoint};
 use fake_graph::{FakeGraph, FakeGraphConfig, RouteClass, Scope};
 
 const MIB: u64 = 1 << 20;
@@ -167,15 +167,6 @@ impl Fixture {
     }
 }
 
-/// Polls `cond` every 100 ms until it holds; panics with `what` after `limit`.
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < end, "timed out after {limit:?} waiting for {what}");
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn read_mounted(path: &Path) -> io::Result<Vec<u8>> {
     let p = path.to_path_buf();
     within(QUICK, &format!("reading {}", p.display()), move || fs::read(&p))
@@ -240,7 +231,7 @@ fn ls_of_2500_items_follows_13_pages() {
     let p = m.path().join("many/new.txt");
     within(QUICK, "create", move || fs::write(&p, b"written")).unwrap();
     assert!(!m.log().contains("mounting read-only"), "{}", m.log());
-    wait_for("the new file on the server", QUICK, || {
+    eventually(QUICK, "the new file on the server", || {
         fx.g.drive()
             .file_bytes("/many/new.txt")
             .is_some_and(|b| &b[..] == b"written")
@@ -419,7 +410,7 @@ fn rotated_refresh_token_survives_a_restart() {
     fx.remote(REMOTE, "");
     let m = fx.mount(REMOTE, &[]);
     assert_eq!(read_mounted(&m.path().join("a.txt")).unwrap(), b"one");
-    wait_for("a renewal to rotate the refresh token on disk", QUICK, || {
+    eventually(QUICK, "a renewal to rotate the refresh token on disk", || {
         fx.stored_refresh_token(REMOTE) != first
     });
     m.unmount();
@@ -433,7 +424,7 @@ fn rotated_refresh_token_survives_a_restart() {
     let m = fx.mount(REMOTE, &[]);
     assert_eq!(read_mounted(&m.path().join("b.txt")).unwrap(), b"two");
     assert!(fx.g.stats().count(RouteClass::Token) >= 1);
-    wait_for("the next rotation on disk", QUICK, || {
+    eventually(QUICK, "the next rotation on disk", || {
         let now = fx.stored_refresh_token(REMOTE);
         now != rotated && now != first
     });
@@ -552,7 +543,7 @@ fn login_needed_then_login_again_without_remounting() {
         fx.config().display(),
         fx.state().display()
     );
-    wait_for("status to say a sign-in is needed", QUICK, || {
+    eventually(QUICK, "status to say a sign-in is needed", || {
         matches!(fx.status(m.path()).auth, Some(AuthState::LoginNeeded { .. }))
     });
     match fx.status(m.path()).auth {
@@ -583,7 +574,7 @@ fn login_needed_then_login_again_without_remounting() {
             fs::read_to_string(fx.dir.path().join("login.err")).unwrap_or_default()
         )
     };
-    wait_for("the login to show a device code", QUICK, || {
+    eventually(QUICK, "the login to show a device code", || {
         if let Ok(Some(st)) = child.try_wait() {
             panic!("login exited early with {st}: {}", said());
         }
@@ -593,7 +584,7 @@ fn login_needed_then_login_again_without_remounting() {
     let status = common::mount::wait_deadline(&mut child, QUICK).expect("login finishes");
     assert!(status.success(), "login failed: {status}: {}", said());
 
-    wait_for("the mount to pick up the new sign-in", QUICK, || {
+    eventually(QUICK, "the mount to pick up the new sign-in", || {
         fx.status(m.path()).auth == Some(AuthState::Ok)
     });
     assert_eq!(list_mounted(&m.path().join("unseen")).unwrap(), vec!["b.txt"]);
