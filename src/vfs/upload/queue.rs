@@ -913,6 +913,38 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
     use tokio::sync::Semaphore;
 
+    /// `impl Remote for $ty` for a test remote that only takes uploads: nothing to read, no quota,
+    /// and the upload methods given.
+    macro_rules! upload_only_remote {
+        ($ty:ty, $name:literal, { $($uploads:tt)* }) => {
+            #[async_trait]
+            impl Remote for $ty {
+                fn describe(&self) -> String {
+                    $name.into()
+                }
+                async fn root(&self) -> RemoteResult<Entry> {
+                    Err(RemoteError::Unsupported("test".into()))
+                }
+                async fn stat(&self, _: &ItemId) -> RemoteResult<Entry> {
+                    Err(RemoteError::Unsupported("test".into()))
+                }
+                async fn lookup(&self, _: &ItemId, _: &str) -> RemoteResult<Entry> {
+                    Err(RemoteError::Unsupported("test".into()))
+                }
+                async fn list(&self, _: &ItemId) -> RemoteResult<Vec<Entry>> {
+                    Err(RemoteError::Unsupported("test".into()))
+                }
+                async fn read(&self, _: &ItemId, _: Option<&Version>, _: u64, _: u64) -> RemoteResult<Bytes> {
+                    Err(RemoteError::Unsupported("test".into()))
+                }
+                async fn quota(&self) -> RemoteResult<Option<Quota>> {
+                    Ok(None)
+                }
+                $($uploads)*
+            }
+        };
+    }
+
     /// A remote that only stores uploads: conditional semantics, scripted failures, and a gate
     /// that holds uploads until a test lets them through.
     struct UploadRemote {
@@ -959,29 +991,7 @@ mod tests {
         }
     }
 
-    #[async_trait]
-    impl Remote for UploadRemote {
-        fn describe(&self) -> String {
-            "uploads".into()
-        }
-        async fn root(&self) -> RemoteResult<Entry> {
-            Err(RemoteError::Unsupported("test".into()))
-        }
-        async fn stat(&self, _: &ItemId) -> RemoteResult<Entry> {
-            Err(RemoteError::Unsupported("test".into()))
-        }
-        async fn lookup(&self, _: &ItemId, _: &str) -> RemoteResult<Entry> {
-            Err(RemoteError::Unsupported("test".into()))
-        }
-        async fn list(&self, _: &ItemId) -> RemoteResult<Vec<Entry>> {
-            Err(RemoteError::Unsupported("test".into()))
-        }
-        async fn read(&self, _: &ItemId, _: Option<&Version>, _: u64, _: u64) -> RemoteResult<Bytes> {
-            Err(RemoteError::Unsupported("test".into()))
-        }
-        async fn quota(&self) -> RemoteResult<Option<Quota>> {
-            Ok(None)
-        }
+    upload_only_remote!(UploadRemote, "uploads", {
         async fn upload(
             &self,
             _parent: &ItemId,
@@ -1012,7 +1022,7 @@ mod tests {
             self.uploads.fetch_add(1, Ordering::SeqCst);
             Ok(Self::entry(name, data.len() as u64, v))
         }
-    }
+    });
 
     struct Fixture {
         dir: tempfile::TempDir,
@@ -1184,29 +1194,7 @@ mod tests {
         seen: Mutex<Vec<Option<serde_json::Value>>>,
     }
 
-    #[async_trait]
-    impl Remote for ResumingRemote {
-        fn describe(&self) -> String {
-            "resuming".into()
-        }
-        async fn root(&self) -> RemoteResult<Entry> {
-            Err(RemoteError::Unsupported("test".into()))
-        }
-        async fn stat(&self, _: &ItemId) -> RemoteResult<Entry> {
-            Err(RemoteError::Unsupported("test".into()))
-        }
-        async fn lookup(&self, _: &ItemId, _: &str) -> RemoteResult<Entry> {
-            Err(RemoteError::Unsupported("test".into()))
-        }
-        async fn list(&self, _: &ItemId) -> RemoteResult<Vec<Entry>> {
-            Err(RemoteError::Unsupported("test".into()))
-        }
-        async fn read(&self, _: &ItemId, _: Option<&Version>, _: u64, _: u64) -> RemoteResult<Bytes> {
-            Err(RemoteError::Unsupported("test".into()))
-        }
-        async fn quota(&self) -> RemoteResult<Option<Quota>> {
-            Ok(None)
-        }
+    upload_only_remote!(ResumingRemote, "resuming", {
         async fn upload_resumable(
             &self,
             _parent: &ItemId,
@@ -1225,7 +1213,7 @@ mod tests {
             resume.set(None);
             Ok(UploadRemote::entry(name, 1, 1))
         }
-    }
+    });
 
     #[tokio::test]
     async fn resume_tokens_are_journaled_and_handed_to_the_next_attempt() {
