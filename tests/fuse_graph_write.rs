@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use common::files::{assert_same_bytes, assert_tree, make_tree, random_bytes};
 use common::graph::GraphDrive;
-use common::mount::{errno, eventually, run, run_ok, within, Mount};
+use common::mount::{errno, eventually, run, run_ok, three_moves, within, Mount};
 use fake_graph::{FakeGraph, RouteClass};
 
 const MIB: u64 = 1 << 20;
@@ -443,24 +443,7 @@ fn mv_and_rm_r() {
             && d.drive().exists("/a/f.txt")
     });
     assert_eq!(&d.drive().file_bytes("/b/target.txt").unwrap()[..], b"to be replaced");
-    run_ok(
-        Command::new("mv")
-            .arg(root.join("a/f.txt"))
-            .arg(root.join("b/moved.txt")),
-        QUICK,
-    );
-    run_ok(
-        Command::new("mv")
-            .arg(root.join("b/moved.txt"))
-            .arg(root.join("b/target.txt")),
-        QUICK,
-    );
-    run_ok(
-        Command::new("mv")
-            .arg(root.join("a/inner"))
-            .arg(root.join("b/inner-moved")),
-        QUICK,
-    );
+    three_moves(&root, QUICK);
     assert_eq!(fs::read(root.join("b/inner-moved/deep.txt")).unwrap(), b"deep");
     assert_eq!(fs::read(root.join("b/target.txt")).unwrap(), b"from a");
     run_ok(Command::new("rm").arg("-r").arg(root.join("a")), QUICK);

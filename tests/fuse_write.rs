@@ -19,7 +19,7 @@ use std::time::Duration;
 use common::apache::ApacheServer;
 use common::dav::DavServer;
 use common::files::{assert_same_bytes, assert_tree, make_tree, put_file, random_bytes};
-use common::mount::{cloudmount_bin, errno, eventually, run, run_ok, within, Mount};
+use common::mount::{cloudmount_bin, errno, eventually, run, run_ok, three_moves, within, Mount};
 use common::servers::TestServer;
 use common::writer::Writer;
 
@@ -124,24 +124,7 @@ fn moves_and_removes(server: &dyn TestServer) {
             fs::write(root.join("b/target.txt"), b"to be replaced").unwrap();
         }
     });
-    run_ok(
-        Command::new("mv")
-            .arg(root.join("a/f.txt"))
-            .arg(root.join("b/moved.txt")),
-        QUICK,
-    );
-    run_ok(
-        Command::new("mv")
-            .arg(root.join("b/moved.txt"))
-            .arg(root.join("b/target.txt")),
-        QUICK,
-    );
-    run_ok(
-        Command::new("mv")
-            .arg(root.join("a/inner"))
-            .arg(root.join("b/inner-moved")),
-        QUICK,
-    );
+    three_moves(&root, QUICK);
     assert_eq!(fs::read(root.join("b/inner-moved/deep.txt")).unwrap(), b"deep");
     run_ok(Command::new("rm").arg("-r").arg(root.join("a")), QUICK);
     assert!(!root.join("a").exists());

@@ -136,6 +136,29 @@ pub fn run(cmd: &mut Command, limit: Duration) -> Finished {
     }
 }
 
+/// The moves of the move-and-remove tests, with `mv`, in a mounted tree holding `a/f.txt`, `a/inner/` and
+/// `b/target.txt`: a file into another folder, then over another file, then a folder into another folder.
+pub fn three_moves(root: &Path, limit: Duration) {
+    run_ok(
+        Command::new("mv")
+            .arg(root.join("a/f.txt"))
+            .arg(root.join("b/moved.txt")),
+        limit,
+    );
+    run_ok(
+        Command::new("mv")
+            .arg(root.join("b/moved.txt"))
+            .arg(root.join("b/target.txt")),
+        limit,
+    );
+    run_ok(
+        Command::new("mv")
+            .arg(root.join("a/inner"))
+            .arg(root.join("b/inner-moved")),
+        limit,
+    );
+}
+
 /// Like [`run`], and also panics (showing its output) unless the command exited 0.
 pub fn run_ok(cmd: &mut Command, limit: Duration) -> Finished {
     let what = describe(cmd);
