@@ -86,22 +86,6 @@ fn assert_patterned_on_server(g: &FakeGraph, path: &str, len: u64) {
     );
 }
 
-/// (start, length, total, status) of every fragment PUT in the fake's request log.
-fn fragments(g: &FakeGraph) -> Vec<(u64, u64, u64, u16)> {
-    g.stats()
-        .recent_of(RouteClass::UploadUrl)
-        .iter()
-        .filter(|r| r.method == "PUT")
-        .map(|r| {
-            let cr = r.content_range.as_deref().expect("Content-Range");
-            let (range, total) = cr.trim_start_matches("bytes ").split_once('/').unwrap();
-            let (a, b) = range.split_once('-').unwrap();
-            let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
-            (a, b - a + 1, total.parse().unwrap(), r.status)
-        })
-        .collect()
-}
-
 /// Every fragment starts on a fragment boundary, and all but the last of a file are a whole
 /// fragment (a multiple of 320 KiB).
 fn assert_aligned(frags: &[(u64, u64, u64, u16)], size: u64) {
@@ -150,7 +134,7 @@ fn cp_of_300_mib_goes_in_aligned_session_fragments() {
     assert_eq!(s.count(RouteClass::CreateSession), 1, "one session");
     assert_eq!(s.count(RouteClass::SimpleUpload), 0);
     assert_eq!(s.upload_fragment_bytes, size, "every byte sent once");
-    let frags = fragments(&d.g);
+    let frags = d.g.stats().upload_fragments();
     assert_eq!(frags.len(), 30, "{frags:?}");
     assert_aligned(&frags, size);
     let starts: Vec<u64> = frags.iter().map(|f| f.0).collect();
@@ -183,7 +167,7 @@ fn failed_and_timed_out_fragments_resume_from_next_expected_ranges() {
         size + FRAGMENT,
         "only the timed-out fragment went twice"
     );
-    let frags = fragments(&d.g);
+    let frags = d.g.stats().upload_fragments();
     assert_aligned(&frags, size);
     assert!(frags.iter().any(|f| f.3 == 500), "{frags:?}");
     let status_gets = s
@@ -220,7 +204,7 @@ fn kill_9_halfway_through_200_mib_resumes_the_same_session() {
     assert_eq!(unsafe { libc::kill(m.pid() as i32, libc::SIGKILL) }, 0);
     drop(m); // cleans up the dead mount
     assert!(!d.drive().exists("/half.bin"), "the file was complete before the kill");
-    let before = fragments(&d.g).len();
+    let before = d.g.stats().upload_fragments().len();
     assert!(before >= 5, "{before} fragments before the kill");
     assert_eq!(d.g.stats().count(RouteClass::CreateSession), 1);
 
@@ -246,7 +230,7 @@ fn kill_9_halfway_through_200_mib_resumes_the_same_session() {
         "{} bytes received for a {size}-byte file",
         s.upload_fragment_bytes
     );
-    let frags = fragments(&d.g);
+    let frags = d.g.stats().upload_fragments();
     assert_aligned(&frags, size);
     assert_eq!(
         frags.iter().filter(|f| f.0 == 0).count(),

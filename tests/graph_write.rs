@@ -138,22 +138,6 @@ fn reference_qxh(path: &Path) -> String {
     h.finalize()
 }
 
-/// (start, len, total) of every fragment PUT in the request log.
-fn fragments(g: &FakeGraph) -> Vec<(u64, u64, u64, u16)> {
-    g.stats()
-        .recent_of(RouteClass::UploadUrl)
-        .iter()
-        .filter(|r| r.method == "PUT")
-        .map(|r| {
-            let cr = r.content_range.as_deref().expect("Content-Range");
-            let (range, total) = cr.trim_start_matches("bytes ").split_once('/').unwrap();
-            let (a, b) = range.split_once('-').unwrap();
-            let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
-            (a, b - a + 1, total.parse().unwrap(), r.status)
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn a_300_mib_upload_goes_in_aligned_fragments_and_arrives_intact() {
     let g = start(FakeGraphConfig::default()).await;
@@ -179,7 +163,7 @@ async fn a_300_mib_upload_goes_in_aligned_fragments_and_arrives_intact() {
         "no bearer token on the upload URL"
     );
     assert_eq!(s.upload_fragment_bytes, size, "every byte sent once");
-    let frags = fragments(&g);
+    let frags = g.stats().upload_fragments();
     assert_eq!(frags.len(), 30);
     let mut next = 0;
     for (i, (a, len, total, _)) in frags.iter().enumerate() {
@@ -230,7 +214,7 @@ async fn failed_and_timed_out_fragments_resume_from_next_expected_ranges() {
         .filter(|r| r.method == "GET")
         .count();
     assert!(status_gets >= 3, "asked the session after each failure ({status_gets})");
-    let starts: Vec<u64> = fragments(&g).iter().map(|f| f.0).collect();
+    let starts: Vec<u64> = g.stats().upload_fragments().iter().map(|f| f.0).collect();
     assert!(starts.iter().all(|a| a % frag == 0));
     assert_eq!(server_qxh(&g, "/f.bin"), reference_qxh(&src));
 }
@@ -301,7 +285,7 @@ async fn a_new_process_resumes_the_same_session_from_the_token() {
     assert_eq!(e.size, size);
     let s = g.stats();
     assert_eq!(s.count(RouteClass::CreateSession), 0, "the same session, not a new one");
-    let frags = fragments(&g);
+    let frags = g.stats().upload_fragments();
     let resumed_at = frags[0].0;
     assert!(
         resumed_at >= 9 * MIB,
@@ -337,7 +321,7 @@ async fn an_expired_session_is_replaced_by_a_new_one() {
     .unwrap();
     let s = g.stats();
     assert_eq!(s.count(RouteClass::CreateSession), 1, "a new session");
-    assert_eq!(fragments(&g)[0].0, 0, "the new session starts at zero");
+    assert_eq!(g.stats().upload_fragments()[0].0, 0, "the new session starts at zero");
     assert_eq!(s.upload_fragment_bytes, size);
     assert_patterned(&g, "/x.bin", size);
 

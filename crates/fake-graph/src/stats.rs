@@ -140,6 +140,22 @@ impl Stats {
     pub fn recent_of(&self, class: RouteClass) -> Vec<&RequestRecord> {
         self.recent.iter().filter(|r| r.class == class).collect()
     }
+
+    /// `(start, length, total, status)` of every upload-session fragment PUT among the recent
+    /// requests, in order, from their `Content-Range`.
+    pub fn upload_fragments(&self) -> Vec<(u64, u64, u64, u16)> {
+        self.recent_of(RouteClass::UploadUrl)
+            .iter()
+            .filter(|r| r.method == "PUT")
+            .map(|r| {
+                let cr = r.content_range.as_deref().expect("a fragment PUT has a Content-Range");
+                let (range, total) = cr.trim_start_matches("bytes ").split_once('/').expect("range/total");
+                let (a, b) = range.split_once('-').expect("first-last");
+                let (a, b): (u64, u64) = (a.parse().expect("first"), b.parse().expect("last"));
+                (a, b - a + 1, total.parse().expect("total"), r.status)
+            })
+            .collect()
+    }
 }
 
 /// An active Retry-After pause.
