@@ -220,3 +220,44 @@ fn force_unmount_frees_a_wedged_fuse_mount() {
     // The session's thread has seen its device close; dropping it must not block either.
     within(LIMIT, "dropping the fuser session", move || drop(session));
 }
+
+#[test]
+fn relay_forwards_at_its_rate_and_can_be_cut() {
+    use std::io::{Read, Write};
+    // An echo-less sink server that counts bytes, behind a 256 KiB/s relay.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut n = 0usize;
+        let mut buf = [0u8; 8192];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k,
+            }
+        }
+        s.write_all(b"done").unwrap();
+        n
+    });
+    let relay = common::relay::Relay::start(addr, 256 * 1024);
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", relay.port())).unwrap();
+    let t0 = std::time::Instant::now();
+    c.write_all(&vec![7u8; 256 * 1024]).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut reply = Vec::new();
+    c.read_to_end(&mut reply).unwrap();
+    assert_eq!(got.join().unwrap(), 256 * 1024, "every byte arrives");
+    assert_eq!(reply, b"done");
+    // 256 KiB at 256 KiB/s, with a burst allowance of 1/20 s: well over half a second (a floor, never a ceiling).
+    assert!(
+        t0.elapsed() >= std::time::Duration::from_millis(600),
+        "throttled: {:?}",
+        t0.elapsed()
+    );
+    relay.cut();
+    let mut c2 = std::net::TcpStream::connect(("127.0.0.1", relay.port())).unwrap();
+    c2.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let mut b = [0u8; 1];
+    assert!(matches!(c2.read(&mut b), Ok(0) | Err(_)), "a cut relay refuses");
+}

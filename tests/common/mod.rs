@@ -8,6 +8,7 @@ pub mod dav;
 pub mod files;
 pub mod graph;
 pub mod mount;
+pub mod relay;
 pub mod remote;
 pub mod scripted;
 pub mod seen;
