@@ -524,6 +524,47 @@ fn a_file_changed_on_the_server_meanwhile_becomes_a_conflict_copy() {
     m.unmount();
 }
 
+/// Issue 14.2: another device replaces the file while our upload finishes (its PUT landed, the PATCH
+/// that puts our time back is held by a 429 with Retry-After 3). Both versions survive: theirs at
+/// the name, ours as a conflict copy; nothing uploads ours over theirs.
+#[test]
+fn a_change_elsewhere_while_our_upload_finishes_keeps_both_versions() {
+    let d = GraphDrive::start();
+    d.drive().put_file("/c.txt", &b"ORIGINAL"[..]).unwrap();
+    let m = d.mount(&[]);
+    let path = m.path().join("c.txt");
+    let p = path.clone();
+    assert_eq!(within(QUICK, "read", move || fs::read(&p).unwrap()), b"ORIGINAL");
+    let faults = d.g.faults();
+    faults.throttle_next(RouteClass::Write, 1, 429, Some(3));
+    let other = d.drive();
+    faults.before_next(RouteClass::Write, move || {
+        other.put_file("/c.txt", &b"OTHER DEVICE"[..]).unwrap();
+    });
+    let p = path.clone();
+    within(QUICK, "write LOCAL", move || fs::write(&p, b"LOCAL").unwrap());
+    settled(&d, &m, QUICK, "the upload to end", || {
+        d.drive().list("/").len() == 2 || d.drive().file_bytes("/c.txt").is_some_and(|b| b[..] == b"LOCAL"[..])
+    });
+    let names = d.drive().list("/");
+    assert_eq!(
+        &d.drive().file_bytes("/c.txt").unwrap()[..],
+        b"OTHER DEVICE",
+        "theirs stays at the name ({names:?})"
+    );
+    let copy = names
+        .iter()
+        .find(|n| n.starts_with("c (conflict ") && n.ends_with(").txt"))
+        .unwrap_or_else(|| panic!("a conflict copy: {names:?}"));
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(&d.drive().file_bytes(&format!("/{copy}")).unwrap()[..], b"LOCAL");
+    eventually(QUICK, "the mount shows theirs at the name", || {
+        fs::read(&path).map(|b| b == b"OTHER DEVICE").unwrap_or(false)
+    });
+    assert_eq!(fs::read(m.path().join(copy)).unwrap(), b"LOCAL");
+    m.unmount();
+}
+
 /// A locked file (423) stays queued and is retried, status says why, and other files go past it;
 /// once unlocked it arrives, with no conflict copy.
 #[test]
