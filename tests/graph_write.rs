@@ -499,6 +499,40 @@ async fn a_change_between_the_put_and_its_time_patch_is_a_conflict() {
     assert_eq!(d.list("/"), vec!["c.txt"]);
 }
 
+/// The same race on the session path: another device replaces the file while our fragments are
+/// going up (the hook runs when the last fragment arrives). The commit checks the session's
+/// If-Match, so that is a conflict, and theirs stays.
+#[tokio::test]
+async fn a_change_while_session_fragments_go_up_is_a_conflict() {
+    let g = start(FakeGraphConfig::default()).await;
+    let d = g.drive();
+    let r = remote_with(&g, ALIGN, Duration::from_secs(15)).await;
+    let dir = tempfile::tempdir().unwrap();
+    d.put_file("/big.bin", &b"ORIGINAL"[..]).unwrap();
+    let seen = r.lookup(&r.root_id(), "big.bin").await.unwrap().version.unwrap();
+    let src = staged(dir.path(), "big", 4 * MIB + 100);
+    let fragments = (4 * MIB + 100).div_ceil(ALIGN);
+    for _ in 1..fragments {
+        g.faults().before_next(RouteClass::UploadUrl, || {});
+    }
+    let other = d.clone();
+    g.faults().before_next(RouteClass::UploadUrl, move || {
+        other.put_file("/big.bin", &b"OTHER DEVICE"[..]).unwrap();
+    });
+    let res = r
+        .upload(
+            &r.root_id(),
+            "big.bin",
+            &src,
+            SystemTime::now(),
+            Precondition::Matches(seen),
+        )
+        .await;
+    assert!(matches!(res, Err(RemoteError::PreconditionFailed)), "{res:?}");
+    assert_eq!(&d.file_bytes("/big.bin").unwrap()[..], b"OTHER DEVICE");
+    assert_eq!(d.list("/"), vec!["big.bin"]);
+}
+
 fn record(key: &str, parent: &ItemId, name: &str, staged: PathBuf, size: u64, base: Option<String>) -> UploadRecord {
     UploadRecord {
         key: key.into(),
