@@ -524,6 +524,47 @@ fn a_file_changed_on_the_server_meanwhile_becomes_a_conflict_copy() {
     m.unmount();
 }
 
+/// Issue 14.2: another device replaces the file while our upload finishes (its PUT landed, the PATCH
+/// that puts our time back is held by a 429 with Retry-After 3). Both versions survive: theirs at
+/// the name, ours as a conflict copy; nothing uploads ours over theirs.
+#[test]
+fn a_change_elsewhere_while_our_upload_finishes_keeps_both_versions() {
+    let d = GraphDrive::start();
+    d.drive().put_file("/c.txt", &b"ORIGINAL"[..]).unwrap();
+    let m = d.mount(&[]);
+    let path = m.path().join("c.txt");
+    let p = path.clone();
+    assert_eq!(within(QUICK, "read", move || fs::read(&p).unwrap()), b"ORIGINAL");
+    let faults = d.g.faults();
+    faults.throttle_next(RouteClass::Write, 1, 429, Some(3));
+    let other = d.drive();
+    faults.before_next(RouteClass::Write, move || {
+        other.put_file("/c.txt", &b"OTHER DEVICE"[..]).unwrap();
+    });
+    let p = path.clone();
+    within(QUICK, "write LOCAL", move || fs::write(&p, b"LOCAL").unwrap());
+    settled(&d, &m, QUICK, "the upload to end", || {
+        d.drive().list("/").len() == 2 || d.drive().file_bytes("/c.txt").is_some_and(|b| b[..] == b"LOCAL"[..])
+    });
+    let names = d.drive().list("/");
+    assert_eq!(
+        &d.drive().file_bytes("/c.txt").unwrap()[..],
+        b"OTHER DEVICE",
+        "theirs stays at the name ({names:?})"
+    );
+    let copy = names
+        .iter()
+        .find(|n| n.starts_with("c (conflict ") && n.ends_with(").txt"))
+        .unwrap_or_else(|| panic!("a conflict copy: {names:?}"));
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(&d.drive().file_bytes(&format!("/{copy}")).unwrap()[..], b"LOCAL");
+    eventually(QUICK, "the mount shows theirs at the name", || {
+        fs::read(&path).map(|b| b == b"OTHER DEVICE").unwrap_or(false)
+    });
+    assert_eq!(fs::read(m.path().join(copy)).unwrap(), b"LOCAL");
+    m.unmount();
+}
+
 /// A locked file (423) stays queued and is retried, status says why, and other files go past it;
 /// once unlocked it arrives, with no conflict copy.
 #[test]
@@ -660,23 +701,103 @@ fn names_onedrive_refuses_are_einval_with_no_request() {
     m.unmount();
 }
 
-/// OneDrive compares names case-insensitively: `mv a.txt A.txt` renames the one file (it is not
-/// "over an existing file"), and the content survives.
+/// Issue 14.14: OneDrive compares names case-insensitively, and so does the mount, also within
+/// `--ttl` of a listing: a name in another case finds the item (as the server would), and a create
+/// in another case opens the existing file (as on Windows) instead of making a second, empty one
+/// that the server refuses and that goes up as a conflict copy. Listings keep the server's
+/// spelling, and a folder cannot be made again in another case.
+#[test]
+fn names_match_case_insensitively_as_on_onedrive() {
+    let d = GraphDrive::start();
+    d.drive().put_file("/notes/note 1.txt", &b"one"[..]).unwrap();
+    d.drive().put_file("/hello.txt", &b"hello"[..]).unwrap();
+    let m = d.mount(&["--ttl", "60"]);
+    let root = m.path().to_path_buf();
+    assert_eq!(list(&root), vec!["hello.txt", "notes"]);
+    assert_eq!(list(&root.join("notes")), vec!["note 1.txt"]);
+    let r = root.clone();
+    let (meta, bytes) = within(QUICK, "stat and read in another case", move || {
+        (
+            fs::metadata(r.join("notes/NOTE 1.TXT")),
+            fs::read(r.join("NOTES/Note 1.txt")),
+        )
+    });
+    assert_eq!(meta.expect("stat notes/NOTE 1.TXT").len(), 3);
+    assert_eq!(bytes.expect("read NOTES/Note 1.txt"), b"one");
+    let r = root.clone();
+    let missing = within(QUICK, "stat a name that is not there", move || {
+        errno(fs::metadata(r.join("notes/NOTE 2.TXT")))
+    });
+    assert_eq!(missing, Some(libc::ENOENT));
+
+    run_ok(Command::new("touch").arg(root.join("Hello.TXT")), QUICK);
+    let r = root.clone();
+    within(QUICK, "write through another case", move || {
+        fs::write(r.join("HELLO.txt"), b"HELLO AGAIN").unwrap()
+    });
+    settled(&d, &m, QUICK, "the write on the server", || {
+        d.drive()
+            .file_bytes("/hello.txt")
+            .is_some_and(|b| b[..] == b"HELLO AGAIN"[..])
+    });
+    assert_eq!(d.drive().list("/"), vec!["hello.txt", "notes"], "no second file");
+    assert_eq!(list(&root), vec!["hello.txt", "notes"]);
+    assert_eq!(fs::read(root.join("hello.txt")).unwrap(), b"HELLO AGAIN");
+
+    let r = root.clone();
+    let again = within(QUICK, "mkdir in another case", move || {
+        errno(fs::create_dir(r.join("Notes")))
+    });
+    assert_eq!(again, Some(libc::EEXIST));
+    let r = root.clone();
+    let excl = within(QUICK, "O_EXCL create in another case", move || {
+        errno(
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(r.join("HELLO.TXT")),
+        )
+    });
+    assert_eq!(excl, Some(libc::EEXIST));
+    assert_eq!(d.drive().list("/"), vec!["hello.txt", "notes"]);
+    m.unmount();
+}
+
+/// A rename that only changes case. Both spellings are one file to the mount (as to OneDrive), so
+/// GNU `mv a.txt A.txt` refuses it as "the same file" (as on every case-insensitive filesystem
+/// under Linux: the kernel resolves both names to one inode) and nothing is lost; in two steps it
+/// works, and the server then holds the new spelling.
 #[test]
 fn a_case_only_rename_keeps_the_file() {
     let d = GraphDrive::start();
     d.drive().put_file("/a.txt", &b"keep me"[..]).unwrap();
-    let m = d.mount(&[]);
+    let m = d.mount(&["--ttl", "60"]);
     let root = m.path().to_path_buf();
     assert_eq!(list(&root), vec!["a.txt"]);
-    run_ok(
+    let one_step = run(
         Command::new("mv").arg(root.join("a.txt")).arg(root.join("A.txt")),
+        QUICK,
+    );
+    assert!(
+        !one_step.status.success() && one_step.stderr.contains("same file"),
+        "{}",
+        one_step.both()
+    );
+    assert_eq!(d.drive().list("/"), vec!["a.txt"]);
+    assert_eq!(fs::read(root.join("A.txt")).unwrap(), b"keep me");
+    run_ok(
+        Command::new("mv").arg(root.join("a.txt")).arg(root.join("a.txt.tmp")),
+        QUICK,
+    );
+    run_ok(
+        Command::new("mv").arg(root.join("a.txt.tmp")).arg(root.join("A.txt")),
         QUICK,
     );
     assert_eq!(list(&root), vec!["A.txt"]);
     assert_eq!(fs::read(root.join("A.txt")).unwrap(), b"keep me");
     assert_eq!(d.drive().list("/"), vec!["A.txt"]);
     assert_eq!(&d.drive().file_bytes("/A.txt").unwrap()[..], b"keep me");
+
     m.unmount();
 }
 

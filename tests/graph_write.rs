@@ -449,6 +449,90 @@ async fn preconditions_map_to_conflicts() {
     }
 }
 
+/// Another device replaces the file between our simple PUT and the PATCH that puts our time back
+/// (held by a 429 with Retry-After, as OneDrive does under load). The PATCH carries If-Match on the
+/// eTag the PUT answered, so that is a conflict: theirs stays, nothing is uploaded again over it.
+/// A metadata-only change in between (their `touch`) is not a conflict: the time is set on it.
+#[tokio::test]
+async fn a_change_between_the_put_and_its_time_patch_is_a_conflict() {
+    let g = start(FakeGraphConfig::default()).await;
+    let d = g.drive();
+    let r = remote(&g).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mtime = whole_secs(1_600_000_000);
+    d.put_file("/c.txt", &b"ORIGINAL"[..]).unwrap();
+    let seen = r.lookup(&r.root_id(), "c.txt").await.unwrap().version.unwrap();
+    g.reset_stats();
+    g.faults().throttle_next(RouteClass::Write, 1, 429, Some(1));
+    let other = d.clone();
+    g.faults().before_next(RouteClass::Write, move || {
+        other.put_file("/c.txt", &b"OTHER DEVICE"[..]).unwrap();
+    });
+    let src = staged_bytes(dir.path(), "s", b"LOCAL");
+    let res = r
+        .upload(&r.root_id(), "c.txt", &src, mtime, Precondition::Matches(seen))
+        .await;
+    assert!(matches!(res, Err(RemoteError::PreconditionFailed)), "{res:?}");
+    assert_eq!(&d.file_bytes("/c.txt").unwrap()[..], b"OTHER DEVICE");
+    let s = g.stats();
+    assert_eq!(s.count(RouteClass::SimpleUpload), 1, "not uploaded again over theirs");
+    let patches: Vec<u16> = s
+        .recent
+        .iter()
+        .filter(|q| q.method == "PATCH")
+        .map(|q| q.status)
+        .collect();
+    assert_eq!(patches, vec![429, 412], "the PATCH after the 429 meets their change");
+
+    // Their touch between our PUT and our PATCH: the content is still ours, so the time is set.
+    let seen = r.lookup(&r.root_id(), "c.txt").await.unwrap().version.unwrap();
+    let other = d.clone();
+    g.faults().before_next(RouteClass::Write, move || {
+        other.set_mtime("/c.txt", whole_secs(1_700_000_000)).unwrap();
+    });
+    let e = r
+        .upload(&r.root_id(), "c.txt", &src, mtime, Precondition::Matches(seen))
+        .await
+        .unwrap();
+    assert_eq!(e.mtime, mtime);
+    assert_eq!(&d.file_bytes("/c.txt").unwrap()[..], b"LOCAL");
+    assert_eq!(d.list("/"), vec!["c.txt"]);
+}
+
+/// The same race on the session path: another device replaces the file while our fragments are
+/// going up (the hook runs when the last fragment arrives). The commit checks the session's
+/// If-Match, so that is a conflict, and theirs stays.
+#[tokio::test]
+async fn a_change_while_session_fragments_go_up_is_a_conflict() {
+    let g = start(FakeGraphConfig::default()).await;
+    let d = g.drive();
+    let r = remote_with(&g, ALIGN, Duration::from_secs(15)).await;
+    let dir = tempfile::tempdir().unwrap();
+    d.put_file("/big.bin", &b"ORIGINAL"[..]).unwrap();
+    let seen = r.lookup(&r.root_id(), "big.bin").await.unwrap().version.unwrap();
+    let src = staged(dir.path(), "big", 4 * MIB + 100);
+    let fragments = (4 * MIB + 100).div_ceil(ALIGN);
+    for _ in 1..fragments {
+        g.faults().before_next(RouteClass::UploadUrl, || {});
+    }
+    let other = d.clone();
+    g.faults().before_next(RouteClass::UploadUrl, move || {
+        other.put_file("/big.bin", &b"OTHER DEVICE"[..]).unwrap();
+    });
+    let res = r
+        .upload(
+            &r.root_id(),
+            "big.bin",
+            &src,
+            SystemTime::now(),
+            Precondition::Matches(seen),
+        )
+        .await;
+    assert!(matches!(res, Err(RemoteError::PreconditionFailed)), "{res:?}");
+    assert_eq!(&d.file_bytes("/big.bin").unwrap()[..], b"OTHER DEVICE");
+    assert_eq!(d.list("/"), vec!["big.bin"]);
+}
+
 fn record(key: &str, parent: &ItemId, name: &str, staged: PathBuf, size: u64, base: Option<String>) -> UploadRecord {
     UploadRecord {
         key: key.into(),

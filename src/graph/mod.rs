@@ -323,11 +323,13 @@ impl Remote for GraphRemote {
     }
 
     fn capabilities(&self) -> Capabilities {
-        // If-Match / conflictBehavior=fail are checked by the server; fileSystemInfo keeps times.
+        // If-Match / conflictBehavior=fail are checked by the server; fileSystemInfo keeps times;
+        // names are compared case-insensitively (graph-protocol.md §1.3).
         Capabilities {
             writes: true,
             conditional_writes: true,
             set_mtime: true,
+            case_insensitive_names: true,
         }
     }
 

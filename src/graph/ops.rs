@@ -162,7 +162,7 @@ impl GraphRemote {
 
     /// `PATCH` `fileSystemInfo.lastModifiedDateTime`.
     pub(super) async fn set_item_mtime(&self, id: &ItemId, mtime: SystemTime) -> RemoteResult<Entry> {
-        let item = self.patch_fs_time(id.as_str(), mtime).await?;
+        let item = self.patch_fs_time(id.as_str(), mtime, None).await?;
         Self::entry(&item)
     }
 }

@@ -23,11 +23,15 @@
 //!
 //! Modification time: sessions carry `fileSystemInfo.lastModifiedDateTime`; a simple PUT cannot, and
 //! Graph sets the time to "now" on a content change (§2), so a PATCH of `fileSystemInfo` follows it.
+//! That PATCH carries `If-Match` with the eTag the PUT answered: another device's change landing
+//! between the two is a conflict (`PreconditionFailed`, so the queue keeps both versions), never
+//! something we stamp with our time and then overwrite (see `keep_time`).
 //!
 //! Integrity: bytes are hashed (quickXorHash) as the connection takes them, once each whatever
 //! retries happen, and the part a resumed upload did not send is read from the staged file. When
-//! the server reports a `quickXorHash`, it must match; a mismatch uploads once more (replacing
-//! exactly the item just written), then is an error.
+//! the server reports a `quickXorHash` for the item our upload produced, it must match; a mismatch
+//! uploads once more, on the precondition that the server still holds exactly that item (a
+//! foreign change in between is then a conflict too), then is an error.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -116,6 +120,15 @@ pub fn fmt_time(t: SystemTime) -> String {
 /// The server's quickXorHash of a file item, when it gives one.
 fn server_hash(item: &DriveItem) -> Option<&str> {
     item.file.as_ref()?.get("hashes")?.get("quickXorHash")?.as_str()
+}
+
+/// Whether two answers about one item describe the same content: the same size and quickXorHash
+/// when both carry a hash, else the same content version (cTag; metadata changes leave it alone).
+fn same_content(a: &DriveItem, b: &DriveItem) -> bool {
+    match (server_hash(a), server_hash(b)) {
+        (Some(x), Some(y)) => x == y && a.size == b.size,
+        _ => a.version() == b.version(),
+    }
 }
 
 /// First offset of `nextExpectedRanges` (`"123-"` or `"123-456"`); `None` when the list is empty.
@@ -354,29 +367,98 @@ impl GraphRemote {
             req = req.header(IF_MATCH, header_value(tag)?);
         }
         let put: DriveItem = self.client.authorized(&req).await?.json("PUT content")?;
-        // Graph sets the time to now on a content change; put ours back.
-        match self.patch_fs_time(&put.id, mtime).await {
-            Ok(mut patched) => {
-                if patched.file.is_none() {
-                    patched.file = put.file.clone();
+        self.keep_time(name, put, mtime).await
+    }
+
+    /// Graph sets the time to "now" on a content change: put ours back on the item a simple PUT
+    /// just wrote (`put`, its answer). The PATCH carries `If-Match` with the eTag of that answer,
+    /// so another device's change that lands in between is not stamped with our time and then
+    /// taken for a corrupt upload of ours (which the next round would overwrite): it is
+    /// `PreconditionFailed`, and the upload queue keeps ours as a conflict copy, theirs at the
+    /// name. A 412 is not retried blindly: the item is read, and only when it still holds the
+    /// content we wrote (a metadata change, or our own PATCH whose answer was lost) is the time
+    /// set once more, on the eTag just read. Any other failure only costs the time.
+    async fn keep_time(&self, name: &str, put: DriveItem, mtime: SystemTime) -> RemoteResult<DriveItem> {
+        let foreign = || {
+            warn!(
+                file = name,
+                "another change replaced the file right after our upload; keeping both versions"
+            );
+            Err(RemoteError::PreconditionFailed)
+        };
+        let mut current = put.clone();
+        for attempt in 0..2 {
+            match self.patch_fs_time(&put.id, mtime, current.e_tag.as_deref()).await {
+                Ok(mut patched) => {
+                    // Only the metadata may have changed since the PUT (a server that ignores
+                    // If-Match would show someone else's content here).
+                    if !same_content(&patched, &put) {
+                        return foreign();
+                    }
+                    if patched.file.is_none() {
+                        patched.file = put.file.clone();
+                    }
+                    return Ok(patched);
                 }
-                Ok(patched)
+                Err(RemoteError::PreconditionFailed) | Err(RemoteError::NotFound) => {
+                    match self.item_by_id(&put.id).await {
+                        Ok(Some(now)) if same_content(&now, &put) && attempt == 0 => {
+                            debug!(
+                                file = name,
+                                "only the metadata changed since our upload; setting the time again"
+                            );
+                            current = now;
+                        }
+                        Ok(Some(now)) if same_content(&now, &put) => return Ok(now),
+                        Ok(_) => return foreign(),
+                        Err(e) => {
+                            warn!(file = name, error = %e, "uploaded, but cannot tell whether it is still ours");
+                            return Ok(put);
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(file = name, error = %e, "uploaded, but the modification time could not be kept");
+                    return Ok(put);
+                }
             }
-            Err(e) => {
-                warn!(file = name, error = %e, "uploaded, but the modification time could not be kept");
-                Ok(put)
-            }
+        }
+        Ok(current)
+    }
+
+    /// The driveItem with id `id`, or `None` when it is gone.
+    async fn item_by_id(&self, id: &str) -> RemoteResult<Option<DriveItem>> {
+        let url = self.urls.item(&self.drive.id, id, "")?;
+        match self
+            .client
+            .get_json::<DriveItem>(with_query(url, &[("$select", ITEM_SELECT)]))
+            .await
+        {
+            Ok(item) => Ok(Some(item)),
+            Err(RemoteError::NotFound) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
-    /// `PATCH` the item's `fileSystemInfo.lastModifiedDateTime`.
-    pub(super) async fn patch_fs_time(&self, id: &str, mtime: SystemTime) -> RemoteResult<DriveItem> {
+    /// `PATCH` the item's `fileSystemInfo.lastModifiedDateTime`, on eTag `if_match` when given.
+    pub(super) async fn patch_fs_time(
+        &self,
+        id: &str,
+        mtime: SystemTime,
+        if_match: Option<&str>,
+    ) -> RemoteResult<DriveItem> {
         let url = self.urls.item(&self.drive.id, id, "")?;
         let body = json!({ "fileSystemInfo": { "lastModifiedDateTime": fmt_time(mtime) } });
-        self.client
-            .send_json(Method::PATCH, url, &body, Retry::Idempotent)
-            .await?
-            .json("PATCH fileSystemInfo")
+        let bytes = serde_json::to_vec(&body).map_err(|e| RemoteError::Protocol(format!("cannot encode JSON: {e}")))?;
+        // Repeating it is harmless: a repeat whose first attempt landed meets a new eTag (412),
+        // which `keep_time` reads as "still ours".
+        let mut req = HttpRequest::new(Method::PATCH, url, Retry::Idempotent)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(bytes);
+        if let Some(tag) = if_match {
+            req = req.header(IF_MATCH, header_value(tag)?);
+        }
+        self.client.authorized(&req).await?.json("PATCH fileSystemInfo")
     }
 
     /// A request to a pre-authenticated URL (never our token), answered with Graph's JSON: the

@@ -383,6 +383,7 @@ impl Remote for MemoryRemote {
             writes: true,
             conditional_writes: true,
             set_mtime: true,
+            case_insensitive_names: false,
         }
     }
 

@@ -133,6 +133,10 @@ pub struct Capabilities {
     pub conditional_writes: bool,
     /// The server keeps a modification time we send.
     pub set_mtime: bool,
+    /// The server compares names case-insensitively (OneDrive: `A.txt` and `a.txt` are one name;
+    /// it keeps the spelling an item was created with). Lookups in the core then match names the
+    /// same way, so that a name in another case finds the item, as the server would.
+    pub case_insensitive_names: bool,
 }
 
 /// How many bytes of an upload have gone out so far, shared between the uploader and whoever

@@ -152,7 +152,8 @@ impl DriveFs {
         if root.kind != EntryKind::Directory {
             return Err(fs_err!(libc::ENOTDIR, "the remote's root is not a folder"));
         }
-        let inodes = InodeTable::new(root, Instant::now() + cfg.attr_ttl);
+        let inodes = InodeTable::new(root, Instant::now() + cfg.attr_ttl)
+            .with_case_insensitive_names(remote.capabilities().case_insensitive_names);
         let cache = Arc::new(BlockCache::new(cfg.block_size, cfg.cache_bytes));
         let disk = open_disk_cache(&cfg).await;
         Ok(Arc::new(DriveFs {

@@ -86,15 +86,47 @@ struct Inner {
     next_ino: u64,
     /// Inodes with local content (few: files being written or waiting for upload).
     with_local: std::collections::BTreeSet<u64>,
+    /// Names are compared as the remote does ([`crate::remote::Capabilities::case_insensitive_names`]).
+    case_insensitive: bool,
+}
+
+/// Whether `a` and `b` name the same item: equal, or, where the remote compares names
+/// case-insensitively, equal once each character is folded to lowercase (one character at a
+/// time, as the fake Graph server folds them).
+pub fn same_name(case_insensitive: bool, a: &str, b: &str) -> bool {
+    a == b
+        || (case_insensitive
+            && a.chars()
+                .flat_map(char::to_lowercase)
+                .eq(b.chars().flat_map(char::to_lowercase)))
+}
+
+/// The child called `name` among `children`: its exact spelling first, then, where names are
+/// case-insensitive, another spelling of it (the server holds at most one).
+fn find_named<'a>(
+    children: &'a BTreeMap<String, Entry>,
+    name: &str,
+    case_insensitive: bool,
+) -> Option<(&'a String, &'a Entry)> {
+    children.get_key_value(name).or_else(|| {
+        case_insensitive
+            .then(|| children.iter().find(|(k, _)| same_name(true, k, name)))
+            .flatten()
+    })
 }
 
 impl Inner {
-    /// The inode with local content called `name` in `dir`, if any.
+    /// The inode with local content called `name` in `dir`, if any (its exact spelling first).
     fn local_child(&self, dir: u64, name: &str) -> Option<&Node> {
-        self.with_local
-            .iter()
-            .filter_map(|i| self.nodes.get(i))
-            .find(|n| n.parent == dir && n.entry.name == name)
+        let mine = || {
+            self.with_local
+                .iter()
+                .filter_map(|i| self.nodes.get(i))
+                .filter(|n| n.parent == dir)
+        };
+        mine()
+            .find(|n| n.entry.name == name)
+            .or_else(|| mine().find(|n| same_name(self.case_insensitive, &n.entry.name, name)))
     }
 
     /// Local children of `dir`, which override same-named entries of a server listing.
@@ -146,6 +178,13 @@ impl InodeTable {
             inner: Mutex::new(inner),
             local_epoch: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Match names case-insensitively when `on` (a remote whose server does: OneDrive), in lookups
+    /// of listed, local and known children and in our own listing updates.
+    pub fn with_case_insensitive_names(self, on: bool) -> Self {
+        self.lock().case_insensitive = on;
+        self
     }
 
     /// How many changes we made ourselves so far (see the field).
@@ -287,25 +326,26 @@ impl InodeTable {
         if listing.valid_until <= now {
             return None;
         }
-        Some(listing.children.get(name).cloned())
+        Some(find_named(&listing.children, name, inner.case_insensitive).map(|(_, e)| e.clone()))
     }
 
     /// The entry named `name` in `dir` as last seen, however old: from the folder's listing, or
     /// from a node found by an earlier lookup. For when the server cannot be asked (sign-in needed).
     pub fn known_child(&self, dir: u64, name: &str) -> Option<Entry> {
         let inner = self.lock();
-        if let Some(e) = inner
+        let ci = inner.case_insensitive;
+        if let Some((_, e)) = inner
             .nodes
             .get(&dir)
             .and_then(|n| n.listing.as_ref())
-            .and_then(|l| l.children.get(name))
+            .and_then(|l| find_named(&l.children, name, ci))
         {
             return Some(e.clone());
         }
-        inner
-            .nodes
-            .values()
-            .find(|n| n.parent == dir && n.ino != dir && n.entry.name == name)
+        let in_dir = || inner.nodes.values().filter(|n| n.parent == dir && n.ino != dir);
+        in_dir()
+            .find(|n| n.entry.name == name)
+            .or_else(|| in_dir().find(|n| same_name(ci, &n.entry.name, name)))
             .map(|n| n.entry.clone())
     }
 
@@ -508,7 +548,15 @@ impl InodeTable {
     pub fn listing_insert(&self, dir: u64, entry: Entry) {
         self.bump_local();
         let mut inner = self.lock();
+        let ci = inner.case_insensitive;
         if let Some(listing) = inner.nodes.get_mut(&dir).and_then(|n| n.listing.as_mut()) {
+            // One name on the server: another spelling of it gives way.
+            let other = find_named(&listing.children, &entry.name, ci)
+                .map(|(k, _)| k.clone())
+                .filter(|k| *k != entry.name);
+            if let Some(k) = other {
+                listing.children.remove(&k);
+            }
             listing.children.insert(entry.name.clone(), entry);
         }
     }
@@ -540,8 +588,12 @@ impl InodeTable {
     pub fn listing_remove(&self, dir: u64, name: &str) {
         self.bump_local();
         let mut inner = self.lock();
+        let ci = inner.case_insensitive;
         if let Some(listing) = inner.nodes.get_mut(&dir).and_then(|n| n.listing.as_mut()) {
-            listing.children.remove(name);
+            // The name as the caller spelt it may be another spelling of the listed one.
+            if let Some(k) = find_named(&listing.children, name, ci).map(|(k, _)| k.clone()) {
+                listing.children.remove(&k);
+            }
         }
     }
 
@@ -897,6 +949,28 @@ mod tests {
         assert!(matches!(t.listed_child(ROOT_INO, "a", now), Some(Some(_))));
         assert!(matches!(t.listed_child(ROOT_INO, "b", now), Some(None)));
         assert!(t.listed_child(ROOT_INO, "a", later).is_none());
+    }
+
+    #[test]
+    fn names_match_in_another_case_only_where_the_remote_says_so() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(5);
+        let mut hello = entry("id-1", EntryKind::File, "1");
+        hello.name = "Hello.txt".into();
+        for ci in [false, true] {
+            let t = table().with_case_insensitive_names(ci);
+            t.set_listing(ROOT_INO, vec![hello.clone()], later);
+            let found = |name: &str| t.listed_child(ROOT_INO, name, now).flatten().map(|e| e.name);
+            assert_eq!(found("Hello.txt").as_deref(), Some("Hello.txt"));
+            let other = ci.then(|| "Hello.txt".to_string());
+            assert_eq!(found("HELLO.TXT"), other, "case-insensitive: {ci}");
+            assert_eq!(t.known_child(ROOT_INO, "hello.TXT").map(|e| e.name), other);
+            assert_eq!(found("Hello.tx"), None);
+            t.listing_remove(ROOT_INO, "hello.txt");
+            assert_eq!(found("Hello.txt").is_none(), ci, "removed by another spelling: {ci}");
+        }
+        assert!(same_name(true, "Straße Ä", "STRAßE ä"));
+        assert!(!same_name(false, "a", "A"));
     }
 
     #[test]

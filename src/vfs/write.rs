@@ -1018,6 +1018,8 @@ impl DriveFs {
             return Err(fs_err!(libc::EINVAL, "cannot move a folder into itself"));
         }
         let target = match self.child(new_parent, new_name).await {
+            // Where names ignore case, `mv a.txt A.txt` finds the file itself: a rename, no target.
+            Ok(t) if t.ino == source.ino => None,
             Ok(t) => Some(t),
             Err(e) if e.errno() == libc::ENOENT => None,
             Err(e) => return Err(e),

@@ -128,6 +128,7 @@ impl DavRemote {
             writes: true,
             conditional_writes: caps.conditional == Some(true),
             set_mtime: caps.set_mtime == Some(true),
+            case_insensitive_names: false,
         }
     }
 

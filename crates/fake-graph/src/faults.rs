@@ -61,7 +61,12 @@ pub(crate) struct FaultState {
     pub slow_fragments: Option<Duration>,
     /// Uploaded files (simple PUT, or a session at commit) that get their first byte flipped.
     pub corrupt_uploads: u32,
+    /// Hooks run by the next request of their scope (see [`Faults::before_next`]).
+    hooks: Vec<(Scope, Hook)>,
 }
+
+/// Something "another device" does at the moment a request arrives.
+type Hook = Box<dyn FnOnce() + Send>;
 
 /// The upload body `b` as stored: with its first byte flipped while [`Faults::corrupt_next_uploads`] asks for it.
 pub(crate) fn maybe_corrupt(shared: &Shared, b: bytes::Bytes) -> bytes::Bytes {
@@ -86,6 +91,12 @@ pub(crate) fn corrupt(b: bytes::Bytes) -> bytes::Bytes {
 }
 
 impl FaultState {
+    /// Takes the first hook queued for `class`, if any (run it without holding the server's lock).
+    pub fn take_hook(&mut self, class: RouteClass) -> Option<Box<dyn FnOnce() + Send>> {
+        let i = self.hooks.iter().position(|(scope, _)| scope.matches(class))?;
+        Some(self.hooks.remove(i).1)
+    }
+
     /// Consumes the first injected fault matching `class`, if any, and starts the Retry-After pause.
     pub fn take(&mut self, class: RouteClass, stats_pause: &mut Option<Pause>, now: Instant) -> Option<Injected> {
         let mut hit = None;
@@ -208,6 +219,16 @@ impl Faults {
             s.faults.async_moves = async_moves;
             s.stats.pause = None;
         });
+    }
+
+    /// The next request in `scope` first runs `hook`, once, before any injected fault and before the
+    /// request is handled (outside the server's lock, so the hook may change the drive through a
+    /// [`DriveHandle`](crate::DriveHandle)): another device's change landing at an exact moment, for
+    /// example between an upload and the metadata `PATCH` that follows it. Hooks of one scope run in
+    /// the order they were queued; [`clear`](Self::clear) drops those not run yet.
+    pub fn before_next(&self, scope: impl Into<Scope>, hook: impl FnOnce() + Send + 'static) {
+        let scope = scope.into();
+        self.with(|s| s.faults.hooks.push((scope, Box::new(hook))));
     }
 
     /// Mode: item and children responses with `$select` leave out `@microsoft.graph.downloadUrl` even when

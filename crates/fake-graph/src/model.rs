@@ -1078,9 +1078,11 @@ impl Drive {
     }
 }
 
-/// Case folding for name comparison.
+/// Case folding for name comparison: each character's lowercase mapping, one character at a time
+/// (no context rules such as a word-final sigma), the same folding cloudmount's Graph remote uses,
+/// so that both sides agree on which names are one.
 pub(crate) fn fold(name: &str) -> String {
-    name.to_lowercase()
+    name.chars().flat_map(char::to_lowercase).collect()
 }
 
 /// `If-Match` / `If-None-Match` comparison against an eTag or cTag: exact, or equal after removing one level of

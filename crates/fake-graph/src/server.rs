@@ -145,10 +145,17 @@ pub(crate) async fn dispatch(AxState(shared): AxState<Arc<Shared>>, req: Request
     let authorization = req.headers().contains_key("authorization");
     let (target, class) = classify(&method, &path);
 
+    let hook = {
+        let mut st = shared.lock();
+        st.stats.arrive(class, &method, &path_q, Instant::now());
+        st.faults.take_hook(class)
+    };
+    if let Some(hook) = hook {
+        hook();
+    }
     let injected = {
         let mut st = shared.lock();
         let st = &mut *st;
-        st.stats.arrive(class, &method, &path_q, Instant::now());
         st.faults.take(class, &mut st.stats.pause, Instant::now())
     };
 

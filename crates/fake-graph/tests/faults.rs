@@ -260,3 +260,42 @@ async fn download_urls_can_be_left_out_of_selected_responses() {
     g.faults().clear();
     assert!(api.get_ok(&format!("/me/drive/root:/a.txt?{sel}")).await[dl].is_string());
 }
+
+/// `before_next` runs its hook once, when the next request of its class arrives and before it is
+/// handled (and before a fault injected for it): another device's change at an exact moment.
+#[tokio::test]
+async fn a_hook_runs_before_the_next_request_of_its_class() {
+    let (g, api) = business().await;
+    let id = g.drive().put_file("/c.txt", &b"ours"[..]).unwrap();
+    let etag = g.drive().etag("/c.txt").unwrap();
+    let other = g.drive();
+    g.faults().before_next(RouteClass::Write, move || {
+        other.put_file("/c.txt", &b"theirs"[..]).unwrap();
+    });
+    assert_eq!(
+        api.get_ok("/me/drive/root:/c.txt").await["size"],
+        4,
+        "reads do not run it"
+    );
+    let patch = json!({ "fileSystemInfo": { "lastModifiedDateTime": "2020-01-01T00:00:00Z" } });
+    let r = api
+        .send(
+            Method::PATCH,
+            &format!("/me/drive/items/{id}"),
+            Some(patch.to_string().into_bytes()),
+            &[("Content-Type", "application/json"), ("If-Match", etag.as_str())],
+        )
+        .await;
+    assert_eq!(r.status, 412, "the hook's change landed before the PATCH: {r:?}");
+    assert_eq!(&g.drive().file_bytes("/c.txt").unwrap()[..], b"theirs");
+    let etag = g.drive().etag("/c.txt").unwrap();
+    let r = api
+        .send(
+            Method::PATCH,
+            &format!("/me/drive/items/{id}"),
+            Some(patch.to_string().into_bytes()),
+            &[("Content-Type", "application/json"), ("If-Match", etag.as_str())],
+        )
+        .await;
+    assert_eq!(r.status, 200, "it ran once: {r:?}");
+}

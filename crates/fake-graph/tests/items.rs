@@ -382,6 +382,48 @@ async fn names_are_case_insensitive_and_case_preserving() {
         api.get(&format!("/me/drive/items/{}", id.to_lowercase())).await.status,
         404
     );
+    // Creating a file in another case with conflictBehavior=fail conflicts, by simple PUT and by
+    // upload session; the stored spelling stays.
+    let r = api
+        .put(
+            "/me/drive/root:/folder-a/foo.TXT:/content?@microsoft.graph.conflictBehavior=fail",
+            b"three",
+        )
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (409, "nameAlreadyExists"));
+    let r = api
+        .json(
+            Method::POST,
+            "/me/drive/root:/FOLDER-A/Foo.Txt:/createUploadSession",
+            &json!({ "item": { "@microsoft.graph.conflictBehavior": "fail" } }),
+        )
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (409, "nameAlreadyExists"));
+    // Moving another item onto a name in another case conflicts too.
+    let other = g.drive().put_file("/Folder-A/bar.txt", &b"bar"[..]).unwrap();
+    let r = api
+        .json(
+            Method::PATCH,
+            &format!("/me/drive/items/{other}?@microsoft.graph.conflictBehavior=fail"),
+            &json!({ "name": "foo.txt" }),
+        )
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (409, "nameAlreadyExists"));
+    // Children listings keep the stored spelling; non-ASCII letters fold too.
+    g.drive().put_file("/Folder-A/Ärger.txt", &b"x"[..]).unwrap();
+    assert_eq!(
+        api.get_ok("/me/drive/root:/folder-a/äRGER.TXT").await["name"],
+        "Ärger.txt"
+    );
+    let kids = api.get_ok("/me/drive/root:/FOLDER-A:/children").await;
+    let mut names: Vec<&str> = kids["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["FOO.txt", "bar.txt", "Ärger.txt"]);
 }
 
 #[tokio::test]
