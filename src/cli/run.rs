@@ -480,6 +480,7 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
     if fs_cfg.disk_cache_bytes > 0 && fs_cfg.disk_cache_dir.is_none() {
         fs_cfg.disk_cache_dir = Some(state::default_disk_cache_dir(&key));
     }
+    make_local_folders_private(&plan.state_dir, fs_cfg.disk_cache_dir.as_deref())?;
     if !remote.capabilities().writes && !fs_cfg.read_only {
         tracing::info!(
             remote = %remote.describe(),
@@ -613,6 +614,21 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
         }
     }
     let _ = std::fs::remove_file(&status_file);
+    Ok(())
+}
+
+/// Make the folders this mount keeps things in (state: journal, staging, status files, change
+/// feed positions; the disk block cache) the mounting user's only: folders 0700, files 0600.
+/// Everything is created so, but older versions left the umask's modes (0755 / 0644), through
+/// which another local user could read cached file content.
+fn make_local_folders_private(state_dir: &Path, disk_cache_dir: Option<&Path>) -> Result<()> {
+    for dir in std::iter::once(state_dir).chain(disk_cache_dir) {
+        let changed = crate::private_fs::make_private_tree(dir)
+            .with_context(|| format!("cannot make {} private to this user", dir.display()))?;
+        if changed > 0 {
+            tracing::info!(folder = %dir.display(), changed, "made files other users could read private (0700/0600)");
+        }
+    }
     Ok(())
 }
 
