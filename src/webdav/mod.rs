@@ -98,6 +98,12 @@ enum Depth {
 impl DavRemote {
     /// Set up the client. Makes no request: [`Remote::root`] is what checks the server.
     pub fn new(cfg: DavConfig) -> RemoteResult<DavRemote> {
+        Self::new_with(cfg, HttpConfig::default())
+    }
+
+    /// [`DavRemote::new`] with HTTP settings beyond the config's (a CA certificate to trust);
+    /// their deadlines and credentials are replaced by `cfg`'s.
+    pub fn new_with(cfg: DavConfig, http: HttpConfig) -> RemoteResult<DavRemote> {
         let base = href::normalize_base(&cfg.url)?;
         let base_segments = href::path_segments(&base)?;
         let credentials = match (&cfg.user, &cfg.password) {
@@ -123,7 +129,7 @@ impl DavRemote {
                 ..RetryPolicy::default()
             },
             credentials,
-            ..HttpConfig::default()
+            ..http
         })?;
         Ok(DavRemote {
             http,

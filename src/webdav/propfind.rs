@@ -402,7 +402,7 @@ fn xml_error(e: quick_xml::Error) -> RemoteError {
         if io.kind() == std::io::ErrorKind::TimedOut {
             return RemoteError::Timeout(format!("PROPFIND body: {io}"));
         }
-        return RemoteError::Connect(format!("PROPFIND body: connection lost: {io}"));
+        return RemoteError::ConnectionLost(format!("PROPFIND body: {io}"));
     }
     RemoteError::Protocol(format!("bad multistatus XML: {e}"))
 }
