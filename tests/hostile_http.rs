@@ -231,3 +231,28 @@ async fn connections_closed_without_an_answer_are_lost_connections() {
     }
     assert!(share.seen().len() > 1, "a lost connection is worth another attempt");
 }
+
+/// A size that is negative, not a number or past `i64::MAX` makes its item an error (EIO), not a file of size 0.
+#[tokio::test]
+async fn sizes_that_are_not_sizes_are_errors() {
+    let share = Hostile::start(|req| {
+        let size = match req.path.as_str() {
+            "/neg.txt" => "-1",
+            "/nan.txt" => "twelve",
+            "/huge.txt" => "9223372036854775808",
+            _ => "5",
+        };
+        Answer::multistatus(multistatus_of(&[file_response(&req.path, size)]))
+    });
+    let r = remote(&share.url, None);
+    assert_eq!(r.stat(&ItemId::new("ok.txt")).await.unwrap().size, 5);
+    for name in ["neg.txt", "nan.txt", "huge.txt"] {
+        match r.stat(&ItemId::new(name)).await {
+            Err(e @ RemoteError::Protocol(_)) => {
+                assert!(e.to_string().contains("getcontentlength"), "{e}");
+                assert_eq!(e.errno(), libc::EIO);
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}

@@ -9,7 +9,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use common::hostile::{collection_response, multistatus_of, Answer, Hostile, Request};
+use common::hostile::{collection_response, file_response, multistatus_of, Answer, Hostile, Request};
 use common::mount::{errno, within, Mount};
 
 const QUICK: Duration = Duration::from_secs(60);
@@ -104,5 +104,76 @@ fn huge_answers_are_refused_with_flat_memory() {
         log.contains("refusing a multistatus answer"),
         "no log line says why:\n{log}"
     );
+    m.unmount();
+}
+
+/// The root listing of a server with odd hrefs and sizes.
+fn odd_listing() -> String {
+    let long = "x".repeat(256);
+    let max = i64::MAX.to_string();
+    multistatus_of(&[
+        collection_response("/"),
+        collection_response("/sub/"),
+        file_response("/good.txt", "5"),
+        // Dot segments spelt encoded, NUL, a name over 255 bytes: no such names can exist.
+        file_response("/%2E", "1"),
+        collection_response("/%2e%2E/"),
+        file_response("/sub/%2E%2E", "1"),
+        file_response("/a%00b", "1"),
+        file_response(&format!("/{long}"), "1"),
+        // The same href twice: the first one counts.
+        file_response("/dup.txt", "3"),
+        file_response("/dup.txt", "7"),
+        // Sizes that are no sizes, one of them on a name with a terminal escape and a line break.
+        file_response("/neg.txt", "-1"),
+        file_response("/nan.txt", "abc"),
+        file_response("/huge.txt", "9223372036854775808"),
+        file_response("/esc%1B%5B31mred%0Afake%20line.txt", "-5"),
+        file_response("/max.txt", &max),
+    ])
+}
+
+/// Hrefs that decode to `.` or `..`, hold NUL or are over 255 bytes are left out (no phantom entries), a duplicate
+/// href keeps its first entry, sizes that are not sizes leave their entry out rather than show size 0, and the
+/// log lines saying so escape the names' control characters.
+#[test]
+fn odd_hrefs_and_sizes_are_left_out_and_logged_safely() {
+    let server = Hostile::start(|req| match (req.method.as_str(), req.header("depth")) {
+        ("PROPFIND", Some("1")) if req.path == "/" => Answer::multistatus(odd_listing()),
+        ("PROPFIND", _) if req.path.starts_with("/sub") => {
+            Answer::multistatus(multistatus_of(&[collection_response("/sub/")]))
+        }
+        ("PROPFIND", Some("0")) if req.path == "/" => Answer::multistatus(multistatus_of(&[collection_response("/")])),
+        _ => Answer::reply(404, &[], ""),
+    });
+    let m = Mount::start(&server.url, &["--read-only"]);
+    let mut names = list(m.path()).unwrap();
+    names.sort();
+    assert_eq!(names, ["dup.txt", "good.txt", "max.txt", "sub"]);
+    assert_eq!(fs::metadata(m.path().join("dup.txt")).unwrap().len(), 3);
+    assert_eq!(fs::metadata(m.path().join("max.txt")).unwrap().len(), i64::MAX as u64);
+    assert_eq!(list(&m.path().join("sub")).unwrap(), Vec::<String>::new());
+    let log = m.log();
+    assert!(log.contains("leaving this item out of the listing"), "{log}");
+    assert!(log.contains("names this item twice"), "{log}");
+    assert!(
+        log.contains(r"esc\u{1b}[31mred\nfake line.txt"),
+        "the name is not shown escaped:\n{log}"
+    );
+    assert!(!log.contains('\x1b'), "a raw escape byte reached the log");
+    assert!(
+        !log.lines().any(|l| l.starts_with("fake line")),
+        "a name forged a log line:\n{log}"
+    );
+    m.unmount();
+}
+
+/// A server that closes the connection without answering a listing: the listing fails with EIO, not
+/// EHOSTUNREACH (the server was reached).
+#[test]
+fn a_connection_closed_without_an_answer_is_eio() {
+    let server = share(&["closed"], |_| Answer::Close);
+    let m = Mount::start(&server.url, &["--read-only", "--timeout", "3"]);
+    assert_eq!(list(&m.path().join("closed")), Err(libc::EIO));
     m.unmount();
 }

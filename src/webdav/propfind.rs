@@ -155,6 +155,10 @@ pub struct Props {
     pub quota_available: Option<u64>,
     /// `quota-used-bytes`.
     pub quota_used: Option<u64>,
+    /// Why a property we need holds a value we cannot use (a `getcontentlength` that is negative,
+    /// not a number, or past `i64::MAX`, the largest size a file can have). Such a resource is an
+    /// error, not a file of size 0.
+    pub invalid: Option<String>,
 }
 
 impl Props {
@@ -165,6 +169,7 @@ impl Props {
         self.etag = other.etag.or(self.etag.take());
         self.quota_available = other.quota_available.or(self.quota_available);
         self.quota_used = other.quota_used.or(self.quota_used);
+        self.invalid = other.invalid.or(self.invalid.take());
     }
 }
 
@@ -257,6 +262,23 @@ pub fn parse_status_line(line: &str) -> Option<u16> {
 
 fn parse_u64(text: &str) -> Option<u64> {
     text.trim().parse().ok()
+}
+
+/// A `getcontentlength`: a decimal number of bytes from 0 to `i64::MAX` (`off_t`'s range). An
+/// empty element is no length (some servers send one for collections).
+fn parse_size(text: &str) -> Result<Option<u64>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match text.parse::<u64>() {
+        Ok(n) if n <= i64::MAX as u64 => Ok(Some(n)),
+        _ => Err(format!(
+            "getcontentlength {:?} is not a size (0 to {})",
+            crate::webdav::href::printable(text),
+            i64::MAX
+        )),
+    }
 }
 
 /// State of the parse: where we are and what the current response and propstat hold so far.
@@ -370,7 +392,10 @@ impl Parser {
                     self.response.props.merge(props);
                 }
             }
-            Tag::ContentLength => self.propstat.content_length = parse_u64(value),
+            Tag::ContentLength => match parse_size(value) {
+                Ok(size) => self.propstat.content_length = size,
+                Err(why) => self.propstat.invalid = Some(why),
+            },
             Tag::LastModified => self.propstat.last_modified = httpdate::parse_http_date(value).ok(),
             Tag::Etag => {
                 if !value.is_empty() {
@@ -739,6 +764,33 @@ mod tests {
         match parse(&many) {
             Err(RemoteError::Protocol(m)) => assert!(m.contains("too large"), "{m}"),
             other => panic!("{:?}", other.map(|v| v.len())),
+        }
+    }
+
+    #[test]
+    fn sizes_must_be_sizes() {
+        let doc = |size: &str| {
+            format!(
+                r#"<D:multistatus xmlns:D="DAV:"><D:response><D:href>/f</D:href><D:propstat><D:prop><D:getcontentlength>{size}</D:getcontentlength></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response></D:multistatus>"#
+            )
+        };
+        let props = |size: &str| parse(&doc(size)).unwrap().remove(0).props;
+        assert_eq!(props("0").content_length, Some(0));
+        assert_eq!(props(" 42 ").content_length, Some(42));
+        assert_eq!(props(&i64::MAX.to_string()).content_length, Some(i64::MAX as u64));
+        assert_eq!(props("").content_length, None);
+        assert_eq!(props("").invalid, None);
+        for bad in [
+            "-1",
+            "12abc",
+            "1e3",
+            "0x10",
+            "9223372036854775808",
+            "18446744073709551616",
+        ] {
+            let p = props(bad);
+            assert_eq!(p.content_length, None, "{bad}");
+            assert!(p.invalid.as_deref().is_some_and(|w| w.contains(bad)), "{bad}: {p:?}");
         }
     }
 
