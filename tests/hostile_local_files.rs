@@ -22,8 +22,15 @@ use common::mount::{is_mounted, Mount};
 const OTHER_USER: &str = "cmtest-other";
 const QUICK: Duration = Duration::from_secs(30);
 
-/// Creates the unprivileged user the test reads as (once per machine).
+/// Creates the unprivileged user the test reads as (once per machine; once at a time in this process, since
+/// useradd locks /etc/passwd).
 fn other_user() -> &'static str {
+    static MADE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    MADE.get_or_init(make_other_user);
+    OTHER_USER
+}
+
+fn make_other_user() {
     let exists = run(Command::new("id").arg(OTHER_USER), QUICK).status.success();
     if !exists {
         let made = run(
@@ -39,7 +46,6 @@ fn other_user() -> &'static str {
             made.both()
         );
     }
-    OTHER_USER
 }
 
 /// Whether `user` can read the file at `path` (with `cat`, as that user).
