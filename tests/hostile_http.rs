@@ -177,7 +177,7 @@ async fn untrusted_certificates_fail_at_once_and_ca_cert_trusts_them() {
 }
 
 /// The command line: without `--ca-cert` the mount fails at once saying why; with it (or with `ca_cert` in the
-/// remote's config) the share mounts and reads.
+/// remote's config, or `SSL_CERT_FILE`) the share mounts and reads.
 #[test]
 fn mount_with_ca_cert() {
     let cert = TestCert::new();
@@ -215,6 +215,10 @@ fn mount_with_ca_cert() {
     )
     .unwrap();
     let m = Mount::start("private", &["--read-only", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(std::fs::read(m.path().join("file.txt")).unwrap(), b"hello");
+    m.unmount();
+    // And SSL_CERT_FILE, which docs/security.md names beside it, replaces the system's roots.
+    let m = Mount::start_with_env(&share.url, &["--read-only"], &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
     assert_eq!(std::fs::read(m.path().join("file.txt")).unwrap(), b"hello");
     m.unmount();
 }
