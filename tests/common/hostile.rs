@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::rustls;
@@ -397,6 +396,3 @@ impl Default for TestCert {
         TestCert::new()
     }
 }
-
-/// How long hostile tests wait for an operation that should fail fast.
-pub const FAST: Duration = Duration::from_secs(20);
