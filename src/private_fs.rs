@@ -53,6 +53,17 @@ pub fn make_private_dir(path: &Path) -> io::Result<()> {
     restrict(path, &fs::symlink_metadata(path)?, DIR_MODE)
 }
 
+/// Make folder `path` 0700 if it exists and is ours; a missing one is left missing. For folders
+/// older versions created on the way to ours (`~/.cache/cloudmount`), whose listing names remotes.
+pub fn make_existing_dir_private(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => restrict(path, &meta, DIR_MODE),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Options that create files 0600 (use like [`OpenOptions::new`], then [`open_private`]).
 pub fn private_options() -> OpenOptions {
     let mut o = OpenOptions::new();
@@ -198,6 +209,13 @@ mod tests {
         fs::set_permissions(&old, fs::Permissions::from_mode(0o755)).unwrap();
         make_private_dir(&old).unwrap();
         assert_eq!(mode(&old), 0o700);
+        let older = parent.join("older");
+        fs::create_dir(&older).unwrap();
+        fs::set_permissions(&older, fs::Permissions::from_mode(0o755)).unwrap();
+        make_existing_dir_private(&older).unwrap();
+        assert_eq!(mode(&older), 0o700);
+        make_existing_dir_private(&parent.join("missing")).unwrap();
+        assert!(!parent.join("missing").exists());
     }
 
     #[test]

@@ -213,3 +213,81 @@ fn daemon_log_is_private_to_the_mounting_user() {
         common::mount::processes_mentioning(mp.path()).is_empty()
     });
 }
+
+/// Root's default disk cache lives under /var/cache/cloudmount/blocks/<remote>; older versions left
+/// /var/cache/cloudmount, its `blocks` (whose listing names every remote) and `logs` 0755. A mount with the default
+/// cache folder makes them 0700, and its own folder below is private too.
+#[test]
+fn default_cache_folders_left_open_by_older_versions_are_made_private() {
+    // SAFETY: geteuid cannot fail.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test mounts as root (root's default cache folder)"
+    );
+    let base = Path::new("/var/cache/cloudmount");
+    for dir in [base.to_path_buf(), base.join("blocks"), base.join("logs")] {
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let before: Vec<PathBuf> = fs::read_dir(base.join("blocks"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let server = DavServer::start();
+    fs::write(server.root().join("f.txt"), b"cached").unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mp = MountPoint::new();
+    let out = run(
+        Command::new(cloudmount_bin())
+            .arg("mount")
+            .arg(server.url())
+            .arg(mp.path())
+            .arg("--state-dir")
+            .arg(state.path())
+            .arg("--log-file")
+            .arg(state.path().join("mount.log")),
+        QUICK,
+    );
+    assert!(out.status.success(), "mount failed: {}", out.both());
+    let f = mp.path().join("f.txt");
+    assert_eq!(within(QUICK, "read a file", move || fs::read(f).unwrap()), b"cached");
+    // Ours is named after the server's address (other tests may add folders meanwhile).
+    let port = server
+        .url()
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let mine: Vec<PathBuf> = fs::read_dir(base.join("blocks"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !before.contains(p))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("127.0.0.1_{port}"))
+        })
+        .collect();
+    let modes_now: Vec<(String, u32)> = [base.to_path_buf(), base.join("blocks"), base.join("logs")]
+        .iter()
+        .map(|p| (p.display().to_string(), fs::metadata(p).unwrap().mode() & 0o7777))
+        .collect();
+    let u = run(Command::new("fusermount3").arg("-u").arg(mp.path()), QUICK);
+    assert!(u.status.success(), "{}", u.both());
+    eventually(QUICK, "the daemon exits", || {
+        common::mount::processes_mentioning(mp.path()).is_empty()
+    });
+    assert_eq!(mine.len(), 1, "the mount's own cache folder: {mine:?}");
+    assert_private(&mine[0]);
+    for dir in &mine {
+        let _ = fs::remove_dir_all(dir);
+    }
+    for (dir, mode) in modes_now {
+        assert_eq!(mode, 0o700, "{dir} is still {mode:o}");
+    }
+}

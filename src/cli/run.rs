@@ -507,7 +507,17 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
     let Connected { remote, key, auth } = connect(rt, plan)?;
     let mut fs_cfg = plan.fs.clone();
     if fs_cfg.disk_cache_bytes > 0 && fs_cfg.disk_cache_dir.is_none() {
-        fs_cfg.disk_cache_dir = Some(state::default_disk_cache_dir(&key));
+        let dir = state::default_disk_cache_dir(&key);
+        // `.../cloudmount/blocks/KEY`: older versions made `cloudmount`, `blocks` and `logs`
+        // beside it world-readable, and their listings name the remotes and mountpoints.
+        if let Some(base) = dir.parent().and_then(Path::parent) {
+            for old in [base.to_path_buf(), base.join("blocks"), base.join("logs")] {
+                if let Err(e) = crate::private_fs::make_existing_dir_private(&old) {
+                    tracing::warn!(folder = %old.display(), error = %e, "cannot make this folder private");
+                }
+            }
+        }
+        fs_cfg.disk_cache_dir = Some(dir);
     }
     make_local_folders_private(&plan.state_dir, fs_cfg.disk_cache_dir.as_deref())?;
     if !remote.capabilities().writes && !fs_cfg.read_only {
