@@ -10,6 +10,8 @@
 # - rsync:          the write tests sync trees into the mount with it;
 # - util-linux (mount, umount, findmnt, runuser) and systemd (systemd-analyze): tests/mount_helper.rs mounts through
 #                   mount(8) and checks the example units of docs/fstab.md with `systemd-analyze verify`;
+# - openssl:        tests/common/hostile.rs makes a CA and a server certificate for the TLS tests with it;
+# - passwd (useradd): tests/hostile_local_files.rs creates an unprivileged user to try reading our files as;
 # - WsgiDAV (PyPI, in a venv at target/test-tools/venv-wsgidav, with python3-venv from Debian if python3 lacks it):
 #                   the server that lets clients set modification times (tests/common/wsgidav.rs);
 # - fsx (crates.io, built into target/test-tools/bin): tests/fuse_fsx.rs;
@@ -28,12 +30,14 @@ command -v rsync >/dev/null 2>&1 || need+=(rsync)
 { command -v findmnt && command -v runuser; } >/dev/null 2>&1 || need+=(util-linux)
 command -v mount >/dev/null 2>&1 || need+=(mount)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v useradd >/dev/null 2>&1 || need+=(passwd)
 if [[ ! -x $venv/bin/wsgidav ]] && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   need+=(python3 python3-venv)
 fi
 
 if ((${#need[@]} == 0)); then
-  echo "install-test-deps: fuse3, apache2, apache2-utils, curl, rsync, util-linux, mount, systemd and python3-venv are already installed"
+  echo "install-test-deps: fuse3, apache2, apache2-utils, curl, rsync, util-linux, mount, systemd, openssl, passwd and python3-venv are already installed"
 else
   sudo=()
   if ((EUID != 0)); then

@@ -30,6 +30,15 @@ pub enum RemoteError {
     /// The server could not be reached at all (refused, unreachable, DNS).
     #[error("cannot reach the server: {0}")]
     Connect(String),
+    /// A connection was made, then closed (or reset) before a complete answer came: the server
+    /// was reached, so this is no "host unreachable". Worth another attempt.
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
+    /// The TLS handshake failed: the server's certificate is not trusted (unknown issuer, expired,
+    /// wrong name...) or the server does not speak TLS. Asking again gives the same answer, so
+    /// this is never retried.
+    #[error("TLS failed: {0}")]
+    Tls(String),
     /// The quota on the server is exhausted (HTTP 507).
     #[error("no space left on the server")]
     InsufficientStorage,
@@ -85,6 +94,7 @@ impl RemoteError {
             RemoteError::Throttled { .. } => libc::EAGAIN,
             RemoteError::Timeout(_) => libc::ETIMEDOUT,
             RemoteError::Connect(_) => libc::EHOSTUNREACH,
+            RemoteError::ConnectionLost(_) | RemoteError::Tls(_) => libc::EIO,
             RemoteError::InsufficientStorage => libc::ENOSPC,
             RemoteError::Locked => libc::EBUSY,
             RemoteError::TooLarge => libc::EFBIG,
@@ -98,7 +108,10 @@ impl RemoteError {
     /// Whether retrying the same request later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            RemoteError::Throttled { .. } | RemoteError::Timeout(_) | RemoteError::Connect(_) => true,
+            RemoteError::Throttled { .. }
+            | RemoteError::Timeout(_)
+            | RemoteError::Connect(_)
+            | RemoteError::ConnectionLost(_) => true,
             RemoteError::Http { status, .. } => *status >= 500,
             _ => false,
         }

@@ -14,6 +14,15 @@
 //! by a stall limit of the same length: it fails when no byte went out, and no answer came, for
 //! that long. (Bytes still in the kernel's socket buffer when the file has been read to its end
 //! count against that limit, together with the server's time to answer.)
+//!
+//! Redirects are followed (up to [`MAX_REDIRECTS`]) except from https to plain http: that would
+//! send the request, and read the answer, in cleartext, so it is refused with an error and a log
+//! line. reqwest drops `Authorization` (our Basic credentials) on a redirect to another origin
+//! (scheme, host or port); Graph download URLs are such another origin by design and are sent
+//! without credentials in the first place. A TLS failure (an untrusted, expired or misnamed
+//! certificate) is [`RemoteError::Tls`] and is not retried: asking again gets the same certificate.
+//! A private CA is added with [`HttpConfig::ca_cert`] (`--ca-cert`); the system's roots, and
+//! `SSL_CERT_FILE`, still apply.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -33,6 +42,9 @@ use url::Url;
 
 use crate::error::{RemoteError, RemoteResult};
 use crate::remote::{GrowingFile, TransferProgress};
+
+/// Most redirects followed for one request (reqwest's own default).
+pub const MAX_REDIRECTS: usize = 10;
 
 /// Longest client-wide pause a `Retry-After` can impose: a broken proxy asking for a day must not
 /// freeze a mount for a day.
@@ -286,6 +298,9 @@ pub struct HttpConfig {
     pub pool_max_idle_per_host: usize,
     /// How long an idle connection is kept.
     pub pool_idle_timeout: Duration,
+    /// A PEM file of CA certificates to trust besides the system's (a server whose certificate
+    /// comes from a private CA, or is self-signed).
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -295,6 +310,7 @@ impl Default for HttpConfig {
             credentials: None,
             pool_max_idle_per_host: 16,
             pool_idle_timeout: Duration::from_secs(60),
+            ca_cert: None,
         }
     }
 }
@@ -385,7 +401,12 @@ async fn stall_guard<F: Future>(fut: F, progress: &Progress, limit: Duration) ->
 impl HttpClient {
     /// Build the client once; it is meant to live as long as the mount.
     pub fn new(config: HttpConfig) -> RemoteResult<Self> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = &config.ca_cert {
+            builder = builder.tls_certs_merge(read_ca_certs(path)?);
+        }
+        let client = builder
+            .redirect(redirect_policy())
             .connect_timeout(config.policy.connect_timeout)
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .pool_idle_timeout(config.pool_idle_timeout)
@@ -568,8 +589,12 @@ impl HttpClient {
             Ok(resp) => resp,
             Err(e) => {
                 debug!(request = %label, elapsed_ms = started.elapsed().as_millis() as u64, error = %error_chain(&e), "http error");
+                let error = map_reqwest_error(label, &e);
+                if let RemoteError::Tls(why) = &error {
+                    warn!(request = %label, "TLS failed, not retrying: {why}");
+                }
                 return Err(AttemptError {
-                    error: map_reqwest_error(label, &e),
+                    error,
                     retry_after: None,
                     // No connection could be made: nothing reached the server.
                     not_applied: e.is_connect(),
@@ -602,6 +627,118 @@ impl HttpClient {
             not_applied: status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE,
         })
     }
+}
+
+/// Read the CA certificates of a PEM file (one or more `BEGIN CERTIFICATE` blocks).
+fn read_ca_certs(path: &Path) -> RemoteResult<Vec<reqwest::Certificate>> {
+    let bad = |why: String| RemoteError::LocalFile(format!("CA certificate file {}: {why}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(error_chain(&e)))?;
+    if certs.is_empty() {
+        return Err(bad("no PEM certificate in it".into()));
+    }
+    Ok(certs)
+}
+
+/// A redirect from https to plain http, refused by [`redirect_policy`].
+#[derive(Debug)]
+struct DowngradeRefused {
+    from: String,
+    to: String,
+}
+
+impl fmt::Display for DowngradeRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "refusing to follow a redirect from {} to {}: https to plain http would carry the request and the \
+             answer in cleartext",
+            self.from, self.to
+        )
+    }
+}
+
+impl StdError for DowngradeRefused {}
+
+/// Too many redirects in a row.
+#[derive(Debug)]
+struct TooManyRedirects;
+
+impl fmt::Display for TooManyRedirects {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "more than {MAX_REDIRECTS} redirects")
+    }
+}
+
+impl StdError for TooManyRedirects {}
+
+/// A URL for messages: origin and path, never user info or the query (which may carry tokens).
+fn shown(url: &Url) -> String {
+    format!("{}{}", url.origin().ascii_serialization(), url.path())
+}
+
+/// Follow redirects, but never from https to http (see the module doc). reqwest itself drops
+/// `Authorization` when a redirect leaves the origin.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let downgrade = attempt
+            .previous()
+            .last()
+            .filter(|from| from.scheme() == "https" && attempt.url().scheme() == "http")
+            .map(|from| DowngradeRefused {
+                from: shown(from),
+                to: shown(attempt.url()),
+            });
+        if let Some(refused) = downgrade {
+            warn!("{refused}");
+            attempt.error(refused)
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error(TooManyRedirects)
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+/// rustls's error in `error`, looking inside `io::Error`s (whose `source` skips what they wrap;
+/// the TLS connector wraps it twice).
+fn rustls_error<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    let inner = error.downcast_ref::<std::io::Error>()?.get_ref()?;
+    rustls_error(inner)
+}
+
+/// What went wrong in TLS, if `error` is a TLS failure.
+fn tls_failure(error: &reqwest::Error) -> Option<String> {
+    let mut source: Option<&(dyn StdError + 'static)> = error.source();
+    while let Some(s) = source {
+        if let Some(tls) = rustls_error(s) {
+            let hint = match tls {
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+                    " (the server's certificate is not trusted; if it comes from a private CA, name that CA's \
+                     certificate with --ca-cert FILE, or SSL_CERT_FILE)"
+                }
+                _ => "",
+            };
+            return Some(format!("{tls}{hint}"));
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// The error a refused redirect carries, if `error` is one.
+fn redirect_failure(error: &reqwest::Error) -> Option<String> {
+    let mut source: Option<&(dyn StdError + 'static)> = error.source();
+    while let Some(s) = source {
+        if s.is::<DowngradeRefused>() || s.is::<TooManyRedirects>() {
+            return Some(s.to_string());
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// Size of the chunks a streamed file is read in.
@@ -669,7 +806,10 @@ async fn file_body(
 /// Supported), which will not change by asking again. Other 4xx are the client's fault.
 pub fn should_retry(error: &RemoteError) -> bool {
     match error {
-        RemoteError::Throttled { .. } | RemoteError::Timeout(_) | RemoteError::Connect(_) => true,
+        RemoteError::Throttled { .. }
+        | RemoteError::Timeout(_)
+        | RemoteError::Connect(_)
+        | RemoteError::ConnectionLost(_) => true,
         RemoteError::Http { status, .. } => *status >= 500 && *status != 501 && *status != 505,
         _ => false,
     }
@@ -696,14 +836,19 @@ pub fn status_error(status: StatusCode, context: &str, retry_after: Option<Durat
 /// can never leak credentials, and are prefixed by `context` ("METHOD /path").
 pub fn map_reqwest_error(context: &str, error: &reqwest::Error) -> RemoteError {
     let detail = error_chain(error);
-    if error.is_connect() {
+    if let Some(tls) = tls_failure(error) {
+        RemoteError::Tls(format!("{context}: {tls}"))
+    } else if let Some(refused) = redirect_failure(error) {
+        RemoteError::Protocol(format!("{context}: {refused}"))
+    } else if error.is_connect() {
         RemoteError::Connect(format!("{context}: {detail}"))
     } else if error.is_timeout() {
         RemoteError::Timeout(format!("{context}: {detail}"))
     } else if error.is_body() || error.is_request() {
-        // The connection broke while the request or the response body was in flight: the server
-        // went away (or a proxy cut us off); asking again may work.
-        RemoteError::Connect(format!("{context}: connection lost: {detail}"))
+        // The connection broke while the request or the response body was in flight, or closed
+        // before any answer: the server was reached and went away (or a proxy cut us off).
+        // Asking again may work; it is no "host unreachable".
+        RemoteError::ConnectionLost(format!("{context}: {detail}"))
     } else if let Some(status) = error.status() {
         status_error(status, context, None)
     } else {
@@ -820,6 +965,8 @@ mod tests {
         assert!(should_retry(&RemoteError::Throttled { retry_after: None }));
         assert!(should_retry(&RemoteError::Timeout(String::new())));
         assert!(should_retry(&RemoteError::Connect(String::new())));
+        assert!(should_retry(&RemoteError::ConnectionLost(String::new())));
+        assert!(!should_retry(&RemoteError::Tls(String::new())));
         assert!(!should_retry(&RemoteError::NotFound));
         assert!(!should_retry(&RemoteError::Unauthorized(String::new())));
         assert!(!should_retry(&RemoteError::VersionChanged));

@@ -6,7 +6,8 @@
 //! - [`http`], [`webdav`] and [`graph`]: HTTP-only clients (no FUSE);
 //! - [`vfs`]: the FUSE-free filesystem core (inode table, handles, block cache, prefetch);
 //! - [`fuse`]: the thin fuser adapter that only translates;
-//! - [`cli`]: configuration and the mount lifecycle used by the binary.
+//! - [`cli`]: configuration and the mount lifecycle used by the binary;
+//! - [`private_fs`]: how every local file and folder is created (the mounting user's only).
 
 pub mod auth;
 pub mod buffers;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod fuse;
 pub mod graph;
 pub mod http;
+pub mod private_fs;
 pub mod remote;
 pub mod vfs;
 pub mod webdav;

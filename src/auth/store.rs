@@ -162,7 +162,7 @@ impl TokenStore {
     /// Replace the file atomically with `tokens` (mode 0600, folder 0700) and return its new stamp.
     pub fn save(&self, tokens: &StoredTokens) -> io::Result<Option<Stamp>> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir)?;
+        crate::private_fs::create_private_dir_all(dir)?;
         let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
         let body = serde_json::to_vec_pretty(tokens).map_err(io::Error::other)?;
         let name = self.path.file_name().and_then(|n| n.to_str()).unwrap_or("tokens");

@@ -87,6 +87,9 @@ pub struct RemoteConfig {
     /// A shell command that prints the password (WebDAV).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_command: Option<String>,
+    /// A PEM file of CA certificates to trust besides the system's (`--ca-cert`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
     /// OneDrive: application (client) id (default: [`DEFAULT_CLIENT_ID`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
@@ -134,6 +137,7 @@ impl std::fmt::Debug for RemoteConfig {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("password_command", &self.password_command)
+            .field("ca_cert", &self.ca_cert)
             .field("client_id", &self.client_id)
             .field("tenant", &self.tenant)
             .field("graph_url", &self.graph_url)
@@ -201,6 +205,7 @@ impl RemoteConfig {
             user: None,
             password: None,
             password_command: None,
+            ca_cert: None,
             client_id: None,
             tenant: None,
             graph_url: None,

@@ -87,9 +87,12 @@ pub fn fork_daemon(log_path: &Path, keep_stderr: bool, notifier: Notifier) -> st
         None
     } else {
         if let Some(dir) = log_path.parent() {
-            std::fs::create_dir_all(dir)?;
+            crate::private_fs::create_private_dir_all(dir)?;
         }
-        Some(std::fs::OpenOptions::new().create(true).append(true).open(log_path)?)
+        Some(crate::private_fs::open_private(
+            crate::private_fs::private_options().create(true).append(true),
+            log_path,
+        )?)
     };
     let (read_end, write_end): (OwnedFd, OwnedFd) = nix::unistd::pipe()?;
     // SAFETY: no other thread exists yet (the caller's contract), so the child may run freely.

@@ -27,6 +27,7 @@ const VALUED: &[(&str, &str)] = &[
     ("state_dir", "--state-dir"),
     ("log_file", "--log-file"),
     ("timeout", "--timeout"),
+    ("ca_cert", "--ca-cert"),
     ("ttl", "--ttl"),
     ("block_size", "--block-size"),
     ("prefetch", "--prefetch"),

@@ -225,6 +225,10 @@ pub struct MountArgs {
     /// Deadline of one network operation, retries included: past it the caller gets an error.
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub timeout: f64,
+    /// A PEM file of CA certificates to trust besides the system's, for a server whose certificate
+    /// comes from a private CA or is self-signed (overrides the remote's `ca_cert` in the config).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
     /// The config file (default: $XDG_CONFIG_HOME/cloudmount/config.toml).
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,

@@ -31,6 +31,8 @@ pub struct ResolvedRemote {
     pub user: Option<String>,
     /// Basic auth password.
     pub password: Option<String>,
+    /// The remote's `ca_cert` in the config.
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ResolvedRemote {
@@ -53,6 +55,8 @@ pub struct OneDriveTarget {
     /// The exact command that signs this remote in again (with --config / --state-dir when they
     /// are not the defaults).
     pub login_command: String,
+    /// The remote's `ca_cert` in the config.
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// What to mount.
@@ -90,6 +94,8 @@ pub struct MountPlan {
     pub poll_interval: Duration,
     /// How long to keep trying to reach the server at mount time.
     pub wait_online: Duration,
+    /// CA certificates to trust besides the system's (`--ca-cert`, else the remote's `ca_cert`).
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// `--poll-interval` when not given.
@@ -150,6 +156,7 @@ fn resolve_onedrive(args: &MountArgs, remote: &super::config::RemoteConfig) -> R
         name: args.remote.clone(),
         login_command: login_command(&settings, args),
         settings,
+        ca_cert: remote.ca_cert.clone(),
     })
 }
 
@@ -158,8 +165,8 @@ fn resolve_remote(args: &MountArgs) -> Result<Target> {
     if looks_like_url && drive_flags(args) {
         bail!("--drive-id, --drive-user, --sharepoint and --library are for OneDrive remotes (a name in the config), not WebDAV URLs");
     }
-    let (url, mut user, mut password, mut password_command) = if looks_like_url {
-        (args.remote.clone(), None, None, None)
+    let (url, mut user, mut password, mut password_command, ca_cert) = if looks_like_url {
+        (args.remote.clone(), None, None, None, None)
     } else {
         let (path, explicit) = match &args.config {
             Some(p) => (p.clone(), true),
@@ -191,6 +198,7 @@ fn resolve_remote(args: &MountArgs) -> Result<Target> {
             r.user.clone(),
             r.password.clone(),
             r.password_command.clone(),
+            r.ca_cert.clone(),
         )
     };
     if args.user.is_some() {
@@ -224,7 +232,12 @@ fn resolve_remote(args: &MountArgs) -> Result<Target> {
         let p = format!("{}/", url.path());
         url.set_path(&p);
     }
-    Ok(Target::Webdav(ResolvedRemote { url, user, password }))
+    Ok(Target::Webdav(ResolvedRemote {
+        url,
+        user,
+        password,
+        ca_cert,
+    }))
 }
 
 /// A OneDrive remote must have been signed in (client credentials excepted: they sign in at mount).
@@ -312,6 +325,14 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan> {
     if let Target::OneDrive(t) = &remote {
         check_signed_in(t, &state_dir)?;
     }
+    let ca_cert = args.ca_cert.clone().or_else(|| match &remote {
+        Target::Webdav(r) => r.ca_cert.clone(),
+        Target::OneDrive(t) => t.ca_cert.clone(),
+    });
+    if let Some(ca) = &ca_cert {
+        // Said on the terminal, before the daemon starts.
+        std::fs::File::open(ca).with_context(|| format!("cannot read the CA certificate file {}", ca.display()))?;
+    }
     Ok(MountPlan {
         remote,
         mountpoint,
@@ -335,6 +356,7 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan> {
         uploads: args.uploads,
         poll_interval,
         wait_online,
+        ca_cert,
     })
 }
 
@@ -384,13 +406,19 @@ struct Connected {
 fn connect(rt: &tokio::runtime::Runtime, plan: &MountPlan) -> Result<Connected> {
     match &plan.remote {
         Target::Webdav(r) => {
-            let remote: Arc<dyn Remote> = Arc::new(DavRemote::new(DavConfig {
-                url: r.url.clone(),
-                user: r.user.clone(),
-                password: r.password.clone(),
-                timeout: plan.timeout,
-                connect_timeout: plan.timeout.min(Duration::from_secs(10)),
-            })?);
+            let remote: Arc<dyn Remote> = Arc::new(DavRemote::new_with(
+                DavConfig {
+                    url: r.url.clone(),
+                    user: r.user.clone(),
+                    password: r.password.clone(),
+                    timeout: plan.timeout,
+                    connect_timeout: plan.timeout.min(Duration::from_secs(10)),
+                },
+                HttpConfig {
+                    ca_cert: plan.ca_cert.clone(),
+                    ..HttpConfig::default()
+                },
+            )?);
             Ok(Connected {
                 remote,
                 key: r.url.to_string(),
@@ -422,6 +450,7 @@ fn connect_onedrive(rt: &tokio::runtime::Runtime, t: &OneDriveTarget, plan: &Mou
             connect_timeout: plan.timeout.min(Duration::from_secs(10)),
             ..RetryPolicy::default()
         },
+        ca_cert: plan.ca_cert.clone(),
         ..HttpConfig::default()
     };
     let (tokens, auth) = {
@@ -478,8 +507,19 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
     let Connected { remote, key, auth } = connect(rt, plan)?;
     let mut fs_cfg = plan.fs.clone();
     if fs_cfg.disk_cache_bytes > 0 && fs_cfg.disk_cache_dir.is_none() {
-        fs_cfg.disk_cache_dir = Some(state::default_disk_cache_dir(&key));
+        let dir = state::default_disk_cache_dir(&key);
+        // `.../cloudmount/blocks/KEY`: older versions made `cloudmount`, `blocks` and `logs`
+        // beside it world-readable, and their listings name the remotes and mountpoints.
+        if let Some(base) = dir.parent().and_then(Path::parent) {
+            for old in [base.to_path_buf(), base.join("blocks"), base.join("logs")] {
+                if let Err(e) = crate::private_fs::make_existing_dir_private(&old) {
+                    tracing::warn!(folder = %old.display(), error = %e, "cannot make this folder private");
+                }
+            }
+        }
+        fs_cfg.disk_cache_dir = Some(dir);
     }
+    make_local_folders_private(&plan.state_dir, fs_cfg.disk_cache_dir.as_deref())?;
     if !remote.capabilities().writes && !fs_cfg.read_only {
         tracing::info!(
             remote = %remote.describe(),
@@ -613,6 +653,21 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
         }
     }
     let _ = std::fs::remove_file(&status_file);
+    Ok(())
+}
+
+/// Make the folders this mount keeps things in (state: journal, staging, status files, change
+/// feed positions; the disk block cache) the mounting user's only: folders 0700, files 0600.
+/// Everything is created so, but older versions left the umask's modes (0755 / 0644), through
+/// which another local user could read cached file content.
+fn make_local_folders_private(state_dir: &Path, disk_cache_dir: Option<&Path>) -> Result<()> {
+    for dir in std::iter::once(state_dir).chain(disk_cache_dir) {
+        let changed = crate::private_fs::make_private_tree(dir)
+            .with_context(|| format!("cannot make {} private to this user", dir.display()))?;
+        if changed > 0 {
+            tracing::info!(folder = %dir.display(), changed, "made files other users could read private (0700/0600)");
+        }
+    }
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! (under the XDG state directory, never a cache that cleaners empty), and a status file per live
 //! mount that `cloudmount status` and `cloudmount unmount` read.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -68,12 +68,14 @@ impl RemoteState {
     /// Take the state folder of remote `url` under `root`; fails when another mount holds it.
     pub fn acquire(root: &Path, url: &str) -> io::Result<RemoteState> {
         let dir = root.join("uploads").join(remote_key(url));
-        std::fs::create_dir_all(&dir)?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("lock"))?;
+        crate::private_fs::create_private_dir_all(&dir)?;
+        let lock = crate::private_fs::open_private(
+            crate::private_fs::private_options()
+                .create(true)
+                .truncate(false)
+                .write(true),
+            &dir.join("lock"),
+        )?;
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(io::Error::new(
@@ -162,10 +164,10 @@ pub fn status_path(root: &Path, mountpoint: &Path) -> PathBuf {
 /// Publish `status` atomically (temporary file + rename).
 pub fn write_status(path: &Path, status: &MountStatus) -> io::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        crate::private_fs::create_private_dir_all(dir)?;
     }
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(status).map_err(io::Error::other)?)?;
+    crate::private_fs::write_private_file(&tmp, &serde_json::to_vec_pretty(status).map_err(io::Error::other)?)?;
     std::fs::rename(tmp, path)
 }
 

@@ -226,12 +226,12 @@ fn load_link(path: &Path) -> Option<String> {
 
 fn store_link(path: &Path, link: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        crate::private_fs::create_private_dir_all(dir)?;
     }
     let tmp = path.with_extension("tmp");
     {
         use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = crate::private_fs::create_private_file(&tmp)?;
         f.write_all(link.as_bytes())?;
         f.sync_all()?;
     }

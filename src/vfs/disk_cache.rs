@@ -25,7 +25,7 @@
 //! the headers of the files found; recency then comes from the files' times.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
@@ -169,7 +169,7 @@ impl DiskCache {
         space: Box<dyn SpaceProbe>,
     ) -> Result<DiskCache, DiskCacheError> {
         let blocks_dir = dir.join("blocks");
-        fs::create_dir_all(&blocks_dir).map_err(io_err(&blocks_dir))?;
+        crate::private_fs::create_private_dir_all(&blocks_dir).map_err(io_err(&blocks_dir))?;
         let lock = take_lock(dir)?;
         let cache = DiskCache {
             blocks_dir,
@@ -394,11 +394,11 @@ impl DiskCache {
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let tmp = dir.join(format!("{TMP_PREFIX}{name}-{seq}"));
         let result = (|| {
-            let mut file = match File::create(&tmp) {
+            let mut file = match crate::private_fs::create_private_file(&tmp) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     // First block of the item, or its empty folder was just removed.
-                    fs::create_dir_all(dir).map_err(io_err(dir))?;
-                    File::create(&tmp)
+                    crate::private_fs::create_private_dir_all(dir).map_err(io_err(dir))?;
+                    crate::private_fs::create_private_file(&tmp)
                 }
                 other => other,
             }
@@ -535,12 +535,14 @@ impl DiskCache {
 /// Take `dir/lock` exclusively, or fail with [`DiskCacheError::Locked`].
 fn take_lock(dir: &Path) -> Result<File, DiskCacheError> {
     let path = dir.join("lock");
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err(&path))?;
+    let lock = crate::private_fs::open_private(
+        crate::private_fs::private_options()
+            .create(true)
+            .truncate(false)
+            .write(true),
+        &path,
+    )
+    .map_err(io_err(&path))?;
     // SAFETY: flock on a descriptor we own.
     if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let e = io::Error::last_os_error();

@@ -11,6 +11,9 @@ use url::Url;
 
 use crate::error::{RemoteError, RemoteResult};
 
+/// Longest name, in bytes, that a Linux filesystem can show (NAME_MAX).
+pub const MAX_NAME_BYTES: usize = 255;
+
 /// Everything but RFC 3986 "unreserved" characters is encoded. Encoding more than strictly needed
 /// (sub-delims like `+`, `&`, `=`) is always safe, since servers decode `%XX` anywhere, while
 /// leaving one of them raw is not (`+` reads as a space on some servers).
@@ -54,7 +57,9 @@ pub fn normalize_base(url: &Url) -> RemoteResult<Url> {
 /// The decoded segments of a URL's path (empty segments dropped): what an href must start with to
 /// be inside the mount.
 pub fn path_segments(url: &Url) -> RemoteResult<Vec<String>> {
-    decode_segments(url.path()).ok_or_else(|| RemoteError::Unsupported("base URL path is not valid UTF-8".into()))
+    decode_segments(url.path()).ok_or_else(|| {
+        RemoteError::Unsupported("base URL path is not valid UTF-8, or has a segment that cannot be a name".into())
+    })
 }
 
 /// The URL of item `id` under `base` (which must end with `/`, see [`normalize_base`]). A trailing
@@ -70,8 +75,10 @@ pub fn item_url(base: &Url, id: &str, collection: bool) -> RemoteResult<Url> {
     Url::parse(&s).map_err(|e| RemoteError::Protocol(format!("cannot build a URL for {id:?}: {e}")))
 }
 
-/// Split an encoded path, resolve `.` and `..`, and decode each segment. `None` when a segment is
-/// not UTF-8 or decodes to something containing `/` (such a name cannot be an item ID).
+/// Split an encoded path, resolve `.` and `..`, and decode each segment. `None` when a segment
+/// cannot be a file name: not UTF-8, or decoding to something with `/` or NUL, to `.` or `..`
+/// (`%2E`, `%2E%2E`: dot segments are resolved before decoding, so these would show as phantom
+/// entries), or longer than [`MAX_NAME_BYTES`].
 fn decode_segments(path: &str) -> Option<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     for raw in path.split('/') {
@@ -82,7 +89,7 @@ fn decode_segments(path: &str) -> Option<Vec<String>> {
             }
             _ => {
                 let seg = percent_decode_str(raw).decode_utf8().ok()?;
-                if seg.contains('/') {
+                if seg.contains(['/', '\0']) || seg == "." || seg == ".." || seg.len() > MAX_NAME_BYTES {
                     return None;
                 }
                 out.push(seg.into_owned());
@@ -128,6 +135,26 @@ pub fn href_to_id(href: &str, base: &[String], request_path: &str) -> Option<Str
         return None;
     }
     Some(segments[base.len()..].join("/"))
+}
+
+/// `text` made safe for one log line: control characters (terminal escapes, line breaks) are
+/// shown as `\u{1b}`-style escapes, and text longer than 300 characters is cut, so a name from the
+/// server can neither drive the terminal showing the log nor forge log lines.
+pub fn printable(text: &str) -> String {
+    const MAX: usize = 300;
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The last segment of an ID: the entry's name (`""` for the root).
@@ -269,9 +296,31 @@ mod tests {
         assert_eq!(id("/davx/y"), None);
         assert_eq!(id("/dav/%FF"), None);
         assert_eq!(id("/dav/a%2Fb"), None);
+        // Names no filesystem can show: dot segments spelt encoded, NUL, over 255 bytes.
+        assert_eq!(id("/dav/%2E"), None);
+        assert_eq!(id("/dav/%2e%2E/"), None);
+        assert_eq!(id("/dav/%2E%2E/x"), None);
+        assert_eq!(id("/dav/a%00b"), None);
+        assert_eq!(id(&format!("/dav/{}", "x".repeat(256))), None);
+        assert_eq!(id(&format!("/dav/{}", "%C3%A9".repeat(128))), None);
+        assert_eq!(id(&format!("/dav/{}", "x".repeat(255))), Some("x".repeat(255)));
+        assert_eq!(id("/dav/%2E.x").as_deref(), Some("..x"));
+        assert_eq!(id("/dav/.hidden").as_deref(), Some(".hidden"));
         // With an empty base everything is inside.
         assert_eq!(href_to_id("/a/b/", &[], "/").as_deref(), Some("a/b"));
         assert_eq!(href_to_id("/", &[], "/").as_deref(), Some(""));
+    }
+
+    #[test]
+    fn printable_escapes_controls_and_cuts() {
+        assert_eq!(printable("plain é"), "plain é");
+        assert_eq!(
+            printable("a\u{1b}[31mred\nfake line\r"),
+            "a\\u{1b}[31mred\\nfake line\\r"
+        );
+        assert_eq!(printable("\u{9b}x"), "\\u{9b}x");
+        let long = printable(&"y".repeat(1000));
+        assert_eq!(long.chars().count(), 301);
     }
 
     #[test]

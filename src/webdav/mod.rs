@@ -98,6 +98,12 @@ enum Depth {
 impl DavRemote {
     /// Set up the client. Makes no request: [`Remote::root`] is what checks the server.
     pub fn new(cfg: DavConfig) -> RemoteResult<DavRemote> {
+        Self::new_with(cfg, HttpConfig::default())
+    }
+
+    /// [`DavRemote::new`] with HTTP settings beyond the config's (a CA certificate to trust);
+    /// their deadlines and credentials are replaced by `cfg`'s.
+    pub fn new_with(cfg: DavConfig, http: HttpConfig) -> RemoteResult<DavRemote> {
         let base = href::normalize_base(&cfg.url)?;
         let base_segments = href::path_segments(&base)?;
         let credentials = match (&cfg.user, &cfg.password) {
@@ -123,7 +129,7 @@ impl DavRemote {
                 ..RetryPolicy::default()
             },
             credentials,
-            ..HttpConfig::default()
+            ..http
         })?;
         Ok(DavRemote {
             http,
@@ -213,7 +219,9 @@ impl DavRemote {
             }
             match href::href_to_id(&r.href, &self.base_segments, &request_path) {
                 Some(id) => out.push((id, r)),
-                None => warn!(href = %r.href, "ignoring an href outside the share or not a valid name"),
+                None => {
+                    warn!(href = %href::printable(&r.href), "ignoring an href outside the share or not a valid name")
+                }
             }
             Ok(())
         })
@@ -231,6 +239,10 @@ impl DavRemote {
         let Some((_, resp)) = responses.into_iter().nth(pos) else {
             return Err(RemoteError::NotFound);
         };
+        if let Some(why) = &resp.props.invalid {
+            warn!(item = %href::printable(id), "the server describes this item wrongly: {why}");
+            return Err(RemoteError::Protocol(format!("{}: {why}", href::printable(id))));
+        }
         // The ID asked for names the entry, not the href: a case-insensitive server may spell it
         // differently, and the layers above know the item by the name they looked up.
         Ok((to_entry(id.to_string(), &resp), resp))
@@ -294,12 +306,23 @@ impl Remote for DavRemote {
         let url = href::item_url(&self.base, dir.as_str(), true)?;
         let responses = self.propfind(url, Depth::One, PROPFIND_ENTRY).await?;
         let mut entries = Vec::with_capacity(responses.len().saturating_sub(1));
+        let mut seen = std::collections::HashSet::new();
         for (id, resp) in responses {
             // Keep direct children only: skips the folder itself, and anything deeper a server
             // might volunteer.
-            if id != dir.as_str() && href::parent_of(&id) == Some(dir.as_str()) {
-                entries.push(to_entry(id, &resp));
+            if id == dir.as_str() || href::parent_of(&id) != Some(dir.as_str()) {
+                continue;
             }
+            // The same item twice: the first answer counts, every time.
+            if !seen.insert(id.clone()) {
+                warn!(item = %href::printable(&id), "the listing names this item twice; keeping the first");
+                continue;
+            }
+            if let Some(why) = &resp.props.invalid {
+                warn!(item = %href::printable(&id), "leaving this item out of the listing: {why}");
+                continue;
+            }
+            entries.push(to_entry(id, &resp));
         }
         Ok(entries)
     }

@@ -6,13 +6,26 @@
 //! matched by namespace URI (`DAV:`), never by prefix: servers write `D:`, `d:`, `lp1:` or a
 //! default namespace. Only properties inside a `<propstat>` whose status is 200 are used (servers
 //! report the properties they lack in a 404 `<propstat>`, sometimes as empty elements).
+//!
+//! The server is not trusted with our memory. The body is read through [`Limited`], which fails the
+//! parse as soon as one XML event (a text node, a tag, a comment...) grows past [`MAX_EVENT`], or
+//! the whole answer past [`MAX_ANSWER`], *while streaming*: quick-xml collects an event whole
+//! before handing it over, so a limit checked on the event would come after a 400 MB text node had
+//! been buffered. The number of `<response>` elements kept is bounded by [`MAX_RESPONSES`]. Such
+//! an answer is a protocol error (EIO), logged once with the limit it broke.
 
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
-use tokio::io::AsyncBufRead;
+use tokio::io::{AsyncBufRead, AsyncRead, ReadBuf};
+use tracing::warn;
 
 use crate::error::{RemoteError, RemoteResult};
 
@@ -43,6 +56,89 @@ pub const PROPFIND_ENTRY_AND_QUOTA: &str = concat!(
 const MAX_TEXT: usize = 64 * 1024;
 /// Deepest element nesting we accept, for the same reason.
 const MAX_DEPTH: usize = 128;
+/// Most bytes one XML event may take on the wire (a text node of any element, kept or not, a tag
+/// with its attributes, a comment, a CDATA section). Kept text is bounded by [`MAX_TEXT`] already;
+/// this bounds what the XML reader buffers for everything else.
+pub const MAX_EVENT: u64 = MAX_TEXT as u64 + 16 * 1024;
+/// Most bytes of one multistatus answer. A listing of 200,000 entries with the four properties we
+/// ask for takes about 100 MiB with Apache's verbose answers.
+pub const MAX_ANSWER: u64 = 256 << 20;
+/// Most `<response>` elements in one answer: each becomes an entry held in memory until the
+/// listing is complete, so their number bounds the memory a listing takes.
+pub const MAX_RESPONSES: usize = 250_000;
+
+/// Why a body was refused by [`Limited`]; carried inside the `io::Error` that stops the reader.
+#[derive(Debug)]
+struct AnswerTooLarge(String);
+
+impl std::fmt::Display for AnswerTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AnswerTooLarge {}
+
+/// Bytes read so far: in the current XML event (reset by the parser after each event) and in all.
+#[derive(Default)]
+struct Counts {
+    event: AtomicU64,
+    total: AtomicU64,
+}
+
+/// A reader that fails once the current XML event or the whole body has been read past its limit.
+/// The XML reader consumes exactly the bytes of the event it is assembling, so counting what it
+/// consumes since the parser last reset the count measures that event while it is being buffered.
+struct Limited<R> {
+    inner: R,
+    counts: Arc<Counts>,
+    max_event: u64,
+    max_total: u64,
+}
+
+impl<R> Limited<R> {
+    fn check(&self) -> io::Result<()> {
+        let event = self.counts.event.load(Ordering::Relaxed);
+        let total = self.counts.total.load(Ordering::Relaxed);
+        let why = if event > self.max_event {
+            format!("an XML text node or tag longer than {} bytes", self.max_event)
+        } else if total > self.max_total {
+            format!("an answer longer than {} bytes", self.max_total)
+        } else {
+            return Ok(());
+        };
+        Err(io::Error::new(io::ErrorKind::InvalidData, AnswerTooLarge(why)))
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Limited<R> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        // Only the buffered interface is used by the XML reader; reading directly is still bounded.
+        let this = self.get_mut();
+        this.check()?;
+        let before = buf.filled().len();
+        let out = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        this.counts.event.fetch_add(n, Ordering::Relaxed);
+        this.counts.total.fetch_add(n, Ordering::Relaxed);
+        out
+    }
+}
+
+impl<R: AsyncBufRead + Unpin> AsyncBufRead for Limited<R> {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        let this = self.get_mut();
+        this.check()?;
+        Pin::new(&mut this.inner).poll_fill_buf(cx)
+    }
+
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        let this = self.get_mut();
+        this.counts.event.fetch_add(amt as u64, Ordering::Relaxed);
+        this.counts.total.fetch_add(amt as u64, Ordering::Relaxed);
+        Pin::new(&mut this.inner).consume(amt)
+    }
+}
 
 /// Properties of one resource, taken from its 200 `<propstat>` blocks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -59,6 +155,10 @@ pub struct Props {
     pub quota_available: Option<u64>,
     /// `quota-used-bytes`.
     pub quota_used: Option<u64>,
+    /// Why a property we need holds a value we cannot use (a `getcontentlength` that is negative,
+    /// not a number, or past `i64::MAX`, the largest size a file can have). Such a resource is an
+    /// error, not a file of size 0.
+    pub invalid: Option<String>,
 }
 
 impl Props {
@@ -69,6 +169,7 @@ impl Props {
         self.etag = other.etag.or(self.etag.take());
         self.quota_available = other.quota_available.or(self.quota_available);
         self.quota_used = other.quota_used.or(self.quota_used);
+        self.invalid = other.invalid.or(self.invalid.take());
     }
 }
 
@@ -163,6 +264,23 @@ fn parse_u64(text: &str) -> Option<u64> {
     text.trim().parse().ok()
 }
 
+/// A `getcontentlength`: a decimal number of bytes from 0 to `i64::MAX` (`off_t`'s range). An
+/// empty element is no length (some servers send one for collections).
+fn parse_size(text: &str) -> Result<Option<u64>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match text.parse::<u64>() {
+        Ok(n) if n <= i64::MAX as u64 => Ok(Some(n)),
+        _ => Err(format!(
+            "getcontentlength {:?} is not a size (0 to {})",
+            crate::webdav::href::printable(text),
+            i64::MAX
+        )),
+    }
+}
+
 /// State of the parse: where we are and what the current response and propstat hold so far.
 struct Parser {
     stack: Vec<Tag>,
@@ -173,6 +291,7 @@ struct Parser {
     propstat_status: Option<u16>,
     seen_multistatus: bool,
     finished: bool,
+    responses: usize,
 }
 
 impl Parser {
@@ -186,6 +305,7 @@ impl Parser {
             propstat_status: None,
             seen_multistatus: false,
             finished: false,
+            responses: 0,
         }
     }
 
@@ -249,6 +369,12 @@ impl Parser {
                 if !self.have_href {
                     return Err(RemoteError::Protocol("multistatus response without href".into()));
                 }
+                self.responses += 1;
+                if self.responses > MAX_RESPONSES {
+                    let why = format!("the answer lists over {MAX_RESPONSES} items");
+                    warn!("refusing a multistatus answer: {why}");
+                    return Err(RemoteError::Protocol(format!("multistatus too large: {why}")));
+                }
                 on_response(std::mem::take(&mut self.response))?;
             }
             Tag::Href => {
@@ -266,7 +392,10 @@ impl Parser {
                     self.response.props.merge(props);
                 }
             }
-            Tag::ContentLength => self.propstat.content_length = parse_u64(value),
+            Tag::ContentLength => match parse_size(value) {
+                Ok(size) => self.propstat.content_length = size,
+                Err(why) => self.propstat.invalid = Some(why),
+            },
             Tag::LastModified => self.propstat.last_modified = httpdate::parse_http_date(value).ok(),
             Tag::Etag => {
                 if !value.is_empty() {
@@ -286,6 +415,11 @@ fn xml_error(e: quick_xml::Error) -> RemoteError {
     // transport error it is, so that the request is retried like any other lost connection.
     if let quick_xml::Error::Io(io) = &e {
         if let Some(inner) = io.get_ref() {
+            if let Some(large) = inner.downcast_ref::<AnswerTooLarge>() {
+                // The server, not the connection: asking again gets the same answer.
+                warn!("refusing a multistatus answer: {large}");
+                return RemoteError::Protocol(format!("multistatus too large: {large}"));
+            }
             if let Some(re) = inner.downcast_ref::<reqwest::Error>() {
                 return crate::http::map_reqwest_error("PROPFIND body", re);
             }
@@ -293,7 +427,7 @@ fn xml_error(e: quick_xml::Error) -> RemoteError {
         if io.kind() == std::io::ErrorKind::TimedOut {
             return RemoteError::Timeout(format!("PROPFIND body: {io}"));
         }
-        return RemoteError::Connect(format!("PROPFIND body: connection lost: {io}"));
+        return RemoteError::ConnectionLost(format!("PROPFIND body: {io}"));
     }
     RemoteError::Protocol(format!("bad multistatus XML: {e}"))
 }
@@ -302,17 +436,39 @@ fn xml_error(e: quick_xml::Error) -> RemoteError {
 /// soon as its end tag is read. Fails on malformed XML, on a document that is not a
 /// `DAV:multistatus`, and on a body that ends before the multistatus is closed (a truncated
 /// listing must not pass for a short one).
-pub async fn parse_multistatus<R, F>(reader: R, mut on_response: F) -> RemoteResult<()>
+pub async fn parse_multistatus<R, F>(reader: R, on_response: F) -> RemoteResult<()>
 where
     R: AsyncBufRead + Unpin,
     F: FnMut(DavResponse) -> RemoteResult<()>,
 {
+    parse_multistatus_limited(reader, MAX_EVENT, MAX_ANSWER, on_response).await
+}
+
+/// [`parse_multistatus`] with the given limits on one XML event and the whole answer, in bytes.
+async fn parse_multistatus_limited<R, F>(
+    reader: R,
+    max_event: u64,
+    max_total: u64,
+    mut on_response: F,
+) -> RemoteResult<()>
+where
+    R: AsyncBufRead + Unpin,
+    F: FnMut(DavResponse) -> RemoteResult<()>,
+{
+    let counts = Arc::new(Counts::default());
+    let reader = Limited {
+        inner: reader,
+        counts: counts.clone(),
+        max_event,
+        max_total,
+    };
     let mut xml = NsReader::from_reader(reader);
     xml.config_mut().expand_empty_elements = true;
     let mut parser = Parser::new();
     let mut buf = Vec::new();
     loop {
         buf.clear();
+        counts.event.store(0, Ordering::Relaxed);
         let (ns, event) = xml.read_resolved_event_into_async(&mut buf).await.map_err(xml_error)?;
         match event {
             Event::Start(e) => {
@@ -526,6 +682,116 @@ mod tests {
         assert!(parse(&long).is_err());
         // An empty multistatus is fine: nothing to report.
         assert_eq!(parse(r#"<D:multistatus xmlns:D="DAV:"/>"#).unwrap(), vec![]);
+    }
+
+    /// `prefix`, then `len` bytes of `filler`, then `suffix`, parsed with the given limits.
+    fn parse_streamed(
+        prefix: &str,
+        filler: u8,
+        len: u64,
+        suffix: &str,
+        max_event: u64,
+        max_total: u64,
+    ) -> RemoteResult<usize> {
+        use tokio::io::AsyncReadExt;
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let body = prefix
+                .as_bytes()
+                .chain(tokio::io::repeat(filler).take(len))
+                .chain(suffix.as_bytes());
+            let mut n = 0;
+            parse_multistatus_limited(tokio::io::BufReader::new(body), max_event, max_total, |_| {
+                n += 1;
+                Ok(())
+            })
+            .await?;
+            Ok(n)
+        })
+    }
+
+    #[test]
+    fn huge_text_nodes_are_refused_while_streaming_kept_or_not() {
+        let open =
+            r#"<D:multistatus xmlns:D="DAV:" xmlns:X="urn:x"><D:response><D:href>/a</D:href><D:propstat><D:prop>"#;
+        let close = "</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response></D:multistatus>";
+        for (element, end) in [
+            ("<X:junk>", "</X:junk>"),
+            ("<D:displayname>", "</D:displayname>"),
+            ("<D:getetag>", "</D:getetag>"),
+            ("<X:junk><![CDATA[", "]]></X:junk>"),
+            ("<!--", "-->"),
+            ("<X:junk X:attr=\"", "\"/>"),
+        ] {
+            let big = parse_streamed(
+                &format!("{open}{element}"),
+                b'a',
+                8 << 20,
+                &format!("{end}{close}"),
+                MAX_EVENT,
+                MAX_ANSWER,
+            );
+            match big {
+                Err(RemoteError::Protocol(m)) => assert!(m.contains("too large"), "{element}: {m}"),
+                other => panic!("{element}: 8 MiB in one node accepted: {other:?}"),
+            }
+            // The same shape within the limits is fine.
+            let small = parse_streamed(
+                &format!("{open}{element}"),
+                b'a',
+                1000,
+                &format!("{end}{close}"),
+                MAX_EVENT,
+                MAX_ANSWER,
+            );
+            assert_eq!(small.unwrap(), 1, "{element}");
+        }
+    }
+
+    #[test]
+    fn answers_past_the_total_limit_or_count_are_refused() {
+        let one = r#"<D:response><D:href>/a</D:href></D:response>"#;
+        let doc = format!(r#"<D:multistatus xmlns:D="DAV:">{}</D:multistatus>"#, one.repeat(100));
+        assert_eq!(parse_streamed(&doc, b' ', 0, "", MAX_EVENT, 1 << 20).unwrap(), 100);
+        match parse_streamed(&doc, b' ', 0, "", MAX_EVENT, 2000) {
+            Err(RemoteError::Protocol(m)) => assert!(m.contains("too large"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let many = format!(
+            r#"<D:multistatus xmlns:D="DAV:">{}</D:multistatus>"#,
+            one.repeat(MAX_RESPONSES + 1)
+        );
+        match parse(&many) {
+            Err(RemoteError::Protocol(m)) => assert!(m.contains("too large"), "{m}"),
+            other => panic!("{:?}", other.map(|v| v.len())),
+        }
+    }
+
+    #[test]
+    fn sizes_must_be_sizes() {
+        let doc = |size: &str| {
+            format!(
+                r#"<D:multistatus xmlns:D="DAV:"><D:response><D:href>/f</D:href><D:propstat><D:prop><D:getcontentlength>{size}</D:getcontentlength></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response></D:multistatus>"#
+            )
+        };
+        let props = |size: &str| parse(&doc(size)).unwrap().remove(0).props;
+        assert_eq!(props("0").content_length, Some(0));
+        assert_eq!(props(" 42 ").content_length, Some(42));
+        assert_eq!(props(&i64::MAX.to_string()).content_length, Some(i64::MAX as u64));
+        assert_eq!(props("").content_length, None);
+        assert_eq!(props("").invalid, None);
+        for bad in [
+            "-1",
+            "12abc",
+            "1e3",
+            "0x10",
+            "9223372036854775808",
+            "18446744073709551616",
+        ] {
+            let p = props(bad);
+            assert_eq!(p.content_length, None, "{bad}");
+            assert!(p.invalid.as_deref().is_some_and(|w| w.contains(bad)), "{bad}: {p:?}");
+        }
     }
 
     #[test]

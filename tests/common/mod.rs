@@ -7,6 +7,7 @@ pub mod apache;
 pub mod dav;
 pub mod files;
 pub mod graph;
+pub mod hostile;
 pub mod mount;
 pub mod relay;
 pub mod remote;

@@ -9,7 +9,7 @@
 //! On start, leftover temporary files (a crash mid-write) are removed, and a record that cannot be
 //! parsed (a disk that lied) is moved aside as `*.corrupt` and reported, never silently dropped.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -103,7 +103,7 @@ impl Journal {
     /// Open (creating) the journal in `dir`, clearing temporary files left by a crash.
     pub fn open(dir: impl Into<PathBuf>) -> io::Result<Journal> {
         let dir = dir.into();
-        fs::create_dir_all(&dir)?;
+        crate::private_fs::create_private_dir_all(&dir)?;
         for entry in fs::read_dir(&dir)? {
             let path = entry?.path();
             if path.extension().and_then(|e| e.to_str()) == Some(TMP_EXT) {
@@ -135,11 +135,7 @@ impl Journal {
         let tmp_path = self.path_of(&record.key, TMP_EXT)?;
         let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
         {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp_path)?;
+            let mut f = crate::private_fs::create_private_file(&tmp_path)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
         }

@@ -5,7 +5,7 @@
 //! checks that the disk keeps a minimum of free space, so a full cache disk gives the writer ENOSPC
 //! at once instead of failing an upload that was already promised.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +29,7 @@ impl StagingArea {
     /// Staged files already there belong to the journal and are left alone.
     pub fn open(dir: impl Into<PathBuf>, min_free_bytes: u64) -> io::Result<StagingArea> {
         let dir = dir.into();
-        std::fs::create_dir_all(&dir)?;
+        crate::private_fs::create_private_dir_all(&dir)?;
         let mut highest = 0u64;
         for entry in std::fs::read_dir(&dir)? {
             let name = entry?.file_name();
@@ -58,7 +58,13 @@ impl StagingArea {
         loop {
             let n = self.next.fetch_add(1, Ordering::Relaxed);
             let path = self.dir.join(format!("staged-{n}"));
-            match OpenOptions::new().read(true).write(true).create_new(true).open(&path) {
+            match crate::private_fs::open_private(
+                crate::private_fs::private_options()
+                    .read(true)
+                    .write(true)
+                    .create_new(true),
+                &path,
+            ) {
                 Ok(f) => return Ok((path, f)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
