@@ -258,6 +258,8 @@ impl DriveFs {
         };
         let up = self.inodes.upsert(parent, entry.clone(), self.valid_until(), 1);
         self.drop_replaced(&entry.id, up.replaced_tag, &entry);
+        // What the mount knows now: a file seen while only local may have its server id since.
+        let entry = self.inodes.get(up.ino).map(|n| n.entry).unwrap_or(entry);
         Ok(Looked {
             attr: self.cfg.ownership.attr(up.ino, &entry),
             ttl: self.cfg.attr_ttl,
@@ -543,33 +545,25 @@ impl DriveFs {
         let children = match self.inodes.fresh_listing(ino, now) {
             Some(children) => children,
             None => {
-                // A listing asked for before one of our own changes landed (an upload, a rename)
-                // would hide that change until the TTL ends: ask again, and past a few tries keep
-                // the answer for this snapshot only.
-                let mut tries = 0;
-                let (listed, valid_until) = loop {
-                    let epoch = self.inodes.local_epoch();
-                    let listed = match self.remote.list(&node.entry.id).await {
-                        Ok(listed) => listed,
-                        // Sign-in needed: a folder listed before stays listable.
-                        Err(e @ RemoteError::Unauthorized(_)) => match self.inodes.last_listing(ino) {
-                            Some(children) => {
-                                tracing::debug!(item = %node.entry.id, error = %e, "cannot ask the server; using the last listing");
-                                return Ok(self.dir_snapshot(ino, node.parent, children));
-                            }
-                            None => return Err(e.into()),
-                        },
-                        Err(e) => return Err(e.into()),
-                    };
-                    tries += 1;
-                    if self.inodes.local_epoch() == epoch {
-                        break (listed, self.valid_until());
-                    }
-                    if tries == 3 {
-                        break (listed, Instant::now());
-                    }
+                // The answer may predate changes of ours that land while it is on its way (an
+                // upload, a create, a rename, a delete): the inode table keeps what we know of
+                // those names over what the listing says.
+                let asked_at = self.inodes.local_epoch();
+                let listed = match self.remote.list(&node.entry.id).await {
+                    Ok(listed) => listed,
+                    // Sign-in needed: a folder listed before stays listable.
+                    Err(e @ RemoteError::Unauthorized(_)) => match self.inodes.last_listing(ino) {
+                        Some(children) => {
+                            tracing::debug!(item = %node.entry.id, error = %e, "cannot ask the server; using the last listing");
+                            return Ok(self.dir_snapshot(ino, node.parent, children));
+                        }
+                        None => return Err(e.into()),
+                    },
+                    Err(e) => return Err(e.into()),
                 };
-                let (children, replaced) = self.inodes.set_listing(ino, listed, valid_until);
+                let (children, replaced) = self
+                    .inodes
+                    .set_listing_asked_at(ino, listed, self.valid_until(), asked_at);
                 for (id, _) in replaced {
                     if let Some((_, e)) = children.iter().find(|(_, e)| e.id == id) {
                         self.purge_blocks(&id, Some(&content_tag(e)));
@@ -662,8 +656,8 @@ impl DriveFs {
                     }
                 }
                 Some(entry) => {
-                    let ino = self.inodes.add_lookup(h.ino, slot.ino, entry, self.valid_until());
-                    let attr = self.cfg.ownership.attr(ino, entry);
+                    let (ino, entry) = self.inodes.add_lookup(h.ino, slot.ino, entry, self.valid_until());
+                    let attr = self.cfg.ownership.attr(ino, &entry);
                     if add(
                         DirItem {
                             ino,

@@ -86,7 +86,17 @@ struct Inner {
     next_ino: u64,
     /// Inodes with local content (few: files being written or waiting for upload).
     with_local: std::collections::BTreeSet<u64>,
+    /// Names we changed ourselves (created, uploaded, renamed, deleted), by folder and name, with
+    /// the local epoch of the last change: a listing asked for before that epoch predates the
+    /// change, and what the mount knows of the name wins over it ([`InodeTable::set_listing_asked_at`]).
+    changed_names: HashMap<(u64, String), u64>,
+    /// Records of `changed_names` older than this epoch were pruned: a listing asked for before
+    /// it cannot be merged with certainty.
+    changes_pruned_before: u64,
 }
+
+/// Most names `changed_names` remembers before the oldest half is pruned.
+const MAX_CHANGED_NAMES: usize = 16_384;
 
 impl Inner {
     /// The inode with local content called `name` in `dir`, if any.
@@ -95,6 +105,37 @@ impl Inner {
             .iter()
             .filter_map(|i| self.nodes.get(i))
             .find(|n| n.parent == dir && n.entry.name == name)
+    }
+
+    /// Note that we changed `name` in `dir` at local epoch `epoch`.
+    fn note_changed(&mut self, dir: u64, name: &str, epoch: u64) {
+        self.changed_names.insert((dir, name.to_string()), epoch);
+        if self.changed_names.len() > MAX_CHANGED_NAMES {
+            let mut epochs: Vec<u64> = self.changed_names.values().copied().collect();
+            epochs.sort_unstable();
+            let cut = epochs[epochs.len() / 2];
+            self.changed_names.retain(|_, e| *e > cut);
+            self.changes_pruned_before = self.changes_pruned_before.max(cut + 1);
+        }
+    }
+
+    /// The live node called `name` in `dir` (indexed by its id, so not a stale copy), if any.
+    fn named_child(&self, dir: u64, name: &str) -> Option<&Node> {
+        self.nodes
+            .values()
+            .filter(|n| n.parent == dir && n.ino != dir && n.entry.name == name)
+            .find(|n| self.by_id.get(&n.entry.id) == Some(&n.ino))
+    }
+
+    /// The node standing for `entry` in `dir`: the one indexed by its id, or, for a file created
+    /// here whose upload has given it its server id since `entry` was taken, the node that holds
+    /// the name now.
+    fn holder(&self, dir: u64, entry: &Entry) -> Option<&Node> {
+        match self.by_id.get(&entry.id) {
+            Some(ino) => self.nodes.get(ino),
+            None if super::fs::is_local_id(&entry.id) => self.named_child(dir, &entry.name),
+            None => None,
+        }
     }
 
     /// Local children of `dir`, which override same-named entries of a server listing.
@@ -153,8 +194,9 @@ impl InodeTable {
         self.local_epoch.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    fn bump_local(&self) {
-        self.local_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    /// Count one change of ours; returns the epoch it happened in.
+    fn bump_local(&self) -> u64 {
+        self.local_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -171,6 +213,19 @@ impl InodeTable {
     /// `add_lookups` kernel references.
     pub fn upsert(&self, parent: u64, entry: Entry, valid_until: Instant, add_lookups: u64) -> Upserted {
         let mut inner = self.lock();
+        if super::fs::is_local_id(&entry.id) && !inner.by_id.contains_key(&entry.id) {
+            // A file created here, seen while only local, whose upload landed since: it now goes by
+            // its server id. Its node still holds the name; never make a second one for the old id.
+            if let Some(ino) = inner.holder(parent, &entry).map(|n| n.ino) {
+                if let Some(node) = inner.nodes.get_mut(&ino) {
+                    node.lookups += add_lookups;
+                }
+                return Upserted {
+                    ino,
+                    replaced_tag: None,
+                };
+            }
+        }
         Self::upsert_locked(&mut inner, parent, entry, valid_until, add_lookups)
     }
 
@@ -229,7 +284,48 @@ impl InodeTable {
     /// the children with their inode numbers (created with no kernel reference when new), and the
     /// content versions that changed, so their cached blocks can be dropped.
     pub fn set_listing(&self, dir: u64, children: Vec<Entry>, valid_until: Instant) -> StoredListing {
+        self.set_listing_asked_at(dir, children, valid_until, self.local_epoch())
+    }
+
+    /// [`set_listing`](Self::set_listing) of a listing asked for at local epoch `asked_at`: names
+    /// we changed ourselves since (an upload that landed, a create, a rename, a delete) keep what
+    /// the mount knows of them, whatever the listing says, as the server's answer may predate the
+    /// change. When the record of changes does not reach back that far, the listing is stored
+    /// already expired, so it serves this one snapshot and no lookup trusts it.
+    pub fn set_listing_asked_at(
+        &self,
+        dir: u64,
+        mut children: Vec<Entry>,
+        mut valid_until: Instant,
+        asked_at: u64,
+    ) -> StoredListing {
         let mut inner = self.lock();
+        if asked_at < inner.changes_pruned_before {
+            valid_until = valid_until.min(Instant::now());
+        }
+        let changed: Vec<String> = inner
+            .changed_names
+            .iter()
+            .filter(|((d, _), e)| *d == dir && **e > asked_at)
+            .map(|((_, name), _)| name.clone())
+            .collect();
+        if !changed.is_empty() {
+            children.retain(|c| !changed.contains(&c.name));
+            for name in &changed {
+                let known = match inner.named_child(dir, name) {
+                    Some(node) if node.local.is_none() => Some(node.entry.clone()),
+                    // Local children are merged below.
+                    Some(_) => None,
+                    None => inner
+                        .nodes
+                        .get(&dir)
+                        .and_then(|n| n.listing.as_ref())
+                        .and_then(|l| l.children.get(name))
+                        .cloned(),
+                };
+                children.extend(known);
+            }
+        }
         let mut listed = Vec::with_capacity(children.len());
         let mut replaced = Vec::new();
         let mut map = BTreeMap::new();
@@ -244,6 +340,12 @@ impl InodeTable {
             }
             map.insert(child.name.clone(), child.clone());
             listed.push((up.ino, child));
+        }
+        // Files still local stand in the listing under their local entries: when one's upload
+        // lands, its name stays listed (the node, by its server id, answers for it) until the
+        // upload's own listing update, rather than vanishing for a moment.
+        for (_, e) in &local {
+            map.insert(e.name.clone(), e.clone());
         }
         // Children that vanished and that the kernel no longer references can go now.
         let gone: Vec<u64> = match inner.nodes.get(&dir).and_then(|n| n.listing.as_ref()) {
@@ -333,11 +435,10 @@ impl InodeTable {
             .filter(|e| !local.iter().any(|(_, l)| l.name == e.name))
             .map(|e| {
                 // Keep nodes current but never extend trust beyond the listing's own.
-                let ino = match inner.by_id.get(&e.id) {
-                    Some(&ino) => ino,
-                    None => Self::upsert_locked(&mut inner, dir, e.clone(), valid_until, 0).ino,
-                };
-                (ino, e)
+                match inner.holder(dir, &e) {
+                    Some(node) => (node.ino, if node.entry.id == e.id { e } else { node.entry.clone() }),
+                    None => (Self::upsert_locked(&mut inner, dir, e.clone(), valid_until, 0).ino, e),
+                }
             })
             .collect();
         out.extend(local);
@@ -346,15 +447,29 @@ impl InodeTable {
 
     /// Add one kernel reference to `ino` (a `readdirplus` entry the kernel accepted). When the
     /// inode was dropped meanwhile, it is recreated from `entry`; returns the inode number to use.
-    pub fn add_lookup(&self, dir: u64, ino: u64, entry: &Entry, valid_until: Instant) -> u64 {
+    /// The entry returned is what the mount knows of the item now, which may be newer than the
+    /// snapshot's `entry` (a file whose upload landed since goes by its server id).
+    pub fn add_lookup(&self, dir: u64, ino: u64, entry: &Entry, valid_until: Instant) -> (u64, Entry) {
         let mut inner = self.lock();
-        if let Some(node) = inner.nodes.get_mut(&ino) {
-            if node.entry.id == entry.id {
-                node.lookups += 1;
-                return ino;
-            }
+        let same_item = inner
+            .nodes
+            .get(&ino)
+            .is_some_and(|n| n.entry.id == entry.id || (n.parent == dir && n.entry.name == entry.name));
+        let holder = if same_item {
+            Some(ino)
+        } else if let Some(&by_id) = inner.by_id.get(&entry.id) {
+            Some(by_id)
+        } else {
+            // The snapshot's id is gone (the item got another id, or the node was dropped): the
+            // name's current holder, so the kernel never gets a second inode for one file.
+            inner.named_child(dir, &entry.name).map(|n| n.ino)
+        };
+        if let Some(node) = holder.and_then(|i| inner.nodes.get_mut(&i)) {
+            node.lookups += 1;
+            return (node.ino, node.entry.clone());
         }
-        Self::upsert_locked(&mut inner, dir, entry.clone(), valid_until, 1).ino
+        let up = Self::upsert_locked(&mut inner, dir, entry.clone(), valid_until, 1);
+        (up.ino, entry.clone())
     }
 
     /// The kernel dropped `n` references to `ino`.
@@ -417,8 +532,9 @@ impl InodeTable {
     /// Create an inode for an item that exists only locally so far (a file just created), with one
     /// kernel reference. Its id is provisional until the upload gives it the server's.
     pub fn insert_local(&self, parent: u64, entry: Entry, local: LocalContent) -> u64 {
-        self.bump_local();
+        let epoch = self.bump_local();
         let mut inner = self.lock();
+        inner.note_changed(parent, &entry.name, epoch);
         let ino = inner.next_ino;
         inner.next_ino += 1;
         inner.by_id.insert(entry.id.clone(), ino);
@@ -432,12 +548,18 @@ impl InodeTable {
     /// Change `ino` under the lock: its local content, its entry, or both. Returns what `f` returns,
     /// or `None` when the inode is unknown. Keeps the index of local inodes right.
     pub fn with_node<R>(&self, ino: u64, f: impl FnOnce(&mut Node) -> R) -> Option<R> {
-        self.bump_local();
+        let epoch = self.bump_local();
         let mut inner = self.lock();
         let node = inner.nodes.get_mut(&ino)?;
         let old_id = node.entry.id.clone();
+        let old_place = (node.parent, node.entry.name.clone());
         let r = f(node);
         let (has_local, new_id) = (node.local.is_some(), node.entry.id.clone());
+        let new_place = (node.parent, node.entry.name.clone());
+        if new_place != old_place {
+            inner.note_changed(old_place.0, &old_place.1, epoch);
+        }
+        inner.note_changed(new_place.0, &new_place.1, epoch);
         if has_local {
             inner.with_local.insert(ino);
         } else {
@@ -506,8 +628,9 @@ impl InodeTable {
     /// Add or replace `entry` in `dir`'s listing (after a change we made ourselves), so a fresh
     /// listing stays true without asking the server.
     pub fn listing_insert(&self, dir: u64, entry: Entry) {
-        self.bump_local();
+        let epoch = self.bump_local();
         let mut inner = self.lock();
+        inner.note_changed(dir, &entry.name, epoch);
         if let Some(listing) = inner.nodes.get_mut(&dir).and_then(|n| n.listing.as_mut()) {
             listing.children.insert(entry.name.clone(), entry);
         }
@@ -526,10 +649,13 @@ impl InodeTable {
     /// Take file `ino` out of the tree while descriptors are still open on it (it was unlinked): it
     /// keeps its inode and local content for them, but no folder lists it and no lookup finds it.
     pub fn detach(&self, ino: u64) {
-        self.bump_local();
+        let epoch = self.bump_local();
         let mut inner = self.lock();
         let Some(node) = inner.nodes.get_mut(&ino) else { return };
+        let (parent, name) = (node.parent, node.entry.name.clone());
         node.parent = DETACHED;
+        inner.note_changed(parent, &name, epoch);
+        let Some(node) = inner.nodes.get_mut(&ino) else { return };
         let id = node.entry.id.clone();
         if inner.by_id.get(&id) == Some(&ino) {
             inner.by_id.remove(&id);
@@ -538,8 +664,9 @@ impl InodeTable {
 
     /// Remove `name` from `dir`'s listing (after a change we made ourselves).
     pub fn listing_remove(&self, dir: u64, name: &str) {
-        self.bump_local();
+        let epoch = self.bump_local();
         let mut inner = self.lock();
+        inner.note_changed(dir, name, epoch);
         if let Some(listing) = inner.nodes.get_mut(&dir).and_then(|n| n.listing.as_mut()) {
             listing.children.remove(name);
         }
@@ -572,9 +699,12 @@ impl InodeTable {
     /// Drop the inode `ino` outright (its item was deleted), unless the kernel still holds it, in
     /// which case it stays until forgotten but leaves the id index.
     pub fn remove_item(&self, ino: u64) {
-        self.bump_local();
+        let epoch = self.bump_local();
         let mut inner = self.lock();
         inner.with_local.remove(&ino);
+        if let Some((parent, name)) = inner.nodes.get(&ino).map(|n| (n.parent, n.entry.name.clone())) {
+            inner.note_changed(parent, &name, epoch);
+        }
         let Some(node) = inner.nodes.get_mut(&ino) else { return };
         node.local = None;
         let id = node.entry.id.clone();
@@ -908,7 +1038,7 @@ mod tests {
             vec![entry("a", EntryKind::File, "1"), entry("b", EntryKind::File, "1")],
             later,
         );
-        let kept = t.add_lookup(ROOT_INO, listed[1].0, &listed[1].1, later);
+        let (kept, _) = t.add_lookup(ROOT_INO, listed[1].0, &listed[1].1, later);
         let (_, replaced) = t.set_listing(ROOT_INO, vec![entry("b", EntryKind::File, "2")], later);
         assert_eq!(replaced.len(), 1);
         assert!(t.get(listed[0].0).is_none(), "unreferenced vanished child is dropped");

@@ -855,10 +855,10 @@ impl DriveFs {
     /// Resolve `name` in `parent` to its inode without adding a kernel reference.
     async fn child(&self, parent: u64, name: &str) -> FsResult<super::inode::Node> {
         let looked = self.lookup(parent, OsStr::new(name)).await?;
+        // Taken before the reference is given back: a node only this lookup held goes with it.
+        let node = self.inodes.get(looked.attr.ino);
         self.forget(looked.attr.ino, 1);
-        self.inodes
-            .get(looked.attr.ino)
-            .ok_or_else(|| fs_err!(libc::ENOENT, "{name:?} vanished"))
+        node.ok_or_else(|| fs_err!(libc::ENOENT, "{name:?} vanished"))
     }
 
     /// Wait until uploads queued for `ino`, or for anything below it, have landed (or were given
