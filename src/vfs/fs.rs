@@ -272,9 +272,21 @@ impl DriveFs {
     }
 
     /// Current attributes of `ino`, asking the server when ours are older than the TTL.
+    ///
+    /// A file open here whose item left its place on the server (deleted, or moved by another
+    /// client, which on WebDAV changes its id) keeps its last attributes for its descriptors, as
+    /// an open file does on a local disk: the kernel asks for them at end of file, and a reader
+    /// that got every byte must not fail there.
     pub async fn getattr(&self, ino: u64) -> FsResult<(Attr, Duration)> {
-        let entry = self.fresh_entry(ino).await?;
-        Ok((self.attr_for(ino, &entry), self.cfg.attr_ttl))
+        match self.fresh_entry(ino).await {
+            Ok(entry) => Ok((self.attr_for(ino, &entry), self.cfg.attr_ttl)),
+            Err(e) if e.errno() == libc::ENOENT && self.files.any(|h| h.ino == ino) => {
+                let node = self.inodes.get(ino).ok_or(e)?;
+                tracing::debug!(item = %node.entry.id, "gone from the server while open; keeping its attributes");
+                Ok((self.attr_for(ino, &node.entry), self.cfg.attr_ttl))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The attributes of `ino` showing `entry`; a file unlinked while open has no links left.
@@ -294,6 +306,23 @@ impl DriveFs {
         if node.local.is_some() || Instant::now() < node.attr_valid_until {
             return Ok(node.entry);
         }
+        self.stat_node(ino, node).await
+    }
+
+    /// What the server holds for `ino` now, whatever the TTL says (an open found the version it
+    /// knew replaced); the node takes it. A file with local content shows that.
+    pub(super) async fn server_entry(&self, ino: u64) -> FsResult<Entry> {
+        let node = self
+            .inodes
+            .get(ino)
+            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+        if node.local.is_some() {
+            return Ok(node.entry);
+        }
+        self.stat_node(ino, node).await
+    }
+
+    async fn stat_node(&self, ino: u64, node: super::inode::Node) -> FsResult<Entry> {
         let entry = match self.remote.stat(&node.entry.id).await {
             Ok(e) => e,
             Err(RemoteError::NotFound) => {
@@ -341,6 +370,8 @@ impl DriveFs {
             return Err(fs_err!(libc::EISDIR, "inode {ino} is a folder"));
         }
         let tag = content_tag(&entry);
+        // The kernel's page cache may hold this version (it is kept only when it is the one
+        // recorded at the previous open; otherwise the kernel drops it now).
         let keep_cache = self.inodes.note_cached_tag(ino, &tag);
         let bs = self.cache.block_size();
         let window = (self.cfg.max_prefetch_bytes.min(self.cfg.cache_bytes / 4) / bs).max(1);
@@ -352,9 +383,20 @@ impl DriveFs {
             size: entry.size,
             pattern: Mutex::new(ReadPattern::new(window)),
             writable: false,
-            served: Default::default(),
+            // With the page cache kept, the kernel may answer reads of this version without
+            // asking us: the handle is bound to it from the start, and a later read that finds
+            // the server's copy changed fails with ESTALE instead of moving to the new version.
+            served: std::sync::atomic::AtomicBool::new(keep_cache),
         });
         Ok(Opened { fh, keep_cache })
+    }
+
+    /// The size of the file open as `fh` as the core holds it (its local content while there is
+    /// some): where an `O_APPEND` write goes.
+    pub fn end_of_file(&self, fh: u64) -> Option<u64> {
+        let h = self.files.get(fh)?;
+        let node = self.inodes.get(h.ino)?;
+        Some(node.local.map(|l| l.size).unwrap_or(node.entry.size))
     }
 
     /// Read up to `size` bytes at `offset` through handle `fh`. Fewer bytes only at end of file.
