@@ -92,7 +92,7 @@ fn copy_move_remove_under_listing_loops() {
     let src = tempfile::tempdir().expect("source dir");
     let names: Vec<String> = (0..100).map(|i| format!("f{i:03}.bin")).collect();
     for (i, n) in names.iter().enumerate() {
-        fs::write(src.path().join(n), random_bytes(i as u64, 96 << 10)).unwrap();
+        fs::write(src.path().join(n), random_bytes(i as u64, 256 << 10)).unwrap();
     }
     let listers = Listers::start(m.path(), 2);
     let mut failures = Vec::new();
