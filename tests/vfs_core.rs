@@ -244,8 +244,16 @@ async fn a_changed_file_is_seen_after_the_ttl_and_old_blocks_are_never_served() 
             Err(e) => assert_eq!(e.errno(), libc::ESTALE),
         }
     }
-    // A handle that served nothing moves to the current version: still one version per reader.
-    assert_eq!(&fs.read(idle_handle.fh, 0, 100).await.unwrap()[..], &new[..100]);
+    // A handle that served nothing through the core, but whose open kept the kernel's page cache,
+    // is bound to the old version as well: the kernel may have answered its reads from those
+    // pages (issue 15 item 3), so it must not move to the new version now.
+    assert!(idle_handle.keep_cache);
+    for offset in [0, 2 * BS] {
+        match fs.read(idle_handle.fh, offset, 100).await {
+            Ok(b) => assert_eq!(&b[..], &old[offset as usize..offset as usize + 100]),
+            Err(e) => assert_eq!(e.errno(), libc::ESTALE),
+        }
+    }
 }
 
 #[tokio::test]
@@ -561,4 +569,63 @@ async fn a_snapshot_from_before_an_upload_gives_the_kernel_the_same_inode() {
         .await
         .expect("unlink after the snapshot");
     assert!(remote.file_content("x.bin").is_none(), "removed on the server");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opens after another machine's change (issue 15 items 4 and 6)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_append_open_after_a_change_elsewhere_takes_the_new_version() {
+    let remote = Arc::new(MemoryRemote::new());
+    remote.put_file("f.txt", &b"base\n"[..]);
+    let state = tempfile::tempdir().unwrap();
+    let fs = writable_over(&remote, state.path()).await;
+    let ino = fs.lookup(1, OsStr::new("f.txt")).await.unwrap().attr.ino;
+    // Another machine replaces it while our attributes are still trusted (60 s TTL).
+    remote.put_file("f.txt", &b"changed elsewhere\n"[..]);
+    let o = fs
+        .open(ino, libc::O_WRONLY | libc::O_APPEND)
+        .await
+        .expect("the open takes the new version instead of failing");
+    assert_eq!(
+        fs.end_of_file(o.fh),
+        Some(18),
+        "appends go at the end of the new version"
+    );
+    fs.write(o.fh, 18, b"ours\n").await.unwrap();
+    fs.release(o.fh).await.unwrap();
+    let left = fs.upload_queue().unwrap().drain(Duration::from_secs(20)).await;
+    assert!(left.is_empty(), "uploads still queued: {left:?}");
+    assert_eq!(
+        remote.file_content("f.txt").unwrap().as_ref(),
+        b"changed elsewhere\nours\n"
+    );
+}
+
+#[tokio::test]
+async fn a_file_gone_from_the_server_keeps_its_attributes_while_open() {
+    let remote = Arc::new(MemoryRemote::new());
+    let content = data(3 * BS as usize, 7);
+    remote.put_file("d/f", content.clone());
+    let fs = fs_over(&remote, Duration::from_millis(100)).await;
+    let d = fs.lookup(1, OsStr::new("d")).await.unwrap().attr.ino;
+    let ino = fs.lookup(d, OsStr::new("f")).await.unwrap().attr.ino;
+    let fh = fs.open(ino, libc::O_RDONLY).await.unwrap().fh;
+    assert_eq!(&fs.read(fh, 0, u32::MAX).await.unwrap()[..], &content[..]);
+    // Another machine moves the folder away: the item is no longer at its path.
+    remote.remove("d/f");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (attr, _) = fs.getattr(ino).await.expect("an open file keeps its attributes");
+    assert_eq!(attr.size, content.len() as u64);
+    assert!(
+        fs.read(fh, attr.size, 4096).await.unwrap().is_empty(),
+        "a clean end of file"
+    );
+    fs.release(fh).await.unwrap();
+    assert_eq!(
+        fs.getattr(ino).await.unwrap_err().errno(),
+        libc::ENOENT,
+        "once closed, it is gone"
+    );
 }
