@@ -311,17 +311,20 @@ impl InodeTable {
             .collect();
         if !changed.is_empty() {
             children.retain(|c| !changed.contains(&c.name));
+            let old = inner.nodes.get(&dir).and_then(|n| n.listing.as_ref());
             for name in &changed {
-                let known = match inner.named_child(dir, name) {
-                    Some(node) if node.local.is_none() => Some(node.entry.clone()),
-                    // Local children are merged below.
-                    Some(_) => None,
-                    None => inner
-                        .nodes
-                        .get(&dir)
-                        .and_then(|n| n.listing.as_ref())
-                        .and_then(|l| l.children.get(name))
-                        .cloned(),
+                // Our changes keep the folder's listing current (a delete takes the name out
+                // before its inode goes), so where there is one, it says whether the name exists;
+                // the node holding the name says what it is now (a file just uploaded goes by
+                // its server id). Local children are merged below.
+                let listed = old.map(|l| l.children.get(name));
+                let known = match (listed, inner.named_child(dir, name)) {
+                    (Some(None), _) => None,
+                    (_, Some(node)) if node.local.is_some() => None,
+                    (_, Some(node)) => Some(node.entry.clone()),
+                    (Some(Some(e)), None) if !super::fs::is_local_id(&e.id) => Some(e.clone()),
+                    (Some(Some(_)), None) => None,
+                    (None, None) => None,
                 };
                 children.extend(known);
             }
@@ -1043,6 +1046,35 @@ mod tests {
         assert_eq!(replaced.len(), 1);
         assert!(t.get(listed[0].0).is_none(), "unreferenced vanished child is dropped");
         assert!(t.get(kept).is_some(), "referenced child stays");
+    }
+
+    #[test]
+    fn a_listing_asked_for_before_our_changes_does_not_undo_them() {
+        let t = table();
+        let now = Instant::now();
+        let later = now + Duration::from_secs(5);
+        let (a, b) = (entry("a", EntryKind::File, "1"), entry("b", EntryKind::File, "1"));
+        t.set_listing(ROOT_INO, vec![a.clone(), b.clone()], later);
+        let asked_at = t.local_epoch();
+        // While the next listing is on its way we delete b and a new c lands.
+        t.listing_remove(ROOT_INO, "b");
+        t.listing_insert(ROOT_INO, entry("c", EntryKind::File, "1"));
+        let (children, _) = t.set_listing_asked_at(ROOT_INO, vec![a, b], later, asked_at);
+        let mut names: Vec<String> = children.into_iter().map(|(_, e)| e.name).collect();
+        names.sort();
+        assert_eq!(names, ["a", "c"]);
+        assert!(
+            matches!(t.listed_child(ROOT_INO, "b", now), Some(None)),
+            "b stays deleted"
+        );
+        assert!(
+            matches!(t.listed_child(ROOT_INO, "c", now), Some(Some(_))),
+            "c stays listed"
+        );
+        // A listing asked for after the changes is taken as it is.
+        let fresh = vec![entry("a", EntryKind::File, "1")];
+        let (children, _) = t.set_listing_asked_at(ROOT_INO, fresh, later, t.local_epoch());
+        assert_eq!(children.len(), 1);
     }
 
     #[test]
