@@ -244,8 +244,16 @@ async fn a_changed_file_is_seen_after_the_ttl_and_old_blocks_are_never_served() 
             Err(e) => assert_eq!(e.errno(), libc::ESTALE),
         }
     }
-    // A handle that served nothing moves to the current version: still one version per reader.
-    assert_eq!(&fs.read(idle_handle.fh, 0, 100).await.unwrap()[..], &new[..100]);
+    // A handle that served nothing through the core, but whose open kept the kernel's page cache,
+    // is bound to the old version as well: the kernel may have answered its reads from those
+    // pages (issue 15 item 3), so it must not move to the new version now.
+    assert!(idle_handle.keep_cache);
+    for offset in [0, 2 * BS] {
+        match fs.read(idle_handle.fh, offset, 100).await {
+            Ok(b) => assert_eq!(&b[..], &old[offset as usize..offset as usize + 100]),
+            Err(e) => assert_eq!(e.errno(), libc::ESTALE),
+        }
+    }
 }
 
 #[tokio::test]
@@ -434,4 +442,190 @@ async fn reads_of_cached_blocks_are_answered_at_once_and_keep_prefetching() {
         .unwrap()
         .is_empty());
     fs.release(fh).await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listings that race our own uploads (issue 14 item 16)
+// ---------------------------------------------------------------------------------------------
+
+/// A writable core over `remote` with a 60 s TTL (only our own changes and listings matter).
+async fn writable_over(remote: &Arc<MemoryRemote>, dir: &std::path::Path) -> Arc<DriveFs> {
+    let cfg = FsConfig {
+        read_only: false,
+        ..config(Duration::from_secs(60))
+    };
+    let fs = DriveFs::new(remote.clone(), cfg).await.expect("core starts");
+    let paths = cloudmount::vfs::write::WriteBackPaths {
+        journal: dir.join("journal"),
+        staging: dir.join("staging"),
+        min_free_bytes: 0,
+    };
+    let queue = cloudmount::vfs::upload::queue::QueueConfig {
+        parallel: 2,
+        base_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+    };
+    fs.enable_writes(&paths, queue).expect("writes on");
+    fs
+}
+
+/// Create `name` in `parent` holding `bytes` and close it (its upload is queued); returns its inode.
+async fn create_and_close(fs: &DriveFs, parent: u64, name: &str, bytes: &[u8]) -> u64 {
+    let (looked, o) = fs.create(parent, OsStr::new(name), libc::O_WRONLY).await.unwrap();
+    fs.write(o.fh, 0, bytes).await.unwrap();
+    fs.flush(o.fh).await.unwrap();
+    fs.release(o.fh).await.unwrap();
+    looked.attr.ino
+}
+
+/// The names in a fresh snapshot of folder `ino`.
+async fn listed_names(fs: &DriveFs, ino: u64) -> Vec<String> {
+    let fh = fs.opendir(ino).await.unwrap();
+    let mut names = Vec::new();
+    fs.readdir(fh, 0, |item| {
+        names.push(item.name.to_string());
+        false
+    })
+    .unwrap();
+    fs.releasedir(fh);
+    names.retain(|n| n != "." && n != "..");
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_listing_answered_after_our_uploads_landed_keeps_every_file() {
+    let remote = Arc::new(MemoryRemote::new());
+    remote.put_dir("d");
+    let state = tempfile::tempdir().unwrap();
+    let fs = writable_over(&remote, state.path()).await;
+    let d = fs.lookup(1, OsStr::new("d")).await.unwrap().attr.ino;
+    // Every listing is taken, then held 300 ms; uploads land one by one meanwhile, so each answer
+    // (however many times it is asked again) misses files that are on the server by the time it
+    // arrives.
+    remote.set_list_delay(Duration::from_millis(300));
+    remote.set_upload_delay(Duration::from_millis(120));
+    let names: Vec<String> = (0..12).map(|i| format!("f{i:02}.bin")).collect();
+    let mut inos = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        inos.push(create_and_close(&fs, d, n, &data(1000, i as u64)).await);
+    }
+    let listing = tokio::spawn({
+        let fs = fs.clone();
+        async move { listed_names(&fs, d).await }
+    });
+    let left = fs.upload_queue().unwrap().drain(Duration::from_secs(20)).await;
+    assert!(left.is_empty(), "uploads still queued: {left:?}");
+    assert_eq!(
+        listing.await.unwrap(),
+        names,
+        "the snapshot taken while the uploads landed"
+    );
+    remote.set_list_delay(Duration::ZERO);
+    assert_eq!(listed_names(&fs, d).await, names, "a listing after they landed");
+    // The kernel lets go of the files; each name still resolves, and removing works.
+    for ino in inos {
+        fs.forget(ino, 1);
+    }
+    for n in &names {
+        fs.lookup(d, OsStr::new(n))
+            .await
+            .unwrap_or_else(|e| panic!("lookup {n}: {e}"));
+        fs.unlink(d, OsStr::new(n))
+            .await
+            .unwrap_or_else(|e| panic!("unlink {n}: {e}"));
+        assert!(
+            remote.file_content(&format!("d/{n}")).is_none(),
+            "{n} is gone from the server"
+        );
+    }
+    assert_eq!(listed_names(&fs, d).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_snapshot_from_before_an_upload_gives_the_kernel_the_same_inode() {
+    let remote = Arc::new(MemoryRemote::new());
+    let state = tempfile::tempdir().unwrap();
+    let fs = writable_over(&remote, state.path()).await;
+    remote.set_upload_delay(Duration::from_millis(200));
+    let created = create_and_close(&fs, 1, "x.bin", b"content").await;
+    // `ls` opens the folder while the file is only local, and reads the snapshot after the upload.
+    let dh = fs.opendir(1).await.unwrap();
+    let left = fs.upload_queue().unwrap().drain(Duration::from_secs(20)).await;
+    assert!(left.is_empty(), "uploads still queued: {left:?}");
+    let mut given = Vec::new();
+    fs.readdirplus(dh, 0, |item, attr, _| {
+        if item.name == "x.bin" {
+            given.push((item.ino, attr.size));
+        }
+        false
+    })
+    .unwrap();
+    fs.releasedir(dh);
+    assert_eq!(given, vec![(created, 7)], "readdirplus names the file's own inode");
+    // The kernel drops both references (the create's and readdirplus'); `rm` then works.
+    fs.forget(created, 2);
+    fs.unlink(1, OsStr::new("x.bin"))
+        .await
+        .expect("unlink after the snapshot");
+    assert!(remote.file_content("x.bin").is_none(), "removed on the server");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opens after another machine's change (issue 15 items 4 and 6)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_append_open_after_a_change_elsewhere_takes_the_new_version() {
+    let remote = Arc::new(MemoryRemote::new());
+    remote.put_file("f.txt", &b"base\n"[..]);
+    let state = tempfile::tempdir().unwrap();
+    let fs = writable_over(&remote, state.path()).await;
+    let ino = fs.lookup(1, OsStr::new("f.txt")).await.unwrap().attr.ino;
+    // Another machine replaces it while our attributes are still trusted (60 s TTL).
+    remote.put_file("f.txt", &b"changed elsewhere\n"[..]);
+    let o = fs
+        .open(ino, libc::O_WRONLY | libc::O_APPEND)
+        .await
+        .expect("the open takes the new version instead of failing");
+    assert_eq!(
+        fs.end_of_file(o.fh),
+        Some(18),
+        "appends go at the end of the new version"
+    );
+    fs.write(o.fh, 18, b"ours\n").await.unwrap();
+    fs.release(o.fh).await.unwrap();
+    let left = fs.upload_queue().unwrap().drain(Duration::from_secs(20)).await;
+    assert!(left.is_empty(), "uploads still queued: {left:?}");
+    assert_eq!(
+        remote.file_content("f.txt").unwrap().as_ref(),
+        b"changed elsewhere\nours\n"
+    );
+}
+
+#[tokio::test]
+async fn a_file_gone_from_the_server_keeps_its_attributes_while_open() {
+    let remote = Arc::new(MemoryRemote::new());
+    let content = data(3 * BS as usize, 7);
+    remote.put_file("d/f", content.clone());
+    let fs = fs_over(&remote, Duration::from_millis(100)).await;
+    let d = fs.lookup(1, OsStr::new("d")).await.unwrap().attr.ino;
+    let ino = fs.lookup(d, OsStr::new("f")).await.unwrap().attr.ino;
+    let fh = fs.open(ino, libc::O_RDONLY).await.unwrap().fh;
+    assert_eq!(&fs.read(fh, 0, u32::MAX).await.unwrap()[..], &content[..]);
+    // Another machine moves the folder away: the item is no longer at its path.
+    remote.remove("d/f");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (attr, _) = fs.getattr(ino).await.expect("an open file keeps its attributes");
+    assert_eq!(attr.size, content.len() as u64);
+    assert!(
+        fs.read(fh, attr.size, 4096).await.unwrap().is_empty(),
+        "a clean end of file"
+    );
+    fs.release(fh).await.unwrap();
+    assert_eq!(
+        fs.getattr(ino).await.unwrap_err().errno(),
+        libc::ENOENT,
+        "once closed, it is gone"
+    );
 }

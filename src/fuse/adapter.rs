@@ -358,10 +358,17 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        // O_APPEND writes go at the end of the file as the core holds it. The kernel places them
+        // at the size it last heard of, which is stale when the open took a version another
+        // machine wrote within the TTL.
+        let offset = match flags.0 & libc::O_APPEND {
+            0 => offset,
+            _ => self.fs.end_of_file(fh.0).unwrap_or(offset),
+        };
         if let Some(done) = self.fs.try_write_now(fh.0, offset, data) {
             match done {
                 Ok(n) => reply.written(n),

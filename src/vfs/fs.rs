@@ -259,6 +259,8 @@ impl DriveFs {
         };
         let up = self.inodes.upsert(parent, entry.clone(), self.valid_until(), 1);
         self.drop_replaced(&entry.id, up.replaced_tag, &entry);
+        // What the mount knows now: a file seen while only local may have its server id since.
+        let entry = self.inodes.get(up.ino).map(|n| n.entry).unwrap_or(entry);
         Ok(Looked {
             attr: self.cfg.ownership.attr(up.ino, &entry),
             ttl: self.cfg.attr_ttl,
@@ -271,9 +273,21 @@ impl DriveFs {
     }
 
     /// Current attributes of `ino`, asking the server when ours are older than the TTL.
+    ///
+    /// A file open here whose item left its place on the server (deleted, or moved by another
+    /// client, which on WebDAV changes its id) keeps its last attributes for its descriptors, as
+    /// an open file does on a local disk: the kernel asks for them at end of file, and a reader
+    /// that got every byte must not fail there.
     pub async fn getattr(&self, ino: u64) -> FsResult<(Attr, Duration)> {
-        let entry = self.fresh_entry(ino).await?;
-        Ok((self.attr_for(ino, &entry), self.cfg.attr_ttl))
+        match self.fresh_entry(ino).await {
+            Ok(entry) => Ok((self.attr_for(ino, &entry), self.cfg.attr_ttl)),
+            Err(e) if e.errno() == libc::ENOENT && self.files.any(|h| h.ino == ino) => {
+                let node = self.inodes.get(ino).ok_or(e)?;
+                tracing::debug!(item = %node.entry.id, "gone from the server while open; keeping its attributes");
+                Ok((self.attr_for(ino, &node.entry), self.cfg.attr_ttl))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The attributes of `ino` showing `entry`; a file unlinked while open has no links left.
@@ -293,6 +307,23 @@ impl DriveFs {
         if node.local.is_some() || Instant::now() < node.attr_valid_until {
             return Ok(node.entry);
         }
+        self.stat_node(ino, node).await
+    }
+
+    /// What the server holds for `ino` now, whatever the TTL says (an open found the version it
+    /// knew replaced); the node takes it. A file with local content shows that.
+    pub(super) async fn server_entry(&self, ino: u64) -> FsResult<Entry> {
+        let node = self
+            .inodes
+            .get(ino)
+            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+        if node.local.is_some() {
+            return Ok(node.entry);
+        }
+        self.stat_node(ino, node).await
+    }
+
+    async fn stat_node(&self, ino: u64, node: super::inode::Node) -> FsResult<Entry> {
         let entry = match self.remote.stat(&node.entry.id).await {
             Ok(e) => e,
             Err(RemoteError::NotFound) => {
@@ -340,6 +371,8 @@ impl DriveFs {
             return Err(fs_err!(libc::EISDIR, "inode {ino} is a folder"));
         }
         let tag = content_tag(&entry);
+        // The kernel's page cache may hold this version (it is kept only when it is the one
+        // recorded at the previous open; otherwise the kernel drops it now).
         let keep_cache = self.inodes.note_cached_tag(ino, &tag);
         let bs = self.cache.block_size();
         let window = (self.cfg.max_prefetch_bytes.min(self.cfg.cache_bytes / 4) / bs).max(1);
@@ -351,9 +384,20 @@ impl DriveFs {
             size: entry.size,
             pattern: Mutex::new(ReadPattern::new(window)),
             writable: false,
-            served: Default::default(),
+            // With the page cache kept, the kernel may answer reads of this version without
+            // asking us: the handle is bound to it from the start, and a later read that finds
+            // the server's copy changed fails with ESTALE instead of moving to the new version.
+            served: std::sync::atomic::AtomicBool::new(keep_cache),
         });
         Ok(Opened { fh, keep_cache })
+    }
+
+    /// The size of the file open as `fh` as the core holds it (its local content while there is
+    /// some): where an `O_APPEND` write goes.
+    pub fn end_of_file(&self, fh: u64) -> Option<u64> {
+        let h = self.files.get(fh)?;
+        let node = self.inodes.get(h.ino)?;
+        Some(node.local.map(|l| l.size).unwrap_or(node.entry.size))
     }
 
     /// Read up to `size` bytes at `offset` through handle `fh`. Fewer bytes only at end of file.
@@ -544,33 +588,25 @@ impl DriveFs {
         let children = match self.inodes.fresh_listing(ino, now) {
             Some(children) => children,
             None => {
-                // A listing asked for before one of our own changes landed (an upload, a rename)
-                // would hide that change until the TTL ends: ask again, and past a few tries keep
-                // the answer for this snapshot only.
-                let mut tries = 0;
-                let (listed, valid_until) = loop {
-                    let epoch = self.inodes.local_epoch();
-                    let listed = match self.remote.list(&node.entry.id).await {
-                        Ok(listed) => listed,
-                        // Sign-in needed: a folder listed before stays listable.
-                        Err(e @ RemoteError::Unauthorized(_)) => match self.inodes.last_listing(ino) {
-                            Some(children) => {
-                                tracing::debug!(item = %node.entry.id, error = %e, "cannot ask the server; using the last listing");
-                                return Ok(self.dir_snapshot(ino, node.parent, children));
-                            }
-                            None => return Err(e.into()),
-                        },
-                        Err(e) => return Err(e.into()),
-                    };
-                    tries += 1;
-                    if self.inodes.local_epoch() == epoch {
-                        break (listed, self.valid_until());
-                    }
-                    if tries == 3 {
-                        break (listed, Instant::now());
-                    }
+                // The answer may predate changes of ours that land while it is on its way (an
+                // upload, a create, a rename, a delete): the inode table keeps what we know of
+                // those names over what the listing says.
+                let asked_at = self.inodes.local_epoch();
+                let listed = match self.remote.list(&node.entry.id).await {
+                    Ok(listed) => listed,
+                    // Sign-in needed: a folder listed before stays listable.
+                    Err(e @ RemoteError::Unauthorized(_)) => match self.inodes.last_listing(ino) {
+                        Some(children) => {
+                            tracing::debug!(item = %node.entry.id, error = %e, "cannot ask the server; using the last listing");
+                            return Ok(self.dir_snapshot(ino, node.parent, children));
+                        }
+                        None => return Err(e.into()),
+                    },
+                    Err(e) => return Err(e.into()),
                 };
-                let (children, replaced) = self.inodes.set_listing(ino, listed, valid_until);
+                let (children, replaced) = self
+                    .inodes
+                    .set_listing_asked_at(ino, listed, self.valid_until(), asked_at);
                 for (id, _) in replaced {
                     if let Some((_, e)) = children.iter().find(|(_, e)| e.id == id) {
                         self.purge_blocks(&id, Some(&content_tag(e)));
@@ -663,8 +699,8 @@ impl DriveFs {
                     }
                 }
                 Some(entry) => {
-                    let ino = self.inodes.add_lookup(h.ino, slot.ino, entry, self.valid_until());
-                    let attr = self.cfg.ownership.attr(ino, entry);
+                    let (ino, entry) = self.inodes.add_lookup(h.ino, slot.ino, entry, self.valid_until());
+                    let attr = self.cfg.ownership.attr(ino, &entry);
                     if add(
                         DirItem {
                             ino,

@@ -88,6 +88,13 @@ struct Inner {
     with_local: std::collections::BTreeSet<u64>,
     /// Names are compared as the remote does ([`crate::remote::Capabilities::case_insensitive_names`]).
     case_insensitive: bool,
+    /// Names we changed ourselves (created, uploaded, renamed, deleted), by folder and name, with
+    /// the local epoch of the last change: a listing asked for before that epoch predates the
+    /// change, and what the mount knows of the name wins over it ([`InodeTable::set_listing_asked_at`]).
+    changed_names: HashMap<(u64, String), u64>,
+    /// Records of `changed_names` older than this epoch were pruned: a listing asked for before
+    /// it cannot be merged with certainty.
+    changes_pruned_before: u64,
 }
 
 /// Whether `a` and `b` name the same item: equal, or, where the remote compares names
@@ -115,6 +122,9 @@ fn find_named<'a>(
     })
 }
 
+/// Most names `changed_names` remembers before the oldest half is pruned.
+const MAX_CHANGED_NAMES: usize = 16_384;
+
 impl Inner {
     /// The inode with local content called `name` in `dir`, if any (its exact spelling first).
     fn local_child(&self, dir: u64, name: &str) -> Option<&Node> {
@@ -127,6 +137,37 @@ impl Inner {
         mine()
             .find(|n| n.entry.name == name)
             .or_else(|| mine().find(|n| same_name(self.case_insensitive, &n.entry.name, name)))
+    }
+
+    /// Note that we changed `name` in `dir` at local epoch `epoch`.
+    fn note_changed(&mut self, dir: u64, name: &str, epoch: u64) {
+        self.changed_names.insert((dir, name.to_string()), epoch);
+        if self.changed_names.len() > MAX_CHANGED_NAMES {
+            let mut epochs: Vec<u64> = self.changed_names.values().copied().collect();
+            epochs.sort_unstable();
+            let cut = epochs[epochs.len() / 2];
+            self.changed_names.retain(|_, e| *e > cut);
+            self.changes_pruned_before = self.changes_pruned_before.max(cut + 1);
+        }
+    }
+
+    /// The live node called `name` in `dir` (indexed by its id, so not a stale copy), if any.
+    fn named_child(&self, dir: u64, name: &str) -> Option<&Node> {
+        self.nodes
+            .values()
+            .filter(|n| n.parent == dir && n.ino != dir && n.entry.name == name)
+            .find(|n| self.by_id.get(&n.entry.id) == Some(&n.ino))
+    }
+
+    /// The node standing for `entry` in `dir`: the one indexed by its id, or, for a file created
+    /// here whose upload has given it its server id since `entry` was taken, the node that holds
+    /// the name now.
+    fn holder(&self, dir: u64, entry: &Entry) -> Option<&Node> {
+        match self.by_id.get(&entry.id) {
+            Some(ino) => self.nodes.get(ino),
+            None if super::fs::is_local_id(&entry.id) => self.named_child(dir, &entry.name),
+            None => None,
+        }
     }
 
     /// Local children of `dir`, which override same-named entries of a server listing.
@@ -192,8 +233,9 @@ impl InodeTable {
         self.local_epoch.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    fn bump_local(&self) {
-        self.local_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    /// Count one change of ours; returns the epoch it happened in.
+    fn bump_local(&self) -> u64 {
+        self.local_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -210,6 +252,19 @@ impl InodeTable {
     /// `add_lookups` kernel references.
     pub fn upsert(&self, parent: u64, entry: Entry, valid_until: Instant, add_lookups: u64) -> Upserted {
         let mut inner = self.lock();
+        if super::fs::is_local_id(&entry.id) && !inner.by_id.contains_key(&entry.id) {
+            // A file created here, seen while only local, whose upload landed since: it now goes by
+            // its server id. Its node still holds the name; never make a second one for the old id.
+            if let Some(ino) = inner.holder(parent, &entry).map(|n| n.ino) {
+                if let Some(node) = inner.nodes.get_mut(&ino) {
+                    node.lookups += add_lookups;
+                }
+                return Upserted {
+                    ino,
+                    replaced_tag: None,
+                };
+            }
+        }
         Self::upsert_locked(&mut inner, parent, entry, valid_until, add_lookups)
     }
 
@@ -268,13 +323,58 @@ impl InodeTable {
     /// the children with their inode numbers (created with no kernel reference when new), and the
     /// content versions that changed, so their cached blocks can be dropped.
     pub fn set_listing(&self, dir: u64, children: Vec<Entry>, valid_until: Instant) -> StoredListing {
+        self.set_listing_asked_at(dir, children, valid_until, self.local_epoch())
+    }
+
+    /// [`set_listing`](Self::set_listing) of a listing asked for at local epoch `asked_at`: names
+    /// we changed ourselves since (an upload that landed, a create, a rename, a delete) keep what
+    /// the mount knows of them, whatever the listing says, as the server's answer may predate the
+    /// change. When the record of changes does not reach back that far, the listing is stored
+    /// already expired, so it serves this one snapshot and no lookup trusts it.
+    pub fn set_listing_asked_at(
+        &self,
+        dir: u64,
+        mut children: Vec<Entry>,
+        mut valid_until: Instant,
+        asked_at: u64,
+    ) -> StoredListing {
         let mut inner = self.lock();
+        if asked_at < inner.changes_pruned_before {
+            valid_until = valid_until.min(Instant::now());
+        }
+        let changed: Vec<String> = inner
+            .changed_names
+            .iter()
+            .filter(|((d, _), e)| *d == dir && **e > asked_at)
+            .map(|((_, name), _)| name.clone())
+            .collect();
+        let ci = inner.case_insensitive;
+        if !changed.is_empty() {
+            children.retain(|c| !changed.iter().any(|n| same_name(ci, n, &c.name)));
+            let old = inner.nodes.get(&dir).and_then(|n| n.listing.as_ref());
+            for name in &changed {
+                // Our changes keep the folder's listing current (a delete takes the name out
+                // before its inode goes), so where there is one, it says whether the name exists;
+                // the node holding the name says what it is now (a file just uploaded goes by
+                // its server id). Local children are merged below.
+                let listed = old.map(|l| l.children.get(name));
+                let known = match (listed, inner.named_child(dir, name)) {
+                    (Some(None), _) => None,
+                    (_, Some(node)) if node.local.is_some() => None,
+                    (_, Some(node)) => Some(node.entry.clone()),
+                    (Some(Some(e)), None) if !super::fs::is_local_id(&e.id) => Some(e.clone()),
+                    (Some(Some(_)), None) => None,
+                    (None, None) => None,
+                };
+                children.extend(known);
+            }
+        }
         let mut listed = Vec::with_capacity(children.len());
         let mut replaced = Vec::new();
         let mut map = BTreeMap::new();
         let local = inner.local_children(dir);
         for child in children {
-            if local.iter().any(|(_, e)| e.name == child.name) {
+            if local.iter().any(|(_, e)| same_name(ci, &e.name, &child.name)) {
                 continue;
             }
             let up = Self::upsert_locked(&mut inner, dir, child.clone(), valid_until, 0);
@@ -283,6 +383,12 @@ impl InodeTable {
             }
             map.insert(child.name.clone(), child.clone());
             listed.push((up.ino, child));
+        }
+        // Files still local stand in the listing under their local entries: when one's upload
+        // lands, its name stays listed (the node, by its server id, answers for it) until the
+        // upload's own listing update, rather than vanishing for a moment.
+        for (_, e) in &local {
+            map.insert(e.name.clone(), e.clone());
         }
         // Children that vanished and that the kernel no longer references can go now.
         let gone: Vec<u64> = match inner.nodes.get(&dir).and_then(|n| n.listing.as_ref()) {
@@ -373,11 +479,10 @@ impl InodeTable {
             .filter(|e| !local.iter().any(|(_, l)| l.name == e.name))
             .map(|e| {
                 // Keep nodes current but never extend trust beyond the listing's own.
-                let ino = match inner.by_id.get(&e.id) {
-                    Some(&ino) => ino,
-                    None => Self::upsert_locked(&mut inner, dir, e.clone(), valid_until, 0).ino,
-                };
-                (ino, e)
+                match inner.holder(dir, &e) {
+                    Some(node) => (node.ino, if node.entry.id == e.id { e } else { node.entry.clone() }),
+                    None => (Self::upsert_locked(&mut inner, dir, e.clone(), valid_until, 0).ino, e),
+                }
             })
             .collect();
         out.extend(local);
@@ -386,15 +491,29 @@ impl InodeTable {
 
     /// Add one kernel reference to `ino` (a `readdirplus` entry the kernel accepted). When the
     /// inode was dropped meanwhile, it is recreated from `entry`; returns the inode number to use.
-    pub fn add_lookup(&self, dir: u64, ino: u64, entry: &Entry, valid_until: Instant) -> u64 {
+    /// The entry returned is what the mount knows of the item now, which may be newer than the
+    /// snapshot's `entry` (a file whose upload landed since goes by its server id).
+    pub fn add_lookup(&self, dir: u64, ino: u64, entry: &Entry, valid_until: Instant) -> (u64, Entry) {
         let mut inner = self.lock();
-        if let Some(node) = inner.nodes.get_mut(&ino) {
-            if node.entry.id == entry.id {
-                node.lookups += 1;
-                return ino;
-            }
+        let same_item = inner
+            .nodes
+            .get(&ino)
+            .is_some_and(|n| n.entry.id == entry.id || (n.parent == dir && n.entry.name == entry.name));
+        let holder = if same_item {
+            Some(ino)
+        } else if let Some(&by_id) = inner.by_id.get(&entry.id) {
+            Some(by_id)
+        } else {
+            // The snapshot's id is gone (the item got another id, or the node was dropped): the
+            // name's current holder, so the kernel never gets a second inode for one file.
+            inner.named_child(dir, &entry.name).map(|n| n.ino)
+        };
+        if let Some(node) = holder.and_then(|i| inner.nodes.get_mut(&i)) {
+            node.lookups += 1;
+            return (node.ino, node.entry.clone());
         }
-        Self::upsert_locked(&mut inner, dir, entry.clone(), valid_until, 1).ino
+        let up = Self::upsert_locked(&mut inner, dir, entry.clone(), valid_until, 1);
+        (up.ino, entry.clone())
     }
 
     /// The kernel dropped `n` references to `ino`.
@@ -457,8 +576,9 @@ impl InodeTable {
     /// Create an inode for an item that exists only locally so far (a file just created), with one
     /// kernel reference. Its id is provisional until the upload gives it the server's.
     pub fn insert_local(&self, parent: u64, entry: Entry, local: LocalContent) -> u64 {
-        self.bump_local();
+        let epoch = self.bump_local();
         let mut inner = self.lock();
+        inner.note_changed(parent, &entry.name, epoch);
         let ino = inner.next_ino;
         inner.next_ino += 1;
         inner.by_id.insert(entry.id.clone(), ino);
@@ -472,12 +592,18 @@ impl InodeTable {
     /// Change `ino` under the lock: its local content, its entry, or both. Returns what `f` returns,
     /// or `None` when the inode is unknown. Keeps the index of local inodes right.
     pub fn with_node<R>(&self, ino: u64, f: impl FnOnce(&mut Node) -> R) -> Option<R> {
-        self.bump_local();
+        let epoch = self.bump_local();
         let mut inner = self.lock();
         let node = inner.nodes.get_mut(&ino)?;
         let old_id = node.entry.id.clone();
+        let old_place = (node.parent, node.entry.name.clone());
         let r = f(node);
         let (has_local, new_id) = (node.local.is_some(), node.entry.id.clone());
+        let new_place = (node.parent, node.entry.name.clone());
+        if new_place != old_place {
+            inner.note_changed(old_place.0, &old_place.1, epoch);
+        }
+        inner.note_changed(new_place.0, &new_place.1, epoch);
         if has_local {
             inner.with_local.insert(ino);
         } else {
@@ -546,9 +672,10 @@ impl InodeTable {
     /// Add or replace `entry` in `dir`'s listing (after a change we made ourselves), so a fresh
     /// listing stays true without asking the server.
     pub fn listing_insert(&self, dir: u64, entry: Entry) {
-        self.bump_local();
+        let epoch = self.bump_local();
         let mut inner = self.lock();
         let ci = inner.case_insensitive;
+        inner.note_changed(dir, &entry.name, epoch);
         if let Some(listing) = inner.nodes.get_mut(&dir).and_then(|n| n.listing.as_mut()) {
             // One name on the server: another spelling of it gives way.
             let other = find_named(&listing.children, &entry.name, ci)
@@ -574,10 +701,13 @@ impl InodeTable {
     /// Take file `ino` out of the tree while descriptors are still open on it (it was unlinked): it
     /// keeps its inode and local content for them, but no folder lists it and no lookup finds it.
     pub fn detach(&self, ino: u64) {
-        self.bump_local();
+        let epoch = self.bump_local();
         let mut inner = self.lock();
         let Some(node) = inner.nodes.get_mut(&ino) else { return };
+        let (parent, name) = (node.parent, node.entry.name.clone());
         node.parent = DETACHED;
+        inner.note_changed(parent, &name, epoch);
+        let Some(node) = inner.nodes.get_mut(&ino) else { return };
         let id = node.entry.id.clone();
         if inner.by_id.get(&id) == Some(&ino) {
             inner.by_id.remove(&id);
@@ -586,9 +716,10 @@ impl InodeTable {
 
     /// Remove `name` from `dir`'s listing (after a change we made ourselves).
     pub fn listing_remove(&self, dir: u64, name: &str) {
-        self.bump_local();
+        let epoch = self.bump_local();
         let mut inner = self.lock();
         let ci = inner.case_insensitive;
+        inner.note_changed(dir, name, epoch);
         if let Some(listing) = inner.nodes.get_mut(&dir).and_then(|n| n.listing.as_mut()) {
             // The name as the caller spelt it may be another spelling of the listed one.
             if let Some(k) = find_named(&listing.children, name, ci).map(|(k, _)| k.clone()) {
@@ -624,9 +755,12 @@ impl InodeTable {
     /// Drop the inode `ino` outright (its item was deleted), unless the kernel still holds it, in
     /// which case it stays until forgotten but leaves the id index.
     pub fn remove_item(&self, ino: u64) {
-        self.bump_local();
+        let epoch = self.bump_local();
         let mut inner = self.lock();
         inner.with_local.remove(&ino);
+        if let Some((parent, name)) = inner.nodes.get(&ino).map(|n| (n.parent, n.entry.name.clone())) {
+            inner.note_changed(parent, &name, epoch);
+        }
         let Some(node) = inner.nodes.get_mut(&ino) else { return };
         node.local = None;
         let id = node.entry.id.clone();
@@ -982,11 +1116,40 @@ mod tests {
             vec![entry("a", EntryKind::File, "1"), entry("b", EntryKind::File, "1")],
             later,
         );
-        let kept = t.add_lookup(ROOT_INO, listed[1].0, &listed[1].1, later);
+        let (kept, _) = t.add_lookup(ROOT_INO, listed[1].0, &listed[1].1, later);
         let (_, replaced) = t.set_listing(ROOT_INO, vec![entry("b", EntryKind::File, "2")], later);
         assert_eq!(replaced.len(), 1);
         assert!(t.get(listed[0].0).is_none(), "unreferenced vanished child is dropped");
         assert!(t.get(kept).is_some(), "referenced child stays");
+    }
+
+    #[test]
+    fn a_listing_asked_for_before_our_changes_does_not_undo_them() {
+        let t = table();
+        let now = Instant::now();
+        let later = now + Duration::from_secs(5);
+        let (a, b) = (entry("a", EntryKind::File, "1"), entry("b", EntryKind::File, "1"));
+        t.set_listing(ROOT_INO, vec![a.clone(), b.clone()], later);
+        let asked_at = t.local_epoch();
+        // While the next listing is on its way we delete b and a new c lands.
+        t.listing_remove(ROOT_INO, "b");
+        t.listing_insert(ROOT_INO, entry("c", EntryKind::File, "1"));
+        let (children, _) = t.set_listing_asked_at(ROOT_INO, vec![a, b], later, asked_at);
+        let mut names: Vec<String> = children.into_iter().map(|(_, e)| e.name).collect();
+        names.sort();
+        assert_eq!(names, ["a", "c"]);
+        assert!(
+            matches!(t.listed_child(ROOT_INO, "b", now), Some(None)),
+            "b stays deleted"
+        );
+        assert!(
+            matches!(t.listed_child(ROOT_INO, "c", now), Some(Some(_))),
+            "c stays listed"
+        );
+        // A listing asked for after the changes is taken as it is.
+        let fresh = vec![entry("a", EntryKind::File, "1")];
+        let (children, _) = t.set_listing_asked_at(ROOT_INO, fresh, later, t.local_epoch());
+        assert_eq!(children.len(), 1);
     }
 
     #[test]

@@ -315,13 +315,29 @@ impl DriveFs {
                 local
             }
             None => {
-                let entry = self.fresh_entry(ino).await?;
+                let mut entry = self.fresh_entry(ino).await?;
                 let (path, file) = wb.staging.create().map_err(|e| io_err("stage", e))?;
                 let file = Arc::new(file);
-                if !truncate && entry.size > 0 {
-                    if let Err(e) = self.fill_from_server(wb, &entry, &file).await {
-                        let _ = std::fs::remove_file(&path);
-                        return Err(e);
+                let mut tries = 0;
+                while !truncate && entry.size > 0 {
+                    match self.fill_from_server(wb, &entry, &file).await {
+                        Ok(()) => break,
+                        // The version we knew was replaced on the server: open the one it holds now.
+                        Err(e) if e.errno() == libc::ESTALE && tries < 3 => {
+                            tries += 1;
+                            entry = match self.server_entry(ino).await {
+                                Ok(entry) => entry,
+                                Err(e) => {
+                                    let _ = std::fs::remove_file(&path);
+                                    return Err(e);
+                                }
+                            };
+                            file.set_len(0).map_err(|e| io_err("truncate staged", e))?;
+                        }
+                        Err(e) => {
+                            let _ = std::fs::remove_file(&path);
+                            return Err(e);
+                        }
                     }
                 }
                 LocalContent {
@@ -855,10 +871,10 @@ impl DriveFs {
     /// Resolve `name` in `parent` to its inode without adding a kernel reference.
     async fn child(&self, parent: u64, name: &str) -> FsResult<super::inode::Node> {
         let looked = self.lookup(parent, OsStr::new(name)).await?;
+        // Taken before the reference is given back: a node only this lookup held goes with it.
+        let node = self.inodes.get(looked.attr.ino);
         self.forget(looked.attr.ino, 1);
-        self.inodes
-            .get(looked.attr.ino)
-            .ok_or_else(|| fs_err!(libc::ENOENT, "{name:?} vanished"))
+        node.ok_or_else(|| fs_err!(libc::ENOENT, "{name:?} vanished"))
     }
 
     /// Wait until uploads queued for `ino`, or for anything below it, have landed (or were given
