@@ -51,6 +51,9 @@ pub struct MemoryRemote {
     list_delay: Mutex<Duration>,
     /// Whether [`Remote::streams_growing_uploads`] says yes.
     streams_growing: AtomicBool,
+    /// Whether stored modification times lose their fraction of a second, as on servers that
+    /// keep whole seconds (Apache, OneDrive).
+    whole_seconds: AtomicBool,
     /// Number of uploads of growing files begun.
     pub growing_started: AtomicU64,
     /// Bytes of growing files received so far (whether or not their upload completed).
@@ -107,6 +110,7 @@ impl MemoryRemote {
             upload_delay: Mutex::new(Duration::ZERO),
             list_delay: Mutex::new(Duration::ZERO),
             streams_growing: AtomicBool::new(false),
+            whole_seconds: AtomicBool::new(false),
             growing_started: AtomicU64::new(0),
             growing_received: AtomicU64::new(0),
             growing_applied: AtomicU64::new(0),
@@ -158,7 +162,7 @@ impl MemoryRemote {
         let node = Node {
             kind: EntryKind::File,
             data,
-            mtime,
+            mtime: self.stored_mtime(mtime),
             version: self.bump(),
         };
         let entry = Self::entry(&path, &node);
@@ -183,6 +187,22 @@ impl MemoryRemote {
     /// landing meanwhile is missing from it.
     pub fn set_list_delay(&self, delay: Duration) {
         *self.list_delay.lock().unwrap() = delay;
+    }
+
+    /// Keep modification times in whole seconds from now on, as Apache and OneDrive do.
+    pub fn set_whole_second_mtimes(&self, on: bool) {
+        self.whole_seconds.store(on, Ordering::SeqCst);
+    }
+
+    fn stored_mtime(&self, mtime: SystemTime) -> SystemTime {
+        if !self.whole_seconds.load(Ordering::SeqCst) {
+            return mtime;
+        }
+        let secs = mtime
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
     }
 
     /// Make every upload take `delay` before it is applied (or fails), as a slow link would.

@@ -258,6 +258,7 @@ impl DriveFs {
         };
         let up = self.inodes.upsert(parent, entry.clone(), self.valid_until(), 1);
         self.drop_replaced(&entry.id, up.replaced_tag, &entry);
+        let entry = self.inodes.as_shown(up.ino, entry);
         Ok(Looked {
             attr: self.cfg.ownership.attr(up.ino, &entry),
             ttl: self.cfg.attr_ttl,
@@ -314,7 +315,7 @@ impl DriveFs {
         if let Some(up) = self.inodes.refresh(ino, entry.clone(), self.valid_until()) {
             self.drop_replaced(&entry.id, up.replaced_tag, &entry);
         }
-        Ok(entry)
+        Ok(self.inodes.as_shown(ino, entry))
     }
 
     /// Refuse any change while the mount is read-only (or writes were never enabled).
@@ -334,6 +335,7 @@ impl DriveFs {
             self.check_writable()?;
             return self.open_for_write(ino, flags).await;
         }
+        let follows_local = self.inodes.get(ino).is_some_and(|n| n.local.is_some());
         let entry = self.fresh_entry(ino).await?;
         if entry.kind == EntryKind::Directory {
             return Err(fs_err!(libc::EISDIR, "inode {ino} is a folder"));
@@ -350,6 +352,7 @@ impl DriveFs {
             size: entry.size,
             pattern: Mutex::new(ReadPattern::new(window)),
             writable: false,
+            follows_local,
             served: Default::default(),
         });
         Ok(Opened { fh, keep_cache })
@@ -367,9 +370,9 @@ impl DriveFs {
             return super::write::read_local(&local, offset, size);
         }
         let h = match node {
-            // Opened while the file was only local: its upload has landed since (else it would
-            // still have local content), so read the server's copy, which holds those bytes.
-            Some(node) if is_local_id(&h.id) && !is_local_id(&node.entry.id) => self.repin(fh, &h, &node.entry),
+            // Opened while the file had local content: its upload has landed since (else it would
+            // still have it), so read the version that upload made, which holds those bytes.
+            Some(node) if h.follows_local => self.repin(fh, &h, &node.entry),
             _ => h,
         };
         match self.read_remote(&h, offset, size).await {
@@ -405,6 +408,7 @@ impl DriveFs {
             size: entry.size,
             pattern: Mutex::new(pattern),
             writable: h.writable,
+            follows_local: false,
             served: Default::default(),
         });
         self.files.replace(fh, repinned.clone());
@@ -422,7 +426,7 @@ impl DriveFs {
         if let Some(local) = self.inodes.get(h.ino).and_then(|n| n.local) {
             return Some(super::write::read_local(&local, offset, size));
         }
-        if is_local_id(&h.id) {
+        if h.follows_local {
             return None;
         }
         if offset >= h.size || size == 0 {
@@ -663,7 +667,7 @@ impl DriveFs {
                 }
                 Some(entry) => {
                     let ino = self.inodes.add_lookup(h.ino, slot.ino, entry, self.valid_until());
-                    let attr = self.cfg.ownership.attr(ino, entry);
+                    let attr = self.cfg.ownership.attr(ino, &self.inodes.as_shown(ino, entry.clone()));
                     if add(
                         DirItem {
                             ino,
@@ -728,13 +732,6 @@ fn block_len(h: &FileHandle, index: u64, block_size: u64) -> u64 {
     block_size.min(h.size.saturating_sub(index * block_size))
 }
 
-/// `block[from..to]`, clipped to the block.
-/// Whether `id` is the placeholder of a file created here that the server does not hold yet
-/// (it gets its server id when its first upload lands).
-pub(super) fn is_local_id(id: &ItemId) -> bool {
-    id.as_str().starts_with("local:")
-}
-
 /// The parts of a read as one buffer (no copy for a single part).
 fn concat(parts: Vec<Bytes>) -> Bytes {
     if parts.len() == 1 {
@@ -747,6 +744,7 @@ fn concat(parts: Vec<Bytes>) -> Bytes {
     out.freeze()
 }
 
+/// `block[from..to]`, clipped to the block.
 fn slice_of(block: &Bytes, from: u64, to: u64) -> Bytes {
     let to = (to as usize).min(block.len());
     block.slice((from as usize).min(to)..to)

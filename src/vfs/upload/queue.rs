@@ -136,6 +136,10 @@ struct Item {
     /// Whether the record is in the journal. A growing file may be handed over before it is:
     /// see [`UploadQueue::seal_growing`].
     journaled: bool,
+    /// Journaled but not to be sent yet: a descriptor of the file was closed while others stay
+    /// open (bash's `>` closes a duplicate first), so the upload waits for the last close, or
+    /// for anyone who [`wait`](UploadQueue::wait)s for it. A restart sends it.
+    held: bool,
 }
 
 impl Item {
@@ -152,6 +156,7 @@ impl Item {
             growing: None,
             handed_over: true,
             journaled: true,
+            held: false,
         }
     }
 
@@ -262,9 +267,31 @@ impl UploadQueue {
     /// event (also delivered under it) can land between reading the file's base version and
     /// queueing: `build` must not call the queue.
     pub fn enqueue_with(&self, build: impl FnOnce() -> UploadRecord) -> std::io::Result<u64> {
+        self.enqueue_held(build, false)
+    }
+
+    /// [`enqueue_with`](Self::enqueue_with), and when `hold`, keep the upload from starting until
+    /// [`release_hold`](Self::release_hold) (or a [`wait`](Self::wait)): the record is journaled
+    /// now all the same, so the content survives a crash.
+    pub fn enqueue_held(&self, build: impl FnOnce() -> UploadRecord, hold: bool) -> std::io::Result<u64> {
+        let generation = self.enqueue_locked(build, hold)?;
+        self.wake.notify_one();
+        Ok(generation)
+    }
+
+    /// Let the held upload of `key` start (the file's last descriptor closed).
+    pub fn release_hold(&self, key: &str) {
+        if let Some(item) = self.lock().items.get_mut(key) {
+            item.held = false;
+        }
+        self.wake.notify_one();
+    }
+
+    fn enqueue_locked(&self, build: impl FnOnce() -> UploadRecord, hold: bool) -> std::io::Result<u64> {
         let mut state = self.lock();
         let mut record = build();
         record.state = UploadState::Pending;
+        let key = record.key.clone();
         if let Some(item) = state.items.get_mut(&record.key) {
             if let Some(generation) = self.hand_over(item, &mut record, true)? {
                 return Ok(generation);
@@ -322,13 +349,13 @@ impl UploadQueue {
             }
             None => {
                 self.journal.put(&record)?;
-                let key = record.key.clone();
-                state.items.insert(key, Item::first(record, next));
+                state.items.insert(key.clone(), Item::first(record, next));
                 next
             }
         };
-        drop(state);
-        self.wake.notify_one();
+        if let Some(item) = state.items.get_mut(&key) {
+            item.held = hold;
+        }
         Ok(generation)
     }
 
@@ -437,6 +464,9 @@ impl UploadQueue {
             if let UploadState::Failed { error } = &item.record.state {
                 return Err(RemoteError::Protocol(format!("upload failed: {error}")));
             }
+            // Whoever waits for it wants it sent now.
+            item.held = false;
+            self.wake.notify_one();
             let (tx, rx) = oneshot::channel();
             item.waiters.push((generation, tx));
             rx
@@ -449,6 +479,10 @@ impl UploadQueue {
     /// Returns what is still in the queue.
     pub async fn drain(&self, deadline: Duration) -> Vec<UploadStatus> {
         let until = tokio::time::Instant::now() + deadline;
+        for item in self.lock().items.values_mut() {
+            item.held = false;
+        }
+        self.wake.notify_one();
         loop {
             let idle = self.idle.notified();
             let busy = self
@@ -591,7 +625,7 @@ impl UploadQueue {
         let mut free_following = self.cfg.parallel.saturating_sub(state.following);
         let (mut started, mut started_following) = (0, 0);
         for item in state.items.values_mut() {
-            if item.running || !matches!(item.record.state, UploadState::Pending) {
+            if item.running || item.held || !matches!(item.record.state, UploadState::Pending) {
                 continue;
             }
             if item.not_before > now {
@@ -674,6 +708,32 @@ impl UploadQueue {
             .await
         {
             Ok(entry) => Ok((entry, false)),
+            Err(RemoteError::PreconditionFailed | RemoteError::AlreadyExists) if record.size == 0 => {
+                // An empty version (a shell's `>` opened, truncated, closed) is nothing worth
+                // keeping beside another device's change: the name keeps that change.
+                match self.remote.lookup(&parent, &record.name).await {
+                    Ok(entry) => {
+                        tracing::info!(file = %record.name,
+                            "an empty version met a change on the server; keeping the server's");
+                        Ok((entry, true))
+                    }
+                    // Gone from the server meanwhile: the empty file is all there is.
+                    Err(RemoteError::NotFound) => self
+                        .remote
+                        .upload_resumable(
+                            &parent,
+                            &record.name,
+                            &record.staged,
+                            mtime,
+                            Precondition::Absent,
+                            sent,
+                            resume,
+                        )
+                        .await
+                        .map(|entry| (entry, false)),
+                    Err(e) => Err(e),
+                }
+            }
             Err(RemoteError::PreconditionFailed | RemoteError::AlreadyExists) => {
                 let base = conflict_name(&record.name, SystemTime::now());
                 // Two conflicts within one second would want one name: number the later ones.
