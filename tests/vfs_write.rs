@@ -1013,3 +1013,53 @@ async fn an_empty_version_meeting_a_change_makes_no_conflict_copy() {
     assert!(conflicts(&names).is_empty(), "no conflict copy of nothing: {names:?}");
     assert_eq!(s.remote.file_content("e.txt").unwrap().as_ref(), b"other device\n");
 }
+
+/// Item 15: the daemon dies while our upload's reply is on its way, after newer content of the
+/// same file was journaled on top of it. After the restart the server holds that upload, which
+/// the journal never heard landed: it is ours, not another device's change, so the newer
+/// content replaces it without a conflict copy.
+#[tokio::test]
+async fn our_own_upload_that_landed_unheard_before_a_crash_is_no_conflict() {
+    let remote = Arc::new(MemoryRemote::new());
+    remote.put_file("f3.bin", pattern(10_000, 0));
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().to_path_buf();
+    {
+        let s = writable_over(remote.clone(), dir, 0).await;
+        let ino = ino_of(&s.fs, "f3.bin").await;
+        s.remote.set_lose_upload_replies(true);
+        for (round, seed) in [(1, 1u8), (2, 2u8)] {
+            let o = s.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+            s.fs.write(o.fh, 0, &pattern(10_000, seed)).await.unwrap();
+            s.fs.release(o.fh).await.unwrap();
+            if round == 1 {
+                let r = s.remote.clone();
+                soon("the first rewrite on the server", move || {
+                    r.file_content("f3.bin")
+                        .is_some_and(|b| b.as_ref() == &pattern(10_000, 1)[..])
+                })
+                .await;
+            }
+        }
+        s.fs.upload_queue().unwrap().stop();
+        std::mem::forget(s.dir); // killed: the state directory stays
+    }
+    remote.set_lose_upload_replies(false);
+    let cfg = FsConfig {
+        read_only: false,
+        ..FsConfig::default()
+    };
+    let fs = DriveFs::new(remote.clone(), cfg).await.unwrap();
+    fs.enable_writes(&paths(&keep, 0), queue_cfg()).unwrap();
+    let left = fs.upload_queue().unwrap().drain(Duration::from_secs(10)).await;
+    assert!(left.is_empty(), "the restarted queue still holds {left:?}");
+    assert!(
+        remote.file_content("f3.bin").unwrap().as_ref() == &pattern(10_000, 2)[..],
+        "the last accepted write holds the name"
+    );
+    let names = server_names(&remote).await;
+    assert!(conflicts(&names).is_empty(), "no conflict copies: {names:?}");
+    let staged: Vec<_> = std::fs::read_dir(keep.join("staging")).unwrap().collect();
+    assert!(staged.is_empty(), "nothing left in staging: {staged:?}");
+    std::fs::remove_dir_all(&keep).unwrap();
+}

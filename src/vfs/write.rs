@@ -714,6 +714,8 @@ impl DriveFs {
             attempts: 0,
             last_error: None,
             resume: None,
+            ours: Vec::new(),
+            conflict_copy: None,
             state: UploadState::Pending,
         }
     }
