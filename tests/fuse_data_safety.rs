@@ -32,12 +32,7 @@ impl CpuHogs {
     fn start(n: usize) -> CpuHogs {
         CpuHogs(
             (0..n)
-                .map(|_| {
-                    Command::new("yes")
-                        .stdout(Stdio::null())
-                        .spawn()
-                        .expect("start yes")
-                })
+                .map(|_| Command::new("yes").stdout(Stdio::null()).spawn().expect("start yes"))
                 .collect(),
         )
     }
@@ -95,7 +90,10 @@ fn a_name_that_begins_with_local_is_removed_on_the_server(server: &dyn TestServe
     sh(m.path(), "rm local:top.txt");
     assert!(!server.root().join("local:top.txt").exists(), "rm reached the server");
     thread::sleep(Duration::from_millis(300));
-    assert!(!m.path().join("local:top.txt").exists(), "the removed file does not come back");
+    assert!(
+        !m.path().join("local:top.txt").exists(),
+        "the removed file does not come back"
+    );
     m.unmount();
 }
 
@@ -108,7 +106,10 @@ fn a_move_below_a_folder_called_local_reaches_the_server() {
     fs::write(server.root().join("local:notes/a.txt"), b"a\n").unwrap();
     let m = Mount::start(&server.url(), &[]);
     sh(m.path(), "mv local:notes/a.txt local:notes/b.txt");
-    assert!(!server.root().join("local:notes/a.txt").exists(), "mv reached the server");
+    assert!(
+        !server.root().join("local:notes/a.txt").exists(),
+        "mv reached the server"
+    );
     assert_eq!(fs::read(server.root().join("local:notes/b.txt")).unwrap(), b"a\n");
     m.unmount();
 }
@@ -122,17 +123,33 @@ fn a_same_size_save_right_after_a_write_is_kept(server: &dyn TestServer) {
             m.path(),
             &format!("printf 'line1\\nline2\\n' > v{i}.txt && vim -u NONE -es -c '%s/line1/LINE1/' -c wq v{i}.txt"),
         );
-        assert_eq!(read(&m.path().join(format!("v{i}.txt"))), b"LINE1\nline2\n", "round {i}: the mount shows the save");
+        assert_eq!(
+            read(&m.path().join(format!("v{i}.txt"))),
+            b"LINE1\nline2\n",
+            "round {i}: the mount shows the save"
+        );
     }
     thread::sleep(Duration::from_secs(2));
     for i in 0..4 {
-        assert_eq!(read(&m.path().join(format!("v{i}.txt"))), b"LINE1\nline2\n", "round {i}: two seconds later");
+        assert_eq!(
+            read(&m.path().join(format!("v{i}.txt"))),
+            b"LINE1\nline2\n",
+            "round {i}: two seconds later"
+        );
     }
     m.unmount();
     for i in 0..4 {
-        assert_eq!(fs::read(server.root().join(format!("v{i}.txt"))).unwrap(), b"LINE1\nline2\n", "round {i}: server");
+        assert_eq!(
+            fs::read(server.root().join(format!("v{i}.txt"))).unwrap(),
+            b"LINE1\nline2\n",
+            "round {i}: server"
+        );
     }
-    assert!(conflict_copies(server.root()).is_empty(), "{:?}", conflict_copies(server.root()));
+    assert!(
+        conflict_copies(server.root()).is_empty(),
+        "{:?}",
+        conflict_copies(server.root())
+    );
 }
 
 /// Items 4 and 9: `/bin/echo x > F` (create, a close of bash's duplicate descriptor, write, close), many rounds
@@ -140,16 +157,30 @@ fn a_same_size_save_right_after_a_write_is_kept(server: &dyn TestServer) {
 fn echo_into_new_files_keeps_every_line(server: &dyn TestServer) {
     let _hogs = CpuHogs::start(2);
     let m = Mount::start(&server.url(), &[]);
-    sh(m.path(), "for i in $(seq 1 150); do /bin/echo \"line $i\" > f$i.txt; done");
+    sh(
+        m.path(),
+        "for i in $(seq 1 150); do /bin/echo \"line $i\" > f$i.txt; done",
+    );
     // And over existing files, as in item 9.
-    sh(m.path(), "for i in $(seq 1 50); do /bin/echo \"again $i\" > f$i.txt; done");
+    sh(
+        m.path(),
+        "for i in $(seq 1 50); do /bin/echo \"again $i\" > f$i.txt; done",
+    );
     m.unmount();
     for i in 1..=150 {
-        let want = if i <= 50 { format!("again {i}\n") } else { format!("line {i}\n") };
+        let want = if i <= 50 {
+            format!("again {i}\n")
+        } else {
+            format!("line {i}\n")
+        };
         let got = fs::read_to_string(server.root().join(format!("f{i}.txt"))).unwrap();
         assert_eq!(got, want, "f{i}.txt on the server");
     }
-    assert!(conflict_copies(server.root()).is_empty(), "{:?}", conflict_copies(server.root()));
+    assert!(
+        conflict_copies(server.root()).is_empty(),
+        "{:?}",
+        conflict_copies(server.root())
+    );
 }
 
 /// Item 5: an upload that lands while the file is still open (dd conv=fsync) moves the mount to its version: the
@@ -159,16 +190,31 @@ fn a_rewrite_after_an_in_place_fsync_is_no_conflict(server: &dyn TestServer) {
     for i in 0..3 {
         sh(m.path(), &format!("printf 'AAAA\\n' > F{i}"));
         thread::sleep(Duration::from_millis(1500));
-        sh(m.path(), &format!("printf B | dd of=F{i} conv=notrunc,fsync status=none"));
-        assert_eq!(read(&m.path().join(format!("F{i}"))), b"BAAA\n", "round {i}: read your own writes");
+        sh(
+            m.path(),
+            &format!("printf B | dd of=F{i} conv=notrunc,fsync status=none"),
+        );
+        assert_eq!(
+            read(&m.path().join(format!("F{i}"))),
+            b"BAAA\n",
+            "round {i}: read your own writes"
+        );
         sh(m.path(), &format!("printf 'CCCC\\n' > F{i}"));
         assert_eq!(read(&m.path().join(format!("F{i}"))), b"CCCC\n", "round {i}");
     }
     m.unmount();
     for i in 0..3 {
-        assert_eq!(fs::read(server.root().join(format!("F{i}"))).unwrap(), b"CCCC\n", "round {i}: server");
+        assert_eq!(
+            fs::read(server.root().join(format!("F{i}"))).unwrap(),
+            b"CCCC\n",
+            "round {i}: server"
+        );
     }
-    assert!(conflict_copies(server.root()).is_empty(), "{:?}", conflict_copies(server.root()));
+    assert!(
+        conflict_copies(server.root()).is_empty(),
+        "{:?}",
+        conflict_copies(server.root())
+    );
 }
 
 /// Items 5 and 7: read a file, rewrite it in place with fsync, close: the next read returns the new bytes (not the
@@ -258,9 +304,17 @@ fn a_same_size_save_through_a_slow_link_is_kept() {
     }
     m.unmount();
     for i in 0..6 {
-        assert_eq!(fs::read(server.root().join(format!("v{i}.txt"))).unwrap(), b"LINE1\nline2\n", "round {i}");
+        assert_eq!(
+            fs::read(server.root().join(format!("v{i}.txt"))).unwrap(),
+            b"LINE1\nline2\n",
+            "round {i}"
+        );
     }
-    assert!(conflict_copies(server.root()).is_empty(), "{:?}", conflict_copies(server.root()));
+    assert!(
+        conflict_copies(server.root()).is_empty(),
+        "{:?}",
+        conflict_copies(server.root())
+    );
 }
 
 /// Item 12: `sync FILE` (a read-only open and fsync) returns only once the server holds the file.
@@ -304,7 +358,9 @@ fn repeated_crashes_keep_the_last_write_and_make_no_conflicts() {
             writes.push(format!("f{}.bin", round - 3));
         }
         for name in writes {
-            let content: Vec<u8> = (0..(200u32 << 10)).map(|i| ((i * 7 + round * 13) % 251) as u8).collect();
+            let content: Vec<u8> = (0..(200u32 << 10))
+                .map(|i| ((i * 7 + round * 13) % 251) as u8)
+                .collect();
             let from = src.path().join(&name);
             fs::write(&from, &content).unwrap();
             let f = run(Command::new("cp").arg(&from).arg(m.path().join(&name)), QUICK);

@@ -3,8 +3,15 @@
 //!
 //! File content is written to a staged file on local disk (never held in memory) and handed to the
 //! upload queue on `flush` (every `close`) and `fsync`, after which the queue's journal keeps it
-//! through crashes. `fsync` returns once the server has the bytes. Folder operations (mkdir,
-//! unlink, rmdir, rename) go to the server at once, so their errors reach the caller.
+//! through crashes. The upload starts at `release` (the last close of the open file), or when
+//! someone waits for it. `fsync` through any handle returns once the server has the bytes. Folder
+//! operations (mkdir, unlink, rmdir, rename) go to the server at once, so their errors reach the
+//! caller.
+//!
+//! One owner of a file's state: the node's [`LocalContent`]. Upload events change it in place
+//! ([`LocalContent::note_landed`], generations in order), slow work (copying, downloading) works on
+//! a snapshot and then applies its result field by field, and the local copy goes in one place
+//! only ([`super::local::settle`]), which moves the node onto the version our upload made.
 //!
 //! Ordering rules that keep data safe:
 //! - A staged file handed to the queue is immutable; the next write to that file works on a copy.
