@@ -1045,14 +1045,7 @@ async fn our_own_upload_that_landed_unheard_before_a_crash_is_no_conflict() {
         std::mem::forget(s.dir); // killed: the state directory stays
     }
     remote.set_lose_upload_replies(false);
-    let cfg = FsConfig {
-        read_only: false,
-        ..FsConfig::default()
-    };
-    let fs = DriveFs::new(remote.clone(), cfg).await.unwrap();
-    fs.enable_writes(&paths(&keep, 0), queue_cfg()).unwrap();
-    let left = fs.upload_queue().unwrap().drain(Duration::from_secs(10)).await;
-    assert!(left.is_empty(), "the restarted queue still holds {left:?}");
+    restart_over(remote.clone(), &keep).await;
     assert!(
         remote.file_content("f3.bin").unwrap().as_ref() == &pattern(10_000, 2)[..],
         "the last accepted write holds the name"
@@ -1062,4 +1055,50 @@ async fn our_own_upload_that_landed_unheard_before_a_crash_is_no_conflict() {
     let staged: Vec<_> = std::fs::read_dir(keep.join("staging")).unwrap().collect();
     assert!(staged.is_empty(), "nothing left in staging: {staged:?}");
     std::fs::remove_dir_all(&keep).unwrap();
+}
+
+/// Item 15: a conflict copy is uploaded at most once, even when the daemon dies after the server
+/// took it and before the journal heard.
+#[tokio::test]
+async fn a_conflict_copy_goes_up_once_across_a_crash() {
+    let remote = Arc::new(MemoryRemote::new());
+    remote.put_file("c.txt", &b"original\n"[..]);
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().to_path_buf();
+    {
+        let s = writable_over(remote.clone(), dir, 0).await;
+        let ino = ino_of(&s.fs, "c.txt").await;
+        let o = s.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+        s.fs.write(o.fh, 0, b"mine\n").await.unwrap();
+        s.remote.put_file("c.txt", &b"another device\n"[..]);
+        s.remote.set_lose_upload_replies(true);
+        s.fs.release(o.fh).await.unwrap();
+        let r = s.remote.clone();
+        let mut waited = 0;
+        while conflicts(&server_names(&r).await).is_empty() {
+            assert!(waited < 200, "no conflict copy went up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += 1;
+        }
+        s.fs.upload_queue().unwrap().stop();
+        std::mem::forget(s.dir); // killed: the state directory stays
+    }
+    remote.set_lose_upload_replies(false);
+    restart_over(remote.clone(), &keep).await;
+    let names = server_names(&remote).await;
+    assert_eq!(conflicts(&names).len(), 1, "one conflict copy: {names:?}");
+    assert_eq!(remote.file_content("c.txt").unwrap().as_ref(), b"another device\n");
+    std::fs::remove_dir_all(&keep).unwrap();
+}
+
+/// A daemon started again over `remote` with the state directory `keep`, drained.
+async fn restart_over(remote: Arc<MemoryRemote>, keep: &std::path::Path) {
+    let cfg = FsConfig {
+        read_only: false,
+        ..FsConfig::default()
+    };
+    let fs = DriveFs::new(remote, cfg).await.unwrap();
+    fs.enable_writes(&paths(keep, 0), queue_cfg()).unwrap();
+    let left = fs.upload_queue().unwrap().drain(Duration::from_secs(10)).await;
+    assert!(left.is_empty(), "the restarted queue still holds {left:?}");
 }
