@@ -454,9 +454,17 @@ fn onedrive_reads_its_own_in_place_patch_under_load() {
                 .args(["bs=4096", "seek=300", "conv=notrunc", "status=none"]),
             QUICK,
         );
+        // O_DIRECT: the kernel's page cache (which dd's writes went through) must not answer for the daemon.
         let reader = {
             let f = f.clone();
-            within(QUICK, "open", move || fs::File::open(f).unwrap())
+            within(QUICK, "open", move || {
+                use std::os::unix::fs::OpenOptionsExt;
+                fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_DIRECT)
+                    .open(f)
+                    .unwrap()
+            })
         };
         eventually(QUICK, "the patch lands on the server", || {
             d.drive().file_bytes("/r/edit.bin").is_some_and(|b| b[..] == model[..])
