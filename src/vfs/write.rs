@@ -795,7 +795,8 @@ impl DriveFs {
     /// not yet; the data stays queued).
     pub async fn fsync(&self, fh: u64) -> FsResult<()> {
         let Some(h) = self.files.get(fh) else { return Ok(()) };
-        if self.writeback.get().is_none() {
+        if self.writeback.get().is_none() || self.inodes.get(h.ino).is_none_or(|n| n.local.is_none()) {
+            // Nothing of it waits to go up (and the write gate stays free for writers).
             return Ok(());
         }
         if let Some((key, generation)) = self.hand_off(h.ino, false).await? {
