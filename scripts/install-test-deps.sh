@@ -8,6 +8,7 @@
 #                   (tests/common/apache.rs starts it through scripts/webdav-servers.sh);
 # - curl:           scripts/webdav-servers.sh checks that a server answers PROPFIND with it;
 # - rsync:          the write tests sync trees into the mount with it;
+# - vim:            tests/fuse_data_safety.rs saves files with it as an editor does (open, ftruncate, write, fsync);
 # - util-linux (mount, umount, findmnt, runuser) and systemd (systemd-analyze): tests/mount_helper.rs mounts through
 #                   mount(8) and checks the example units of docs/fstab.md with `systemd-analyze verify`;
 # - openssl:        tests/common/hostile.rs makes a CA and a server certificate for the TLS tests with it;
@@ -27,6 +28,7 @@ command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
+command -v vim >/dev/null 2>&1 || need+=(vim)
 { command -v findmnt && command -v runuser; } >/dev/null 2>&1 || need+=(util-linux)
 command -v mount >/dev/null 2>&1 || need+=(mount)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
@@ -37,7 +39,7 @@ if [[ ! -x $venv/bin/wsgidav ]] && ! python3 -c 'import venv, ensurepip' >/dev/n
 fi
 
 if ((${#need[@]} == 0)); then
-  echo "install-test-deps: fuse3, apache2, apache2-utils, curl, rsync, util-linux, mount, systemd, openssl, passwd and python3-venv are already installed"
+  echo "install-test-deps: fuse3, apache2, apache2-utils, curl, rsync, vim, util-linux, mount, systemd, openssl, passwd and python3-venv are already installed"
 else
   sudo=()
   if ((EUID != 0)); then

@@ -545,6 +545,8 @@ fn record(key: &str, parent: &ItemId, name: &str, staged: PathBuf, size: u64, ba
         attempts: 0,
         last_error: None,
         resume: None,
+        ours: Vec::new(),
+        conflict_copy: None,
         state: UploadState::Pending,
     }
 }

@@ -79,6 +79,13 @@ async fn read_file(fs: &DriveFs, path: &str) -> Vec<u8> {
     data
 }
 
+async fn read_ino(fs: &DriveFs, ino: u64) -> Vec<u8> {
+    let fh = fs.open(ino, libc::O_RDONLY).await.unwrap().fh;
+    let data = fs.read(fh, 0, u32::MAX).await.unwrap().to_vec();
+    fs.release(fh).await.unwrap();
+    data
+}
+
 async fn until_uploaded(s: &Setup) {
     let left = s.fs.upload_queue().unwrap().drain(Duration::from_secs(20)).await;
     assert!(left.is_empty(), "uploads still queued: {left:?}");
@@ -752,4 +759,346 @@ async fn a_rewrite_while_the_streamed_upload_lands_ends_with_the_new_content() {
     s.remote.set_upload_delay(Duration::ZERO);
     until_uploaded(&s).await;
     assert_eq!(s.remote.file_content("twice.bin").unwrap().as_ref(), &new[..]);
+}
+
+// ---- Issue 14: the open file's state and the upload queue's events ----
+
+/// Names of the files in the drive's root, as the server holds them.
+async fn server_names(remote: &MemoryRemote) -> Vec<String> {
+    use cloudmount::remote::ItemId;
+    let mut names: Vec<String> = remote
+        .list(&ItemId::new(""))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    names.sort();
+    names
+}
+
+fn conflicts(names: &[String]) -> Vec<&String> {
+    names.iter().filter(|n| n.contains("(conflict")).collect()
+}
+
+#[tokio::test]
+async fn server_names_that_begin_with_local_are_server_items() {
+    let s = setup().await;
+    s.remote.put_file("local:top.txt", &b"top"[..]);
+    s.remote.put_dir("local:notes");
+    s.remote.put_file("local:notes/a.txt", &b"a"[..]);
+    // As the kernel does, look the names up first (it holds them while it acts on them).
+    ino_of(&s.fs, "local:top.txt").await;
+    ino_of(&s.fs, "local:notes/a.txt").await;
+    s.fs.unlink(1, os("local:top.txt")).await.unwrap();
+    assert_eq!(s.remote.file_content("local:top.txt"), None, "rm reached the server");
+    let notes = ino_of(&s.fs, "local:notes").await;
+    s.fs.rename(notes, os("a.txt"), notes, os("b.txt"), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.remote.file_content("local:notes/a.txt"),
+        None,
+        "mv reached the server"
+    );
+    assert_eq!(s.remote.file_content("local:notes/b.txt").unwrap().as_ref(), b"a");
+    // A file we create there is ours until its upload lands, whatever its name.
+    let (_, o) = s.fs.create(notes, os("local:new.txt"), libc::O_WRONLY).await.unwrap();
+    s.fs.write(o.fh, 0, b"new").await.unwrap();
+    s.fs.release(o.fh).await.unwrap();
+    until_uploaded(&s).await;
+    s.fs.unlink(notes, os("local:new.txt")).await.unwrap();
+    assert_eq!(s.remote.file_content("local:notes/local:new.txt"), None);
+}
+
+/// Item 4: a write that copies the staged file while the previous upload lands must not undo
+/// that upload's news (its version, the server's id): the next upload would be sent as a new
+/// file (`If-None-Match: *`) and end as a conflict copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_racing_the_previous_upload_keeps_its_version() {
+    let s = setup().await;
+    let big = pattern(8 << 20, 3);
+    for round in 0..30u64 {
+        let name = format!("race{round}.bin");
+        // Vary when the first upload lands relative to the copy the next write makes.
+        s.remote.set_upload_delay(Duration::from_micros((round % 10) * 1000));
+        let (_, o) = s.fs.create(1, os(&name), libc::O_WRONLY).await.unwrap();
+        s.fs.write(o.fh, 0, &big).await.unwrap();
+        s.fs.flush(o.fh).await.unwrap();
+        s.fs.write(o.fh, big.len() as u64, b"tail\n").await.unwrap();
+        s.fs.release(o.fh).await.unwrap();
+        until_uploaded(&s).await;
+        let mut want = big.clone();
+        want.extend_from_slice(b"tail\n");
+        let got = s.remote.file_content(&name).expect("uploaded");
+        assert!(
+            got.as_ref() == &want[..],
+            "round {round}: the server lost the appended bytes"
+        );
+    }
+    let names = server_names(&s.remote).await;
+    assert!(conflicts(&names).is_empty(), "no conflict copies: {names:?}");
+}
+
+/// Item 5 (and 7): an upload that lands while its writer is still open (fsync before close) must
+/// leave the file on the version it made: the next reader gets the new bytes, not the old
+/// version's cached blocks, and the next `O_TRUNC` write is based on it (no conflict copy).
+#[tokio::test]
+async fn an_upload_landing_before_close_moves_the_file_to_its_version() {
+    let s = setup().await;
+    s.remote.put_file("F", &b"AAAA-old-content\n"[..]);
+    // The kernel looks the name up once and then holds the inode: later opens ask no server.
+    let ino = ino_of(&s.fs, "F").await;
+    assert_eq!(
+        read_ino(&s.fs, ino).await,
+        b"AAAA-old-content\n",
+        "cached blocks of the old version"
+    );
+    // dd conv=notrunc,fsync: same size, in place.
+    let o = s.fs.open(ino, libc::O_WRONLY).await.unwrap();
+    s.fs.write(o.fh, 0, b"B").await.unwrap();
+    s.fs.fsync(o.fh).await.unwrap();
+    s.fs.release(o.fh).await.unwrap();
+    assert_eq!(
+        read_ino(&s.fs, ino).await,
+        b"BAAA-old-content\n",
+        "read your own writes"
+    );
+    // printf CCCC > F
+    let o = s.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    s.fs.write(o.fh, 0, b"CCCC\n").await.unwrap();
+    s.fs.release(o.fh).await.unwrap();
+    until_uploaded(&s).await;
+    assert_eq!(s.remote.file_content("F").unwrap().as_ref(), b"CCCC\n");
+    let names = server_names(&s.remote).await;
+    assert!(conflicts(&names).is_empty(), "no conflict copies: {names:?}");
+    assert_eq!(read_ino(&s.fs, ino).await, b"CCCC\n");
+}
+
+/// Item 7: a reader that opens while the upload is still queued reads on, after the upload
+/// landed and the local copy went, from the version that upload made.
+#[tokio::test]
+async fn a_reader_opened_while_the_edit_is_queued_reads_the_edit_after_it_lands() {
+    let s = setup().await;
+    s.remote.put_file("edit.bin", pattern(64 << 10, 1));
+    let mut model = read_file(&s.fs, "edit.bin").await;
+    let ino = ino_of(&s.fs, "edit.bin").await;
+    s.remote.set_upload_delay(Duration::from_millis(200));
+    let o = s.fs.open(ino, libc::O_WRONLY).await.unwrap();
+    let patch = pattern(4096, 9);
+    s.fs.write(o.fh, 40960, &patch).await.unwrap();
+    s.fs.release(o.fh).await.unwrap();
+    model[40960..40960 + 4096].copy_from_slice(&patch);
+    let r = s.fs.open(ino, libc::O_RDONLY).await.unwrap();
+    until_uploaded(&s).await;
+    let got = s.fs.read(r.fh, 0, u32::MAX).await.unwrap();
+    s.fs.release(r.fh).await.unwrap();
+    assert!(got.as_ref() == &model[..], "the reader saw the old version");
+}
+
+/// Item 6: the modification time a file was written with stays, to the nanosecond, after its
+/// upload and after the server's answers (which keep whole seconds) come back.
+#[tokio::test]
+async fn the_time_a_file_was_written_with_stays() {
+    let remote = Arc::new(MemoryRemote::new());
+    remote.set_whole_second_mtimes(true);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = FsConfig {
+        read_only: false,
+        block_size: 4096,
+        cache_bytes: 1 << 20,
+        attr_ttl: Duration::from_millis(50),
+        negative_ttl: Duration::from_millis(50),
+        ..FsConfig::default()
+    };
+    let fs = DriveFs::new(remote.clone(), cfg).await.unwrap();
+    fs.enable_writes(&paths(dir.path(), 0), queue_cfg()).unwrap();
+    let s = Setup { remote, fs, dir };
+    let (looked, o) = s.fs.create(1, os("G"), libc::O_WRONLY).await.unwrap();
+    s.fs.write(o.fh, 0, b"hello\n").await.unwrap();
+    s.fs.release(o.fh).await.unwrap();
+    let ino = looked.attr.ino;
+    let written = s.fs.getattr(ino).await.unwrap().0.mtime;
+    until_uploaded(&s).await;
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(s.fs.getattr(ino).await.unwrap().0.mtime, written, "stat after the TTL");
+    let again = s.fs.lookup(1, os("G")).await.unwrap();
+    assert_eq!(again.attr.mtime, written, "lookup after the TTL");
+}
+
+/// Item 12: fsync through a handle that did not write (`sync FILE` opens read-only) waits for
+/// the file's pending upload.
+#[tokio::test]
+async fn fsync_on_a_read_only_handle_waits_for_the_upload() {
+    let s = setup().await;
+    s.remote.set_upload_delay(Duration::from_millis(300));
+    let (looked, o) = s.fs.create(1, os("sync.txt"), libc::O_WRONLY).await.unwrap();
+    s.fs.write(o.fh, 0, b"synced").await.unwrap();
+    s.fs.release(o.fh).await.unwrap();
+    let r = s.fs.open(looked.attr.ino, libc::O_RDONLY).await.unwrap();
+    s.fs.fsync(r.fh).await.unwrap();
+    assert_eq!(
+        s.remote.file_content("sync.txt").map(|b| b.to_vec()),
+        Some(b"synced".to_vec()),
+        "fsync returned: the server has it"
+    );
+    s.fs.release(r.fh).await.unwrap();
+}
+
+/// Item 9: `echo x > file` on an existing file (bash closes a duplicate descriptor before the
+/// command writes) sends one upload, never an empty version.
+#[tokio::test]
+async fn a_close_of_a_duplicate_descriptor_uploads_nothing_yet() {
+    let s = setup().await;
+    s.remote.put_file("echo.txt", &b"old content\n"[..]);
+    let ino = ino_of(&s.fs, "echo.txt").await;
+    let before = s.remote.uploads.load(std::sync::atomic::Ordering::SeqCst);
+    let o = s.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    s.fs.flush(o.fh).await.unwrap(); // close(3) after dup2(3, 1)
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        s.remote.file_content("echo.txt").unwrap().as_ref(),
+        b"old content\n",
+        "no empty version went up"
+    );
+    s.fs.write(o.fh, 0, b"x\n").await.unwrap();
+    s.fs.flush(o.fh).await.unwrap();
+    s.fs.release(o.fh).await.unwrap();
+    until_uploaded(&s).await;
+    assert_eq!(s.remote.file_content("echo.txt").unwrap().as_ref(), b"x\n");
+    let uploads = s.remote.uploads.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert_eq!(uploads, 1, "one upload for one command");
+}
+
+/// Item 9: what a close put in the journal survives a crash even though it is sent only at the
+/// last close.
+#[tokio::test]
+async fn a_held_upload_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().to_path_buf();
+    {
+        let s = writable_over(Arc::new(MemoryRemote::new()), dir, 0).await;
+        let (_, o) = s.fs.create(1, os("held.txt"), libc::O_WRONLY).await.unwrap();
+        s.fs.write(o.fh, 0, b"kept by the journal").await.unwrap();
+        s.fs.flush(o.fh).await.unwrap();
+        assert_eq!(s.remote.file_content("held.txt"), None, "held until the last close");
+        assert!(
+            s.fs.staging().unwrap().dir_syncs() > 0,
+            "item 17: the staging folder was made durable"
+        );
+        // The daemon dies here, the descriptor still open.
+        s.fs.upload_queue().unwrap().stop();
+        std::mem::forget(s.dir);
+    }
+    let remote = restart_and_drain(&keep).await;
+    assert_eq!(
+        remote.file_content("held.txt").unwrap().as_ref(),
+        b"kept by the journal"
+    );
+    std::fs::remove_dir_all(&keep).unwrap();
+}
+
+/// Issue 15 item 5: an empty version (bash's `>` opened, truncated, closed) that meets another
+/// device's change is not worth a conflict copy: the name keeps the other version.
+#[tokio::test]
+async fn an_empty_version_meeting_a_change_makes_no_conflict_copy() {
+    let s = setup().await;
+    s.remote.put_file("e.txt", &b"original\n"[..]);
+    let ino = ino_of(&s.fs, "e.txt").await;
+    let o = s.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    s.remote.put_file("e.txt", &b"other device\n"[..]);
+    s.fs.release(o.fh).await.unwrap();
+    until_uploaded(&s).await;
+    let names = server_names(&s.remote).await;
+    assert!(conflicts(&names).is_empty(), "no conflict copy of nothing: {names:?}");
+    assert_eq!(s.remote.file_content("e.txt").unwrap().as_ref(), b"other device\n");
+}
+
+/// Item 15: the daemon dies while our upload's reply is on its way, after newer content of the
+/// same file was journaled on top of it. After the restart the server holds that upload, which
+/// the journal never heard landed: it is ours, not another device's change, so the newer
+/// content replaces it without a conflict copy.
+#[tokio::test]
+async fn our_own_upload_that_landed_unheard_before_a_crash_is_no_conflict() {
+    let remote = Arc::new(MemoryRemote::new());
+    remote.put_file("f3.bin", pattern(10_000, 0));
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().to_path_buf();
+    {
+        let s = writable_over(remote.clone(), dir, 0).await;
+        let ino = ino_of(&s.fs, "f3.bin").await;
+        s.remote.set_lose_upload_replies(true);
+        for (round, seed) in [(1, 1u8), (2, 2u8)] {
+            let o = s.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+            s.fs.write(o.fh, 0, &pattern(10_000, seed)).await.unwrap();
+            s.fs.release(o.fh).await.unwrap();
+            if round == 1 {
+                let r = s.remote.clone();
+                soon("the first rewrite on the server", move || {
+                    r.file_content("f3.bin")
+                        .is_some_and(|b| b.as_ref() == &pattern(10_000, 1)[..])
+                })
+                .await;
+            }
+        }
+        s.fs.upload_queue().unwrap().stop();
+        std::mem::forget(s.dir); // killed: the state directory stays
+    }
+    remote.set_lose_upload_replies(false);
+    restart_over(remote.clone(), &keep).await;
+    assert!(
+        remote.file_content("f3.bin").unwrap().as_ref() == &pattern(10_000, 2)[..],
+        "the last accepted write holds the name"
+    );
+    let names = server_names(&remote).await;
+    assert!(conflicts(&names).is_empty(), "no conflict copies: {names:?}");
+    let staged: Vec<_> = std::fs::read_dir(keep.join("staging")).unwrap().collect();
+    assert!(staged.is_empty(), "nothing left in staging: {staged:?}");
+    std::fs::remove_dir_all(&keep).unwrap();
+}
+
+/// Item 15: a conflict copy is uploaded at most once, even when the daemon dies after the server
+/// took it and before the journal heard.
+#[tokio::test]
+async fn a_conflict_copy_goes_up_once_across_a_crash() {
+    let remote = Arc::new(MemoryRemote::new());
+    remote.put_file("c.txt", &b"original\n"[..]);
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().to_path_buf();
+    {
+        let s = writable_over(remote.clone(), dir, 0).await;
+        let ino = ino_of(&s.fs, "c.txt").await;
+        let o = s.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+        s.fs.write(o.fh, 0, b"mine\n").await.unwrap();
+        s.remote.put_file("c.txt", &b"another device\n"[..]);
+        s.remote.set_lose_upload_replies(true);
+        s.fs.release(o.fh).await.unwrap();
+        let r = s.remote.clone();
+        let mut waited = 0;
+        while conflicts(&server_names(&r).await).is_empty() {
+            assert!(waited < 200, "no conflict copy went up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += 1;
+        }
+        s.fs.upload_queue().unwrap().stop();
+        std::mem::forget(s.dir); // killed: the state directory stays
+    }
+    remote.set_lose_upload_replies(false);
+    restart_over(remote.clone(), &keep).await;
+    let names = server_names(&remote).await;
+    assert_eq!(conflicts(&names).len(), 1, "one conflict copy: {names:?}");
+    assert_eq!(remote.file_content("c.txt").unwrap().as_ref(), b"another device\n");
+    std::fs::remove_dir_all(&keep).unwrap();
+}
+
+/// A daemon started again over `remote` with the state directory `keep`, drained.
+async fn restart_over(remote: Arc<MemoryRemote>, keep: &std::path::Path) {
+    let cfg = FsConfig {
+        read_only: false,
+        ..FsConfig::default()
+    };
+    let fs = DriveFs::new(remote, cfg).await.unwrap();
+    fs.enable_writes(&paths(keep, 0), queue_cfg()).unwrap();
+    let left = fs.upload_queue().unwrap().drain(Duration::from_secs(10)).await;
+    assert!(left.is_empty(), "the restarted queue still holds {left:?}");
 }

@@ -51,6 +51,11 @@ pub struct MemoryRemote {
     list_delay: Mutex<Duration>,
     /// Whether [`Remote::streams_growing_uploads`] says yes.
     streams_growing: AtomicBool,
+    /// Whether stored modification times lose their fraction of a second, as on servers that
+    /// keep whole seconds (Apache, OneDrive).
+    whole_seconds: AtomicBool,
+    /// Whether uploads, once applied, never answer (the reply is lost, the client dies first).
+    lose_upload_replies: AtomicBool,
     /// Number of uploads of growing files begun.
     pub growing_started: AtomicU64,
     /// Bytes of growing files received so far (whether or not their upload completed).
@@ -107,6 +112,8 @@ impl MemoryRemote {
             upload_delay: Mutex::new(Duration::ZERO),
             list_delay: Mutex::new(Duration::ZERO),
             streams_growing: AtomicBool::new(false),
+            whole_seconds: AtomicBool::new(false),
+            lose_upload_replies: AtomicBool::new(false),
             growing_started: AtomicU64::new(0),
             growing_received: AtomicU64::new(0),
             growing_applied: AtomicU64::new(0),
@@ -136,12 +143,28 @@ impl MemoryRemote {
         if let Some(e) = self.upload_failures.lock().unwrap().pop_front() {
             return Err(e);
         }
+        let entry = self.apply_now(parent, name, data, mtime, &precondition)?;
+        if self.lose_upload_replies.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        Ok(entry)
+    }
+
+    /// The upload's effect on the drive, checked and applied at once.
+    fn apply_now(
+        &self,
+        parent: &ItemId,
+        name: &str,
+        data: Bytes,
+        mtime: SystemTime,
+        precondition: &Precondition,
+    ) -> RemoteResult<Entry> {
         self.check_up()?;
         let path = join(parent.as_str(), name);
         let mut nodes = self.nodes.lock().unwrap();
         Self::check_parent(&nodes, parent.as_str())?;
         let existing = nodes.get(&path);
-        match (&precondition, existing) {
+        match (precondition, existing) {
             (Precondition::Absent, Some(_)) => return Err(RemoteError::AlreadyExists),
             (Precondition::Matches(_), None) => return Err(RemoteError::PreconditionFailed),
             (Precondition::Matches(v), Some(n)) if v.as_str() != n.version.to_string() => {
@@ -158,7 +181,7 @@ impl MemoryRemote {
         let node = Node {
             kind: EntryKind::File,
             data,
-            mtime,
+            mtime: self.stored_mtime(mtime),
             version: self.bump(),
         };
         let entry = Self::entry(&path, &node);
@@ -183,6 +206,29 @@ impl MemoryRemote {
     /// landing meanwhile is missing from it.
     pub fn set_list_delay(&self, delay: Duration) {
         *self.list_delay.lock().unwrap() = delay;
+    }
+
+    /// From now on, apply each upload and then never answer it, as when the daemon is killed
+    /// while the server's reply is on its way: the server holds the content, the client never
+    /// hears it did.
+    pub fn set_lose_upload_replies(&self, on: bool) {
+        self.lose_upload_replies.store(on, Ordering::SeqCst);
+    }
+
+    /// Keep modification times in whole seconds from now on, as Apache and OneDrive do.
+    pub fn set_whole_second_mtimes(&self, on: bool) {
+        self.whole_seconds.store(on, Ordering::SeqCst);
+    }
+
+    fn stored_mtime(&self, mtime: SystemTime) -> SystemTime {
+        if !self.whole_seconds.load(Ordering::SeqCst) {
+            return mtime;
+        }
+        let secs = mtime
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
     }
 
     /// Make every upload take `delay` before it is applied (or fails), as a slow link would.

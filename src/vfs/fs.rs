@@ -261,6 +261,7 @@ impl DriveFs {
         self.drop_replaced(&entry.id, up.replaced_tag, &entry);
         // What the mount knows now: a file seen while only local may have its server id since.
         let entry = self.inodes.get(up.ino).map(|n| n.entry).unwrap_or(entry);
+        let entry = self.inodes.as_shown(up.ino, entry);
         Ok(Looked {
             attr: self.cfg.ownership.attr(up.ino, &entry),
             ttl: self.cfg.attr_ttl,
@@ -346,7 +347,7 @@ impl DriveFs {
         if let Some(up) = self.inodes.refresh(ino, entry.clone(), self.valid_until()) {
             self.drop_replaced(&entry.id, up.replaced_tag, &entry);
         }
-        Ok(entry)
+        Ok(self.inodes.as_shown(ino, entry))
     }
 
     /// Refuse any change while the mount is read-only (or writes were never enabled).
@@ -366,6 +367,7 @@ impl DriveFs {
             self.check_writable()?;
             return self.open_for_write(ino, flags).await;
         }
+        let follows_local = self.inodes.get(ino).is_some_and(|n| n.local.is_some());
         let entry = self.fresh_entry(ino).await?;
         if entry.kind == EntryKind::Directory {
             return Err(fs_err!(libc::EISDIR, "inode {ino} is a folder"));
@@ -384,9 +386,12 @@ impl DriveFs {
             size: entry.size,
             pattern: Mutex::new(ReadPattern::new(window)),
             writable: false,
+            follows_local,
             // With the page cache kept, the kernel may answer reads of this version without
             // asking us: the handle is bound to it from the start, and a later read that finds
             // the server's copy changed fails with ESTALE instead of moving to the new version.
+            // (A handle that follows local content is moved to our own upload's version by
+            // `repin`, which holds the same bytes.)
             served: std::sync::atomic::AtomicBool::new(keep_cache),
         });
         Ok(Opened { fh, keep_cache })
@@ -412,9 +417,9 @@ impl DriveFs {
             return super::write::read_local(&local, offset, size);
         }
         let h = match node {
-            // Opened while the file was only local: its upload has landed since (else it would
-            // still have local content), so read the server's copy, which holds those bytes.
-            Some(node) if is_local_id(&h.id) && !is_local_id(&node.entry.id) => self.repin(fh, &h, &node.entry),
+            // Opened while the file had local content: its upload has landed since (else it would
+            // still have it), so read the version that upload made, which holds those bytes.
+            Some(node) if h.follows_local => self.repin(fh, &h, &node.entry),
             _ => h,
         };
         match self.read_remote(&h, offset, size).await {
@@ -450,6 +455,7 @@ impl DriveFs {
             size: entry.size,
             pattern: Mutex::new(pattern),
             writable: h.writable,
+            follows_local: false,
             served: Default::default(),
         });
         self.files.replace(fh, repinned.clone());
@@ -467,7 +473,7 @@ impl DriveFs {
         if let Some(local) = self.inodes.get(h.ino).and_then(|n| n.local) {
             return Some(super::write::read_local(&local, offset, size));
         }
-        if is_local_id(&h.id) {
+        if h.follows_local {
             return None;
         }
         if offset >= h.size || size == 0 {
@@ -700,7 +706,7 @@ impl DriveFs {
                 }
                 Some(entry) => {
                     let (ino, entry) = self.inodes.add_lookup(h.ino, slot.ino, entry, self.valid_until());
-                    let attr = self.cfg.ownership.attr(ino, &entry);
+                    let attr = self.cfg.ownership.attr(ino, &self.inodes.as_shown(ino, entry.clone()));
                     if add(
                         DirItem {
                             ino,
@@ -765,13 +771,6 @@ fn block_len(h: &FileHandle, index: u64, block_size: u64) -> u64 {
     block_size.min(h.size.saturating_sub(index * block_size))
 }
 
-/// `block[from..to]`, clipped to the block.
-/// Whether `id` is the placeholder of a file created here that the server does not hold yet
-/// (it gets its server id when its first upload lands).
-pub(super) fn is_local_id(id: &ItemId) -> bool {
-    id.as_str().starts_with("local:")
-}
-
 /// The parts of a read as one buffer (no copy for a single part).
 fn concat(parts: Vec<Bytes>) -> Bytes {
     if parts.len() == 1 {
@@ -784,6 +783,7 @@ fn concat(parts: Vec<Bytes>) -> Bytes {
     out.freeze()
 }
 
+/// `block[from..to]`, clipped to the block.
 fn slice_of(block: &Bytes, from: u64, to: u64) -> Bytes {
     let to = (to as usize).min(block.len());
     block.slice((from as usize).min(to)..to)

@@ -27,6 +27,10 @@ pub struct FileHandle {
     pub pattern: Mutex<ReadPattern>,
     /// Whether it was opened for writing.
     pub writable: bool,
+    /// Opened while the file had local content (being written, or waiting for its upload): it
+    /// reads that content, and once the local copy is gone, the version our upload made, never
+    /// the server version that was current before (see `DriveFs::read`).
+    pub follows_local: bool,
     /// Whether a read through it returned data (from then on it must stay on its version).
     pub served: std::sync::atomic::AtomicBool,
 }

@@ -54,9 +54,27 @@ pub struct Node {
     /// Content on local disk that the server does not have yet. While set, `entry` shows the local
     /// size and mtime and server metadata does not replace it.
     pub local: Option<LocalContent>,
+    /// The modification time we wrote version `.0` with (see [`super::local::settle`]): while the
+    /// server reports that version, `stat` shows this time, not the server's rounding of it.
+    pub own_mtime: Option<(Option<Version>, SystemTime)>,
 }
 
 impl Node {
+    /// `entry`'s modification time as this node shows it: the time we wrote its version with
+    /// (see [`Node::own_mtime`]) when the server reports that version with its rounding of it.
+    pub fn shown_mtime(&self, entry: &Entry) -> SystemTime {
+        match &self.own_mtime {
+            Some((Some(version), ours))
+                if entry.version.as_ref() == Some(version)
+                    && entry.mtime.duration_since(*ours).unwrap_or_else(|e| e.duration())
+                        < std::time::Duration::from_secs(1) =>
+            {
+                *ours
+            }
+            _ => entry.mtime,
+        }
+    }
+
     /// A node with no listing yet and nothing in the kernel's page cache.
     fn new(
         ino: u64,
@@ -75,6 +93,7 @@ impl Node {
             listing: None,
             cached_tag: None,
             local,
+            own_mtime: None,
         }
     }
 }
@@ -165,7 +184,7 @@ impl Inner {
     fn holder(&self, dir: u64, entry: &Entry) -> Option<&Node> {
         match self.by_id.get(&entry.id) {
             Some(ino) => self.nodes.get(ino),
-            None if super::fs::is_local_id(&entry.id) => self.named_child(dir, &entry.name),
+            None if super::local::is_placeholder_id(&entry.id) => self.named_child(dir, &entry.name),
             None => None,
         }
     }
@@ -252,7 +271,7 @@ impl InodeTable {
     /// `add_lookups` kernel references.
     pub fn upsert(&self, parent: u64, entry: Entry, valid_until: Instant, add_lookups: u64) -> Upserted {
         let mut inner = self.lock();
-        if super::fs::is_local_id(&entry.id) && !inner.by_id.contains_key(&entry.id) {
+        if super::local::is_placeholder_id(&entry.id) && !inner.by_id.contains_key(&entry.id) {
             // A file created here, seen while only local, whose upload landed since: it now goes by
             // its server id. Its node still holds the name; never make a second one for the old id.
             if let Some(ino) = inner.holder(parent, &entry).map(|n| n.ino) {
@@ -286,6 +305,8 @@ impl InodeTable {
                     // Same path, different kind: the folder listing of a file is meaningless.
                     node.listing = None;
                 }
+                let mut entry = entry;
+                entry.mtime = node.shown_mtime(&entry);
                 node.entry = entry;
                 node.attr_valid_until = valid_until;
                 node.lookups += add;
@@ -362,7 +383,7 @@ impl InodeTable {
                     (Some(None), _) => None,
                     (_, Some(node)) if node.local.is_some() => None,
                     (_, Some(node)) => Some(node.entry.clone()),
-                    (Some(Some(e)), None) if !super::fs::is_local_id(&e.id) => Some(e.clone()),
+                    (Some(Some(e)), None) if !super::local::is_placeholder_id(&e.id) => Some(e.clone()),
                     (Some(Some(_)), None) => None,
                     (None, None) => None,
                 };
@@ -773,6 +794,15 @@ impl InodeTable {
         }
     }
 
+    /// `entry` (the server's answer about inode `ino`) as the node shows it: with the time we
+    /// wrote its version with, when it is ours (see [`Node::shown_mtime`]).
+    pub fn as_shown(&self, ino: u64, mut entry: Entry) -> Entry {
+        if let Some(n) = self.lock().nodes.get(&ino) {
+            entry.mtime = n.shown_mtime(&entry);
+        }
+        entry
+    }
+
     /// The inode of item `id`, if known.
     pub fn ino_of(&self, id: &ItemId) -> Option<u64> {
         self.lock().by_id.get(id).copied()
@@ -903,6 +933,7 @@ impl InodeTable {
                 l.children.insert(entry.name.clone(), entry.clone());
             }
             if let Some(n) = inner.nodes.get_mut(&ino) {
+                entry.mtime = n.shown_mtime(&entry);
                 n.entry = entry;
                 n.parent = parent;
                 n.attr_valid_until = valid_until;

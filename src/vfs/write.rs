@@ -3,8 +3,15 @@
 //!
 //! File content is written to a staged file on local disk (never held in memory) and handed to the
 //! upload queue on `flush` (every `close`) and `fsync`, after which the queue's journal keeps it
-//! through crashes. `fsync` returns once the server has the bytes. Folder operations (mkdir,
-//! unlink, rmdir, rename) go to the server at once, so their errors reach the caller.
+//! through crashes. The upload starts at `release` (the last close of the open file), or when
+//! someone waits for it. `fsync` through any handle returns once the server has the bytes. Folder
+//! operations (mkdir, unlink, rmdir, rename) go to the server at once, so their errors reach the
+//! caller.
+//!
+//! One owner of a file's state: the node's [`LocalContent`]. Upload events change it in place
+//! ([`LocalContent::note_landed`], generations in order), slow work (copying, downloading) works on
+//! a snapshot and then applies its result field by field, and the local copy goes in one place
+//! only ([`super::local::settle`]), which moves the node onto the version our upload made.
 //!
 //! Ordering rules that keep data safe:
 //! - A staged file handed to the queue is immutable; the next write to that file works on a copy.
@@ -29,7 +36,7 @@ use super::error::{FsError, FsResult};
 use super::fs::{DriveFs, Looked, Opened};
 use super::handles::FileHandle;
 use super::inode::DETACHED;
-use super::local::LocalContent;
+use super::local::{placeholder_id, settle, LocalContent, NodeId, Settled};
 use super::prefetch::ReadPattern;
 use super::upload::journal::{Journal, UploadRecord, UploadState};
 use super::upload::queue::{QueueConfig, UploadEvent, UploadQueue};
@@ -207,7 +214,7 @@ impl DriveFs {
                 }
             };
             let entry = Entry {
-                id: ItemId::new(format!("local:{}", record.key)),
+                id: placeholder_id(&record.key),
                 name: record.name.clone(),
                 kind: EntryKind::File,
                 size: record.size,
@@ -216,6 +223,7 @@ impl DriveFs {
             };
             let local = LocalContent {
                 key: record.key.clone(),
+                item: NodeId::Local,
                 staged: record.staged.clone(),
                 file: Arc::new(file),
                 size: record.size,
@@ -225,6 +233,7 @@ impl DriveFs {
                 handed_off: true,
                 generation: Some(generation),
                 uploaded: None,
+                landed: None,
                 writers: 0,
                 conflicted: false,
                 in_order: false,
@@ -242,6 +251,11 @@ impl DriveFs {
         self.writeback
             .get()
             .ok_or_else(|| fs_err!(libc::EROFS, "the mount is read-only"))
+    }
+
+    /// The staging area, when writes are enabled (for tests of its durability).
+    pub fn staging(&self) -> Option<&StagingArea> {
+        self.writeback.get().map(|w| &w.staging)
     }
 
     /// The upload queue, when writes are enabled (for status and unmount).
@@ -266,103 +280,136 @@ impl DriveFs {
             size: entry.size,
             pattern: Mutex::new(ReadPattern::new(0)),
             writable: true,
+            follows_local: true,
             served: Default::default(),
         })
     }
 
     /// Give `ino` local content it may write to: reuse what it has, copy it when the queue owns
     /// it, or fill a new staged file from the server (unless `truncate`). Takes the write gate.
+    ///
+    /// The slow part (copying or downloading) works on a snapshot of the node; what it produced
+    /// is then applied field by field to the node as it is by then, never by storing the snapshot
+    /// back: upload events that landed meanwhile (a new base version, the generation the server
+    /// confirmed, the server's id) stay applied.
     async fn make_writable(&self, ino: u64, truncate: bool, add_writer: bool) -> FsResult<()> {
         let wb = self.wb()?;
         let _gate = self.write_gate.write().await;
-        let node = self
-            .inodes
-            .get(ino)
-            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
-        if node.entry.kind == EntryKind::Directory {
-            return Err(fs_err!(libc::EISDIR, "inode {ino} is a folder"));
-        }
-        let now = SystemTime::now();
-        let local = match node.local {
-            Some(mut local) => {
+        loop {
+            let node = self
+                .inodes
+                .get(ino)
+                .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+            if node.entry.kind == EntryKind::Directory {
+                return Err(fs_err!(libc::EISDIR, "inode {ino} is a folder"));
+            }
+            let now = SystemTime::now();
+            let Some(snapshot) = node.local else {
+                return self.fill_local(wb, ino, truncate, add_writer).await;
+            };
+            // The writer's gate is ours: nobody writes or replaces the staged file meanwhile.
+            let fresh = match (truncate, snapshot.handed_off) {
+                (true, true) => Some(wb.staging.create().map_err(|e| io_err("stage", e))?),
+                (true, false) => {
+                    snapshot.file.set_len(0).map_err(|e| io_err("truncate staged", e))?;
+                    None
+                }
+                (false, true) => Some(
+                    wb.staging
+                        .copy_of(&snapshot.file, snapshot.size)
+                        .map_err(|e| io_err("stage", e))?,
+                ),
+                (false, false) => None,
+            }
+            .map(|(path, file)| (path, Arc::new(file)));
+            let applied = self.inodes.with_node(ino, |n| {
+                let Some(l) = n.local.as_mut().filter(|l| l.key == snapshot.key) else {
+                    return false;
+                };
                 if truncate {
-                    if let Some(g) = local.growing.take() {
+                    if let Some(g) = l.growing.take() {
                         g.spoil();
                     }
-                    if local.handed_off {
-                        let (path, file) = wb.staging.create().map_err(|e| io_err("stage", e))?;
-                        local.staged = path;
-                        local.file = Arc::new(file);
-                        local.handed_off = false;
-                    } else {
-                        local.file.set_len(0).map_err(|e| io_err("truncate staged", e))?;
-                    }
-                    local.in_order = true;
-                    local.size = 0;
-                    local.mtime = now;
-                    local.dirty = true;
-                } else if local.handed_off {
-                    let (path, file) = wb
-                        .staging
-                        .copy_of(&local.file, local.size)
-                        .map_err(|e| io_err("stage", e))?;
-                    local.staged = path;
-                    local.file = Arc::new(file);
-                    local.handed_off = false;
-                    local.in_order = local.size == 0;
-                    local.growing = None;
+                    l.in_order = true;
+                    l.size = 0;
+                    l.mtime = now;
+                    l.dirty = true;
                 }
-                local
+                if let Some((path, file)) = &fresh {
+                    l.staged = path.clone();
+                    l.file = file.clone();
+                    l.handed_off = false;
+                    if !truncate {
+                        l.in_order = l.size == 0;
+                        l.growing = None;
+                    }
+                }
+                if add_writer {
+                    l.writers += 1;
+                }
+                n.entry.size = l.size;
+                n.entry.mtime = l.mtime;
+                true
+            });
+            if applied == Some(true) {
+                return Ok(());
             }
-            None => {
-                let mut entry = self.fresh_entry(ino).await?;
-                let (path, file) = wb.staging.create().map_err(|e| io_err("stage", e))?;
-                let file = Arc::new(file);
-                let mut tries = 0;
-                while !truncate && entry.size > 0 {
-                    match self.fill_from_server(wb, &entry, &file).await {
-                        Ok(()) => break,
-                        // The version we knew was replaced on the server: open the one it holds now.
-                        Err(e) if e.errno() == libc::ESTALE && tries < 3 => {
-                            tries += 1;
-                            entry = match self.server_entry(ino).await {
-                                Ok(entry) => entry,
-                                Err(e) => {
-                                    let _ = std::fs::remove_file(&path);
-                                    return Err(e);
-                                }
-                            };
-                            file.set_len(0).map_err(|e| io_err("truncate staged", e))?;
-                        }
+            // Its upload landed and the local copy went meanwhile: start again from the server's
+            // version (which is ours).
+            if let Some((path, _)) = fresh {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
+    /// [`make_writable`](Self::make_writable) of a file without local content: a new staged file,
+    /// filled from the server's version unless `truncate`.
+    async fn fill_local(&self, wb: &WriteBack, ino: u64, truncate: bool, add_writer: bool) -> FsResult<()> {
+        let now = SystemTime::now();
+        let mut entry = self.fresh_entry(ino).await?;
+        let (path, file) = wb.staging.create().map_err(|e| io_err("stage", e))?;
+        let file = Arc::new(file);
+        let mut tries = 0;
+        while !truncate && entry.size > 0 {
+            match self.fill_from_server(wb, &entry, &file).await {
+                Ok(()) => break,
+                // The version we knew was replaced on the server: open the one it holds now.
+                Err(e) if e.errno() == libc::ESTALE && tries < 3 => {
+                    tries += 1;
+                    entry = match self.server_entry(ino).await {
+                        Ok(entry) => entry,
                         Err(e) => {
                             let _ = std::fs::remove_file(&path);
                             return Err(e);
                         }
-                    }
+                    };
+                    file.set_len(0).map_err(|e| io_err("truncate staged", e))?;
                 }
-                LocalContent {
-                    key: new_key(),
-                    staged: path,
-                    file,
-                    size: if truncate { 0 } else { entry.size },
-                    mtime: if truncate { now } else { entry.mtime },
-                    base_version: entry.version.clone(),
-                    dirty: truncate,
-                    handed_off: false,
-                    generation: None,
-                    uploaded: None,
-                    writers: 0,
-                    conflicted: false,
-                    in_order: truncate || entry.size == 0,
-                    growing: None,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e);
                 }
             }
+        }
+        let local = LocalContent {
+            key: new_key(),
+            item: NodeId::Remote(entry.id.clone()),
+            staged: path,
+            file,
+            size: if truncate { 0 } else { entry.size },
+            mtime: if truncate { now } else { entry.mtime },
+            base_version: entry.version.clone(),
+            dirty: truncate,
+            handed_off: false,
+            generation: None,
+            uploaded: None,
+            landed: None,
+            writers: u32::from(add_writer),
+            conflicted: false,
+            in_order: truncate || entry.size == 0,
+            growing: None,
         };
         self.inodes.with_node(ino, move |n| {
-            let mut local = local;
-            if add_writer {
-                local.writers += 1;
-            }
             n.entry.size = local.size;
             n.entry.mtime = local.mtime;
             n.local = Some(local);
@@ -445,7 +492,7 @@ impl DriveFs {
         let now = SystemTime::now();
         let key = new_key();
         let entry = Entry {
-            id: ItemId::new(format!("local:{key}")),
+            id: placeholder_id(&key),
             name: name.to_string(),
             kind: EntryKind::File,
             size: 0,
@@ -454,6 +501,7 @@ impl DriveFs {
         };
         let local = LocalContent {
             key,
+            item: NodeId::Local,
             staged: path,
             file: Arc::new(file),
             size: 0,
@@ -463,6 +511,7 @@ impl DriveFs {
             handed_off: false,
             generation: None,
             uploaded: None,
+            landed: None,
             writers: 1,
             conflicted: false,
             in_order: true,
@@ -610,7 +659,17 @@ impl DriveFs {
     }
 
     /// Hand `ino`'s changes to the upload queue (durably) and return the generation to wait for.
-    async fn hand_off(&self, ino: u64) -> FsResult<Option<(String, u64)>> {
+    /// `hold`: a descriptor closes while the file stays open: journal the content but send it
+    /// only at the last close (or when someone waits for it); otherwise let it go now.
+    async fn hand_off(&self, ino: u64, hold: bool) -> FsResult<Option<(String, u64)>> {
+        let handed = self.hand_off_held(ino, hold).await?;
+        if let (Some((key, _)), false) = (&handed, hold) {
+            self.wb()?.queue.release_hold(key);
+        }
+        Ok(handed)
+    }
+
+    async fn hand_off_held(&self, ino: u64, hold: bool) -> FsResult<Option<(String, u64)>> {
         let wb = self.wb()?;
         let _gate = self.write_gate.write().await;
         let node = self
@@ -646,10 +705,14 @@ impl DriveFs {
             }
         }
         local.file.sync_all().map_err(|e| io_err("sync staged", e))?;
+        wb.staging.sync_dir().map_err(|e| io_err("sync staging folder", e))?;
         // Built under the queue's lock: the base version read here cannot go stale before queueing.
         let generation = wb
             .queue
-            .enqueue_with(|| self.upload_record(ino, &local, &parent.entry.id, &node.entry.name))
+            .enqueue_held(
+                || self.upload_record(ino, &local, &parent.entry.id, &node.entry.name),
+                hold,
+            )
             .map_err(|e| io_err("journal", e))?;
         self.mark_handed_off(ino, generation);
         Ok(Some((local.key, generation)))
@@ -674,6 +737,8 @@ impl DriveFs {
             attempts: 0,
             last_error: None,
             resume: None,
+            ours: Vec::new(),
+            conflict_copy: None,
             state: UploadState::Pending,
         }
     }
@@ -698,10 +763,14 @@ impl DriveFs {
         let landed = wb.queue.wait(&local.key, generation);
         let file = local.file.clone();
         let journaled = async {
-            tokio::task::spawn_blocking(move || file.sync_all())
-                .await
-                .map_err(|e| io_err("sync staged", std::io::Error::other(e)))?
-                .map_err(|e| io_err("sync staged", e))?;
+            let dir = wb.staging.dir().to_path_buf();
+            tokio::task::spawn_blocking(move || {
+                file.sync_all()?;
+                std::fs::File::open(dir)?.sync_all()
+            })
+            .await
+            .map_err(|e| io_err("sync staged", std::io::Error::other(e)))?
+            .map_err(|e| io_err("sync staged", e))?;
             wb.queue
                 .journal_sealed(&local.key, generation)
                 .map_err(|e| io_err("journal", e))
@@ -725,42 +794,48 @@ impl DriveFs {
         }
     }
 
-    /// `close()` of a handle: its changes go to the upload queue; when this returns `Ok`, they
-    /// survive a crash.
+    /// `close()` of a descriptor: its changes go to the upload queue's journal; when this returns
+    /// `Ok`, they survive a crash. They are sent when the last descriptor of the open file closes
+    /// ([`release`](DriveFs::release)): a shell's `>` closes a duplicate descriptor before the
+    /// command writes, and sending then would show other devices an empty version.
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
         let Some(h) = self.files.get(fh) else { return Ok(()) };
         if h.writable {
-            self.hand_off(h.ino).await?;
+            self.hand_off(h.ino, true).await?;
         }
         Ok(())
     }
 
-    /// `fsync()`: returns once the server holds the file's content (or with the reason it does not
-    /// yet; the data stays queued).
+    /// `fsync()` through any handle of the file, written through or not (`sync FILE` opens it
+    /// read-only): returns once the server holds the file's content (or with the reason it does
+    /// not yet; the data stays queued).
     pub async fn fsync(&self, fh: u64) -> FsResult<()> {
         let Some(h) = self.files.get(fh) else { return Ok(()) };
-        if !h.writable {
+        if self.writeback.get().is_none() || self.inodes.get(h.ino).is_none_or(|n| n.local.is_none()) {
+            // Nothing of it waits to go up (and the write gate stays free for writers).
             return Ok(());
         }
-        if let Some((key, generation)) = self.hand_off(h.ino).await? {
+        if let Some((key, generation)) = self.hand_off(h.ino, false).await? {
             self.wb()?.queue.wait(&key, generation).await?;
         }
         Ok(())
     }
 
     pub(super) async fn release_writer(&self, h: &FileHandle) -> FsResult<()> {
-        let result = self.hand_off(h.ino).await;
-        let mut conflicted = false;
-        self.inodes.with_node(h.ino, |n| {
+        let others = self
+            .inodes
+            .get(h.ino)
+            .and_then(|n| n.local)
+            .is_some_and(|l| l.writers > 1);
+        let result = self.hand_off(h.ino, others).await;
+        let valid = self.valid_until();
+        let settled = self.inodes.with_node(h.ino, |n| {
             if let Some(l) = n.local.as_mut() {
                 l.writers = l.writers.saturating_sub(1);
-                if l.settled() {
-                    conflicted = l.conflicted;
-                    n.local = None;
-                }
             }
+            settle(n, valid)
         });
-        if conflicted {
+        if settled == Some(Settled::Conflicted) {
             self.take_server_version(h.ino).await;
         }
         result.map(|_| ())
@@ -798,7 +873,7 @@ impl DriveFs {
         }
         let has_writer = fh.and_then(|f| self.files.get(f)).map(|h| h.writable).unwrap_or(false);
         if !has_writer {
-            self.hand_off(ino).await?;
+            self.hand_off(ino, false).await?;
         }
         self.attr_of(ino)
     }
@@ -827,7 +902,7 @@ impl DriveFs {
                 .map(|l| l.writers)
                 .unwrap_or(0);
             if writers == 0 {
-                self.hand_off(ino).await?;
+                self.hand_off(ino, false).await?;
             }
             return self.attr_of(ino);
         }
@@ -910,7 +985,7 @@ impl DriveFs {
     /// Whether `node` exists on the server yet (a file created here gets its server id once its
     /// first upload lands).
     fn on_server(node: &super::inode::Node) -> bool {
-        !super::fs::is_local_id(&node.entry.id)
+        node.item().remote().is_some()
     }
 
     /// Delete file `name` from `parent`.
@@ -1104,6 +1179,7 @@ impl DriveFs {
             if let Some(local) = n.local.as_mut() {
                 // Pending changes now replace the moved item.
                 local.base_version = moved.version.clone();
+                local.item = NodeId::Remote(moved.id.clone());
                 n.entry.id = moved.id.clone();
                 n.entry.name = moved.name.clone();
             } else {
@@ -1145,31 +1221,29 @@ impl DriveFs {
         let ino = self.inodes.by_local_key(&record.key)?;
         let valid = self.valid_until();
         let parent = self.inodes.get(ino).map(|n| n.parent);
-        self.inodes.with_node(ino, |n| {
-            let Some(local) = n.local.as_mut() else { return };
-            local.uploaded = local.uploaded.max(Some(generation));
-            local.conflicted = conflict_copy;
-            if conflict_copy {
-                // Ours went up under another name; this name holds the other device's version.
-                n.attr_valid_until = Instant::now();
-            } else {
-                local.base_version = entry.version.clone();
-                n.entry.id = entry.id.clone();
-            }
-            if local.settled() {
-                n.local = None;
+        let settled = self
+            .inodes
+            .with_node(ino, |n| {
+                let Some(local) = n.local.as_mut() else {
+                    return Settled::Kept;
+                };
+                local.note_landed(generation, &entry, conflict_copy);
                 if !conflict_copy {
-                    n.cached_tag = Some(content_tag(&entry));
-                    n.entry = entry.clone();
-                    n.attr_valid_until = valid;
+                    n.entry.id = entry.id.clone();
                 }
-            }
-        });
+                settle(n, valid)
+            })
+            .unwrap_or(Settled::Kept);
         if let (Some(parent), false) = (parent, conflict_copy) {
-            self.inodes.listing_insert(parent, entry);
+            let mut shown = entry;
+            if let Some(n) = self.inodes.get(ino) {
+                // The listing shows what the node shows: our size and time.
+                shown.size = n.entry.size;
+                shown.mtime = n.entry.mtime;
+            }
+            self.inodes.listing_insert(parent, shown);
         }
-        let settled = self.inodes.get(ino).is_some_and(|n| n.local.is_none());
-        (conflict_copy && settled).then_some(ino)
+        (settled == Settled::Conflicted).then_some(ino)
     }
 
     /// Our version of `ino` went up as a conflict copy: its name holds the other device's version,

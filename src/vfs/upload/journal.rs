@@ -54,9 +54,28 @@ pub struct UploadRecord {
     /// through a [`crate::remote::ResumeSlot`]; absent in records written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<serde_json::Value>,
+    /// Our own earlier versions of this file that may have reached the server without the
+    /// journal hearing of it (the daemon died while one was sent): a server copy equal to one of
+    /// them is ours, not another device's change (see [`OwnVersion`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ours: Vec<OwnVersion>,
+    /// The name of this content's conflict copy once one was chosen: journaled before the copy
+    /// is sent, so a restart sends it there again instead of making a second copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict_copy: Option<String>,
     /// Where it stands.
     #[serde(flatten)]
     pub state: UploadState,
+}
+
+/// An earlier generation of a file that was (perhaps) being sent when newer content replaced it
+/// in the queue: its staged file is kept until the server's version is known again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnVersion {
+    /// Its staged content.
+    pub staged: PathBuf,
+    /// Its length.
+    pub size: u64,
 }
 
 impl UploadRecord {
@@ -202,6 +221,8 @@ mod tests {
             attempts: 0,
             last_error: None,
             resume: None,
+            ours: Vec::new(),
+            conflict_copy: None,
             state: UploadState::Pending,
         }
     }

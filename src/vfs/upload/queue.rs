@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{oneshot, Notify};
 
 use super::conflict::conflict_name;
-use super::journal::{Journal, UploadRecord, UploadState};
+use super::journal::{Journal, OwnVersion, UploadRecord, UploadState};
 use crate::error::{RemoteError, RemoteResult};
 use crate::remote::{Entry, GrowingFile, ItemId, Precondition, Remote, ResumeSlot, TransferProgress, Version};
 
@@ -136,6 +136,10 @@ struct Item {
     /// Whether the record is in the journal. A growing file may be handed over before it is:
     /// see [`UploadQueue::seal_growing`].
     journaled: bool,
+    /// Journaled but not to be sent yet: a descriptor of the file was closed while others stay
+    /// open (bash's `>` closes a duplicate first), so the upload waits for the last close, or
+    /// for anyone who [`wait`](UploadQueue::wait)s for it. A restart sends it.
+    held: bool,
 }
 
 impl Item {
@@ -152,6 +156,7 @@ impl Item {
             growing: None,
             handed_over: true,
             journaled: true,
+            held: false,
         }
     }
 
@@ -194,6 +199,9 @@ pub struct UploadQueue {
     idle: Notify,
     events: Option<EventSink>,
 }
+
+/// Earlier versions of one file kept as "ours" (see [`OwnVersion`]); older ones are let go.
+const MAX_OURS: usize = 8;
 
 /// `a (conflict …).txt` → `a (conflict … 2).txt`.
 fn numbered(conflict: &str, n: u32) -> String {
@@ -262,9 +270,31 @@ impl UploadQueue {
     /// event (also delivered under it) can land between reading the file's base version and
     /// queueing: `build` must not call the queue.
     pub fn enqueue_with(&self, build: impl FnOnce() -> UploadRecord) -> std::io::Result<u64> {
+        self.enqueue_held(build, false)
+    }
+
+    /// [`enqueue_with`](Self::enqueue_with), and when `hold`, keep the upload from starting until
+    /// [`release_hold`](Self::release_hold) (or a [`wait`](Self::wait)): the record is journaled
+    /// now all the same, so the content survives a crash.
+    pub fn enqueue_held(&self, build: impl FnOnce() -> UploadRecord, hold: bool) -> std::io::Result<u64> {
+        let generation = self.enqueue_locked(build, hold)?;
+        self.wake.notify_one();
+        Ok(generation)
+    }
+
+    /// Let the held upload of `key` start (the file's last descriptor closed).
+    pub fn release_hold(&self, key: &str) {
+        if let Some(item) = self.lock().items.get_mut(key) {
+            item.held = false;
+        }
+        self.wake.notify_one();
+    }
+
+    fn enqueue_locked(&self, build: impl FnOnce() -> UploadRecord, hold: bool) -> std::io::Result<u64> {
         let mut state = self.lock();
         let mut record = build();
         record.state = UploadState::Pending;
+        let key = record.key.clone();
         if let Some(item) = state.items.get_mut(&record.key) {
             if let Some(generation) = self.hand_over(item, &mut record, true)? {
                 return Ok(generation);
@@ -297,7 +327,6 @@ impl UploadQueue {
                 record.attempts = 0;
                 // New content: a half-done upload of the old one cannot be continued with it.
                 record.resume = None;
-                self.journal.put(&record)?;
                 if let (Some(token), false, Ok(rt)) = (
                     item.record.resume.clone(),
                     item.running,
@@ -306,9 +335,22 @@ impl UploadQueue {
                     let remote = self.remote.clone();
                     rt.spawn(async move { remote.discard_resume(token).await });
                 }
+                // The older content may be on its way to the server, or there already without
+                // us having heard (a crash while its reply was on the wire): keep it known as
+                // ours until the server's version is known again.
+                record.ours = std::mem::take(&mut item.record.ours);
                 if item.record.staged != record.staged {
-                    item.superseded.push(item.record.staged.clone());
+                    record.ours.push(OwnVersion {
+                        staged: item.record.staged.clone(),
+                        size: item.record.size,
+                    });
                 }
+                if record.ours.len() > MAX_OURS {
+                    let dropped: Vec<OwnVersion> = record.ours.drain(..record.ours.len() - MAX_OURS).collect();
+                    item.superseded.extend(dropped.into_iter().map(|o| o.staged));
+                }
+                record.conflict_copy = None;
+                self.journal.put(&record)?;
                 item.record = record;
                 item.journaled = true;
                 item.generation = next;
@@ -322,13 +364,13 @@ impl UploadQueue {
             }
             None => {
                 self.journal.put(&record)?;
-                let key = record.key.clone();
-                state.items.insert(key, Item::first(record, next));
+                state.items.insert(key.clone(), Item::first(record, next));
                 next
             }
         };
-        drop(state);
-        self.wake.notify_one();
+        if let Some(item) = state.items.get_mut(&key) {
+            item.held = hold;
+        }
         Ok(generation)
     }
 
@@ -437,6 +479,9 @@ impl UploadQueue {
             if let UploadState::Failed { error } = &item.record.state {
                 return Err(RemoteError::Protocol(format!("upload failed: {error}")));
             }
+            // Whoever waits for it wants it sent now.
+            item.held = false;
+            self.wake.notify_one();
             let (tx, rx) = oneshot::channel();
             item.waiters.push((generation, tx));
             rx
@@ -449,6 +494,10 @@ impl UploadQueue {
     /// Returns what is still in the queue.
     pub async fn drain(&self, deadline: Duration) -> Vec<UploadStatus> {
         let until = tokio::time::Instant::now() + deadline;
+        for item in self.lock().items.values_mut() {
+            item.held = false;
+        }
+        self.wake.notify_one();
         loop {
             let idle = self.idle.notified();
             let busy = self
@@ -525,7 +574,7 @@ impl UploadQueue {
             rt.spawn(async move { remote.discard_resume(token).await });
         }
         remove_quietly(&item.record.staged);
-        for old in &item.superseded {
+        for old in item.superseded.iter().chain(item.record.ours.iter().map(|o| &o.staged)) {
             remove_quietly(old);
         }
         for (_, tx) in item.waiters {
@@ -591,7 +640,7 @@ impl UploadQueue {
         let mut free_following = self.cfg.parallel.saturating_sub(state.following);
         let (mut started, mut started_following) = (0, 0);
         for item in state.items.values_mut() {
-            if item.running || !matches!(item.record.state, UploadState::Pending) {
+            if item.running || item.held || !matches!(item.record.state, UploadState::Pending) {
                 continue;
             }
             if item.not_before > now {
@@ -648,6 +697,7 @@ impl UploadQueue {
     async fn attempt(
         &self,
         record: &UploadRecord,
+        generation: u64,
         sent: &TransferProgress,
         resume: &ResumeSlot,
     ) -> RemoteResult<(Entry, bool)> {
@@ -674,18 +724,40 @@ impl UploadQueue {
             .await
         {
             Ok(entry) => Ok((entry, false)),
-            Err(RemoteError::PreconditionFailed | RemoteError::AlreadyExists) => {
-                let base = conflict_name(&record.name, SystemTime::now());
-                // Two conflicts within one second would want one name: number the later ones.
-                for n in 1..=100u32 {
-                    let copy = if n == 1 { base.clone() } else { numbered(&base, n) };
-                    tracing::warn!(file = %record.name, conflict_copy = %copy,
-                        "the server's copy changed since it was read; keeping both");
-                    match self
+            Err(RemoteError::PreconditionFailed | RemoteError::AlreadyExists) if !record.ours.is_empty() => {
+                match self.ours_on_server(record).await {
+                    Some(server) => {
+                        // The "change" is our own earlier upload: ours replaces it, no conflict.
+                        tracing::info!(file = %record.name,
+                            "the server holds our own earlier version; replacing it");
+                        let precondition = match &server.version {
+                            Some(v) => Precondition::Matches(v.clone()),
+                            None => Precondition::Any,
+                        };
+                        let entry = self
+                            .remote
+                            .upload_resumable(&parent, &record.name, &record.staged, mtime, precondition, sent, resume)
+                            .await?;
+                        Ok((entry, false))
+                    }
+                    None => self.keep_both(record, generation, sent, resume).await,
+                }
+            }
+            Err(RemoteError::PreconditionFailed | RemoteError::AlreadyExists) if record.size == 0 => {
+                // An empty version (a shell's `>` opened, truncated, closed) is nothing worth
+                // keeping beside another device's change: the name keeps that change.
+                match self.remote.lookup(&parent, &record.name).await {
+                    Ok(entry) => {
+                        tracing::info!(file = %record.name,
+                            "an empty version met a change on the server; keeping the server's");
+                        Ok((entry, true))
+                    }
+                    // Gone from the server meanwhile: the empty file is all there is.
+                    Err(RemoteError::NotFound) => self
                         .remote
                         .upload_resumable(
                             &parent,
-                            &copy,
+                            &record.name,
                             &record.staged,
                             mtime,
                             Precondition::Absent,
@@ -693,16 +765,112 @@ impl UploadQueue {
                             resume,
                         )
                         .await
-                    {
-                        Ok(entry) => return Ok((entry, true)),
-                        Err(RemoteError::AlreadyExists) => continue,
-                        Err(e) => return Err(e),
-                    }
+                        .map(|entry| (entry, false)),
+                    Err(e) => Err(e),
                 }
-                Err(RemoteError::AlreadyExists)
+            }
+            Err(RemoteError::PreconditionFailed | RemoteError::AlreadyExists) => {
+                self.keep_both(record, generation, sent, resume).await
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The server's copy under `record`'s name when it is one of our own earlier versions of
+    /// the file ([`UploadRecord::ours`]): same length and the same bytes.
+    async fn ours_on_server(&self, record: &UploadRecord) -> Option<Entry> {
+        let parent = ItemId::new(record.parent.as_str());
+        let server = self.remote.lookup(&parent, &record.name).await.ok()?;
+        for own in record.ours.iter().filter(|o| o.size == server.size) {
+            if self.same_content(&server, own).await {
+                return Some(server);
+            }
+        }
+        None
+    }
+
+    /// Whether the server's `entry` holds exactly `own`'s bytes.
+    async fn same_content(&self, entry: &Entry, own: &OwnVersion) -> bool {
+        use std::os::unix::fs::FileExt;
+        const CHUNK: u64 = 4 << 20;
+        let Ok(file) = std::fs::File::open(&own.staged) else {
+            return false;
+        };
+        let mut off = 0;
+        while off < own.size {
+            let len = CHUNK.min(own.size - off);
+            let Ok(theirs) = self.remote.read(&entry.id, entry.version.as_ref(), off, len).await else {
+                return false;
+            };
+            let mut mine = vec![0u8; len as usize];
+            if theirs.len() as u64 != len || file.read_exact_at(&mut mine, off).is_err() || theirs[..] != mine[..] {
+                return false;
+            }
+            off += len;
+        }
+        true
+    }
+
+    /// The server's copy changed since we read it: ours goes up under a conflict name beside it.
+    /// The name is journaled before the copy is sent, so a restart sends it there again rather
+    /// than making a second copy.
+    async fn keep_both(
+        &self,
+        record: &UploadRecord,
+        generation: u64,
+        sent: &TransferProgress,
+        resume: &ResumeSlot,
+    ) -> RemoteResult<(Entry, bool)> {
+        let parent = ItemId::new(record.parent.as_str());
+        let mtime = record.mtime();
+        if let Some(copy) = &record.conflict_copy {
+            tracing::warn!(file = %record.name, conflict_copy = %copy, "sending the conflict copy chosen before");
+            let entry = self
+                .remote
+                .upload_resumable(&parent, copy, &record.staged, mtime, Precondition::Any, sent, resume)
+                .await?;
+            return Ok((entry, true));
+        }
+        let base = conflict_name(&record.name, SystemTime::now());
+        // Two conflicts within one second would want one name: number the later ones.
+        for n in 1..=100u32 {
+            let copy = if n == 1 { base.clone() } else { numbered(&base, n) };
+            tracing::warn!(file = %record.name, conflict_copy = %copy,
+                "the server's copy changed since it was read; keeping both");
+            self.remember_conflict_copy(&record.key, generation, &copy)
+                .map_err(|e| RemoteError::LocalFile(format!("journal: {e}")))?;
+            match self
+                .remote
+                .upload_resumable(
+                    &parent,
+                    &copy,
+                    &record.staged,
+                    mtime,
+                    Precondition::Absent,
+                    sent,
+                    resume,
+                )
+                .await
+            {
+                Ok(entry) => return Ok((entry, true)),
+                Err(RemoteError::AlreadyExists) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RemoteError::AlreadyExists)
+    }
+
+    /// Journal `copy` as the conflict-copy name of generation `generation` of `key`.
+    fn remember_conflict_copy(&self, key: &str, generation: u64, copy: &str) -> std::io::Result<()> {
+        let mut state = self.lock();
+        let Some(item) = state.items.get_mut(key).filter(|i| i.generation == generation) else {
+            return Ok(());
+        };
+        item.record.conflict_copy = Some(copy.to_string());
+        if item.journaled {
+            self.journal.put(&item.record)?;
+        }
+        Ok(())
     }
 
     /// Upload a file while it is written: no conflict copies, no content checks (the whole-file
@@ -791,6 +959,12 @@ impl UploadQueue {
                     item.waiters.drain(..).partition(|(g, _)| *g <= generation);
                 item.waiters = waiting;
                 wake = done.into_iter().map(|(_, tx)| (tx, Ok(()))).collect();
+                // The server's version is known again: earlier content of ours need not be kept.
+                for own in std::mem::take(&mut item.record.ours) {
+                    if own.staged != item.record.staged {
+                        remove_quietly(&own.staged);
+                    }
+                }
                 if item.generation == generation {
                     let item = state.items.remove(key).expect("present");
                     if let Err(e) = self.journal.remove(key) {
@@ -886,7 +1060,7 @@ async fn dispatch(q: Arc<UploadQueue>) {
                     return;
                 }
                 let slot = q2.resume_slot(&record.key, generation, record.resume.clone());
-                let result = q2.attempt(&record, &sent, &slot).await;
+                let result = q2.attempt(&record, generation, &sent, &slot).await;
                 q2.finish(&record.key, generation, result);
             });
         }
@@ -1054,6 +1228,8 @@ mod tests {
                 attempts: 0,
                 last_error: None,
                 resume: None,
+                ours: Vec::new(),
+                conflict_copy: None,
                 state: UploadState::Pending,
             }
         }

@@ -16,6 +16,7 @@ pub struct StagingArea {
     dir: PathBuf,
     next: AtomicU64,
     min_free_bytes: u64,
+    dir_syncs: AtomicU64,
 }
 
 /// Free bytes for unprivileged users on the filesystem holding `path`.
@@ -45,6 +46,7 @@ impl StagingArea {
             dir,
             next: AtomicU64::new(highest + 1),
             min_free_bytes,
+            dir_syncs: AtomicU64::new(0),
         })
     }
 
@@ -70,6 +72,19 @@ impl StagingArea {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Make the folder's entries durable: a staged file created (or renamed) since is found
+    /// after a power loss, as the journal that names it promises. Call before journaling.
+    pub fn sync_dir(&self) -> io::Result<()> {
+        File::open(&self.dir)?.sync_all()?;
+        self.dir_syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// How many times [`sync_dir`](Self::sync_dir) made the folder durable (for tests).
+    pub fn dir_syncs(&self) -> u64 {
+        self.dir_syncs.load(Ordering::Relaxed)
     }
 
     /// Check that `more` bytes can be written and still leave the minimum free. ENOSPC otherwise.
