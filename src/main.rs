@@ -128,12 +128,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Mount(args) => mount(args, cli.verbose, notifier),
         Command::Unmount {
-            mountpoint,
-            no_wait,
-            state_dir,
+            mountpoint, no_wait, ..
         } => {
             init_logging(cli.verbose);
-            match run::unmount(&mountpoint, no_wait, state_dir.as_deref()) {
+            match run::unmount(&mountpoint, no_wait) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("cloudmount: {e:#}");
@@ -158,9 +156,16 @@ fn main() -> ExitCode {
         }
         Command::Status {
             mountpoint,
-            state_dir,
-            json,
-        } => match run::status(mountpoint.as_deref(), state_dir.as_deref(), json) {
+            watch: true,
+            ..
+        } => match run::status_watch(mountpoint.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cloudmount: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Status { mountpoint, json, .. } => match run::status(mountpoint.as_deref(), json) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS

@@ -113,26 +113,17 @@ impl Sandbox {
         p
     }
 
-    /// The pid in the status file of the mount at `dir`.
+    /// The pid of the daemon of the mount at `dir`, as `cloudmount status --json DIR` gives it.
     fn daemon_pid(&self, dir: &Path) -> u32 {
         let end = Instant::now() + Duration::from_secs(10);
         loop {
-            for e in fs::read_dir(self.state().join("mounts"))
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let Ok(text) = fs::read_to_string(e.path()) else {
-                    continue;
-                };
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-                    continue;
-                };
-                if v["mountpoint"].as_str() == dir.to_str() {
-                    return v["pid"].as_u64().unwrap() as u32;
+            let f = run(self.cmd(cloudmount_bin()).args(["status", "--json"]).arg(dir), QUICK);
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&f.stdout) {
+                if let Some(pid) = v[0]["pid"].as_u64() {
+                    return pid as u32;
                 }
             }
-            assert!(Instant::now() < end, "no status file for {}", dir.display());
+            assert!(Instant::now() < end, "no status for {}: {}", dir.display(), f.both());
             thread::sleep(Duration::from_millis(100));
         }
     }

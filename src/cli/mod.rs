@@ -7,6 +7,8 @@ pub mod helper;
 pub mod install;
 pub mod login;
 pub mod notify;
+pub mod progress;
+pub mod registry;
 pub mod run;
 pub mod state;
 
@@ -49,8 +51,8 @@ pub enum Command {
         /// Return once unmounted; pending uploads go on in the background (or at the next mount).
         #[arg(long)]
         no_wait: bool,
-        /// The state directory the mount uses (default: $XDG_STATE_HOME/cloudmount).
-        #[arg(long, value_name = "PATH")]
+        /// Accepted for older scripts; mounts are found whatever their state directory.
+        #[arg(long, value_name = "PATH", hide = true)]
         state_dir: Option<PathBuf>,
     },
     /// Sign a remote in and save its tokens (creates or updates the remote in the config).
@@ -59,15 +61,20 @@ pub enum Command {
         #[command(subcommand)]
         target: LoginTarget,
     },
-    /// Show live mounts and the uploads they have not finished (with bytes sent so far).
+    /// Show every live mount of this user and the uploads it has not finished (files count from
+    /// the moment their close returned).
     Status {
         /// Only the mount at this folder.
         mountpoint: Option<PathBuf>,
         /// Print the status records as JSON, for scripts.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
-        /// The state directory the mounts use (default: $XDG_STATE_HOME/cloudmount).
-        #[arg(long, value_name = "PATH")]
+        /// Keep showing the uploads, with bytes sent, rate and time left, until the mounts are
+        /// gone (Ctrl-C stops).
+        #[arg(long)]
+        watch: bool,
+        /// Accepted for older scripts; mounts are found whatever their state directory.
+        #[arg(long, value_name = "PATH", hide = true)]
         state_dir: Option<PathBuf>,
     },
     /// Install the binary and the mount helper link, so that `mount -t fuse.cloudmount` and
