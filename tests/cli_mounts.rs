@@ -201,8 +201,8 @@ fn a_save_refused_while_signed_out_goes_up_after_login() {
     assert!(f.status.success(), "{}", f.both());
 }
 
-/// Random bytes through the mount land whole even when the test machine is slow: a sanity check
-/// that unmount's wait covers several files at once.
+/// Several files through a slow link: unmount waits for all of them, and (not on a terminal) says
+/// in plain lines how far each one is.
 #[test]
 fn unmount_waits_for_several_files_and_shows_their_progress() {
     let server = DavServer::start();
@@ -216,7 +216,8 @@ fn unmount_waits_for_several_files_and_shows_their_progress() {
     let f = cli(&["unmount"], Some(m.path()));
     assert!(f.status.success(), "{}", f.both());
     for (name, data) in &files {
-        assert_eq!(&fs::read(server.root().join(name)).unwrap(), data, "{name}");
+        let got = fs::read(server.root().join(name)).unwrap_or_default();
+        assert!(&got == data, "{name}: {} bytes on the server, {} written", got.len(), data.len());
     }
     // Not a terminal: plain lines with bytes sent.
     let said = f.both();
