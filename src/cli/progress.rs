@@ -229,7 +229,7 @@ mod tests {
         plain.show("h", &[line(0, true)]);
         plain.show("h", &[line(0, true)]);
         let text = String::from_utf8(plain.out).unwrap();
-        assert_eq!(text.lines().count(), 1, "{text}");
+        assert_eq!(text.lines().count(), 2, "the header and one line: {text}");
         let mut tty = Screen::new(Vec::new(), true);
         tty.show("h", &[line(5 << 20, true)]);
         tty.show("h", &[line(6 << 20, true)]);

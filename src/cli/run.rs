@@ -95,9 +95,6 @@ pub struct MountPlan {
     pub wait_online: Duration,
 }
 
-/// `--poll-interval` when not given.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
-
 fn secs(name: &str, v: f64) -> Result<Duration> {
     if !v.is_finite() || v < 0.0 {
         bail!("--{name} must be a non-negative number of seconds");
@@ -291,8 +288,8 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan> {
     }
     let attr_ttl = secs("ttl", args.ttl)?;
     let negative_ttl = match args.negative_ttl {
-        Some(v) => secs("negative-ttl", v)?,
-        None => attr_ttl,
+        super::NegativeTtl::Secs(v) => secs("negative-ttl", v)?,
+        super::NegativeTtl::FollowTtl => attr_ttl,
     };
     let timeout = secs("timeout", args.timeout)?;
     if timeout.is_zero() {
@@ -301,11 +298,10 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan> {
     if args.uploads == 0 {
         bail!("--uploads must be at least 1");
     }
-    let poll_interval = match args.poll_interval {
-        Some(v) if v > 0.0 => secs("poll-interval", v)?,
-        Some(_) => bail!("--poll-interval must be a positive number of seconds"),
-        None => DEFAULT_POLL_INTERVAL,
-    };
+    if !(args.poll_interval > 0.0) {
+        bail!("--poll-interval must be a positive number of seconds");
+    }
+    let poll_interval = secs("poll-interval", args.poll_interval)?;
     let wait_online = secs("wait-online", args.wait_online)?;
     // SAFETY: getuid/getgid cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
