@@ -88,6 +88,15 @@ pub enum Command {
     },
 }
 
+/// `s` as one shell word, quoted only when it needs to be: hints print commands to paste.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:@=,".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 /// Parses an octal umask such as `022` or `0027`.
 pub fn parse_umask(s: &str) -> Result<u16, String> {
     match u16::from_str_radix(s.trim_start_matches("0o"), 8) {

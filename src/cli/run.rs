@@ -110,14 +110,7 @@ fn drive_flags(args: &MountArgs) -> bool {
 /// `cloudmount login onedrive NAME`, with the flow's flag and the --config / --state-dir this mount
 /// was given, so that it can be pasted as is.
 fn login_command(settings: &OneDriveSettings, args: &MountArgs) -> String {
-    let quote = |p: &Path| {
-        let s = p.to_string_lossy();
-        if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c)) {
-            s.into_owned()
-        } else {
-            format!("'{}'", s.replace('\'', "'\\''"))
-        }
-    };
+    let quote = |p: &Path| super::shell_quote(&p.to_string_lossy());
     let mut cmd = settings.oauth.login_command();
     if let Some(c) = &args.config {
         cmd.push_str(&format!(" --config {}", quote(c)));
