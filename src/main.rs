@@ -175,22 +175,27 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Install { prefix } => {
-            let done = std::env::current_exe()
+        Command::Install { prefix } => report(
+            std::env::current_exe()
                 .map_err(anyhow::Error::from)
-                .and_then(|exe| install::install(&exe, &prefix));
-            match done {
-                Ok(lines) => {
-                    for l in lines {
-                        println!("cloudmount: {l}");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("cloudmount: {e:#}");
-                    ExitCode::FAILURE
-                }
+                .and_then(|exe| install::install(&exe, &prefix)),
+        ),
+        Command::Uninstall { prefix } => report(install::uninstall(&prefix)),
+    }
+}
+
+/// Print what was done, one line each, or the error.
+fn report(done: anyhow::Result<Vec<String>>) -> ExitCode {
+    match done {
+        Ok(lines) => {
+            for l in lines {
+                println!("cloudmount: {l}");
             }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cloudmount: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

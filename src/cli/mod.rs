@@ -77,12 +77,20 @@ pub enum Command {
         #[arg(long, value_name = "PATH", hide = true)]
         state_dir: Option<PathBuf>,
     },
-    /// Install the binary and the mount helper link, so that `mount -t fuse.cloudmount` and
-    /// /etc/fstab entries work: copies this binary to PREFIX/usr/local/bin/cloudmount and links
-    /// PREFIX/sbin/mount.fuse.cloudmount to /usr/local/bin/cloudmount.
+    /// Install the binary, the mount helper link and the man pages, so that `mount -t
+    /// fuse.cloudmount`, /etc/fstab entries and `man cloudmount-mount` work: copies this binary
+    /// to PREFIX/usr/local/bin/cloudmount, links PREFIX/sbin/mount.fuse.cloudmount to
+    /// /usr/local/bin/cloudmount, writes PREFIX/usr/local/share/man/man1/cloudmount*.1 and lists
+    /// what it put in place in PREFIX/usr/local/share/cloudmount/installed.
     Install {
         /// Install under this folder instead of / (for packaging and tests; the link still points
         /// at /usr/local/bin/cloudmount, where the binary will be at run time).
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        prefix: PathBuf,
+    },
+    /// Remove what `cloudmount install` put in place (by its list), and nothing else.
+    Uninstall {
+        /// The folder given to `install --prefix`.
         #[arg(long, value_name = "DIR", default_value = "/")]
         prefix: PathBuf,
     },
