@@ -800,8 +800,10 @@ pub fn unmount(dir: &Path, no_wait: bool) -> Result<()> {
             reg = registry::registry_dir().display()
         )
     };
-    // The stream is open before the unmount, so its last word cannot be missed.
+    // The stream is open, and its first line read (so the daemon counts us among those it lets
+    // read its last word before exiting), before the unmount.
     let mut stream = registry::WatchStream::open(&daemon.socket)
+        .and_then(|mut s| s.next_status().map(|_| s))
         .with_context(|| format!("cannot ask the daemon of {} (pid {})", dir.display(), daemon.status.pid))?;
     session::unmount(&dir).with_context(|| format!("cannot unmount {}", dir.display()))?;
     if no_wait {
