@@ -157,15 +157,21 @@ fn main() -> ExitCode {
         Command::Status {
             mountpoint,
             watch: true,
+            state_dir,
             ..
-        } => match run::status_watch(mountpoint.as_deref()) {
+        } => match run::status_watch(mountpoint.as_deref(), state_dir.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("cloudmount: {e:#}");
                 ExitCode::FAILURE
             }
         },
-        Command::Status { mountpoint, json, .. } => match run::status(mountpoint.as_deref(), json) {
+        Command::Status {
+            mountpoint,
+            json,
+            state_dir,
+            ..
+        } => match run::status(mountpoint.as_deref(), state_dir.as_deref(), json) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS

@@ -54,7 +54,8 @@ fn dav_addr(server: &DavServer) -> SocketAddr {
 fn status_finds_every_mount_whatever_its_state_dir() {
     let (a, b) = (DavServer::start(), DavServer::start());
     let ma = Mount::start(&a.url(), &[]);
-    let mb = Mount::start(&b.url(), &[]);
+    let state_b = tempfile::tempdir().unwrap();
+    let mb = Mount::start(&b.url(), &["--state-dir", state_b.path().to_str().unwrap()]);
     let all = statuses(None);
     for m in [&ma, &mb] {
         assert!(
@@ -66,6 +67,10 @@ fn status_finds_every_mount_whatever_its_state_dir() {
     let one = statuses(Some(ma.path()));
     assert_eq!(one.len(), 1, "{one:?}");
     assert_eq!(one[0].remote, a.url());
+    // --state-dir picks the mounts using it.
+    let f = cli(&["status", "--json", "--state-dir", state_b.path().to_str().unwrap()], None);
+    let picked: Vec<MountStatus> = serde_json::from_slice(&f.stdout).unwrap_or_else(|e| panic!("{e}: {}", f.both()));
+    assert_eq!(picked.iter().map(|s| s.pid).collect::<Vec<_>>(), vec![mb.pid()]);
     let text = cli(&["status"], None).stdout_text();
     assert!(text.contains(&format!("on {} (pid {}, mounted)", mb.path().display(), mb.pid())), "{text}");
     ma.unmount();

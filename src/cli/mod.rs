@@ -73,8 +73,9 @@ pub enum Command {
         /// gone (Ctrl-C stops).
         #[arg(long)]
         watch: bool,
-        /// Accepted for older scripts; mounts are found whatever their state directory.
-        #[arg(long, value_name = "PATH", hide = true)]
+        /// Only the mounts using this state directory (without it: every mount of this user,
+        /// whatever its state directory).
+        #[arg(long, value_name = "PATH")]
         state_dir: Option<PathBuf>,
     },
     /// Install the binary, the mount helper link and the man pages, so that `mount -t

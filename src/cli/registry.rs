@@ -276,6 +276,7 @@ mod tests {
             mounted: !done,
             done,
             auth: None,
+            state_dir: None,
             log_file: None,
             uploads: vec![],
         }

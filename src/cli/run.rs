@@ -521,6 +521,7 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
         mountpoint: plan.mountpoint.clone(),
         auth: auth.clone(),
         log_file: plan.daemon_log.clone(),
+        state_dir: plan.state_dir.canonicalize().unwrap_or_else(|_| plan.state_dir.clone()),
         mounted: std::sync::atomic::AtomicBool::new(true),
     });
     // Registered before saying ready: `cloudmount status` and `cloudmount unmount` find the mount
@@ -705,6 +706,7 @@ struct Publisher {
     mountpoint: PathBuf,
     auth: Option<(AuthStateHandle, String)>,
     log_file: Option<PathBuf>,
+    state_dir: PathBuf,
     mounted: std::sync::atomic::AtomicBool,
 }
 
@@ -725,6 +727,7 @@ impl Publisher {
             mountpoint: self.mountpoint.clone(),
             mounted: self.mounted.load(std::sync::atomic::Ordering::SeqCst),
             done: false,
+            state_dir: Some(self.state_dir.clone()),
             log_file: self.log_file.clone(),
             auth,
             uploads: uploads.iter().map(UploadLine::from).collect(),
@@ -827,11 +830,17 @@ pub fn unmount(dir: &Path, no_wait: bool) -> Result<()> {
                     continue;
                 }
                 if !said_waiting {
+                    let names: Vec<String> = s
+                        .uploads
+                        .iter()
+                        .map(|u| format!("{} ({})", u.name, progress::human_bytes(u.size)))
+                        .collect();
                     eprintln!(
-                        "cloudmount: unmounted {}; waiting for {} upload(s) to reach the server \
+                        "cloudmount: unmounted {}; waiting for {} upload(s): {} \
                          (Ctrl-C stops waiting here; the daemon goes on in the background)",
                         dir.display(),
-                        s.uploads.len()
+                        s.uploads.len(),
+                        names.join(", ")
                     );
                     said_waiting = true;
                 }
@@ -891,8 +900,10 @@ fn log_hint(s: &MountStatus) -> String {
         .unwrap_or_default()
 }
 
-/// The mounts `cloudmount status` shows: every live one of the user, or the one at `dir`.
-fn mounts_to_show(dir: Option<&Path>) -> Result<Vec<MountStatus>> {
+/// The mounts `cloudmount status` shows: every live one of the user, or the one at `dir`, or
+/// those using `state_dir`.
+fn mounts_to_show(dir: Option<&Path>, state_dir: Option<&Path>) -> Result<Vec<MountStatus>> {
+    let state_dir = state_dir.map(|d| d.canonicalize().unwrap_or_else(|_| d.to_path_buf()));
     let want = match dir {
         Some(d) => Some(
             d.canonicalize()
@@ -904,11 +915,15 @@ fn mounts_to_show(dir: Option<&Path>) -> Result<Vec<MountStatus>> {
         .into_iter()
         .map(|m| m.status)
         .filter(|s| want.as_ref().map(|w| &s.mountpoint == w).unwrap_or(true))
+        .filter(|s| state_dir.is_none() || s.state_dir == state_dir)
         .collect();
     if mounts.is_empty() {
         bail!(
-            "no cloudmount mount{} (looked in {})",
+            "no cloudmount mount{}{} (looked in {})",
             want.map(|w| format!(" at {}", w.display())).unwrap_or_default(),
+            state_dir
+                .map(|d| format!(" with state directory {}", d.display()))
+                .unwrap_or_default(),
             registry::registry_dir().display()
         );
     }
@@ -916,8 +931,8 @@ fn mounts_to_show(dir: Option<&Path>) -> Result<Vec<MountStatus>> {
 }
 
 /// `cloudmount status [DIR] [--json]`: text for people, or the status records as a JSON array.
-pub fn status(dir: Option<&Path>, json: bool) -> Result<String> {
-    let mounts = mounts_to_show(dir)?;
+pub fn status(dir: Option<&Path>, state_dir: Option<&Path>, json: bool) -> Result<String> {
+    let mounts = mounts_to_show(dir, state_dir)?;
     if json {
         return Ok(serde_json::to_string_pretty(&mounts)? + "\n");
     }
@@ -932,11 +947,24 @@ pub fn status(dir: Option<&Path>, json: bool) -> Result<String> {
             out.push_str("  uploads: none pending\n");
         }
         for u in &m.uploads {
-            out.push_str(&format!("  {}", progress::describe(u, None)));
-            if u.attempts > 0 {
-                out.push_str(&format!(", {} attempt(s)", u.attempts));
-            }
-            if let (Some(e), true) = (&u.error, u.running) {
+            let what = if u.failed {
+                "FAILED"
+            } else if u.running {
+                "sending"
+            } else {
+                "waiting"
+            };
+            let amount = if u.running {
+                format!(
+                    "{} of {} sent",
+                    progress::human_bytes(u.sent.min(u.size)),
+                    progress::human_bytes(u.size)
+                )
+            } else {
+                progress::human_bytes(u.size)
+            };
+            out.push_str(&format!("  {what:8} {}: {amount}, {} attempt(s)", u.name, u.attempts));
+            if let Some(e) = &u.error {
                 out.push_str(&format!(", last error: {e}"));
             }
             out.push('\n');
@@ -956,14 +984,14 @@ fn mount_header(m: &MountStatus) -> String {
 
 /// `cloudmount status --watch [DIR]`: the uploads with bytes sent, rate and time left, every half
 /// second, until the mounts are gone (or Ctrl-C).
-pub fn status_watch(dir: Option<&Path>) -> Result<()> {
+pub fn status_watch(dir: Option<&Path>, state_dir: Option<&Path>) -> Result<()> {
     use std::io::IsTerminal;
     let stdout = std::io::stdout();
     let terminal = stdout.is_terminal();
     let mut screen = progress::Screen::new(stdout, terminal);
     let mut first = true;
     loop {
-        let mounts = match mounts_to_show(dir) {
+        let mounts = match mounts_to_show(dir, state_dir) {
             Ok(m) => m,
             Err(e) if first => return Err(e),
             Err(_) => {

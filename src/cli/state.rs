@@ -115,6 +115,9 @@ pub struct MountStatus {
     /// disk for the next mount of the remote. The last word of a `watch` stream.
     #[serde(default)]
     pub done: bool,
+    /// The mount's state directory (`--state-dir`), so `status --state-dir` can pick its mounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
     /// Where the daemon logs (absent when it logs to the journal or a terminal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_file: Option<PathBuf>,
