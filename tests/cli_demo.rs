@@ -24,7 +24,11 @@ use common::mount::{cloudmount_bin, is_mounted, run, Finished};
 const DEMO: Duration = Duration::from_secs(120);
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn repo() -> PathBuf {
@@ -51,7 +55,10 @@ struct Demo {
 
 impl Demo {
     fn new() -> Demo {
-        let root = tempfile::Builder::new().prefix("cloudmount-demo-test-").tempdir().unwrap();
+        let root = tempfile::Builder::new()
+            .prefix("cloudmount-demo-test-")
+            .tempdir()
+            .unwrap();
         // Apache (www-data) must be able to reach the served folder.
         fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let p = |n: &str| root.path().join(n).display().to_string();
@@ -145,7 +152,9 @@ fn both_demos_side_by_side_with_their_hints() {
     // The README's command (on a mountpoint of the test's own).
     let dav = d.demo_ok(&[dav_mnt.to_str().unwrap()]);
     assert!(is_mounted(&dav_mnt), "{dav}");
-    assert!(fs::read_to_string(dav_mnt.join("hello.txt")).unwrap().contains("WebDAV"));
+    assert!(fs::read_to_string(dav_mnt.join("hello.txt"))
+        .unwrap()
+        .contains("WebDAV"));
     // The user's edits, on the server once fsync returns.
     write_synced(&dav_mnt.join("notes/mine.txt"), b"my note\n");
     fs::remove_file(dav_mnt.join("notes/note 2.txt")).unwrap();
@@ -154,17 +163,27 @@ fn both_demos_side_by_side_with_their_hints() {
 
     // The same WebDAV demo again is refused, and says how to stop it.
     let again = d.demo(&[dav_mnt.to_str().unwrap()]);
-    assert!(!again.status.success(), "a taken mountpoint was accepted: {}", again.both());
+    assert!(
+        !again.status.success(),
+        "a taken mountpoint was accepted: {}",
+        again.both()
+    );
     assert!(again.both().contains("scripts/demo.sh stop"), "{}", again.both());
 
     // The OneDrive demo beside it.
     let od = d.demo_ok(&["onedrive", od_mnt.to_str().unwrap()]);
     assert!(is_mounted(&od_mnt), "{od}");
     assert!(od.contains("read-write") && !od.contains("Read-only"), "{od}");
-    assert!(fs::read_to_string(od_mnt.join("hello.txt")).unwrap().contains("fake OneDrive"));
+    assert!(fs::read_to_string(od_mnt.join("hello.txt"))
+        .unwrap()
+        .contains("fake OneDrive"));
     write_synced(&od_mnt.join("new.txt"), b"hello OneDrive\n");
     assert!(is_mounted(&dav_mnt), "the OneDrive demo took the WebDAV demo down");
-    assert_eq!(tree(&d.path("data")), left_as, "the OneDrive demo touched the WebDAV demo's data");
+    assert_eq!(
+        tree(&d.path("data")),
+        left_as,
+        "the OneDrive demo touched the WebDAV demo's data"
+    );
 
     // Each demo's hints: unmount, then mount again, as printed.
     for (out, mnt) in [(&dav, &dav_mnt), (&od, &od_mnt)] {
@@ -179,7 +198,10 @@ fn both_demos_side_by_side_with_their_hints() {
     // Stop both; the WebDAV demo's data is as the user left it.
     d.demo_ok(&["stop", dav_mnt.to_str().unwrap()]);
     assert!(!is_mounted(&dav_mnt));
-    assert!(is_mounted(&od_mnt), "stopping the WebDAV demo took the OneDrive one down");
+    assert!(
+        is_mounted(&od_mnt),
+        "stopping the WebDAV demo took the OneDrive one down"
+    );
     d.demo_ok(&["stop", od_mnt.to_str().unwrap()]);
     assert!(!is_mounted(&od_mnt));
     assert_eq!(tree(&d.path("data")), left_as, "the WebDAV demo's data changed");

@@ -136,7 +136,10 @@ fn a_second_mount_of_one_remote_says_what_to_add() {
     let f = again(&[]);
     assert!(!f.status.success(), "{}", f.both());
     let said = f.both();
-    assert!(said.contains("--state-dir DIR") && said.contains("state_dir=DIR"), "{said}");
+    assert!(
+        said.contains("--state-dir DIR") && said.contains("state_dir=DIR"),
+        "{said}"
+    );
     // What it says to add works.
     let own = tempfile::tempdir().unwrap();
     let f = run(

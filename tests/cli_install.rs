@@ -32,7 +32,12 @@ fn listing(root: &Path) -> BTreeMap<String, String> {
                 format!("dir {:o}", meta.permissions().mode() & 0o7777)
             } else {
                 let bytes = fs::read(&p).unwrap();
-                format!("file {:o} {} bytes {:?}", meta.permissions().mode() & 0o7777, bytes.len(), &bytes[..bytes.len().min(16)])
+                format!(
+                    "file {:o} {} bytes {:?}",
+                    meta.permissions().mode() & 0o7777,
+                    bytes.len(),
+                    &bytes[..bytes.len().min(16)]
+                )
             };
             out.insert(rel, what);
         }
@@ -41,7 +46,11 @@ fn listing(root: &Path) -> BTreeMap<String, String> {
 }
 
 fn cli(args: &[&str], prefix: &Path) -> String {
-    run_ok(Command::new(cloudmount_bin()).args(args).arg("--prefix").arg(prefix), QUICK).stdout_text()
+    run_ok(
+        Command::new(cloudmount_bin()).args(args).arg("--prefix").arg(prefix),
+        QUICK,
+    )
+    .stdout_text()
 }
 
 #[test]
@@ -57,17 +66,29 @@ fn install_then_uninstall_leaves_the_prefix_as_it_was() {
 
     for _ in 0..2 {
         let said = cli(&["install"], p);
-        assert!(said.contains("mount.fuse.cloudmount") && said.contains("man pages"), "{said}");
+        assert!(
+            said.contains("mount.fuse.cloudmount") && said.contains("man pages"),
+            "{said}"
+        );
     }
-    assert_eq!(fs::read(p.join("usr/local/bin/cloudmount")).unwrap(), fs::read(cloudmount_bin()).unwrap());
+    assert_eq!(
+        fs::read(p.join("usr/local/bin/cloudmount")).unwrap(),
+        fs::read(cloudmount_bin()).unwrap()
+    );
     assert_eq!(
         fs::read_link(p.join("sbin/mount.fuse.cloudmount")).unwrap(),
         Path::new("/usr/local/bin/cloudmount")
     );
     let man = fs::read_to_string(p.join("usr/local/share/man/man1/cloudmount-mount.1")).unwrap();
-    assert!(man.contains(".TH") && man.contains("state\\-dir"), "not a man page of mount:\n{man}");
+    assert!(
+        man.contains(".TH") && man.contains("state\\-dir"),
+        "not a man page of mount:\n{man}"
+    );
     for heading in ["Common", "Cache", "Uploads", "WebDAV", "OneDrive", "Daemon and logs"] {
-        assert!(man.to_lowercase().contains(&heading.to_lowercase()), "no {heading} section:\n{man}");
+        assert!(
+            man.to_lowercase().contains(&heading.to_lowercase()),
+            "no {heading} section:\n{man}"
+        );
     }
     assert!(p.join("usr/local/share/man/man1/cloudmount.1").exists());
 
@@ -89,7 +110,10 @@ fn uninstall_leaves_a_foreign_helper_link_alone() {
     fs::remove_file(&helper).unwrap();
     std::os::unix::fs::symlink("/opt/other/cloudmount", &helper).unwrap();
     let said = cli(&["uninstall"], p);
-    assert!(said.contains("left") && said.contains("/opt/other/cloudmount"), "{said}");
+    assert!(
+        said.contains("left") && said.contains("/opt/other/cloudmount"),
+        "{said}"
+    );
     assert_eq!(fs::read_link(&helper).unwrap(), Path::new("/opt/other/cloudmount"));
     assert!(!p.join("usr/local/bin/cloudmount").exists());
 }

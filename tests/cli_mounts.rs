@@ -59,7 +59,8 @@ fn status_finds_every_mount_whatever_its_state_dir() {
     let all = statuses(None);
     for m in [&ma, &mb] {
         assert!(
-            all.iter().any(|s| s.mountpoint == m.path() && s.pid == m.pid() && s.mounted),
+            all.iter()
+                .any(|s| s.mountpoint == m.path() && s.pid == m.pid() && s.mounted),
             "status does not list {}: {all:?}",
             m.path().display()
         );
@@ -68,11 +69,17 @@ fn status_finds_every_mount_whatever_its_state_dir() {
     assert_eq!(one.len(), 1, "{one:?}");
     assert_eq!(one[0].remote, a.url());
     // --state-dir picks the mounts using it.
-    let f = cli(&["status", "--json", "--state-dir", state_b.path().to_str().unwrap()], None);
+    let f = cli(
+        &["status", "--json", "--state-dir", state_b.path().to_str().unwrap()],
+        None,
+    );
     let picked: Vec<MountStatus> = serde_json::from_slice(&f.stdout).unwrap_or_else(|e| panic!("{e}: {}", f.both()));
     assert_eq!(picked.iter().map(|s| s.pid).collect::<Vec<_>>(), vec![mb.pid()]);
     let text = cli(&["status"], None).stdout_text();
-    assert!(text.contains(&format!("on {} (pid {}, mounted)", mb.path().display(), mb.pid())), "{text}");
+    assert!(
+        text.contains(&format!("on {} (pid {}, mounted)", mb.path().display(), mb.pid())),
+        "{text}"
+    );
     ma.unmount();
     mb.unmount();
 }
@@ -99,7 +106,10 @@ fn status_counts_a_file_as_pending_once_its_close_returns() {
     let f = cli(&["unmount"], Some(m.path()));
     assert!(f.status.success(), "{}", f.both());
     for round in 0..5 {
-        assert_eq!(fs::read(server.root().join(format!("pending-{round}.bin"))).unwrap(), data);
+        assert_eq!(
+            fs::read(server.root().join(format!("pending-{round}.bin"))).unwrap(),
+            data
+        );
     }
 }
 
@@ -128,7 +138,10 @@ fn unmount_waits_for_a_running_upload_through_a_slow_link() {
     );
     assert_eq!(fs::read(server.root().join("big.bin")).unwrap(), data);
     let said = f.both();
-    assert!(said.contains("waiting for 1 upload") && said.contains("big.bin"), "{said}");
+    assert!(
+        said.contains("waiting for 1 upload") && said.contains("big.bin"),
+        "{said}"
+    );
     assert!(said.contains("every upload reached the server"), "{said}");
 }
 
@@ -150,18 +163,31 @@ fn unmount_names_a_refused_upload_and_fails() {
     d.g.faults().fail_next(RouteClass::SimpleUpload, 1000, 403);
     let p = m.path().join("refused.txt");
     let fsynced = within(QUICK, "write and fsync", move || {
-        let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(&p).unwrap();
+        let mut f = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
         f.write_all(b"the server says no").unwrap();
         let first = errno(f.sync_all());
         let again = errno(f.sync_all());
         (first, again)
     });
-    assert_eq!(fsynced, (Some(libc::EACCES), Some(libc::EACCES)), "fsync of a refused upload");
+    assert_eq!(
+        fsynced,
+        (Some(libc::EACCES), Some(libc::EACCES)),
+        "fsync of a refused upload"
+    );
     eventually(QUICK, "status to show the refused upload", || {
         d.upload(m.path(), "refused.txt").is_some_and(|u| u.failed)
     });
     let f = cli(&["unmount"], Some(m.path()));
-    assert!(!f.status.success(), "unmount exited 0 with a refused upload: {}", f.both());
+    assert!(
+        !f.status.success(),
+        "unmount exited 0 with a refused upload: {}",
+        f.both()
+    );
     let said = f.both();
     assert!(
         said.contains("refused.txt") && said.contains("stay queued"),
@@ -213,7 +239,9 @@ fn unmount_waits_for_several_files_and_shows_their_progress() {
     let server = DavServer::start();
     let relay = Relay::start(dav_addr(&server), 2 << 20);
     let m = Mount::start(&relay.url_for(&server.url()), &["--uploads", "2"]);
-    let files: Vec<(String, Vec<u8>)> = (0..3).map(|i| (format!("f{i}.bin"), random_bytes(i, 2 << 20))).collect();
+    let files: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| (format!("f{i}.bin"), random_bytes(i, 2 << 20)))
+        .collect();
     for (name, data) in &files {
         let (p, d) = (m.path().join(name), data.clone());
         within(QUICK, "write", move || fs::write(p, d).unwrap());
@@ -222,9 +250,60 @@ fn unmount_waits_for_several_files_and_shows_their_progress() {
     assert!(f.status.success(), "{}", f.both());
     for (name, data) in &files {
         let got = fs::read(server.root().join(name)).unwrap_or_default();
-        assert!(&got == data, "{name}: {} bytes on the server, {} written", got.len(), data.len());
+        assert!(
+            &got == data,
+            "{name}: {} bytes on the server, {} written",
+            got.len(),
+            data.len()
+        );
     }
     // Not a terminal: plain lines with bytes sent.
     let said = f.both();
     assert!(said.contains("sending f") && said.contains(" of 2.0 MiB"), "{said}");
+}
+
+/// `cloudmount status --watch DIR` (not on a terminal) prints, per file, the bytes sent, the rate
+/// and the time left while an upload runs through a slow link.
+#[test]
+fn status_watch_shows_rate_and_time_left() {
+    use std::io::BufRead;
+    let server = DavServer::start();
+    let relay = Relay::start(dav_addr(&server), 512 << 10);
+    let m = Mount::start(&relay.url_for(&server.url()), &[]);
+    let data = random_bytes(9, 6 << 20);
+    let p = m.path().join("slow.bin");
+    within(QUICK, "write and close", move || fs::write(p, data).unwrap());
+    let mut child = Command::new(cloudmount_bin())
+        .args(["status", "--watch"])
+        .arg(m.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let end = std::time::Instant::now() + QUICK;
+    let mut seen = Vec::new();
+    let found = loop {
+        match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(line) if line.contains("slow.bin") && line.contains("/s, ") && line.contains(" left") => {
+                break Some(line)
+            }
+            Ok(line) => seen.push(line),
+            Err(_) if std::time::Instant::now() > end => break None,
+            Err(_) => {}
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = found.unwrap_or_else(|| panic!("no line with a rate and time left: {seen:?}"));
+    assert!(line.contains(" of 6.0 MiB"), "{line}");
+    let f = cli(&["unmount"], Some(m.path()));
+    assert!(f.status.success(), "{}", f.both());
 }

@@ -155,7 +155,11 @@ pub fn install(exe: &Path, prefix: &Path) -> Result<Vec<String>> {
     Ok(vec![
         format!("installed {}", bin.display()),
         format!("linked {} -> {BIN}", helper.display()),
-        format!("installed {} man pages in {} (`man cloudmount-mount`)", pages.len(), man.display()),
+        format!(
+            "installed {} man pages in {} (`man cloudmount-mount`)",
+            pages.len(),
+            man.display()
+        ),
         format!("`cloudmount uninstall{}` takes them away again", prefix_flag(prefix)),
     ])
 }

@@ -81,7 +81,7 @@ pub fn describe(u: &UploadLine, rate: Option<f64>) -> String {
         return s;
     }
     let sent = u.sent.min(u.size);
-    let pct = if u.size == 0 { 100 } else { sent * 100 / u.size };
+    let pct = (sent * 100).checked_div(u.size).unwrap_or(100);
     let mut s = format!(
         "sending {}: {} of {} ({pct}%)",
         u.name,

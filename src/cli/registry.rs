@@ -108,9 +108,10 @@ impl Registration {
         snapshot: Arc<dyn Fn() -> MountStatus + Send + Sync>,
         finished: watch::Receiver<Option<MountStatus>>,
     ) -> io::Result<Arc<AtomicUsize>> {
-        let listener = tokio::net::UnixListener::from_std(self.listener.take().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::AlreadyExists, "the registry socket is already served")
-        })?)?;
+        let listener =
+            tokio::net::UnixListener::from_std(self.listener.take().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::AlreadyExists, "the registry socket is already served")
+            })?)?;
         let watchers = Arc::new(AtomicUsize::new(0));
         let w = watchers.clone();
         tokio::spawn(async move {
@@ -244,7 +245,12 @@ pub fn live_mounts() -> Vec<LiveMount> {
             Err(e) => tracing::warn!(socket = %socket.display(), error = %e, "a mount daemon does not answer"),
         }
     }
-    out.sort_by(|a, b| a.status.mountpoint.cmp(&b.status.mountpoint).then(a.status.pid.cmp(&b.status.pid)));
+    out.sort_by(|a, b| {
+        a.status
+            .mountpoint
+            .cmp(&b.status.mountpoint)
+            .then(a.status.pid.cmp(&b.status.pid))
+    });
     out
 }
 

@@ -291,10 +291,10 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan> {
     if args.uploads == 0 {
         bail!("--uploads must be at least 1");
     }
-    if !(args.poll_interval > 0.0) {
+    let poll_interval = secs("poll-interval", args.poll_interval)?;
+    if poll_interval.is_zero() {
         bail!("--poll-interval must be a positive number of seconds");
     }
-    let poll_interval = secs("poll-interval", args.poll_interval)?;
     let wait_online = secs("wait-online", args.wait_online)?;
     // SAFETY: getuid/getgid cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
