@@ -145,13 +145,33 @@ fn unmount_waits_for_a_running_upload_through_a_slow_link() {
     assert!(said.contains("every upload reached the server"), "{said}");
 }
 
-/// A folder mounted by nobody, and a mount of an unknown daemon: `unmount` says why it cannot.
+/// A folder mounted by nobody, and a mount whose daemon is not in the registry: `unmount` says why
+/// it cannot, and the command it suggests works as printed.
 #[test]
 fn unmount_says_why_it_cannot() {
     let dir = tempfile::tempdir().unwrap();
     let f = cli(&["unmount"], Some(dir.path()));
     assert!(!f.status.success());
     assert!(f.both().contains("is not mounted"), "{}", f.both());
+
+    let server = DavServer::start();
+    let m = Mount::start(&server.url(), &[]);
+    let entry = cloudmount::cli::registry::live_mounts()
+        .into_iter()
+        .find(|l| l.status.mountpoint == m.path())
+        .expect("the mount is registered");
+    fs::remove_file(&entry.socket).unwrap();
+    let f = cli(&["unmount"], Some(m.path()));
+    assert!(!f.status.success(), "{}", f.both());
+    assert!(
+        is_mounted(m.path()),
+        "unmounted although its uploads could not be waited for"
+    );
+    let said = f.both();
+    let hint = said.split('`').nth(1).unwrap_or_else(|| panic!("no command: {said}"));
+    let h = run(Command::new("sh").args(["-c", hint]), QUICK);
+    assert!(h.status.success(), "`{hint}` failed: {}", h.both());
+    assert!(!is_mounted(m.path()));
 }
 
 /// An upload the server refuses (403): fsync gives EACCES, `unmount` names the file, says where

@@ -110,8 +110,12 @@ fn drive_flags(args: &MountArgs) -> bool {
 /// `cloudmount login onedrive NAME`, with the flow's flag and the --config / --state-dir this mount
 /// was given, so that it can be pasted as is.
 fn login_command(settings: &OneDriveSettings, args: &MountArgs) -> String {
+    with_locations(settings.oauth.login_command(), args)
+}
+
+/// `cmd` followed by the --config and --state-dir of `args`, when they were given.
+fn with_locations(mut cmd: String, args: &MountArgs) -> String {
     let quote = |p: &Path| super::shell_quote(&p.to_string_lossy());
-    let mut cmd = settings.oauth.login_command();
     if let Some(c) = &args.config {
         cmd.push_str(&format!(" --config {}", quote(c)));
     }
@@ -125,9 +129,12 @@ fn resolve_onedrive(args: &MountArgs, remote: &super::config::RemoteConfig) -> R
     if args.user.is_some() || args.password_command.is_some() {
         bail!(
             "--user and --password-command are WebDAV Basic auth; remote {:?} is OneDrive, which signs in with \
-             `cloudmount login onedrive {}` (for another user's drive: --drive-user UPN)",
+             `{}` (for another user's drive: --drive-user UPN)",
             args.remote,
-            args.remote
+            with_locations(
+                format!("cloudmount login onedrive {}", super::shell_quote(&args.remote)),
+                args
+            )
         );
     }
     let mut r = remote.clone();
@@ -798,9 +805,16 @@ pub fn unmount(dir: &Path, no_wait: bool) -> Result<()> {
         bail!(
             "no cloudmount daemon of this user answers for {dir} (looked in {reg}), so its uploads could \
              not be waited for; not unmounting. If it is another user's or an older version's mount, \
-             `umount {dir}` unmounts it (its daemon finishes the uploads in the background)",
+             `{umount} {quoted}` unmounts it (its daemon finishes the uploads in the background)",
             dir = dir.display(),
-            reg = registry::registry_dir().display()
+            reg = registry::registry_dir().display(),
+            // SAFETY: geteuid cannot fail and touches no memory.
+            umount = if unsafe { libc::geteuid() } == 0 {
+                "umount"
+            } else {
+                "fusermount3 -u"
+            },
+            quoted = super::shell_quote(&dir.to_string_lossy())
         )
     };
     // The stream is open, and its first line read (so the daemon counts us among those it lets
