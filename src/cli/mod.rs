@@ -44,7 +44,8 @@ pub enum Command {
     /// Mount a remote on a folder. Returns once the mount is live, unless --foreground.
     Mount(MountArgs),
     /// Unmount a folder mounted by cloudmount, then wait while its daemon finishes the uploads it
-    /// still owes the server (saying which).
+    /// still owes the server, showing their progress. Exits non-zero, naming each file, when some
+    /// stay queued (refused by the server, or a sign-in is needed).
     Unmount {
         /// The mounted folder.
         mountpoint: PathBuf,

@@ -83,7 +83,7 @@ pub struct MountPlan {
     pub log_file: PathBuf,
     /// Where the daemon's log can be read, for messages (none in the foreground or on the journal).
     pub daemon_log: Option<PathBuf>,
-    /// Upload journals, staged content and status files.
+    /// Upload journals, staged content and (OneDrive) tokens.
     pub state_dir: PathBuf,
     /// Free space the state disk keeps.
     pub min_free_bytes: u64,
