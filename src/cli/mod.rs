@@ -43,9 +43,10 @@ pub struct Cli {
 pub enum Command {
     /// Mount a remote on a folder. Returns once the mount is live, unless --foreground.
     Mount(MountArgs),
-    /// Unmount a folder mounted by cloudmount, then wait while its daemon finishes the uploads it
-    /// still owes the server, showing their progress. Exits non-zero, naming each file, when some
-    /// stay queued (refused by the server, or a sign-in is needed).
+    /// Unmount a folder, then wait for its uploads, showing their progress.
+    ///
+    /// Waits while the daemon finishes the uploads it still owes the server. Exits non-zero,
+    /// naming each file, when some stay queued (refused by the server, or a sign-in is needed).
     Unmount {
         /// The mounted folder.
         mountpoint: PathBuf,
@@ -62,8 +63,10 @@ pub enum Command {
         #[command(subcommand)]
         target: LoginTarget,
     },
-    /// Show every live mount of this user and the uploads it has not finished (files count from
-    /// the moment their close returned).
+    /// Show every live mount of this user and the uploads it has not finished.
+    ///
+    /// A file counts from the moment its close returned. Mounts are found whatever their state
+    /// directory (they register in $XDG_RUNTIME_DIR/cloudmount, /run/cloudmount for root).
     Status {
         /// Only the mount at this folder.
         mountpoint: Option<PathBuf>,
@@ -79,8 +82,10 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         state_dir: Option<PathBuf>,
     },
-    /// Install the binary, the mount helper link and the man pages, so that `mount -t
-    /// fuse.cloudmount`, /etc/fstab entries and `man cloudmount-mount` work: copies this binary
+    /// Install the binary, the mount helper link and the man pages.
+    ///
+    /// So that `mount -t fuse.cloudmount`, /etc/fstab entries and `man cloudmount-mount` work:
+    /// copies this binary
     /// to PREFIX/usr/local/bin/cloudmount, links PREFIX/sbin/mount.fuse.cloudmount to
     /// /usr/local/bin/cloudmount, writes PREFIX/usr/local/share/man/man1/cloudmount*.1 and lists
     /// what it put in place in PREFIX/usr/local/share/cloudmount/installed.
