@@ -341,6 +341,51 @@ fn fstab_line_from_docs_mounts_with_mount_t_file() {
     umount_and_wait(&sb, mp.path());
 }
 
+/// docs/fstab.md's second mount of a mounted remote: without a `state_dir` of its own it fails
+/// saying what to add; the documented line (with one) mounts beside the first.
+#[test]
+fn second_mount_of_one_remote_from_docs() {
+    if !can_run() {
+        return;
+    }
+    let line = doc_block("fstab second-mount");
+    let server = DavServer::start();
+    put_file(server.root(), "hello.txt", b"hello");
+    let sb = Sandbox::new();
+    let (first, second) = (MountPoint::new(), MountPoint::new());
+    let _link = HelperLink::install();
+    let f = run(
+        sb.cmd("mount")
+            .args(["-t", "fuse.cloudmount", &server.url()])
+            .arg(first.path()),
+        MOUNT_DEADLINE,
+    );
+    assert_mounted_by(&f, first.path(), "the first mount");
+    let own_state = sb.dir.path().join("second-state");
+    let line = line
+        .replace("http://127.0.0.1:8765/dav/", &server.url())
+        .replace("/mnt/demo2", second.path().to_str().unwrap());
+    let without = line.replace(",state_dir=/var/lib/cloudmount-demo2", "");
+    assert_ne!(without, line, "the documented line has no state_dir: {line}");
+    let fstab = sb.dir.path().join("fstab");
+    fs::write(&fstab, format!("{without}\n")).unwrap();
+    let f = run(sb.cmd("mount").arg("-T").arg(&fstab).arg(second.path()), MOUNT_DEADLINE);
+    assert!(!f.status.success(), "a second mount sharing the journal was accepted");
+    assert!(
+        f.both().contains("state_dir=DIR"),
+        "the refusal does not say what to add: {}",
+        f.both()
+    );
+    let line = line.replace("/var/lib/cloudmount-demo2", own_state.to_str().unwrap());
+    fs::write(&fstab, format!("{line}\n")).unwrap();
+    let f = run(sb.cmd("mount").arg("-T").arg(&fstab).arg(second.path()), MOUNT_DEADLINE);
+    assert_mounted_by(&f, second.path(), "the documented second mount");
+    let p = second.path().join("hello.txt");
+    assert_eq!(within(QUICK, "read", move || fs::read(p).unwrap()), b"hello");
+    umount_and_wait(&sb, second.path());
+    umount_and_wait(&sb, first.path());
+}
+
 /// The systemd units of docs/fstab.md pass `systemd-analyze verify`, and their What=, Where=,
 /// Type= and Options= mount through mount(8) as systemd would run it.
 #[test]
