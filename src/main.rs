@@ -128,12 +128,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Mount(args) => mount(args, cli.verbose, notifier),
         Command::Unmount {
-            mountpoint,
-            no_wait,
-            state_dir,
+            mountpoint, no_wait, ..
         } => {
             init_logging(cli.verbose);
-            match run::unmount(&mountpoint, no_wait, state_dir.as_deref()) {
+            match run::unmount(&mountpoint, no_wait) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("cloudmount: {e:#}");
@@ -158,8 +156,21 @@ fn main() -> ExitCode {
         }
         Command::Status {
             mountpoint,
+            watch: true,
             state_dir,
+            ..
+        } => match run::status_watch(mountpoint.as_deref(), state_dir.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cloudmount: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Status {
+            mountpoint,
             json,
+            state_dir,
+            ..
         } => match run::status(mountpoint.as_deref(), state_dir.as_deref(), json) {
             Ok(text) => {
                 print!("{text}");
@@ -170,22 +181,27 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Install { prefix } => {
-            let done = std::env::current_exe()
+        Command::Install { prefix } => report(
+            std::env::current_exe()
                 .map_err(anyhow::Error::from)
-                .and_then(|exe| install::install(&exe, &prefix));
-            match done {
-                Ok(lines) => {
-                    for l in lines {
-                        println!("cloudmount: {l}");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("cloudmount: {e:#}");
-                    ExitCode::FAILURE
-                }
+                .and_then(|exe| install::install(&exe, &prefix)),
+        ),
+        Command::Uninstall { prefix } => report(install::uninstall(&prefix)),
+    }
+}
+
+/// Print what was done, one line each, or the error.
+fn report(done: anyhow::Result<Vec<String>>) -> ExitCode {
+    match done {
+        Ok(lines) => {
+            for l in lines {
+                println!("cloudmount: {l}");
             }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cloudmount: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

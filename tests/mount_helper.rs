@@ -113,26 +113,17 @@ impl Sandbox {
         p
     }
 
-    /// The pid in the status file of the mount at `dir`.
+    /// The pid of the daemon of the mount at `dir`, as `cloudmount status --json DIR` gives it.
     fn daemon_pid(&self, dir: &Path) -> u32 {
         let end = Instant::now() + Duration::from_secs(10);
         loop {
-            for e in fs::read_dir(self.state().join("mounts"))
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let Ok(text) = fs::read_to_string(e.path()) else {
-                    continue;
-                };
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-                    continue;
-                };
-                if v["mountpoint"].as_str() == dir.to_str() {
-                    return v["pid"].as_u64().unwrap() as u32;
+            let f = run(self.cmd(cloudmount_bin()).args(["status", "--json"]).arg(dir), QUICK);
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&f.stdout) {
+                if let Some(pid) = v[0]["pid"].as_u64() {
+                    return pid as u32;
                 }
             }
-            assert!(Instant::now() < end, "no status file for {}", dir.display());
+            assert!(Instant::now() < end, "no status for {}: {}", dir.display(), f.both());
             thread::sleep(Duration::from_millis(100));
         }
     }
@@ -348,6 +339,51 @@ fn fstab_line_from_docs_mounts_with_mount_t_file() {
     let p = mp.path().join("hello.txt");
     assert_eq!(within(QUICK, "read", move || fs::read(p).unwrap()), b"hello");
     umount_and_wait(&sb, mp.path());
+}
+
+/// docs/fstab.md's second mount of a mounted remote: without a `state_dir` of its own it fails
+/// saying what to add; the documented line (with one) mounts beside the first.
+#[test]
+fn second_mount_of_one_remote_from_docs() {
+    if !can_run() {
+        return;
+    }
+    let line = doc_block("fstab second-mount");
+    let server = DavServer::start();
+    put_file(server.root(), "hello.txt", b"hello");
+    let sb = Sandbox::new();
+    let (first, second) = (MountPoint::new(), MountPoint::new());
+    let _link = HelperLink::install();
+    let f = run(
+        sb.cmd("mount")
+            .args(["-t", "fuse.cloudmount", &server.url()])
+            .arg(first.path()),
+        MOUNT_DEADLINE,
+    );
+    assert_mounted_by(&f, first.path(), "the first mount");
+    let own_state = sb.dir.path().join("second-state");
+    let line = line
+        .replace("http://127.0.0.1:8765/dav/", &server.url())
+        .replace("/mnt/demo2", second.path().to_str().unwrap());
+    let without = line.replace(",state_dir=/var/lib/cloudmount-demo2", "");
+    assert_ne!(without, line, "the documented line has no state_dir: {line}");
+    let fstab = sb.dir.path().join("fstab");
+    fs::write(&fstab, format!("{without}\n")).unwrap();
+    let f = run(sb.cmd("mount").arg("-T").arg(&fstab).arg(second.path()), MOUNT_DEADLINE);
+    assert!(!f.status.success(), "a second mount sharing the journal was accepted");
+    assert!(
+        f.both().contains("state_dir=DIR"),
+        "the refusal does not say what to add: {}",
+        f.both()
+    );
+    let line = line.replace("/var/lib/cloudmount-demo2", own_state.to_str().unwrap());
+    fs::write(&fstab, format!("{line}\n")).unwrap();
+    let f = run(sb.cmd("mount").arg("-T").arg(&fstab).arg(second.path()), MOUNT_DEADLINE);
+    assert_mounted_by(&f, second.path(), "the documented second mount");
+    let p = second.path().join("hello.txt");
+    assert_eq!(within(QUICK, "read", move || fs::read(p).unwrap()), b"hello");
+    umount_and_wait(&sb, second.path());
+    umount_and_wait(&sb, first.path());
 }
 
 /// The systemd units of docs/fstab.md pass `systemd-analyze verify`, and their What=, Where=,

@@ -250,7 +250,7 @@ mod tests {
             (a.cache_size, a.uid, a.gid, a.umask),
             (64, Some(1000), Some(100), 0o027)
         );
-        assert_eq!(a.poll_interval, Some(30.0));
+        assert_eq!(a.poll_interval, 30.0);
         assert_eq!(a.config.as_deref(), Some(Path::new("/etc/c.toml")));
         assert_eq!(a.disk_cache_size, 2048);
         assert_eq!(a.disk_cache_dir.as_deref(), Some(Path::new("/var/cache/work-blocks")));

@@ -53,6 +53,20 @@ pub fn merged_remote(existing: Option<&RemoteConfig>, args: &OneDriveLoginArgs) 
     Ok(r)
 }
 
+/// The command that mounts the remote just signed in on a folder `DIR`, with the --config and
+/// --state-dir this login was given (without them the mount would not find the remote or its
+/// tokens).
+pub fn mount_hint(args: &OneDriveLoginArgs) -> String {
+    let mut cmd = format!("cloudmount mount {} DIR", super::shell_quote(&args.name));
+    if let Some(c) = &args.config {
+        cmd.push_str(&format!(" --config {}", super::shell_quote(&c.to_string_lossy())));
+    }
+    if let Some(d) = &args.state_dir {
+        cmd.push_str(&format!(" --state-dir {}", super::shell_quote(&d.to_string_lossy())));
+    }
+    cmd
+}
+
 /// Run the command; returns what to print.
 pub fn login_onedrive(args: &OneDriveLoginArgs) -> Result<String> {
     let path = match &args.config {
@@ -82,7 +96,8 @@ pub fn login_onedrive(args: &OneDriveLoginArgs) -> Result<String> {
         Flow::ClientCredentials => "client credentials",
     };
     Ok(format!(
-        "Signed in remote {name} ({how}; tenant {tenant}); tokens saved in {store} (mode 0600{rt}).\n{what} {config}.\nMount it with: cloudmount mount {name} DIR\n",
+        "Signed in remote {name} ({how}; tenant {tenant}); tokens saved in {store} (mode 0600{rt}).\n{what} {config}.\nMount it with: {mount}\n",
+        mount = mount_hint(args),
         name = args.name,
         tenant = settings.oauth.tenant,
         store = store.path().display(),

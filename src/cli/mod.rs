@@ -7,6 +7,8 @@ pub mod helper;
 pub mod install;
 pub mod login;
 pub mod notify;
+pub mod progress;
+pub mod registry;
 pub mod run;
 pub mod state;
 
@@ -27,7 +29,7 @@ use clap::{Args, Parser, Subcommand};
 )]
 pub struct Cli {
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = heading::DAEMON)]
     pub verbose: u8,
     /// What to do.
     #[command(subcommand)]
@@ -41,16 +43,18 @@ pub struct Cli {
 pub enum Command {
     /// Mount a remote on a folder. Returns once the mount is live, unless --foreground.
     Mount(MountArgs),
-    /// Unmount a folder mounted by cloudmount, then wait while its daemon finishes the uploads it
-    /// still owes the server (saying which).
+    /// Unmount a folder, then wait for its uploads, showing their progress.
+    ///
+    /// Waits while the daemon finishes the uploads it still owes the server. Exits non-zero,
+    /// naming each file, when some stay queued (refused by the server, or a sign-in is needed).
     Unmount {
         /// The mounted folder.
         mountpoint: PathBuf,
         /// Return once unmounted; pending uploads go on in the background (or at the next mount).
         #[arg(long)]
         no_wait: bool,
-        /// The state directory the mount uses (default: $XDG_STATE_HOME/cloudmount).
-        #[arg(long, value_name = "PATH")]
+        /// Accepted for older scripts; mounts are found whatever their state directory.
+        #[arg(long, value_name = "PATH", hide = true)]
         state_dir: Option<PathBuf>,
     },
     /// Sign a remote in and save its tokens (creates or updates the remote in the config).
@@ -59,26 +63,53 @@ pub enum Command {
         #[command(subcommand)]
         target: LoginTarget,
     },
-    /// Show live mounts and the uploads they have not finished (with bytes sent so far).
+    /// Show every live mount of this user and the uploads it has not finished.
+    ///
+    /// A file counts from the moment its close returned. Mounts are found whatever their state
+    /// directory (they register in $XDG_RUNTIME_DIR/cloudmount, /run/cloudmount for root).
     Status {
         /// Only the mount at this folder.
         mountpoint: Option<PathBuf>,
         /// Print the status records as JSON, for scripts.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
-        /// The state directory the mounts use (default: $XDG_STATE_HOME/cloudmount).
+        /// Keep showing the uploads, with bytes sent, rate and time left, until the mounts are
+        /// gone (Ctrl-C stops).
+        #[arg(long)]
+        watch: bool,
+        /// Only the mounts using this state directory (without it: every mount of this user,
+        /// whatever its state directory).
         #[arg(long, value_name = "PATH")]
         state_dir: Option<PathBuf>,
     },
-    /// Install the binary and the mount helper link, so that `mount -t fuse.cloudmount` and
-    /// /etc/fstab entries work: copies this binary to PREFIX/usr/local/bin/cloudmount and links
-    /// PREFIX/sbin/mount.fuse.cloudmount to /usr/local/bin/cloudmount.
+    /// Install the binary, the mount helper link and the man pages.
+    ///
+    /// So that `mount -t fuse.cloudmount`, /etc/fstab entries and `man cloudmount-mount` work:
+    /// copies this binary
+    /// to PREFIX/usr/local/bin/cloudmount, links PREFIX/sbin/mount.fuse.cloudmount to
+    /// /usr/local/bin/cloudmount, writes PREFIX/usr/local/share/man/man1/cloudmount*.1 and lists
+    /// what it put in place in PREFIX/usr/local/share/cloudmount/installed.
     Install {
         /// Install under this folder instead of / (for packaging and tests; the link still points
         /// at /usr/local/bin/cloudmount, where the binary will be at run time).
         #[arg(long, value_name = "DIR", default_value = "/")]
         prefix: PathBuf,
     },
+    /// Remove what `cloudmount install` put in place (by its list), and nothing else.
+    Uninstall {
+        /// The folder given to `install --prefix`.
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        prefix: PathBuf,
+    },
+}
+
+/// `s` as one shell word, quoted only when it needs to be: hints print commands to paste.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:@=,".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 /// Parses an octal umask such as `022` or `0027`.
@@ -150,6 +181,41 @@ pub struct OneDriveLoginArgs {
     pub graph_url: Option<String>,
 }
 
+/// Headings of `cloudmount mount --help`.
+pub mod heading {
+    /// What most mounts set.
+    pub const COMMON: &str = "Common";
+    /// Memory and disk caches.
+    pub const CACHE: &str = "Cache";
+    /// The upload queue and its journal.
+    pub const UPLOADS: &str = "Uploads";
+    /// WebDAV remotes only.
+    pub const WEBDAV: &str = "WebDAV";
+    /// OneDrive and SharePoint remotes only.
+    pub const ONEDRIVE: &str = "OneDrive";
+    /// The background daemon.
+    pub const DAEMON: &str = "Daemon and logs";
+}
+
+/// `--negative-ttl`: seconds, or `ttl` to follow `--ttl`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NegativeTtl {
+    /// As long as `--ttl`.
+    FollowTtl,
+    /// This many seconds.
+    Secs(f64),
+}
+
+/// Parses `ttl` or a number of seconds.
+pub fn parse_negative_ttl(s: &str) -> Result<NegativeTtl, String> {
+    if s == "ttl" {
+        return Ok(NegativeTtl::FollowTtl);
+    }
+    s.parse::<f64>()
+        .map(NegativeTtl::Secs)
+        .map_err(|_| format!("{s:?} is neither a number of seconds nor `ttl`"))
+}
+
 /// Arguments of `cloudmount mount`.
 #[derive(Debug, Clone, Args)]
 pub struct MountArgs {
@@ -157,102 +223,105 @@ pub struct MountArgs {
     pub remote: String,
     /// The folder to mount on (must exist).
     pub mountpoint: PathBuf,
-    /// Stay attached to the terminal and log to stderr.
-    #[arg(long)]
-    pub foreground: bool,
+    /// The config file naming the remotes [default: $XDG_CONFIG_HOME/cloudmount/config.toml].
+    #[arg(long, value_name = "PATH", help_heading = heading::COMMON)]
+    pub config: Option<PathBuf>,
     /// Refuse every change with EROFS.
-    #[arg(long)]
+    #[arg(long, help_heading = heading::COMMON)]
     pub read_only: bool,
-    /// Where upload journals and staged content live (default: $XDG_STATE_HOME/cloudmount).
-    #[arg(long, value_name = "PATH")]
-    pub state_dir: Option<PathBuf>,
-    /// Free space the state disk must keep; writes that would eat into it get ENOSPC.
-    #[arg(long, value_name = "MiB", default_value_t = 256)]
-    pub min_free: u64,
-    /// Uploads running at once.
-    #[arg(long, value_name = "N", default_value_t = 4)]
-    pub uploads: usize,
     /// Let other users access the mount (non-root needs user_allow_other in /etc/fuse.conf). The
     /// kernel still checks --uid, --gid and --umask for them.
-    #[arg(long)]
+    #[arg(long, help_heading = heading::COMMON)]
     pub allow_other: bool,
-    /// Owner shown for every file and folder (default: the user who mounts).
-    #[arg(long, value_name = "UID")]
+    /// Owner shown for every file and folder [default: the user who mounts].
+    #[arg(long, value_name = "UID", help_heading = heading::COMMON)]
     pub uid: Option<u32>,
-    /// Group shown for every file and folder (default: the group of the user who mounts).
-    #[arg(long, value_name = "GID")]
+    /// Group shown for every file and folder [default: the group of the user who mounts].
+    #[arg(long, value_name = "GID", help_heading = heading::COMMON)]
     pub gid: Option<u32>,
     /// Permission bits taken away from files (0666) and folders (0777), in octal.
-    #[arg(long, value_name = "OCTAL", default_value = "022", value_parser = parse_umask)]
+    #[arg(long, value_name = "OCTAL", default_value = "022", value_parser = parse_umask, help_heading = heading::COMMON)]
     pub umask: u16,
-    /// How often to look for changes made elsewhere, in seconds (default 30). OneDrive: a delta
-    /// round; WebDAV: the folders the mount has listed are listed again (on Nextcloud/ownCloud only
-    /// when the root's ETag moved). Changed files and names are invalidated in the kernel, so
-    /// --ttl may be long.
-    #[arg(long, value_name = "SECS")]
-    pub poll_interval: Option<f64>,
-    /// When the server cannot be reached at mount time (no network yet at boot), keep trying for
-    /// this long before failing (mount option wait_online=SECS). 0: fail at once.
-    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
-    pub wait_online: f64,
-    /// Memory cap of the block cache, in MiB.
-    #[arg(long, value_name = "MiB", default_value_t = 128)]
-    pub cache_size: u64,
-    /// Cap of the on-disk block cache, in MiB (0: no disk cache). Blocks downloaded once are
-    /// read from local disk afterwards, also by the next mount of the same remote.
-    #[arg(long, value_name = "MiB", default_value_t = 1024)]
-    pub disk_cache_size: u64,
-    /// Folder of the disk cache, used by one mount at a time (default: a folder per remote under
-    /// $XDG_CACHE_HOME/cloudmount/blocks, or /var/cache/cloudmount/blocks for root).
-    #[arg(long, value_name = "DIR")]
-    pub disk_cache_dir: Option<PathBuf>,
-    /// Share of the disk cache's filesystem left free, in percent: no block is stored that would
-    /// leave less.
-    #[arg(long, value_name = "PERCENT", default_value_t = 5.0)]
-    pub disk_cache_min_free: f64,
-    /// Size of one cached block (and of one ranged download), in KiB.
-    #[arg(long, value_name = "KiB", default_value_t = 1024)]
-    pub block_size: u64,
-    /// How far ahead sequential reads prefetch, in MiB.
-    #[arg(long, value_name = "MiB", default_value_t = 32)]
-    pub prefetch: u64,
     /// How long attributes and folder listings are trusted before asking the server again.
-    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 5.0, help_heading = heading::COMMON)]
     pub ttl: f64,
-    /// How long a missing name is remembered as missing (default: --ttl).
-    #[arg(long, value_name = "SECS")]
-    pub negative_ttl: Option<f64>,
+    /// How long a missing name is remembered as missing, in seconds (`ttl`: as long as --ttl).
+    #[arg(long, value_name = "SECS", default_value = "ttl", value_parser = parse_negative_ttl, help_heading = heading::COMMON)]
+    pub negative_ttl: NegativeTtl,
+    /// How often to look for changes made elsewhere, in seconds. OneDrive: a delta round; WebDAV:
+    /// the folders the mount has listed are listed again (on Nextcloud/ownCloud only when the
+    /// root's ETag moved). Changed files and names are invalidated in the kernel, so --ttl may be
+    /// long.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, help_heading = heading::COMMON)]
+    pub poll_interval: f64,
     /// Deadline of one network operation, retries included: past it the caller gets an error.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, help_heading = heading::COMMON)]
     pub timeout: f64,
     /// A PEM file of CA certificates to trust besides the system's, for a server whose certificate
     /// comes from a private CA or is self-signed (overrides the remote's `ca_cert` in the config).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = heading::COMMON)]
     pub ca_cert: Option<PathBuf>,
-    /// The config file (default: $XDG_CONFIG_HOME/cloudmount/config.toml).
-    #[arg(long, value_name = "PATH")]
-    pub config: Option<PathBuf>,
-    /// User for HTTP Basic auth (WebDAV; overrides the config). For a OneDrive user's drive, see
+    /// When the server cannot be reached at mount time (no network yet at boot), keep trying for
+    /// this long before failing (mount option wait_online=SECS). 0: fail at once.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, help_heading = heading::COMMON)]
+    pub wait_online: f64,
+    /// Memory cap of the block cache, in MiB.
+    #[arg(long, value_name = "MiB", default_value_t = 128, help_heading = heading::CACHE)]
+    pub cache_size: u64,
+    /// Cap of the on-disk block cache, in MiB (0: no disk cache). Blocks downloaded once are
+    /// read from local disk afterwards, also by the next mount of the same remote.
+    #[arg(long, value_name = "MiB", default_value_t = 1024, help_heading = heading::CACHE)]
+    pub disk_cache_size: u64,
+    /// Folder of the disk cache, used by one mount at a time [default: a folder per remote under
+    /// $XDG_CACHE_HOME/cloudmount/blocks, or /var/cache/cloudmount/blocks for root].
+    #[arg(long, value_name = "DIR", help_heading = heading::CACHE)]
+    pub disk_cache_dir: Option<PathBuf>,
+    /// Share of the disk cache's filesystem left free, in percent: no block is stored that would
+    /// leave less.
+    #[arg(long, value_name = "PERCENT", default_value_t = 5.0, help_heading = heading::CACHE)]
+    pub disk_cache_min_free: f64,
+    /// Size of one cached block (and of one ranged download), in KiB.
+    #[arg(long, value_name = "KiB", default_value_t = 1024, help_heading = heading::CACHE)]
+    pub block_size: u64,
+    /// How far ahead sequential reads prefetch, in MiB.
+    #[arg(long, value_name = "MiB", default_value_t = 32, help_heading = heading::CACHE)]
+    pub prefetch: u64,
+    /// Where upload journals and staged content live; a second mount of a remote that is already
+    /// mounted needs one of its own [default: $XDG_STATE_HOME/cloudmount].
+    #[arg(long, value_name = "PATH", help_heading = heading::UPLOADS)]
+    pub state_dir: Option<PathBuf>,
+    /// Uploads running at once.
+    #[arg(long, value_name = "N", default_value_t = 4, help_heading = heading::UPLOADS)]
+    pub uploads: usize,
+    /// Free space the state disk must keep; writes that would eat into it get ENOSPC.
+    #[arg(long, value_name = "MiB", default_value_t = 256, help_heading = heading::UPLOADS)]
+    pub min_free: u64,
+    /// User for HTTP Basic auth (overrides the config). For a OneDrive user's drive, see
     /// --drive-user.
-    #[arg(long)]
+    #[arg(long, help_heading = heading::WEBDAV)]
     pub user: Option<String>,
-    /// OneDrive: mount the drive with this id (overrides the remote's drive in the config).
-    #[arg(long, value_name = "ID", conflicts_with_all = ["drive_user", "sharepoint"])]
-    pub drive_id: Option<String>,
-    /// OneDrive: mount this user's OneDrive, by UPN or id (overrides the config; what app-only
-    /// sign-ins use).
-    #[arg(long, value_name = "UPN", conflicts_with = "sharepoint")]
-    pub drive_user: Option<String>,
-    /// OneDrive: mount a library of this SharePoint site (overrides the config).
-    #[arg(long, value_name = "SITE-URL")]
-    pub sharepoint: Option<String>,
-    /// OneDrive: the document library of --sharepoint (default: the site's default library).
-    #[arg(long, value_name = "NAME", requires = "sharepoint")]
-    pub library: Option<String>,
-    /// A shell command printing the password (overrides the config; env CLOUDMOUNT_PASSWORD also works).
-    #[arg(long, value_name = "CMD")]
+    /// A shell command printing the password (overrides the config; env CLOUDMOUNT_PASSWORD also
+    /// works).
+    #[arg(long, value_name = "CMD", help_heading = heading::WEBDAV)]
     pub password_command: Option<String>,
-    /// Where the daemon logs when not in the foreground (default: the user's cache dir).
-    #[arg(long, value_name = "PATH")]
+    /// Mount the drive with this id (overrides the remote's drive in the config).
+    #[arg(long, value_name = "ID", conflicts_with_all = ["drive_user", "sharepoint"], help_heading = heading::ONEDRIVE)]
+    pub drive_id: Option<String>,
+    /// Mount this user's OneDrive, by UPN or id (overrides the config; what app-only sign-ins
+    /// use).
+    #[arg(long, value_name = "UPN", conflicts_with = "sharepoint", help_heading = heading::ONEDRIVE)]
+    pub drive_user: Option<String>,
+    /// Mount a library of this SharePoint site (overrides the config).
+    #[arg(long, value_name = "SITE-URL", help_heading = heading::ONEDRIVE)]
+    pub sharepoint: Option<String>,
+    /// The document library of --sharepoint [default: the site's default library].
+    #[arg(long, value_name = "NAME", requires = "sharepoint", help_heading = heading::ONEDRIVE)]
+    pub library: Option<String>,
+    /// Stay attached to the terminal and log to stderr.
+    #[arg(long, help_heading = heading::DAEMON)]
+    pub foreground: bool,
+    /// Where the daemon logs when not in the foreground [default: a file per mountpoint under
+    /// $XDG_CACHE_HOME/cloudmount/logs; the journal when started by systemd].
+    #[arg(long, value_name = "PATH", help_heading = heading::DAEMON)]
     pub log_file: Option<PathBuf>,
 }

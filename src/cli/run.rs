@@ -9,8 +9,9 @@ use anyhow::{bail, Context, Result};
 
 use super::config::{default_config_path, run_password_command, ConfigFile, DriveTarget, OneDriveSettings, RemoteKind};
 use super::daemon::Readiness;
+use super::registry::{self, Registration};
 use super::state::{self, MountStatus, RemoteState, UploadLine};
-use super::MountArgs;
+use super::{progress, MountArgs};
 use crate::auth::{AuthState, AuthStateHandle, Flow, OAuthTokenSource, TokenStore};
 use crate::error::RemoteError;
 use crate::fuse::session::{self, MountSettings};
@@ -84,7 +85,9 @@ pub struct MountPlan {
     pub allow_other: bool,
     /// Where the daemon logs.
     pub log_file: PathBuf,
-    /// Upload journals, staged content and status files.
+    /// Where the daemon's log can be read, for messages (none in the foreground or on the journal).
+    pub daemon_log: Option<PathBuf>,
+    /// Upload journals, staged content and (OneDrive) tokens.
     pub state_dir: PathBuf,
     /// Free space the state disk keeps.
     pub min_free_bytes: u64,
@@ -97,9 +100,6 @@ pub struct MountPlan {
     /// CA certificates to trust besides the system's (`--ca-cert`, else the remote's `ca_cert`).
     pub ca_cert: Option<PathBuf>,
 }
-
-/// `--poll-interval` when not given.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
 
 fn secs(name: &str, v: f64) -> Result<Duration> {
     if !v.is_finite() || v < 0.0 {
@@ -116,15 +116,12 @@ fn drive_flags(args: &MountArgs) -> bool {
 /// `cloudmount login onedrive NAME`, with the flow's flag and the --config / --state-dir this mount
 /// was given, so that it can be pasted as is.
 fn login_command(settings: &OneDriveSettings, args: &MountArgs) -> String {
-    let quote = |p: &Path| {
-        let s = p.to_string_lossy();
-        if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c)) {
-            s.into_owned()
-        } else {
-            format!("'{}'", s.replace('\'', "'\\''"))
-        }
-    };
-    let mut cmd = settings.oauth.login_command();
+    with_locations(settings.oauth.login_command(), args)
+}
+
+/// `cmd` followed by the --config and --state-dir of `args`, when they were given.
+fn with_locations(mut cmd: String, args: &MountArgs) -> String {
+    let quote = |p: &Path| super::shell_quote(&p.to_string_lossy());
     if let Some(c) = &args.config {
         cmd.push_str(&format!(" --config {}", quote(c)));
     }
@@ -138,9 +135,12 @@ fn resolve_onedrive(args: &MountArgs, remote: &super::config::RemoteConfig) -> R
     if args.user.is_some() || args.password_command.is_some() {
         bail!(
             "--user and --password-command are WebDAV Basic auth; remote {:?} is OneDrive, which signs in with \
-             `cloudmount login onedrive {}` (for another user's drive: --drive-user UPN)",
+             `{}` (for another user's drive: --drive-user UPN)",
             args.remote,
-            args.remote
+            with_locations(
+                format!("cloudmount login onedrive {}", super::shell_quote(&args.remote)),
+                args
+            )
         );
     }
     let mut r = remote.clone();
@@ -301,8 +301,8 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan> {
     }
     let attr_ttl = secs("ttl", args.ttl)?;
     let negative_ttl = match args.negative_ttl {
-        Some(v) => secs("negative-ttl", v)?,
-        None => attr_ttl,
+        super::NegativeTtl::Secs(v) => secs("negative-ttl", v)?,
+        super::NegativeTtl::FollowTtl => attr_ttl,
     };
     let timeout = secs("timeout", args.timeout)?;
     if timeout.is_zero() {
@@ -311,11 +311,10 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan> {
     if args.uploads == 0 {
         bail!("--uploads must be at least 1");
     }
-    let poll_interval = match args.poll_interval {
-        Some(v) if v > 0.0 => secs("poll-interval", v)?,
-        Some(_) => bail!("--poll-interval must be a positive number of seconds"),
-        None => DEFAULT_POLL_INTERVAL,
-    };
+    let poll_interval = secs("poll-interval", args.poll_interval)?;
+    if poll_interval.is_zero() {
+        bail!("--poll-interval must be a positive number of seconds");
+    }
     let wait_online = secs("wait-online", args.wait_online)?;
     // SAFETY: getuid/getgid cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
@@ -350,6 +349,8 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan> {
         },
         timeout,
         allow_other: args.allow_other,
+        daemon_log: (!args.foreground && (args.log_file.is_some() || !super::daemon::stderr_is_journal()))
+            .then(|| log_file.clone()),
         log_file,
         state_dir,
         min_free_bytes: args.min_free.saturating_mul(1 << 20),
@@ -561,6 +562,40 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
         fuser_owns_mount,
     } = session::mount(fs.clone(), rt.handle().clone(), &settings)
         .with_context(|| format!("cannot mount on {}", plan.mountpoint.display()))?;
+    let publisher = Arc::new(Publisher {
+        fs: fs.clone(),
+        remote: key.clone(),
+        mountpoint: plan.mountpoint.clone(),
+        auth: auth.clone(),
+        log_file: plan.daemon_log.clone(),
+        state_dir: plan.state_dir.canonicalize().unwrap_or_else(|_| plan.state_dir.clone()),
+        mounted: std::sync::atomic::AtomicBool::new(true),
+    });
+    // Registered before saying ready: `cloudmount status` and `cloudmount unmount` find the mount
+    // there, whatever its --state-dir.
+    let (finished_tx, finished_rx) = tokio::sync::watch::channel(None::<MountStatus>);
+    let mut registration = match Registration::create(&plan.mountpoint) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::error!(error = %e, dir = %registry::registry_dir().display(),
+                "cannot register the mount: `cloudmount status` and `cloudmount unmount` will not find it");
+            None
+        }
+    };
+    let watchers = match registration.as_mut() {
+        Some(r) => {
+            let _in_rt = rt.enter();
+            let p = publisher.clone();
+            match r.serve(Arc::new(move || p.snapshot()), finished_rx) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot answer on the registry socket");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     tracing::info!(remote = %key, mountpoint = %plan.mountpoint.display(), read_only = fs_cfg.read_only, "mounted");
     readiness.ready();
     // Changes made elsewhere: the remote's feed (its position kept under the state dir), else
@@ -576,26 +611,15 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
         fs.start_change_polling(plan.poll_interval, changes)
     };
 
-    let status_file = state::status_path(&plan.state_dir, &plan.mountpoint);
-    let publisher = Publisher {
-        fs: fs.clone(),
-        path: status_file.clone(),
-        remote: key.clone(),
-        mountpoint: plan.mountpoint.clone(),
-        auth,
+    // A save refused while the sign-in was revoked goes up as soon as `cloudmount login` stored new
+    // tokens, not at the next mount.
+    let retrying = match (&auth, fs.upload_queue()) {
+        (Some((state, _)), Some(queue)) => Some(rt.spawn(retry_after_login(state.clone(), queue.clone()))),
+        _ => None,
     };
     let (signals_tx, mut signals) = tokio::sync::watch::channel(0u32);
     let unmounter = fuser_owns_mount.then(|| session.unmount_callable());
     rt.spawn(unmount_on_signal(plan.mountpoint.clone(), unmounter, signals_tx));
-    let publishing = rt.spawn({
-        let p = publisher.clone();
-        async move {
-            loop {
-                p.publish(true);
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    });
     let ran = match session.run() {
         // Some kernels end the connection of a mount that went away (umount, fusermount3 -u) with
         // ECONNABORTED rather than ENODEV; with the mount gone, that is a normal end.
@@ -610,8 +634,8 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
         // fuser unmounts its own mounts when its loop fails; ours we take down here.
         let _ = session::unmount(&plan.mountpoint);
     }
+    publisher.mounted.store(false, std::sync::atomic::Ordering::SeqCst);
     ran.context("the FUSE session ended with an error")?;
-    publishing.abort();
     polling.abort();
     // Blocks on their way to the disk cache are worth the next mount's reads.
     rt.block_on(fs.flush_disk_cache());
@@ -622,7 +646,6 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
         // `cloudmount unmount` waits for. A second signal stops waiting; nothing is lost.
         signals.mark_unchanged();
         loop {
-            publisher.publish(false);
             let left = queue.status();
             let pending: Vec<_> = left.iter().filter(|u| !u.failed).collect();
             if pending.is_empty() {
@@ -641,6 +664,9 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
             }
         }
         queue.stop();
+        if let Some(r) = retrying {
+            r.abort();
+        }
         let left = queue.status();
         if let Some(st) = &remote_state {
             if left.is_empty() {
@@ -652,7 +678,18 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
             }
         }
     }
-    let _ = std::fs::remove_file(&status_file);
+    // The last word for `cloudmount unmount` (what stays queued), then a moment for the clients
+    // watching to read it before the socket goes away.
+    let mut last = publisher.snapshot();
+    last.done = true;
+    finished_tx.send_replace(Some(last));
+    if let Some(w) = watchers {
+        let end = std::time::Instant::now() + Duration::from_secs(3);
+        while w.load(std::sync::atomic::Ordering::SeqCst) > 0 && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    drop(registration);
     Ok(())
 }
 
@@ -669,6 +706,24 @@ fn make_local_folders_private(state_dir: &Path, disk_cache_dir: Option<&Path>) -
         }
     }
     Ok(())
+}
+
+/// Give refused uploads another try each time the sign-in comes back after being lost (a
+/// `cloudmount login` wrote new tokens, which the token source picks up).
+async fn retry_after_login(mut auth: AuthStateHandle, queue: Arc<crate::vfs::upload::queue::UploadQueue>) {
+    let lost = |s: &AuthState| matches!(s, AuthState::LoginNeeded { .. });
+    loop {
+        if !lost(&auth.wait_for(lost).await) {
+            return; // the token source is gone
+        }
+        if lost(&auth.wait_for(|s| !lost(s)).await) {
+            return;
+        }
+        let n = queue.retry_now();
+        if n > 0 {
+            tracing::info!(count = n, "signed in again: retrying the uploads that were refused");
+        }
+    }
 }
 
 /// Whether a failure to reach the server may go away by itself (no network yet, server starting).
@@ -705,18 +760,20 @@ fn first_contact(
     }
 }
 
-/// Publishes a mount's status file for `cloudmount status` and `cloudmount unmount`.
-#[derive(Clone)]
+/// What a mount says about itself to `cloudmount status` and `cloudmount unmount`, taken from the
+/// upload queue when asked (so a file is pending from the moment its close returned).
 struct Publisher {
     fs: Arc<DriveFs>,
-    path: PathBuf,
     remote: String,
     mountpoint: PathBuf,
     auth: Option<(AuthStateHandle, String)>,
+    log_file: Option<PathBuf>,
+    state_dir: PathBuf,
+    mounted: std::sync::atomic::AtomicBool,
 }
 
 impl Publisher {
-    fn publish(&self, mounted: bool) {
+    fn snapshot(&self) -> MountStatus {
         let uploads = self.fs.upload_queue().map(|q| q.status()).unwrap_or_default();
         let auth = self.auth.as_ref().map(|(h, login)| match h.get() {
             // The command the mount itself would run: with its --config and --state-dir.
@@ -726,16 +783,16 @@ impl Publisher {
             },
             other => other,
         });
-        let status = MountStatus {
+        MountStatus {
             pid: std::process::id(),
             remote: self.remote.clone(),
             mountpoint: self.mountpoint.clone(),
-            mounted,
+            mounted: self.mounted.load(std::sync::atomic::Ordering::SeqCst),
+            done: false,
+            state_dir: Some(self.state_dir.clone()),
+            log_file: self.log_file.clone(),
             auth,
             uploads: uploads.iter().map(UploadLine::from).collect(),
-        };
-        if let Err(e) = state::write_status(&self.path, &status) {
-            tracing::debug!(error = %e, "cannot write the status file");
         }
     }
 }
@@ -782,53 +839,140 @@ async fn unmount_on_signal(
     }
 }
 
+/// The live daemon attached to `dir`, from the registry.
+fn daemon_of(dir: &Path) -> Option<registry::LiveMount> {
+    registry::live_mounts()
+        .into_iter()
+        .find(|m| m.status.mountpoint == dir && m.status.mounted)
+}
+
 /// `cloudmount unmount DIR`: unmount, then (unless `no_wait`) wait while the daemon finishes the
-/// uploads it owes, saying what it waits for.
-pub fn unmount(dir: &Path, no_wait: bool, state_dir: Option<&Path>) -> Result<()> {
+/// uploads it owes, showing their progress. Fails, naming them, when some stay queued.
+pub fn unmount(dir: &Path, no_wait: bool) -> Result<()> {
+    use std::io::IsTerminal;
     let dir = dir
         .canonicalize()
         .with_context(|| format!("{} does not exist", dir.display()))?;
     if !session::is_mounted(&dir) {
         bail!("{} is not mounted", dir.display());
     }
-    let root = state_dir
-        .map(Path::to_path_buf)
-        .unwrap_or_else(state::default_state_dir);
-    let daemon = state::read_statuses(&root)
-        .into_iter()
-        .find(|s| s.mountpoint == dir)
-        .map(|s| s.pid);
+    let Some(daemon) = daemon_of(&dir) else {
+        bail!(
+            "no cloudmount daemon of this user answers for {dir} (looked in {reg}), so its uploads could \
+             not be waited for; not unmounting. If it is another user's or an older version's mount, \
+             `{umount} {quoted}` unmounts it (its daemon finishes the uploads in the background)",
+            dir = dir.display(),
+            reg = registry::registry_dir().display(),
+            // SAFETY: geteuid cannot fail and touches no memory.
+            umount = if unsafe { libc::geteuid() } == 0 {
+                "umount"
+            } else {
+                "fusermount3 -u"
+            },
+            quoted = super::shell_quote(&dir.to_string_lossy())
+        )
+    };
+    // The stream is open, and its first line read (so the daemon counts us among those it lets
+    // read its last word before exiting), before the unmount.
+    let mut stream = registry::WatchStream::open(&daemon.socket)
+        .and_then(|mut s| s.next_status().map(|_| s))
+        .with_context(|| format!("cannot ask the daemon of {} (pid {})", dir.display(), daemon.status.pid))?;
     session::unmount(&dir).with_context(|| format!("cannot unmount {}", dir.display()))?;
-    let Some(pid) = daemon else { return Ok(()) };
     if no_wait {
+        let pending = daemon.status.uploads.len();
+        if pending > 0 {
+            eprintln!(
+                "cloudmount: unmounted; {pending} upload(s) go on in the background (`cloudmount status` shows them)"
+            );
+        }
         return Ok(());
     }
-    let mut last = None;
-    while state::process_alive(pid) {
-        let now = state::read_statuses(&root).into_iter().find(|s| s.pid == pid);
-        if let Some(s) = now {
-            let pending: Vec<String> = s
-                .uploads
-                .iter()
-                .filter(|u| !u.failed)
-                .map(|u| format!("{} ({} bytes)", u.name, u.size))
-                .collect();
-            let line = format!("waiting for {} upload(s): {}", pending.len(), pending.join(", "));
-            if !pending.is_empty() && last.as_ref() != Some(&line) {
-                eprintln!("cloudmount: {line}");
-                last = Some(line);
+    let stderr = std::io::stderr();
+    let terminal = stderr.is_terminal();
+    let mut screen = progress::Screen::new(stderr, terminal);
+    let mut said_waiting = false;
+    let last = loop {
+        match stream.next_status() {
+            Ok(Some(s)) if s.done => break s,
+            Ok(Some(s)) => {
+                if s.uploads.is_empty() {
+                    continue;
+                }
+                if !said_waiting {
+                    let names: Vec<String> = s
+                        .uploads
+                        .iter()
+                        .map(|u| format!("{} ({})", u.name, progress::human_bytes(u.size)))
+                        .collect();
+                    eprintln!(
+                        "cloudmount: unmounted {}; waiting for {} upload(s): {} \
+                         (Ctrl-C stops waiting here; the daemon goes on in the background)",
+                        dir.display(),
+                        s.uploads.len(),
+                        names.join(", ")
+                    );
+                    said_waiting = true;
+                }
+                screen.show(&format!("uploads of {}:", s.remote), &s.uploads);
             }
+            Ok(None) => bail!(
+                "the daemon of {} (pid {}) exited without saying whether every upload reached the server; \
+                 `cloudmount status` after the next mount shows what is still queued{}",
+                dir.display(),
+                daemon.status.pid,
+                log_hint(&daemon.status)
+            ),
+            Err(e) => bail!(
+                "lost contact with the daemon of {} (pid {}): {e}; `cloudmount status` shows its uploads{}",
+                dir.display(),
+                daemon.status.pid,
+                log_hint(&daemon.status)
+            ),
         }
-        std::thread::sleep(Duration::from_millis(200));
+    };
+    screen.release();
+    if last.uploads.is_empty() {
+        if said_waiting {
+            eprintln!("cloudmount: every upload reached the server");
+        }
+        return Ok(());
     }
-    Ok(())
+    let mut msg = format!(
+        "{} file(s) did not reach the server and stay queued on disk:\n",
+        last.uploads.len()
+    );
+    for u in &last.uploads {
+        msg.push_str(&format!(
+            "  {} ({}): {}\n",
+            u.name,
+            progress::human_bytes(u.size),
+            u.error.as_deref().unwrap_or("not sent")
+        ));
+    }
+    let login = match &last.auth {
+        Some(AuthState::LoginNeeded { command, .. }) => format!("after `{command}`, "),
+        _ => String::new(),
+    };
+    msg.push_str(&format!(
+        "they go up {login}at the next mount of {}{}",
+        last.remote,
+        log_hint(&last)
+    ));
+    bail!(msg)
 }
 
-/// `cloudmount status [DIR] [--json]`: text for people, or the status records as a JSON array.
-pub fn status(dir: Option<&Path>, state_dir: Option<&Path>, json: bool) -> Result<String> {
-    let root = state_dir
-        .map(Path::to_path_buf)
-        .unwrap_or_else(state::default_state_dir);
+/// ` (log: FILE)` when the daemon logs to a file.
+fn log_hint(s: &MountStatus) -> String {
+    s.log_file
+        .as_ref()
+        .map(|f| format!(" (log: {})", f.display()))
+        .unwrap_or_default()
+}
+
+/// The mounts `cloudmount status` shows: every live one of the user, or the one at `dir`, or
+/// those using `state_dir`.
+fn mounts_to_show(dir: Option<&Path>, state_dir: Option<&Path>) -> Result<Vec<MountStatus>> {
+    let state_dir = state_dir.map(|d| d.canonicalize().unwrap_or_else(|_| d.to_path_buf()));
     let want = match dir {
         Some(d) => Some(
             d.canonicalize()
@@ -836,32 +980,35 @@ pub fn status(dir: Option<&Path>, state_dir: Option<&Path>, json: bool) -> Resul
         ),
         None => None,
     };
-    let mounts: Vec<MountStatus> = state::read_statuses(&root)
+    let mounts: Vec<MountStatus> = registry::live_mounts()
         .into_iter()
+        .map(|m| m.status)
         .filter(|s| want.as_ref().map(|w| &s.mountpoint == w).unwrap_or(true))
+        .filter(|s| state_dir.is_none() || s.state_dir == state_dir)
         .collect();
     if mounts.is_empty() {
         bail!(
-            "no cloudmount mount{}",
-            want.map(|w| format!(" at {}", w.display())).unwrap_or_default()
+            "no cloudmount mount{}{} (looked in {})",
+            want.map(|w| format!(" at {}", w.display())).unwrap_or_default(),
+            state_dir
+                .map(|d| format!(" with state directory {}", d.display()))
+                .unwrap_or_default(),
+            registry::registry_dir().display()
         );
     }
+    Ok(mounts)
+}
+
+/// `cloudmount status [DIR] [--json]`: text for people, or the status records as a JSON array.
+pub fn status(dir: Option<&Path>, state_dir: Option<&Path>, json: bool) -> Result<String> {
+    let mounts = mounts_to_show(dir, state_dir)?;
     if json {
         return Ok(serde_json::to_string_pretty(&mounts)? + "\n");
     }
     let mut out = String::new();
-    for m in mounts {
-        let state = if m.mounted {
-            "mounted"
-        } else {
-            "unmounted, finishing uploads"
-        };
-        out.push_str(&format!(
-            "{} on {} (pid {}, {state})\n",
-            m.remote,
-            m.mountpoint.display(),
-            m.pid
-        ));
+    for m in &mounts {
+        out.push_str(&mount_header(m));
+        out.push('\n');
         if let Some(a) = &m.auth {
             out.push_str(&format!("  auth: {}\n", a.summary()));
         }
@@ -877,9 +1024,13 @@ pub fn status(dir: Option<&Path>, state_dir: Option<&Path>, json: bool) -> Resul
                 "waiting"
             };
             let amount = if u.running {
-                format!("{} of {} sent", human_bytes(u.sent.min(u.size)), human_bytes(u.size))
+                format!(
+                    "{} of {} sent",
+                    progress::human_bytes(u.sent.min(u.size)),
+                    progress::human_bytes(u.size)
+                )
             } else {
-                human_bytes(u.size)
+                progress::human_bytes(u.size)
             };
             out.push_str(&format!("  {what:8} {}: {amount}, {} attempt(s)", u.name, u.attempts));
             if let Some(e) = &u.error {
@@ -891,30 +1042,54 @@ pub fn status(dir: Option<&Path>, state_dir: Option<&Path>, json: bool) -> Resul
     Ok(out)
 }
 
-/// `1536` as `1.5 KiB`: sizes in status lines, where exact byte counts only get in the way.
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} bytes")
+fn mount_header(m: &MountStatus) -> String {
+    let state = if m.mounted {
+        "mounted"
     } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+        "unmounted, finishing uploads"
+    };
+    format!("{} on {} (pid {}, {state})", m.remote, m.mountpoint.display(), m.pid)
 }
 
-#[cfg(test)]
-mod human_bytes_tests {
-    #[test]
-    fn sizes_read_naturally() {
-        assert_eq!(super::human_bytes(0), "0 bytes");
-        assert_eq!(super::human_bytes(1023), "1023 bytes");
-        assert_eq!(super::human_bytes(1536), "1.5 KiB");
-        assert_eq!(super::human_bytes(20 << 20), "20.0 MiB");
+/// `cloudmount status --watch [DIR]`: the uploads with bytes sent, rate and time left, every half
+/// second, until the mounts are gone (or Ctrl-C).
+pub fn status_watch(dir: Option<&Path>, state_dir: Option<&Path>) -> Result<()> {
+    use std::io::IsTerminal;
+    let stdout = std::io::stdout();
+    let terminal = stdout.is_terminal();
+    let mut screen = progress::Screen::new(stdout, terminal);
+    let mut first = true;
+    loop {
+        let mounts = match mounts_to_show(dir, state_dir) {
+            Ok(m) => m,
+            Err(e) if first => return Err(e),
+            Err(_) => {
+                println!("cloudmount: no mount left to watch");
+                return Ok(());
+            }
+        };
+        first = false;
+        let mut header = String::new();
+        let mut uploads = Vec::new();
+        for m in &mounts {
+            if !header.is_empty() {
+                header.push('\n');
+            }
+            header.push_str(&mount_header(m));
+            if let Some(a) = &m.auth {
+                header.push_str(&format!("; auth: {}", a.summary()));
+            }
+            if m.uploads.is_empty() {
+                header.push_str("; uploads: none pending");
+            }
+            uploads.extend(m.uploads.iter().cloned());
+        }
+        if terminal {
+            screen.show(&header, &uploads);
+        } else {
+            screen.show("", &uploads);
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 

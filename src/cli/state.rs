@@ -1,6 +1,6 @@
 //! Where a mount keeps what must outlive it: the upload journal and staged content of each remote
-//! (under the XDG state directory, never a cache that cleaners empty), and a status file per live
-//! mount that `cloudmount status` and `cloudmount unmount` read.
+//! (under the XDG state directory, never a cache that cleaners empty), and what a live mount says
+//! about itself to `cloudmount status` and `cloudmount unmount` (through [`super::registry`]).
 
 use std::fs::File;
 use std::io;
@@ -81,7 +81,9 @@ impl RemoteState {
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
                 format!(
-                    "{url} is already mounted by another cloudmount (its upload journal {} is in use)",
+                    "{url} is already mounted by another cloudmount (its upload journal {} is in use); \
+                     to mount it a second time, give this mount a state folder of its own: \
+                     --state-dir DIR (mount option state_dir=DIR)",
                     dir.display()
                 ),
             ));
@@ -111,6 +113,16 @@ pub struct MountStatus {
     pub mountpoint: PathBuf,
     /// Whether the mount is still attached (false while it drains uploads after unmount).
     pub mounted: bool,
+    /// The daemon is done (unmounted, no more uploads it will finish): `uploads` stay queued on
+    /// disk for the next mount of the remote. The last word of a `watch` stream.
+    #[serde(default)]
+    pub done: bool,
+    /// The mount's state directory (`--state-dir`), so `status --state-dir` can pick its mounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+    /// Where the daemon logs (absent when it logs to the journal or a terminal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_file: Option<PathBuf>,
     /// The sign-in state of remotes that sign in (OneDrive); `None` for WebDAV.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<crate::auth::AuthState>,
@@ -155,22 +167,6 @@ impl From<&UploadStatus> for UploadLine {
     }
 }
 
-/// The status file of the mount at `mountpoint`.
-pub fn status_path(root: &Path, mountpoint: &Path) -> PathBuf {
-    root.join("mounts")
-        .join(format!("{}.json", remote_key(&mountpoint.to_string_lossy())))
-}
-
-/// Publish `status` atomically (temporary file + rename).
-pub fn write_status(path: &Path, status: &MountStatus) -> io::Result<()> {
-    if let Some(dir) = path.parent() {
-        crate::private_fs::create_private_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    crate::private_fs::write_private_file(&tmp, &serde_json::to_vec_pretty(status).map_err(io::Error::other)?)?;
-    std::fs::rename(tmp, path)
-}
-
 /// Whether process `pid` is running (a zombie, exited but not yet reaped, is not).
 pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -181,22 +177,6 @@ pub fn process_alive(pid: u32) -> bool {
             .unwrap_or(false),
         Err(_) => false,
     }
-}
-
-/// Every published status under `root` whose daemon is still alive.
-pub fn read_statuses(root: &Path) -> Vec<MountStatus> {
-    let Ok(dir) = std::fs::read_dir(root.join("mounts")) else {
-        return Vec::new();
-    };
-    let mut out: Vec<MountStatus> = dir
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().and_then(|x| x.to_str()) == Some("json"))
-        .filter_map(|e| std::fs::read(e.path()).ok())
-        .filter_map(|b| serde_json::from_slice::<MountStatus>(&b).ok())
-        .filter(|s| process_alive(s.pid))
-        .collect();
-    out.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
-    out
 }
 
 #[cfg(test)]
@@ -220,26 +200,5 @@ mod tests {
         assert!(err.to_string().contains("already mounted"));
         drop(first);
         RemoteState::acquire(dir.path(), "http://h/").unwrap();
-    }
-
-    #[test]
-    fn statuses_of_dead_daemons_are_not_shown() {
-        let dir = tempfile::tempdir().unwrap();
-        let live = MountStatus {
-            pid: std::process::id(),
-            remote: "http://h/".into(),
-            mountpoint: "/mnt/a".into(),
-            mounted: true,
-            auth: None,
-            uploads: vec![],
-        };
-        write_status(&status_path(dir.path(), Path::new("/mnt/a")), &live).unwrap();
-        let dead = MountStatus {
-            pid: u32::MAX - 1,
-            mountpoint: "/mnt/b".into(),
-            ..live.clone()
-        };
-        write_status(&status_path(dir.path(), Path::new("/mnt/b")), &dead).unwrap();
-        assert_eq!(read_statuses(dir.path()), vec![live]);
     }
 }

@@ -140,6 +140,9 @@ struct Item {
     /// open (bash's `>` closes a duplicate first), so the upload waits for the last close, or
     /// for anyone who [`wait`](UploadQueue::wait)s for it. A restart sends it.
     held: bool,
+    /// Why the server refused the record for good, so every later fsync gets that error's errno
+    /// (EACCES for 403, ENOENT for 404), not only the one that waited for the attempt.
+    refusal: Option<RemoteError>,
 }
 
 impl Item {
@@ -157,6 +160,7 @@ impl Item {
             handed_over: true,
             journaled: true,
             held: false,
+            refusal: None,
         }
     }
 
@@ -477,7 +481,10 @@ impl UploadQueue {
                 return Ok(());
             };
             if let UploadState::Failed { error } = &item.record.state {
-                return Err(RemoteError::Protocol(format!("upload failed: {error}")));
+                return Err(item
+                    .refusal
+                    .clone()
+                    .unwrap_or_else(|| RemoteError::Protocol(format!("upload failed: {error}"))));
             }
             // Whoever waits for it wants it sent now.
             item.held = false;
@@ -602,6 +609,31 @@ impl UploadQueue {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Give every record that failed for good another try now, as a restart would: the cause may
+    /// be gone (the user signed in again with `cloudmount login`). Returns how many.
+    pub fn retry_now(&self) -> usize {
+        let mut state = self.lock();
+        let mut moved = 0;
+        for item in state.items.values_mut() {
+            if matches!(item.record.state, UploadState::Failed { .. }) {
+                item.record.state = UploadState::Pending;
+                item.refusal = None;
+                item.not_before = Instant::now();
+                if item.journaled {
+                    if let Err(e) = self.journal.put(&item.record) {
+                        tracing::error!(error = %e, "cannot update the upload journal");
+                    }
+                }
+                moved += 1;
+            }
+        }
+        drop(state);
+        if moved > 0 {
+            self.wake.notify_one();
+        }
+        moved
     }
 
     /// Stop starting uploads (those running finish). Records stay in the journal.
@@ -997,8 +1029,9 @@ impl UploadQueue {
                     item.record.state = UploadState::Failed {
                         error: error.to_string(),
                     };
+                    item.refusal = Some(error.clone());
                     tracing::error!(file = %item.record.name, error = %error,
-                        "upload failed; the data stays queued on disk until the next mount");
+                        "upload failed; the data stays queued on disk until the next mount (or, after a lost sign-in, `cloudmount login`)");
                 }
                 // A record not journaled yet goes there once its staged file is durable
                 // (`journal_sealed`), not before.
