@@ -2,7 +2,7 @@
 //!
 //! A mount as root with `--allow-other --umask 077` shows a 0600 file that another user cannot open; the same
 //! bytes also sit in the disk block cache, in the staged copy of a file being uploaded, and names in the upload
-//! journal and status file. Everything cloudmount writes must be the mounting user's only: folders 0700, files
+//! journal and registry socket. Everything cloudmount writes must be the mounting user's only: folders 0700, files
 //! 0600, and folders that older versions left 0755 are fixed at startup.
 //!
 //! Needs root and /dev/fuse; creates the unprivileged user `cmtest-other` (useradd) to try reading as.
@@ -105,7 +105,7 @@ fn open_base() -> tempfile::TempDir {
     base
 }
 
-/// Cached blocks, the staged copy and journal record of a pending upload, and the status file are all 0600 in
+/// Cached blocks, the staged copy and journal record of a pending upload, and the registry socket are all 0600 in
 /// 0700 folders; the other user cannot read a cached block or the staged file. Folders an older version left
 /// 0755 are fixed when the mount starts.
 #[test]
@@ -150,10 +150,12 @@ fn cache_staging_journal_and_status_are_private_to_the_mounting_user() {
     eventually(QUICK, "cached blocks on disk", || {
         !files_named(&cache, |n| n.ends_with(".blk")).is_empty()
     });
-    eventually(QUICK, "a staged file, a journal record and a status file", || {
+    // The mount's registry entry (the socket `status` and `unmount` reach it through) is the third kind of file.
+    let registry = cloudmount::cli::registry::registry_dir();
+    eventually(QUICK, "a staged file, a journal record and a registry socket", || {
         !files_named(&state, |n| n.starts_with("staged-")).is_empty()
             && !files_named(&state.join("uploads"), |n| n.ends_with(".json")).is_empty()
-            && !files_named(&state.join("mounts"), |n| n.ends_with(".json")).is_empty()
+            && !files_named(&registry, |_| true).is_empty()
     });
     let blocks = files_named(&cache, |n| n.ends_with(".blk"));
     let staged = files_named(&state, |n| n.starts_with("staged-"));
@@ -164,6 +166,7 @@ fn cache_staging_journal_and_status_are_private_to_the_mounting_user() {
     );
     assert_private(&state);
     assert_private(&cache);
+    assert_private(&registry);
     for f in blocks.iter().chain(&staged) {
         assert!(!can_read_as(user, f), "{user} read {}", f.display());
     }
