@@ -1102,3 +1102,34 @@ async fn restart_over(remote: Arc<MemoryRemote>, keep: &std::path::Path) {
     let left = fs.upload_queue().unwrap().drain(Duration::from_secs(10)).await;
     assert!(left.is_empty(), "the restarted queue still holds {left:?}");
 }
+
+/// A new file whose first upload landed but whose answer never came (a timeout, a lost reply, a crash) is sent
+/// again as a create; the server then already holds exactly these bytes, which is no one else's change: no conflict
+/// copy (seen as `.v1.txt (conflict …).swp` from vim's swap file on a loaded machine).
+#[tokio::test]
+async fn a_create_that_landed_unheard_is_no_conflict_when_sent_again() {
+    let remote = Arc::new(MemoryRemote::new());
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().to_path_buf();
+    {
+        let s = writable_over(remote.clone(), dir, 0).await;
+        s.remote.set_lose_upload_replies(true);
+        let (_, o) = s.fs.create(1, os("new.swp"), libc::O_WRONLY).await.unwrap();
+        s.fs.write(o.fh, 0, &pattern(5_000, 3)).await.unwrap();
+        s.fs.release(o.fh).await.unwrap();
+        let r = s.remote.clone();
+        soon("the create on the server", move || {
+            r.file_content("new.swp")
+                .is_some_and(|b| b.as_ref() == &pattern(5_000, 3)[..])
+        })
+        .await;
+        s.fs.upload_queue().unwrap().stop();
+        std::mem::forget(s.dir); // killed: the state directory stays
+    }
+    remote.set_lose_upload_replies(false);
+    restart_over(remote.clone(), &keep).await;
+    assert_eq!(remote.file_content("new.swp").unwrap().as_ref(), &pattern(5_000, 3)[..]);
+    let names = server_names(&remote).await;
+    assert!(conflicts(&names).is_empty(), "no conflict copies: {names:?}");
+    std::fs::remove_dir_all(&keep).unwrap();
+}

@@ -34,7 +34,9 @@ use tokio::sync::{oneshot, Notify};
 use super::conflict::conflict_name;
 use super::journal::{Journal, OwnVersion, UploadRecord, UploadState};
 use crate::error::{RemoteError, RemoteResult};
-use crate::remote::{Entry, GrowingFile, ItemId, Precondition, Remote, ResumeSlot, TransferProgress, Version};
+use crate::remote::{
+    Entry, EntryKind, GrowingFile, ItemId, Precondition, Remote, ResumeSlot, TransferProgress, Version,
+};
 
 /// Settings of the queue.
 #[derive(Clone, Debug)]
@@ -750,11 +752,22 @@ impl UploadQueue {
             None => Precondition::Absent,
         };
         let mtime = record.mtime();
-        match self
+        let answer = self
             .remote
             .upload_resumable(&parent, &record.name, &record.staged, mtime, precondition, sent, resume)
-            .await
-        {
+            .await;
+        if matches!(
+            answer,
+            Err(RemoteError::PreconditionFailed | RemoteError::AlreadyExists)
+        ) {
+            if let Some(entry) = self.this_version_on_server(record).await {
+                // An earlier attempt of this very content landed without its answer reaching us
+                // (a timeout, a lost reply on a loaded machine): it is on the server, no conflict.
+                tracing::info!(file = %record.name, "the server already holds this version; an earlier attempt landed");
+                return Ok((entry, false));
+            }
+        }
+        match answer {
             Ok(entry) => Ok((entry, false)),
             Err(RemoteError::PreconditionFailed | RemoteError::AlreadyExists) if !record.ours.is_empty() => {
                 match self.ours_on_server(record).await {
@@ -819,6 +832,18 @@ impl UploadQueue {
             }
         }
         None
+    }
+
+    /// The server's copy under `record`'s name when it holds exactly the content `record` sends.
+    async fn this_version_on_server(&self, record: &UploadRecord) -> Option<Entry> {
+        let parent = ItemId::new(record.parent.as_str());
+        let server = self.remote.lookup(&parent, &record.name).await.ok()?;
+        let own = OwnVersion {
+            staged: record.staged.clone(),
+            size: record.size,
+        };
+        (server.kind == EntryKind::File && server.size == own.size && self.same_content(&server, &own).await)
+            .then_some(server)
     }
 
     /// Whether the server's `entry` holds exactly `own`'s bytes.
