@@ -277,7 +277,12 @@ impl GraphRemote {
 
     /// The driveItem at child `name` of `parent`, or `None`.
     async fn child_item(&self, parent: &ItemId, name: &str) -> RemoteResult<Option<DriveItem>> {
-        let url = self.urls.child(&self.drive.id, parent.as_str(), name, "")?;
+        self.item_at(self.urls.child(&self.drive.id, parent.as_str(), name, "")?)
+            .await
+    }
+
+    /// The driveItem at item URL `url` (its upload-relevant fields), or `None` when there is none.
+    async fn item_at(&self, url: url::Url) -> RemoteResult<Option<DriveItem>> {
         match self
             .client
             .get_json::<DriveItem>(with_query(url, &[("$select", ITEM_SELECT)]))
@@ -428,16 +433,7 @@ impl GraphRemote {
 
     /// The driveItem with id `id`, or `None` when it is gone.
     async fn item_by_id(&self, id: &str) -> RemoteResult<Option<DriveItem>> {
-        let url = self.urls.item(&self.drive.id, id, "")?;
-        match self
-            .client
-            .get_json::<DriveItem>(with_query(url, &[("$select", ITEM_SELECT)]))
-            .await
-        {
-            Ok(item) => Ok(Some(item)),
-            Err(RemoteError::NotFound) => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.item_at(self.urls.item(&self.drive.id, id, "")?).await
     }
 
     /// `PATCH` the item's `fileSystemInfo.lastModifiedDateTime`, on eTag `if_match` when given.
