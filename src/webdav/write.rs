@@ -34,6 +34,14 @@ use crate::remote::{Capabilities, Entry, EntryKind, GrowingFile, ItemId, Precond
 const X_OC_MTIME: &str = "x-oc-mtime";
 /// Chunk size when comparing a local file with the server's copy.
 const COMPARE_CHUNK: u64 = 1 << 20;
+/// How long a folder lock taken for an rmdir lasts if we cannot release it (a crash).
+const LOCK_TIMEOUT: &str = "Second-30";
+/// An exclusive write lock, as RFC 4918 §9.10 asks for it.
+const LOCK_BODY: &str = concat!(
+    r#"<?xml version="1.0" encoding="utf-8"?>"#,
+    r#"<D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>"#,
+    r#"<D:locktype><D:write/></D:locktype><D:owner>cloudmount rmdir</D:owner></D:lockinfo>"#
+);
 
 /// The property a server lets us set the modification time through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,10 +120,33 @@ fn proppatch_body(prop: MtimeProp, secs: u64) -> String {
 
 /// What to do after looking at the item an upload with `Matches` would replace.
 enum BeforeReplace {
-    /// Send the PUT, with `If-Match` or (when the server only gives a weak ETag) without.
-    Put { if_match: bool },
+    /// Send the PUT with this condition on the version replaced.
+    Put(ReplaceCondition),
     /// The server already holds exactly our bytes: nothing to send.
     Done(Entry),
+}
+
+/// How a replace names the version it replaces.
+enum ReplaceCondition {
+    /// `If-Match` with the strong form: what the server's ETag is, or what it is compared with.
+    IfMatch,
+    /// WebDAV's `If: (["etag"])` with the ETag exactly as the server gave it. For a weak ETag
+    /// (Apache's for a second after each write), which never satisfies `If-Match` (RFC 9110
+    /// §13.1.1 compares strongly): RFC 4918 §10.4 evaluates `If` state lists with the server's own
+    /// entity-tag comparison, and mod_dav matches its weak ETag there and answers 412 to any
+    /// other, atomically with the PUT (see docs/webdav-servers.md for what each server enforces).
+    IfHeader(String),
+}
+
+impl ReplaceCondition {
+    fn apply(self, req: HttpRequest, v: &Version) -> RemoteResult<HttpRequest> {
+        Ok(match self {
+            ReplaceCondition::IfMatch => req.header(IF_MATCH, header(&format!("\"{}\"", v.as_str()))?),
+            ReplaceCondition::IfHeader(etag) => {
+                req.header(HeaderName::from_static("if"), header(&format!("([{etag}])"))?)
+            }
+        })
+    }
 }
 
 impl DavRemote {
@@ -269,8 +300,8 @@ impl DavRemote {
     /// Look at the item a `Matches(v)` upload replaces: fail early on another version (sparing the
     /// upload), and cope with Apache's weak ETags, which never satisfy `If-Match`: Apache reports
     /// `W/"x"` for a second after each write. When the ETag is weak and equal to our base, the PUT
-    /// goes without `If-Match`: the comparison made here is then the protection (not atomic, but
-    /// the window is the few milliseconds to the PUT).
+    /// carries `If: (["W/\"x\""])` instead, which Apache evaluates atomically with the PUT (two
+    /// mounts replacing one weak version at once: one gets 412 and keeps a conflict copy).
     async fn before_replace(&self, id: &str, v: &Version, source: &Path) -> RemoteResult<BeforeReplace> {
         let Some((entry, resp)) = self.stat_opt(id).await? else {
             // Deleted since we saw it.
@@ -281,7 +312,7 @@ impl DavRemote {
         }
         match &entry.version {
             // No ETag now: the server judges the If-Match.
-            None => return Ok(BeforeReplace::Put { if_match: true }),
+            None => return Ok(BeforeReplace::Put(ReplaceCondition::IfMatch)),
             Some(current) if current != v => {
                 return self
                     .unless_same(entry, source, RemoteError::PreconditionFailed)
@@ -290,18 +321,13 @@ impl DavRemote {
             }
             Some(_) => {}
         }
-        let weak = resp
-            .props
-            .etag
-            .as_deref()
-            .is_some_and(|e| e.trim_start().starts_with("W/"));
-        if weak {
-            // The weak value is the one our content is based on, so the comparison just made is
-            // the check: waiting a second for Apache's strong form on every quick re-save (an
-            // editor, fsx) costs more than the milliseconds between this look and the PUT protect.
-            debug!(item = %id, "weak ETag equal to our base; replacing without If-Match");
+        match resp.props.etag.as_deref().map(str::trim) {
+            Some(etag) if etag.starts_with("W/") => {
+                debug!(item = %id, "weak ETag equal to our base; replacing with an If header");
+                Ok(BeforeReplace::Put(ReplaceCondition::IfHeader(etag.to_string())))
+            }
+            _ => Ok(BeforeReplace::Put(ReplaceCondition::IfMatch)),
         }
-        Ok(BeforeReplace::Put { if_match: !weak })
     }
 
     /// [`crate::remote::Remote::upload`] on WebDAV: one PUT streaming the file from disk, with a
@@ -363,10 +389,7 @@ impl DavRemote {
             }
             Precondition::Matches(v) => match self.before_replace(&id, v, source).await? {
                 BeforeReplace::Done(entry) => return self.finish_upload(&id, mtime, false, Some(entry)).await,
-                BeforeReplace::Put { if_match: true } => {
-                    req = req.header(IF_MATCH, header(&format!("\"{}\"", v.as_str()))?);
-                }
-                BeforeReplace::Put { if_match: false } => {}
+                BeforeReplace::Put(condition) => req = condition.apply(req, v)?,
             },
             Precondition::Any => {}
         }
@@ -465,10 +488,7 @@ impl DavRemote {
         match &precondition {
             Precondition::Absent => req = req.header(IF_NONE_MATCH, HeaderValue::from_static("*")),
             Precondition::Matches(v) => match self.before_replace(&id, v, file.path()).await? {
-                BeforeReplace::Put { if_match: true } => {
-                    req = req.header(IF_MATCH, header(&format!("\"{}\"", v.as_str()))?);
-                }
-                BeforeReplace::Put { if_match: false } => {}
+                BeforeReplace::Put(condition) => req = condition.apply(req, v)?,
                 BeforeReplace::Done(_) => return Err(RemoteError::PreconditionFailed),
             },
             Precondition::Any => {}
@@ -581,6 +601,143 @@ impl DavRemote {
                 Ok(_) => return Ok(()),
                 Err(e) => return Err(self.note("delete", id.as_str(), e)),
             }
+        }
+    }
+
+    /// [`crate::remote::Remote::delete_empty_folder`] on WebDAV: the check that the folder is
+    /// empty and its DELETE made one step as far as the server allows.
+    ///
+    /// 1. `LOCK` the folder (exclusive, depth infinity, 30 s): while we hold it, servers that
+    ///    enforce locks refuse to add a member to it (Apache 424/207, nginx and lighttpd 423), so
+    ///    another device's `mv` into it fails instead of being swallowed. Servers without locks
+    ///    (405/501...) go on without.
+    /// 2. `PROPFIND` depth 1: any member means `NotEmpty`.
+    /// 3. `DELETE` with `If: <folder> (<token> ["etag"])`: the lock token, and the collection's
+    ///    ETag as the listing gave it. Apache and the in-process dav-server change a collection's
+    ///    ETag with its members and check it here (412), which closes the window where a server
+    ///    has no real locks (dav-server's FakeLs). The list is tagged with the folder's URL:
+    ///    Apache applies an untagged list to the parent too and fails it there (424).
+    /// 4. The lock is released (UNLOCK) whatever happened: nginx keeps a lock on a deleted path
+    ///    until it times out, which would refuse a `mkdir` of the same name meanwhile.
+    ///
+    /// A 412 is looked into: members now mean `NotEmpty`, a missing folder `NotFound`.
+    pub(super) async fn delete_empty_dir(&self, id: &ItemId) -> RemoteResult<()> {
+        if id.as_str().is_empty() {
+            return Err(RemoteError::Unsupported("refusing to delete the share's root".into()));
+        }
+        let url = href::item_url(&self.base, id.as_str(), true)?;
+        let token = self.lock_folder(&url).await?;
+        let result = self.delete_if_empty(id.as_str(), &url, token.as_deref()).await;
+        if let Some(token) = &token {
+            self.unlock(&url, token).await;
+        }
+        result
+    }
+
+    /// Steps 2 and 3 of [`Self::delete_empty_dir`].
+    async fn delete_if_empty(&self, id: &str, url: &url::Url, token: Option<&str>) -> RemoteResult<()> {
+        let listed = self.propfind(url.clone(), Depth::One, PROPFIND_ENTRY).await?;
+        if listed.iter().any(|(rid, _)| rid != id) {
+            return Err(RemoteError::NotEmpty);
+        }
+        let etag = listed
+            .iter()
+            .find(|(rid, _)| rid == id)
+            .and_then(|(_, r)| r.props.etag.clone());
+        let condition = match (token, etag.as_deref()) {
+            (Some(t), Some(e)) => Some(format!("<{url}> ({t} [{e}])")),
+            (Some(t), None) => Some(format!("<{url}> ({t})")),
+            (None, Some(e)) => Some(format!("<{url}> ([{e}])")),
+            (None, None) => None,
+        };
+        let mut req = HttpRequest::new(Method::DELETE, url.clone(), Retry::IfNotApplied)
+            .accept_status(StatusCode::PRECONDITION_FAILED)
+            .accept_status(StatusCode::MULTI_STATUS);
+        if let Some(condition) = condition {
+            req = req.header(HeaderName::from_static("if"), header(&condition)?);
+        }
+        let base_segments = &self.base_segments;
+        let outcome = self
+            .http
+            .execute(&req, |resp| async move {
+                match resp.status() {
+                    StatusCode::MULTI_STATUS => Ok(Err(first_failure(resp, base_segments).await)),
+                    status => Ok(Ok(status)),
+                }
+            })
+            .await
+            .map_err(|e| self.note("delete", id, e))?;
+        match outcome {
+            Ok(StatusCode::PRECONDITION_FAILED) => {
+                let now = match self.propfind(url.clone(), Depth::One, PROPFIND_ENTRY).await {
+                    Ok(now) => now,
+                    Err(RemoteError::NotFound) => return Err(RemoteError::NotFound),
+                    Err(e) => return Err(e),
+                };
+                if now.iter().any(|(rid, _)| rid != id) {
+                    Err(RemoteError::NotEmpty)
+                } else {
+                    Err(RemoteError::PreconditionFailed)
+                }
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.note("delete", id, e)),
+        }
+    }
+
+    /// Take an exclusive depth-infinity write lock on folder `url`; `None` when the server has no
+    /// locks (or answers without a token).
+    async fn lock_folder(&self, url: &url::Url) -> RemoteResult<Option<String>> {
+        let mut req = HttpRequest::new(method("LOCK"), url.clone(), Retry::IfNotApplied)
+            .header(HeaderName::from_static("depth"), HeaderValue::from_static("infinity"))
+            .header(
+                HeaderName::from_static("timeout"),
+                HeaderValue::from_static(LOCK_TIMEOUT),
+            )
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/xml; charset=utf-8"))
+            .body(LOCK_BODY);
+        for refusal in [400, 403, 405, 409, 412, 415, 422, 501] {
+            if let Ok(status) = StatusCode::from_u16(refusal) {
+                req = req.accept_status(status);
+            }
+        }
+        let answer = self
+            .http
+            .execute(&req, |resp| async move {
+                let token = resp
+                    .headers()
+                    .get(HeaderName::from_static("lock-token"))
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.trim().to_string())
+                    .filter(|v| v.starts_with('<') && v.ends_with('>'));
+                Ok((resp.status(), token))
+            })
+            .await;
+        match answer {
+            Ok((status, token)) if status.is_success() => {
+                if token.is_none() {
+                    debug!(folder = %url, "LOCK answered without a Lock-Token");
+                }
+                Ok(token)
+            }
+            Ok((status, _)) => {
+                debug!(folder = %url, %status, "the server does not lock folders; deleting without a lock");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Release a lock of ours; best effort (it times out anyway).
+    async fn unlock(&self, url: &url::Url, token: &str) {
+        let Ok(value) = header(token) else { return };
+        let req = HttpRequest::new(method("UNLOCK"), url.clone(), Retry::IfNotApplied)
+            .header(HeaderName::from_static("lock-token"), value)
+            .accept_status(StatusCode::NOT_FOUND)
+            .accept_status(StatusCode::CONFLICT)
+            .accept_status(StatusCode::BAD_REQUEST);
+        if let Err(e) = self.http.send(&req).await {
+            debug!(folder = %url, error = %e, "UNLOCK failed; the lock times out by itself");
         }
     }
 
