@@ -320,5 +320,5 @@ case $cmd in
     for d in "$STATE_DIR"/*-[0-9]*; do b=$(basename "$d"); stop "${b%-*}" "${b##*-}"; done ;;
   status) status ;;
   url) url_of "$@" ;;
-  *) sed -n '2,30p' "$0"; exit 2 ;;
+  *) sed -n '2,27p' "$0"; exit 2 ;;
 esac

@@ -84,6 +84,9 @@ pub struct DavRemote {
     /// The server is nginx, whose PROPFIND (dav-ext) reports no `getetag` while its GET and HEAD
     /// carry one built from the modification time and size (see [`nginx_etag`]).
     nginx: std::sync::atomic::AtomicBool,
+    /// New files go up under a temporary name and are moved into place with `Overwrite: F`
+    /// (Apache, nginx: see `write::DavRemote::create_by_move`).
+    creates_by_move: std::sync::atomic::AtomicBool,
 }
 
 /// The ETag nginx sends with GET and HEAD: `"{mtime in seconds:x}-{size:x}"`
@@ -157,6 +160,7 @@ impl DavRemote {
             // recognised by their answers (see `note_server`).
             stages_puts: std::sync::atomic::AtomicBool::new(base.path().contains("/remote.php/")),
             nginx: std::sync::atomic::AtomicBool::new(false),
+            creates_by_move: std::sync::atomic::AtomicBool::new(false),
             base,
         })
     }
@@ -212,6 +216,7 @@ impl DavRemote {
         let server = server.trim_start().to_ascii_lowercase();
         if server.starts_with("apache") || server.starts_with("nginx") {
             self.stages_puts.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.creates_by_move.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         if server.starts_with("nginx") {
             self.nginx.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -34,7 +34,9 @@ use crate::remote::{Capabilities, Entry, EntryKind, GrowingFile, ItemId, Precond
 const X_OC_MTIME: &str = "x-oc-mtime";
 /// Chunk size when comparing a local file with the server's copy.
 const COMPARE_CHUNK: u64 = 1 << 20;
-/// How long a folder lock taken for an rmdir lasts if we cannot release it (a crash).
+/// How long a replace waits for another client's lock on the file to go.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// How long a lock of ours lasts if we cannot release it (a crash).
 const LOCK_TIMEOUT: &str = "Second-30";
 /// An exclusive write lock, as RFC 4918 §9.10 asks for it.
 const LOCK_BODY: &str = concat!(
@@ -64,6 +66,8 @@ pub(super) struct CapState {
     mtime_prop: Option<MtimeProp>,
     /// The server answered `X-OC-MTime: accepted` to a PUT (Nextcloud, ownCloud).
     oc_mtime: bool,
+    /// Whether LOCK gives a token (learnt from the first attempt).
+    locks: Option<bool>,
 }
 
 fn method(name: &'static str) -> Method {
@@ -136,14 +140,38 @@ enum ReplaceCondition {
     /// entity-tag comparison, and mod_dav matches its weak ETag there and answers 412 to any
     /// other, atomically with the PUT (see docs/webdav-servers.md for what each server enforces).
     IfHeader(String),
+    /// Under our lock: `If: <url> (<token> ["etag"])`, the token that lets the PUT through and the
+    /// ETag (as the server gave it) the replaced version must still have. Tagged with the URL, as
+    /// Apache applies an untagged list to the parent folder too.
+    Locked {
+        url: String,
+        token: String,
+        etag: Option<String>,
+    },
 }
 
 impl ReplaceCondition {
+    /// The lock to release after the PUT, if this condition holds one.
+    fn held(&self) -> Option<(url::Url, String)> {
+        match self {
+            ReplaceCondition::Locked { url, token, .. } => Some((url::Url::parse(url).ok()?, token.clone())),
+            _ => None,
+        }
+    }
+
     fn apply(self, req: HttpRequest, v: &Version) -> RemoteResult<HttpRequest> {
         Ok(match self {
             ReplaceCondition::IfMatch => req.header(IF_MATCH, header(&format!("\"{}\"", v.as_str()))?),
-            ReplaceCondition::IfHeader(etag) => {
-                req.header(HeaderName::from_static("if"), header(&format!("([{etag}])"))?)
+            ReplaceCondition::IfHeader(etag) => req.header(
+                HeaderName::from_static("if"),
+                header(&format!("([{}])", if_etag(&etag)))?,
+            ),
+            ReplaceCondition::Locked { url, token, etag } => {
+                let etag = etag.map(|e| format!(" [{}]", if_etag(&e))).unwrap_or_default();
+                req.header(
+                    HeaderName::from_static("if"),
+                    header(&format!("<{url}> ({token}{etag})"))?,
+                )
             }
         })
     }
@@ -321,6 +349,9 @@ impl DavRemote {
             }
             Some(_) => {}
         }
+        if let Some(locked) = self.replace_under_lock(id, resp.props.etag.as_deref()).await? {
+            return Ok(locked);
+        }
         match resp.props.etag.as_deref().map(str::trim) {
             Some(etag) if etag.starts_with("W/") => {
                 debug!(item = %id, "weak ETag equal to our base; replacing with an If header");
@@ -328,6 +359,102 @@ impl DavRemote {
             }
             _ => Ok(BeforeReplace::Put(ReplaceCondition::IfMatch)),
         }
+    }
+
+    /// Lock file `id` for a replace where the server has locks: while we hold the lock no other
+    /// client can write it, so the ETag condition sent with our PUT is checked and the body put
+    /// in place as one step (servers check `If-Match` and then write, which two PUTs at once can
+    /// both pass: the in-process dav-server and Apache alike). `None` without locks. A LOCK
+    /// that created the file (deleted meanwhile) removes it again and fails the precondition.
+    async fn replace_under_lock(&self, id: &str, etag: Option<&str>) -> RemoteResult<Option<BeforeReplace>> {
+        let url = href::item_url(&self.base, id, false)?;
+        let Some((token, created)) = self.lock_for_replace(&url).await? else {
+            return Ok(None);
+        };
+        if created {
+            if let Ok(value) = header(&format!("<{url}> ({token})")) {
+                let del = HttpRequest::new(Method::DELETE, url.clone(), Retry::IfNotApplied)
+                    .header(HeaderName::from_static("if"), value);
+                if let Err(e) = self.http.send(&del).await {
+                    warn!(item = %id, error = %e, "could not remove the empty file a LOCK created");
+                }
+            }
+            self.unlock(&url, &token).await;
+            return Err(RemoteError::PreconditionFailed);
+        }
+        Ok(Some(BeforeReplace::Put(ReplaceCondition::Locked {
+            url: url.to_string(),
+            token,
+            etag: etag.map(|e| e.trim().to_string()),
+        })))
+    }
+
+    /// Release the lock a replace took, if it took one.
+    async fn release(&self, held: Option<(url::Url, String)>) {
+        if let Some((url, token)) = held {
+            self.unlock(&url, &token).await;
+        }
+    }
+
+    /// Whether new files are made by a PUT to a temporary name and a MOVE with `Overwrite: F`
+    /// (see [`Self::create_by_move`]): on Apache and nginx, recognised by their `Server` header.
+    fn creates_by_move(&self) -> bool {
+        self.creates_by_move.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Create `id` so that a file another client creates under the same name at the same moment
+    /// is never overwritten. Apache checks `If-None-Match: *` when the PUT starts and puts the
+    /// body in place when it ends, so two creates at once both pass and the later one wins;
+    /// nginx ignores the header altogether. Both check `Overwrite: F` on a MOVE and rename at
+    /// once, so the body goes to a temporary name in the same folder first and is then moved
+    /// to its name, failing with `AlreadyExists` (412) when the name was taken meanwhile. The
+    /// temporary file is removed whatever happens.
+    async fn create_by_move(
+        &self,
+        parent: &ItemId,
+        id: &str,
+        source: &Path,
+        mtime: SystemTime,
+        sent: &TransferProgress,
+    ) -> RemoteResult<Entry> {
+        let tag: u64 = rand::random();
+        let tmp = href::join(parent.as_str(), &format!(".cloudmount-new-{tag:016x}"));
+        let tmp_url = href::item_url(&self.base, &tmp, false)?;
+        let put = HttpRequest::new(Method::PUT, tmp_url.clone(), Retry::IfNotApplied)
+            .body_file(source)
+            .count_sent(sent.clone())
+            .header(IF_NONE_MATCH, HeaderValue::from_static("*"));
+        if let Err(e) = self.http.send(&put).await {
+            return Err(match e {
+                RemoteError::Http { status: 409 | 500, .. } if self.parent_missing(id).await? => RemoteError::NotFound,
+                e => self.note("upload", id, e),
+            });
+        }
+        let to = href::item_url(&self.base, id, false)?;
+        let mv = HttpRequest::new(method("MOVE"), tmp_url.clone(), Retry::IfNotApplied)
+            .header(HeaderName::from_static("destination"), header(to.as_str())?)
+            .header(HeaderName::from_static("overwrite"), HeaderValue::from_static("F"))
+            .accept_status(StatusCode::PRECONDITION_FAILED);
+        let moved = self.http.execute(&mv, |resp| async move { Ok(resp.status()) }).await;
+        let taken = matches!(moved, Ok(StatusCode::PRECONDITION_FAILED));
+        if taken || moved.is_err() {
+            let del = HttpRequest::new(Method::DELETE, tmp_url, Retry::IfNotApplied);
+            if let Err(e) = self.http.send(&del).await {
+                warn!(item = %tmp, error = %e, "could not remove a temporary upload; please remove it");
+            }
+        }
+        if taken {
+            debug!(item = %id, "the name was taken while the new file went up");
+            return match self.stat_opt(id).await? {
+                Some((existing, _)) => {
+                    let entry = self.unless_same(existing, source, RemoteError::AlreadyExists).await?;
+                    self.finish_upload(id, mtime, false, Some(entry)).await
+                }
+                None => Err(RemoteError::AlreadyExists),
+            };
+        }
+        moved.map_err(|e| self.note("upload", id, e))?;
+        self.finish_upload(id, mtime, false, None).await
     }
 
     /// [`crate::remote::Remote::upload`] on WebDAV: one PUT streaming the file from disk, with a
@@ -377,19 +504,26 @@ impl DavRemote {
         if let Some(secs) = unix_secs(mtime) {
             req = req.header(HeaderName::from_static(X_OC_MTIME), HeaderValue::from(secs));
         }
+        let mut held = None;
         match &precondition {
             Precondition::Absent => {
-                if !conditional {
+                if !conditional || self.creates_by_move() {
                     if let Some((existing, _)) = self.stat_opt(&id).await? {
                         let entry = self.unless_same(existing, source, RemoteError::AlreadyExists).await?;
                         return self.finish_upload(&id, mtime, false, Some(entry)).await;
                     }
                 }
+                if self.creates_by_move() {
+                    return self.create_by_move(parent, &id, source, mtime, sent).await;
+                }
                 req = req.header(IF_NONE_MATCH, HeaderValue::from_static("*"));
             }
             Precondition::Matches(v) => match self.before_replace(&id, v, source).await? {
                 BeforeReplace::Done(entry) => return self.finish_upload(&id, mtime, false, Some(entry)).await,
-                BeforeReplace::Put(condition) => req = condition.apply(req, v)?,
+                BeforeReplace::Put(condition) => {
+                    held = condition.held();
+                    req = condition.apply(req, v)?;
+                }
             },
             Precondition::Any => {}
         }
@@ -400,6 +534,7 @@ impl DavRemote {
                 Ok((resp.status(), oc_mtime_accepted(resp.headers())))
             })
             .await;
+        self.release(held).await;
         let (status, oc_accepted) = match answer {
             Ok(answer) => answer,
             Err(RemoteError::NotFound) => return Err(RemoteError::NotFound),
@@ -485,18 +620,21 @@ impl DavRemote {
         let mut req = HttpRequest::new(Method::PUT, url, Retry::Once)
             .body_growing(file.clone())
             .count_sent(sent.clone());
+        let mut held = None;
         match &precondition {
             Precondition::Absent => req = req.header(IF_NONE_MATCH, HeaderValue::from_static("*")),
             Precondition::Matches(v) => match self.before_replace(&id, v, file.path()).await? {
-                BeforeReplace::Put(condition) => req = condition.apply(req, v)?,
+                BeforeReplace::Put(condition) => {
+                    held = condition.held();
+                    req = condition.apply(req, v)?;
+                }
                 BeforeReplace::Done(_) => return Err(RemoteError::PreconditionFailed),
             },
             Precondition::Any => {}
         }
-        self.http
-            .execute(&req, |_resp: Response| async move { Ok(()) })
-            .await
-            .map_err(|e| self.note("upload", &id, e))?;
+        let answer = self.http.execute(&req, |_resp: Response| async move { Ok(()) }).await;
+        self.release(held).await;
+        answer.map_err(|e| self.note("upload", &id, e))?;
         let Some((_, mtime)) = file.sealed() else {
             return Err(RemoteError::Protocol(format!(
                 "PUT {id}: the server answered before the file was complete"
@@ -645,9 +783,9 @@ impl DavRemote {
             .find(|(rid, _)| rid == id)
             .and_then(|(_, r)| r.props.etag.clone());
         let condition = match (token, etag.as_deref()) {
-            (Some(t), Some(e)) => Some(format!("<{url}> ({t} [{e}])")),
+            (Some(t), Some(e)) => Some(format!("<{url}> ({t} [{}])", if_etag(e))),
             (Some(t), None) => Some(format!("<{url}> ({t})")),
-            (None, Some(e)) => Some(format!("<{url}> ([{e}])")),
+            (None, Some(e)) => Some(format!("<{url}> ([{}])", if_etag(e))),
             (None, None) => None,
         };
         let mut req = HttpRequest::new(Method::DELETE, url.clone(), Retry::IfNotApplied)
@@ -688,8 +826,18 @@ impl DavRemote {
     /// Take an exclusive depth-infinity write lock on folder `url`; `None` when the server has no
     /// locks (or answers without a token).
     async fn lock_folder(&self, url: &url::Url) -> RemoteResult<Option<String>> {
+        Ok(self.lock(url, "infinity").await?.map(|(token, _)| token))
+    }
+
+    /// Take an exclusive write lock on `url` at `depth`: the token, and whether the LOCK created
+    /// the resource (RFC 4918 §9.10.4: a LOCK of a missing name makes an empty one). `None` when
+    /// the server has no locks (remembered), `Err(Locked)` when someone else holds one.
+    async fn lock(&self, url: &url::Url, depth: &'static str) -> RemoteResult<Option<(String, bool)>> {
+        if self.caps().locks == Some(false) {
+            return Ok(None);
+        }
         let mut req = HttpRequest::new(method("LOCK"), url.clone(), Retry::IfNotApplied)
-            .header(HeaderName::from_static("depth"), HeaderValue::from_static("infinity"))
+            .header(HeaderName::from_static("depth"), HeaderValue::from_static(depth))
             .header(
                 HeaderName::from_static("timeout"),
                 HeaderValue::from_static(LOCK_TIMEOUT),
@@ -714,17 +862,36 @@ impl DavRemote {
             })
             .await;
         match answer {
-            Ok((status, token)) if status.is_success() => {
-                if token.is_none() {
-                    debug!(folder = %url, "LOCK answered without a Lock-Token");
-                }
-                Ok(token)
+            Ok((status, Some(token))) if status.is_success() => {
+                self.caps().locks = Some(true);
+                Ok(Some((token, status == StatusCode::CREATED)))
             }
             Ok((status, _)) => {
-                debug!(folder = %url, %status, "the server does not lock folders; deleting without a lock");
+                if self.caps().locks.is_none() {
+                    info!(server = %self.base, %status, "the server does not lock items; going on without locks");
+                }
+                self.caps().locks = Some(false);
                 Ok(None)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// [`Self::lock`] at depth 0 for a replace, waiting a little while another client holds a
+    /// lock (its own replace, a few requests long); `Err(Locked)` after that, which the upload
+    /// queue retries later.
+    async fn lock_for_replace(&self, url: &url::Url) -> RemoteResult<Option<(String, bool)>> {
+        let mut wait = Duration::from_millis(50);
+        let mut waited = Duration::ZERO;
+        loop {
+            match self.lock(url, "0").await {
+                Err(RemoteError::Locked) if waited < LOCK_WAIT => {
+                    tokio::time::sleep(wait).await;
+                    waited += wait;
+                    wait = (wait * 2).min(Duration::from_millis(800));
+                }
+                other => return other,
+            }
         }
     }
 
@@ -917,6 +1084,18 @@ impl DavRemote {
     }
 }
 
+/// An ETag as an `If` header's entity-tag: as the server gave it when it is in the HTTP form
+/// (`"x"`, `W/"x"`), quoted when the server sent it bare (the in-process dav-server's `getetag`
+/// is unquoted, and a bare value makes the whole header unparsable there).
+fn if_etag(raw: &str) -> String {
+    let raw = raw.trim();
+    if raw.starts_with('"') || raw.starts_with("W/\"") {
+        raw.to_string()
+    } else {
+        format!("\"{raw}\"")
+    }
+}
+
 fn conflict(op: &str, id: &str) -> RemoteError {
     RemoteError::Http {
         status: 409,
@@ -972,6 +1151,13 @@ mod tests {
         for good in ["a", "a b#%+ü", "...", ".hidden"] {
             assert!(check_name(good).is_ok(), "{good:?}");
         }
+    }
+
+    #[test]
+    fn if_header_etags() {
+        assert_eq!(if_etag("\"a-1\""), "\"a-1\"");
+        assert_eq!(if_etag(" W/\"a-1\" "), "W/\"a-1\"");
+        assert_eq!(if_etag("98c15a-4-661f"), "\"98c15a-4-661f\"");
     }
 
     #[test]
