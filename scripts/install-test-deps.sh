@@ -6,6 +6,8 @@
 # - fuse3:          fusermount3, which a non-root user needs to unmount, and which the tests use to unmount;
 # - apache2, apache2-utils: the packaged WebDAV server (mod_dav_fs) the tests run against besides the in-process one
 #                   (tests/common/apache.rs starts it through scripts/webdav-servers.sh);
+# - nginx, libnginx-mod-http-dav-ext, lighttpd, lighttpd-mod-webdav: two more packaged WebDAV servers the FUSE write
+#                   tests run against (tests/common/nginx.rs, lighttpd.rs, started through scripts/webdav-servers.sh);
 # - curl:           scripts/webdav-servers.sh checks that a server answers PROPFIND with it;
 # - rsync:          the write tests sync trees into the mount with it;
 # - util-linux (mount, umount, findmnt, runuser) and systemd (systemd-analyze): tests/mount_helper.rs mounts through
@@ -23,6 +25,10 @@ need=()
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 [[ -x /usr/sbin/apache2 ]] || need+=(apache2)
 command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
+[[ -x /usr/sbin/nginx ]] || need+=(nginx)
+[[ -f /usr/lib/nginx/modules/ngx_http_dav_ext_module.so ]] || need+=(libnginx-mod-http-dav-ext)
+[[ -x /usr/sbin/lighttpd ]] || need+=(lighttpd)
+[[ -f /usr/lib/lighttpd/mod_webdav.so ]] || need+=(lighttpd-mod-webdav)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
 { command -v findmnt && command -v runuser; } >/dev/null 2>&1 || need+=(util-linux)
@@ -33,7 +39,7 @@ if [[ ! -x $venv/bin/wsgidav ]] && ! python3 -c 'import venv, ensurepip' >/dev/n
 fi
 
 if ((${#need[@]} == 0)); then
-  echo "install-test-deps: fuse3, apache2, apache2-utils, curl, rsync, util-linux, mount, systemd and python3-venv are already installed"
+  echo "install-test-deps: fuse3, apache2, apache2-utils, nginx (+ dav-ext), lighttpd (+ mod_webdav), curl, rsync, util-linux, mount, systemd and python3-venv are already installed"
 else
   sudo=()
   if ((EUID != 0)); then

@@ -349,7 +349,7 @@ impl DavRemote {
             }
             Some(_) => {}
         }
-        if let Some(locked) = self.replace_under_lock(id, resp.props.etag.as_deref()).await? {
+        if let Some(locked) = self.replace_under_lock(id, v, resp.props.etag.as_deref()).await? {
             return Ok(locked);
         }
         match resp.props.etag.as_deref().map(str::trim) {
@@ -366,7 +366,14 @@ impl DavRemote {
     /// in place as one step (servers check `If-Match` and then write, which two PUTs at once can
     /// both pass: the in-process dav-server and Apache alike). `None` without locks. A LOCK
     /// that created the file (deleted meanwhile) removes it again and fails the precondition.
-    async fn replace_under_lock(&self, id: &str, etag: Option<&str>) -> RemoteResult<Option<BeforeReplace>> {
+    /// Where the server ignores the ETag in the `If` header (nginx), the version is looked at
+    /// again under the lock, which is then the whole protection.
+    async fn replace_under_lock(
+        &self,
+        id: &str,
+        v: &Version,
+        etag: Option<&str>,
+    ) -> RemoteResult<Option<BeforeReplace>> {
         let url = href::item_url(&self.base, id, false)?;
         let Some((token, created)) = self.lock_for_replace(&url).await? else {
             return Ok(None);
@@ -381,6 +388,20 @@ impl DavRemote {
             }
             self.unlock(&url, &token).await;
             return Err(RemoteError::PreconditionFailed);
+        }
+        if self.caps().conditional != Some(true) {
+            let now = match self.stat_opt(id).await {
+                Ok(now) => now,
+                Err(e) => {
+                    self.unlock(&url, &token).await;
+                    return Err(e);
+                }
+            };
+            if now.and_then(|(entry, _)| entry.version).as_ref() != Some(v) {
+                debug!(item = %id, "the file changed before our lock; not replacing it");
+                self.unlock(&url, &token).await;
+                return Err(RemoteError::PreconditionFailed);
+            }
         }
         Ok(Some(BeforeReplace::Put(ReplaceCondition::Locked {
             url: url.to_string(),

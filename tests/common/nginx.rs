@@ -1,7 +1,7 @@
 //! nginx with its `dav` module and the dav-ext module (PROPFIND, OPTIONS, LOCK, UNLOCK) on a free loopback port,
 //! serving a fresh temp dir (see `launched.rs`). What it does differently: PROPFIND reports no `getetag` (GET and HEAD
-//! carry `"{mtime:x}-{size:x}"`), `If-None-Match: *`, `If:` and `Overwrite` on PUT are ignored, `If-Match` is checked
-//! only on existing files (docs/webdav-servers.md).
+//! carry `"{mtime:x}-{size:x}"`), and PUT ignores `If-Match`, `If-None-Match: *` and the `If` header; locks and
+//! `Overwrite: F` on MOVE are enforced (docs/webdav-servers.md).
 
 use std::path::Path;
 
