@@ -114,9 +114,11 @@ fn quoted(etag: &str) -> String {
 /// The server facts cloudmount relies on, per server.
 fn server_enforces_what_cloudmount_relies_on(server: Server) {
     let base = server.url();
-    let is = |kind: &str| match (&server, kind) {
-        (Server::Nginx(_), "nginx") | (Server::Apache(_), "apache") => true,
-        _ => false,
+    let is = |kind: &str| {
+        matches!(
+            (&server, kind),
+            (Server::Nginx(_), "nginx") | (Server::Apache(_), "apache")
+        )
     };
     runtime().block_on(async {
         let http = reqwest::Client::new();
