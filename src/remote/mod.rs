@@ -401,7 +401,8 @@ pub trait Remote: Send + Sync + 'static {
     /// rmdir(2) needs. A plain [`Remote::delete`] removes whatever the folder holds by the time
     /// it arrives, so a file another device moves in between a listing and the delete would be
     /// destroyed. Remotes make the check and the delete one step where the server allows it
-    /// (OneDrive: `If-Match` on the folder's cTag; WebDAV: a lock, or the collection's ETag);
+    /// (OneDrive: `If-Match` on the folder's cTag; WebDAV: the folder is moved aside first and
+    /// looked at there);
     /// this default lists and then deletes, which leaves that window open.
     async fn delete_empty_folder(&self, id: &ItemId) -> RemoteResult<()> {
         if !self.list(id).await?.is_empty() {

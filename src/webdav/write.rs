@@ -763,91 +763,50 @@ impl DavRemote {
         }
     }
 
-    /// [`crate::remote::Remote::delete_empty_folder`] on WebDAV: the check that the folder is
-    /// empty and its DELETE made one step as far as the server allows.
+    /// [`crate::remote::Remote::delete_empty_folder`] on WebDAV: a folder is deleted only once it
+    /// has been moved where nobody else can put anything into it, and found empty there.
     ///
-    /// 1. `LOCK` the folder (exclusive, depth infinity, 30 s): while we hold it, servers that
-    ///    enforce locks refuse to add a member to it (Apache 424/207, nginx and lighttpd 423), so
-    ///    another device's `mv` into it fails instead of being swallowed. Servers without locks
-    ///    (405/501...) go on without.
-    /// 2. `PROPFIND` depth 1: any member means `NotEmpty`.
-    /// 3. `DELETE` with `If: <folder> (<token> ["etag"])`: the lock token, and the collection's
-    ///    ETag as the listing gave it. Apache and the in-process dav-server change a collection's
-    ///    ETag with its members and check it here (412), which closes the window where a server
-    ///    has no real locks (dav-server's FakeLs). The list is tagged with the folder's URL:
-    ///    Apache applies an untagged list to the parent too and fails it there (424).
-    /// 4. The lock is released (UNLOCK) whatever happened: nginx keeps a lock on a deleted path
-    ///    until it times out, which would refuse a `mkdir` of the same name meanwhile.
+    /// 1. `PROPFIND` depth 1: any member means `NotEmpty`.
+    /// 2. `MOVE` the folder to a hidden name beside it (`.cloudmount-rmdir-…`, `Overwrite: F`).
+    ///    Servers rename a folder in one step (rename(2)), so a file another client moves or
+    ///    uploads into it either arrived before (and travels with it) or fails for want of the
+    ///    folder; it can never arrive after the look below.
+    /// 3. `PROPFIND` depth 1 of the hidden folder: a member that came in before the move means
+    ///    `NotEmpty`, and the folder is moved back to its name.
+    /// 4. `DELETE` of the hidden folder, which nobody else knows of.
     ///
-    /// A 412 is looked into: members now mean `NotEmpty`, a missing folder `NotFound`.
+    /// Neither a lock nor the collection's ETag closes the window between a look and a DELETE on
+    /// every server (Apache checks them when a request starts and acts later; a loaded server
+    /// can let another request through in between); the rename does. If the move back fails (a
+    /// new folder took the name meanwhile), the folder and what it holds stay under the hidden
+    /// name, and the log says so.
     pub(super) async fn delete_empty_dir(&self, id: &ItemId) -> RemoteResult<()> {
-        if id.as_str().is_empty() {
+        let name = href::name_of(id.as_str()).to_string();
+        if id.as_str().is_empty() || name.is_empty() {
             return Err(RemoteError::Unsupported("refusing to delete the share's root".into()));
         }
-        let url = href::item_url(&self.base, id.as_str(), true)?;
-        let token = self.lock_folder(&url).await?;
-        let result = self.delete_if_empty(id.as_str(), &url, token.as_deref()).await;
-        if let Some(token) = &token {
-            self.unlock(&url, token).await;
-        }
-        result
-    }
-
-    /// Steps 2 and 3 of [`Self::delete_empty_dir`].
-    async fn delete_if_empty(&self, id: &str, url: &url::Url, token: Option<&str>) -> RemoteResult<()> {
-        let listed = self.propfind(url.clone(), Depth::One, PROPFIND_ENTRY).await?;
-        if listed.iter().any(|(rid, _)| rid != id) {
+        let parent = ItemId::new(href::parent_of(id.as_str()).unwrap_or(""));
+        if self.has_members(id.as_str()).await? {
             return Err(RemoteError::NotEmpty);
         }
-        let etag = listed
-            .iter()
-            .find(|(rid, _)| rid == id)
-            .and_then(|(_, r)| r.props.etag.clone());
-        let condition = match (token, etag.as_deref()) {
-            (Some(t), Some(e)) => Some(format!("<{url}> ({t} [{}])", if_etag(e))),
-            (Some(t), None) => Some(format!("<{url}> ({t})")),
-            (None, Some(e)) => Some(format!("<{url}> ([{}])", if_etag(e))),
-            (None, None) => None,
-        };
-        let mut req = HttpRequest::new(Method::DELETE, url.clone(), Retry::IfNotApplied)
-            .accept_status(StatusCode::PRECONDITION_FAILED)
-            .accept_status(StatusCode::MULTI_STATUS);
-        if let Some(condition) = condition {
-            req = req.header(HeaderName::from_static("if"), header(&condition)?);
-        }
-        let base_segments = &self.base_segments;
-        let outcome = self
-            .http
-            .execute(&req, |resp| async move {
-                match resp.status() {
-                    StatusCode::MULTI_STATUS => Ok(Err(first_failure(resp, base_segments).await)),
-                    status => Ok(Ok(status)),
-                }
-            })
-            .await
-            .map_err(|e| self.note("delete", id, e))?;
-        match outcome {
-            Ok(StatusCode::PRECONDITION_FAILED) => {
-                let now = match self.propfind(url.clone(), Depth::One, PROPFIND_ENTRY).await {
-                    Ok(now) => now,
-                    Err(RemoteError::NotFound) => return Err(RemoteError::NotFound),
-                    Err(e) => return Err(e),
-                };
-                if now.iter().any(|(rid, _)| rid != id) {
-                    Err(RemoteError::NotEmpty)
-                } else {
-                    Err(RemoteError::PreconditionFailed)
-                }
+        let tag: u64 = rand::random();
+        let hidden_name = format!(".cloudmount-rmdir-{tag:016x}");
+        let hidden = self.move_item(id, &parent, &hidden_name, false).await?;
+        if self.has_members(hidden.id.as_str()).await? {
+            if let Err(e) = self.move_item(&hidden.id, &parent, &name, false).await {
+                warn!(folder = %id, kept_at = %hidden.id, error = %e,
+                    "a file arrived in a folder being removed; it could not be moved back, and is kept under its hidden name");
             }
-            Ok(_) => Ok(()),
-            Err(e) => Err(self.note("delete", id, e)),
+            return Err(RemoteError::NotEmpty);
         }
+        self.delete_item(&hidden.id).await
     }
 
-    /// Take an exclusive depth-infinity write lock on folder `url`; `None` when the server has no
-    /// locks (or answers without a token).
-    async fn lock_folder(&self, url: &url::Url) -> RemoteResult<Option<String>> {
-        Ok(self.lock(url, "infinity").await?.map(|(token, _)| token))
+    /// Whether folder `id` holds anything (a Depth-1 PROPFIND).
+    async fn has_members(&self, id: &str) -> RemoteResult<bool> {
+        let url = href::item_url(&self.base, id, true)?;
+        let listed = self.propfind(url, Depth::One, PROPFIND_ENTRY).await?;
+        Ok(listed.iter().any(|(rid, _)| rid != id))
     }
 
     /// Take an exclusive write lock on `url` at `depth`: the token, and whether the LOCK created
