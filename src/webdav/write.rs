@@ -34,6 +34,10 @@ use crate::remote::{Capabilities, Entry, EntryKind, GrowingFile, ItemId, Precond
 const X_OC_MTIME: &str = "x-oc-mtime";
 /// Chunk size when comparing a local file with the server's copy.
 const COMPARE_CHUNK: u64 = 1 << 20;
+/// How long a create waits for another client's create gate (see `DavRemote::create_gate`).
+const GATE_WAIT: Duration = Duration::from_secs(10);
+/// A create gate older than this was left by a client that stopped: taken over.
+const GATE_STALE: Duration = Duration::from_secs(60);
 /// How long a replace waits for another client's lock on the file to go.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
 /// How long a lock of ours lasts if we cannot release it (a crash).
@@ -42,7 +46,7 @@ const LOCK_TIMEOUT: &str = "Second-30";
 const LOCK_BODY: &str = concat!(
     r#"<?xml version="1.0" encoding="utf-8"?>"#,
     r#"<D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>"#,
-    r#"<D:locktype><D:write/></D:locktype><D:owner>cloudmount rmdir</D:owner></D:lockinfo>"#
+    r#"<D:locktype><D:write/></D:locktype><D:owner>cloudmount</D:owner></D:lockinfo>"#
 );
 
 /// The property a server lets us set the modification time through.
@@ -451,12 +455,26 @@ impl DavRemote {
                 e => self.note("upload", id, e),
             });
         }
+        let gate = self.create_gate(parent, id).await;
         let to = href::item_url(&self.base, id, false)?;
         let mv = HttpRequest::new(method("MOVE"), tmp_url.clone(), Retry::IfNotApplied)
             .header(HeaderName::from_static("destination"), header(to.as_str())?)
             .header(HeaderName::from_static("overwrite"), HeaderValue::from_static("F"))
             .accept_status(StatusCode::PRECONDITION_FAILED);
-        let moved = self.http.execute(&mv, |resp| async move { Ok(resp.status()) }).await;
+        // Under the gate, a name taken by anyone is seen here, and no other cloudmount create of it
+        // runs at once.
+        let taken_already = match &gate {
+            Ok(_) => self.stat_opt(id).await.map(|found| found.is_some()),
+            Err(()) => Ok(false),
+        };
+        let moved = match taken_already {
+            Ok(true) => Ok(StatusCode::PRECONDITION_FAILED),
+            Ok(false) => self.http.execute(&mv, |resp| async move { Ok(resp.status()) }).await,
+            Err(e) => Err(e),
+        };
+        if let Ok(gate) = gate {
+            self.open_gate(gate).await;
+        }
         let taken = matches!(moved, Ok(StatusCode::PRECONDITION_FAILED));
         if taken || moved.is_err() {
             let del = HttpRequest::new(Method::DELETE, tmp_url, Retry::IfNotApplied);
@@ -476,6 +494,60 @@ impl DavRemote {
         }
         moved.map_err(|e| self.note("upload", id, e))?;
         self.finish_upload(id, mtime, false, None).await
+    }
+
+    /// Serialise cloudmount's creates of one name across clients: a folder
+    /// `.cloudmount-create-{hash of the name}` made by MKCOL, which is atomic on every server (a
+    /// mkdir), where `Overwrite: F` is not (Apache checks for the destination and renames
+    /// afterwards, and a loaded server lets another MOVE in between). Held only for a look and a
+    /// MOVE; waits up to [`GATE_WAIT`] for another client's, and takes over one older than
+    /// [`GATE_STALE`] (a client that died holding it). `Err` when it could not be had: the
+    /// create then relies on `Overwrite: F` alone.
+    async fn create_gate(&self, parent: &ItemId, id: &str) -> Result<url::Url, ()> {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in id.as_bytes() {
+            hash = (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        let gate = href::join(parent.as_str(), &format!(".cloudmount-create-{hash:016x}"));
+        let Ok(url) = href::item_url(&self.base, &gate, true) else {
+            return Err(());
+        };
+        let started = std::time::Instant::now();
+        let mut wait = Duration::from_millis(20);
+        loop {
+            let req = HttpRequest::new(method("MKCOL"), url.clone(), Retry::IfNotApplied)
+                .accept_status(StatusCode::METHOD_NOT_ALLOWED);
+            match self.http.execute(&req, |resp| async move { Ok(resp.status()) }).await {
+                Ok(status) if status.is_success() => return Ok(url),
+                Ok(_) => {}
+                Err(e) => {
+                    debug!(error = %e, "could not make the create gate; relying on Overwrite: F");
+                    return Err(());
+                }
+            }
+            if let Ok(Some((held, _))) = self.stat_opt(&gate).await {
+                let age = SystemTime::now().duration_since(held.mtime).unwrap_or_default();
+                if age > GATE_STALE {
+                    warn!(gate = %gate, "removing a create gate left by a client that stopped");
+                    let del = HttpRequest::new(Method::DELETE, url.clone(), Retry::IfNotApplied);
+                    let _ = self.http.send(&del).await;
+                    continue;
+                }
+            }
+            if started.elapsed() > GATE_WAIT {
+                return Err(());
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// Remove a create gate of ours.
+    async fn open_gate(&self, url: url::Url) {
+        let del = HttpRequest::new(Method::DELETE, url.clone(), Retry::IfNotApplied);
+        if let Err(e) = self.http.send(&del).await {
+            warn!(gate = %url, error = %e, "could not remove a create gate; it is taken over after a minute");
+        }
     }
 
     /// [`crate::remote::Remote::upload`] on WebDAV: one PUT streaming the file from disk, with a
