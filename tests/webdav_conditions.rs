@@ -304,3 +304,46 @@ on_each_server!(
     delete_empty_folder_never_takes_a_member,
     replace_and_create_are_conditional,
 );
+
+/// The gate folder cloudmount takes around a create on Apache (see `DavRemote::create_gate`): the FNV-1a hash of
+/// the new item's id.
+fn gate_name(id: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.as_bytes() {
+        hash = (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!(".cloudmount-create-{hash:016x}")
+}
+
+/// A create gate left behind by a client that stopped (older than a minute) is taken over, and one that is held
+/// only delays a create (bounded), never blocks it: both creates land.
+#[test]
+fn apache_create_gates_left_behind_never_block_a_create() {
+    let server = ApacheServer::start();
+    let r = remote(&server.url());
+    let stale = server.root().join(gate_name("stale.txt"));
+    fs::create_dir(&stale).unwrap();
+    let old = SystemTime::now() - Duration::from_secs(600);
+    fs::File::open(&stale).unwrap().set_modified(old).unwrap();
+    let fresh = server.root().join(gate_name("held.txt"));
+    fs::create_dir(&fresh).unwrap();
+    runtime().block_on(async {
+        let root = ItemId::new("");
+        let src = tempfile::NamedTempFile::new().unwrap();
+        fs::write(src.path(), b"new").unwrap();
+        let started = std::time::Instant::now();
+        r.upload(&root, "stale.txt", src.path(), SystemTime::now(), Precondition::Absent)
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "a stale gate was waited for"
+        );
+        r.upload(&root, "held.txt", src.path(), SystemTime::now(), Precondition::Absent)
+            .await
+            .unwrap();
+    });
+    assert_eq!(fs::read(server.root().join("stale.txt")).unwrap(), b"new");
+    assert_eq!(fs::read(server.root().join("held.txt")).unwrap(), b"new");
+    assert!(!stale.exists(), "the stale gate is gone");
+}

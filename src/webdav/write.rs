@@ -238,7 +238,16 @@ impl DavRemote {
             .header(IF_MATCH, header(&format!("\"cloudmount-probe-{tag:016x}\""))?)
             .body(Bytes::new())
             .accept_status(StatusCode::PRECONDITION_FAILED);
-        match self.http.execute(&req, |resp| async move { Ok(resp.status()) }).await {
+        let answer = self
+            .http
+            .execute(&req, |resp| async move {
+                // The first request of a mount may be this one: learn the server's kind from it
+                // (new files on Apache and nginx are created by a move).
+                self.note_server(&resp);
+                Ok(resp.status())
+            })
+            .await;
+        match answer {
             Ok(StatusCode::PRECONDITION_FAILED) => Ok(true),
             Ok(status) => {
                 debug!(%status, "the probe PUT with a made-up If-Match went through; deleting it");
@@ -706,6 +715,13 @@ impl DavRemote {
         if !self.conditional_writes_in(parent.as_str()).await? {
             return Err(RemoteError::Unsupported(
                 "the server does not enforce preconditions; uploading the whole file at close".into(),
+            ));
+        }
+        if precondition == Precondition::Absent && self.creates_by_move() {
+            // `If-None-Match: *` is checked when the PUT starts, and two new files of one name
+            // streamed at once would both pass (see `create_by_move`).
+            return Err(RemoteError::Unsupported(
+                "new files on this server are moved into place whole at close".into(),
             ));
         }
         let id = href::join(parent.as_str(), name);
