@@ -451,9 +451,7 @@ impl DavRemote {
         mtime: SystemTime,
         sent: &TransferProgress,
     ) -> RemoteResult<Entry> {
-        let tag: u64 = rand::random();
-        let tmp = href::join(parent.as_str(), &format!(".cloudmount-new-{tag:016x}"));
-        let tmp_url = href::item_url(&self.base, &tmp, false)?;
+        let (tmp, tmp_url) = self.temp_name(parent)?;
         let put = HttpRequest::new(Method::PUT, tmp_url.clone(), Retry::IfNotApplied)
             .body_file(source)
             .count_sent(sent.clone())
@@ -464,6 +462,28 @@ impl DavRemote {
                 e => self.note("upload", id, e),
             });
         }
+        self.move_new_into_place(parent, id, &tmp, tmp_url, source, mtime).await
+    }
+
+    /// A temporary name for a new file's body in folder `parent`, and its URL.
+    fn temp_name(&self, parent: &ItemId) -> RemoteResult<(String, url::Url)> {
+        let tag: u64 = rand::random();
+        let tmp = href::join(parent.as_str(), &format!(".cloudmount-new-{tag:016x}"));
+        let url = href::item_url(&self.base, &tmp, false)?;
+        Ok((tmp, url))
+    }
+
+    /// Move the new file uploaded to `tmp` to `id` without replacing anything (see
+    /// [`Self::create_by_move`]); `source` holds the same bytes locally.
+    async fn move_new_into_place(
+        &self,
+        parent: &ItemId,
+        id: &str,
+        tmp: &str,
+        tmp_url: url::Url,
+        source: &Path,
+        mtime: SystemTime,
+    ) -> RemoteResult<Entry> {
         let gate = self.create_gate(parent, id).await;
         let to = href::item_url(&self.base, id, false)?;
         let mv = HttpRequest::new(method("MOVE"), tmp_url.clone(), Retry::IfNotApplied)
@@ -717,14 +737,33 @@ impl DavRemote {
                 "the server does not enforce preconditions; uploading the whole file at close".into(),
             ));
         }
-        if precondition == Precondition::Absent && self.creates_by_move() {
-            // `If-None-Match: *` is checked when the PUT starts, and two new files of one name
-            // streamed at once would both pass (see `create_by_move`).
-            return Err(RemoteError::Unsupported(
-                "new files on this server are moved into place whole at close".into(),
-            ));
-        }
         let id = href::join(parent.as_str(), name);
+        if precondition == Precondition::Absent && self.creates_by_move() {
+            // `If-None-Match: *` is checked when the PUT starts, so two new files of one name
+            // streamed at once would both pass: stream to a temporary name, then move it into
+            // place as `create_by_move` does.
+            let (tmp, tmp_url) = self.temp_name(parent)?;
+            let req = HttpRequest::new(Method::PUT, tmp_url.clone(), Retry::Once)
+                .body_growing(file.clone())
+                .count_sent(sent.clone());
+            let answer = self.http.execute(&req, |_resp: Response| async move { Ok(()) }).await;
+            let sealed = file.sealed();
+            if answer.is_err() || sealed.is_none() {
+                let del = HttpRequest::new(Method::DELETE, tmp_url.clone(), Retry::IfNotApplied);
+                if let Err(e) = self.http.send(&del).await {
+                    debug!(item = %tmp, error = %e, "could not remove a temporary upload");
+                }
+            }
+            answer.map_err(|e| self.note("upload", &id, e))?;
+            let Some((_, mtime)) = sealed else {
+                return Err(RemoteError::Protocol(format!(
+                    "PUT {id}: the server answered before the file was complete"
+                )));
+            };
+            return self
+                .move_new_into_place(parent, &id, &tmp, tmp_url, file.path(), mtime)
+                .await;
+        }
         let url = href::item_url(&self.base, &id, false)?;
         let mut req = HttpRequest::new(Method::PUT, url, Retry::Once)
             .body_growing(file.clone())
