@@ -543,9 +543,16 @@ impl DavRemote {
         };
         let started = std::time::Instant::now();
         let mut wait = Duration::from_millis(20);
+        let mut refused_without_gate = 0;
         loop {
-            let req = HttpRequest::new(method("MKCOL"), url.clone(), Retry::IfNotApplied)
-                .accept_status(StatusCode::METHOD_NOT_ALLOWED);
+            // Apache answers 403 to the second of two MKCOLs at once (its mkdir failed), 405 to
+            // one of an existing folder: either way, someone may hold the gate.
+            let mut req = HttpRequest::new(method("MKCOL"), url.clone(), Retry::IfNotApplied);
+            for held in [403, 405, 409, 423] {
+                if let Ok(status) = StatusCode::from_u16(held) {
+                    req = req.accept_status(status);
+                }
+            }
             match self.http.execute(&req, |resp| async move { Ok(resp.status()) }).await {
                 Ok(status) if status.is_success() => return Ok(url),
                 Ok(_) => {}
@@ -554,14 +561,27 @@ impl DavRemote {
                     return Err(());
                 }
             }
-            if let Ok(Some((held, _))) = self.stat_opt(&gate).await {
-                let age = SystemTime::now().duration_since(held.mtime).unwrap_or_default();
-                if age > GATE_STALE {
-                    warn!(gate = %gate, "removing a create gate left by a client that stopped");
-                    let del = HttpRequest::new(Method::DELETE, url.clone(), Retry::IfNotApplied);
-                    let _ = self.http.send(&del).await;
+            match self.stat_opt(&gate).await {
+                Ok(Some((held, _))) => {
+                    let age = SystemTime::now().duration_since(held.mtime).unwrap_or_default();
+                    if age > GATE_STALE {
+                        warn!(gate = %gate, "removing a create gate left by a client that stopped");
+                        let del = HttpRequest::new(Method::DELETE, url.clone(), Retry::IfNotApplied);
+                        let _ = self.http.send(&del).await;
+                        continue;
+                    }
+                }
+                Ok(None) => {
+                    // Released meanwhile, or the server refuses such folders: try again, a few
+                    // times.
+                    refused_without_gate += 1;
+                    if refused_without_gate >= 3 {
+                        debug!(gate = %gate, "the server refuses the create gate; relying on Overwrite: F");
+                        return Err(());
+                    }
                     continue;
                 }
+                Err(_) => return Err(()),
             }
             if started.elapsed() > GATE_WAIT {
                 return Err(());
