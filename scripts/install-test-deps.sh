@@ -6,6 +6,8 @@
 # - fuse3:          fusermount3, which a non-root user needs to unmount, and which the tests use to unmount;
 # - apache2, apache2-utils: the packaged WebDAV server (mod_dav_fs) the tests run against besides the in-process one
 #                   (tests/common/apache.rs starts it through scripts/webdav-servers.sh);
+# - nginx, libnginx-mod-http-dav-ext, lighttpd, lighttpd-mod-webdav: two more packaged WebDAV servers the FUSE write
+#                   tests run against (tests/common/nginx.rs, lighttpd.rs, started through scripts/webdav-servers.sh);
 # - curl:           scripts/webdav-servers.sh checks that a server answers PROPFIND with it;
 # - rsync:          the write tests sync trees into the mount with it;
 # - vim:            tests/fuse_data_safety.rs saves files with it as an editor does (open, ftruncate, write, fsync);
@@ -26,6 +28,10 @@ need=()
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 [[ -x /usr/sbin/apache2 ]] || need+=(apache2)
 command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
+[[ -x /usr/sbin/nginx ]] || need+=(nginx)
+[[ -f /usr/lib/nginx/modules/ngx_http_dav_ext_module.so ]] || need+=(libnginx-mod-http-dav-ext)
+[[ -x /usr/sbin/lighttpd ]] || need+=(lighttpd)
+[[ -f /usr/lib/lighttpd/mod_webdav.so ]] || need+=(lighttpd-mod-webdav)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
 command -v vim >/dev/null 2>&1 || need+=(vim)
@@ -39,7 +45,7 @@ if [[ ! -x $venv/bin/wsgidav ]] && ! python3 -c 'import venv, ensurepip' >/dev/n
 fi
 
 if ((${#need[@]} == 0)); then
-  echo "install-test-deps: fuse3, apache2, apache2-utils, curl, rsync, vim, util-linux, mount, systemd, openssl, passwd and python3-venv are already installed"
+  echo "install-test-deps: fuse3, apache2, apache2-utils, nginx (+ dav-ext), lighttpd (+ mod_webdav), curl, rsync, vim, util-linux, mount, systemd, openssl, passwd and python3-venv are already installed"
 else
   sudo=()
   if ((EUID != 0)); then

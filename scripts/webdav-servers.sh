@@ -3,14 +3,16 @@
 # cloudmount's copy of the launcher from the project's shared reference material; the repo, its tests, the demo and CI
 # use only this copy. tests/common/apache.rs starts Apache through it; scripts/demo.sh too.
 #
-#   webdav-servers.sh install [apache|rclone|wsgidav]  apt-get install what that kind needs if missing (default: apache)
-#   webdav-servers.sh start  apache|rclone|wsgidav PORT DIR [USER PASS]
-#   webdav-servers.sh stop   apache|rclone|wsgidav PORT
+#   webdav-servers.sh install [KIND]  apt-get install what that kind needs if missing (default: apache)
+#   webdav-servers.sh start  KIND PORT DIR [USER PASS]   KIND: apache|nginx|lighttpd|rclone|wsgidav
+#   webdav-servers.sh stop   KIND PORT
 #   webdav-servers.sh stop-all
 #   webdav-servers.sh status
-#   webdav-servers.sh url    apache|rclone|wsgidav PORT   prints the base URL a client should use
+#   webdav-servers.sh url    KIND PORT   prints the base URL a client should use
 #
 # URLs:   apache  -> http://127.0.0.1:PORT/dav/   (mod_dav_fs, DavDepthInfinity On, locks in STATE dir)
+#         nginx   -> http://127.0.0.1:PORT/       (nginx dav + dav-ext module with LOCK/UNLOCK; no USER PASS here)
+#         lighttpd-> http://127.0.0.1:PORT/       (mod_webdav with its sqlite property and lock database; no USER PASS)
 #         rclone  -> http://127.0.0.1:PORT/       (rclone serve webdav over a local dir)
 #         wsgidav -> http://127.0.0.1:PORT/       (PyPI WsgiDAV+cheroot in a venv; quota props, settable getlastmodified)
 # State (configs, pid files, logs) lives in $STATE_DIR (default /tmp/webdav-servers/<kind>-<port>/); STATE_DIR and its
@@ -36,7 +38,7 @@ sd() { echo "$STATE_DIR/$1-$2"; }
 url_of() {
   case $1 in
     apache) echo "http://$HOST:$2/dav/" ;;
-    rclone|wsgidav) echo "http://$HOST:$2/" ;;
+    nginx|lighttpd|rclone|wsgidav) echo "http://$HOST:$2/" ;;
     *) die "unknown kind $1" ;;
   esac
 }
@@ -62,6 +64,12 @@ install() { # [kind]
     apache)
       [[ -x /usr/sbin/apache2 ]] || need+=(apache2)
       command -v htpasswd >/dev/null || need+=(apache2-utils) ;;
+    nginx)
+      [[ -x /usr/sbin/nginx ]] || need+=(nginx)
+      [[ -f /usr/lib/nginx/modules/ngx_http_dav_ext_module.so ]] || need+=(libnginx-mod-http-dav-ext) ;;
+    lighttpd)
+      [[ -x /usr/sbin/lighttpd ]] || need+=(lighttpd)
+      [[ -f /usr/lib/lighttpd/mod_webdav.so ]] || need+=(lighttpd-mod-webdav) ;;
     rclone) command -v rclone >/dev/null || need+=(rclone) ;;
     wsgidav) python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3 python3-venv) ;;
     *) die "unknown kind $kind" ;;
@@ -140,6 +148,82 @@ EOF
   cp "$d/run/httpd.pid" "$d/pid"
 }
 
+# The user nginx's and lighttpd's workers run as: DIR's owner, or www-data when DIR is root's (handed over like Apache).
+serving_user() { # dir
+  local owner; owner=$(stat -c %U "$1")
+  if [[ $owner == root ]]; then chown -R www-data:www-data "$1"; owner=www-data; fi
+  echo "$owner"
+}
+
+start_nginx() { # port dir
+  local port=$1 dir=$2 d; d=$(sd nginx "$port")
+  [[ -z ${3:-} ]] || die "nginx: authentication is not set up by this script"
+  mkdir -p "$d"/{logs,tmp} "$dir"
+  dir=$(cd "$dir" && pwd)
+  local owner group; owner=$(serving_user "$dir"); group=$(id -gn "$owner")
+  chown "$owner:$group" "$d/tmp"
+  cat >"$d/nginx.conf" <<EOF
+load_module /usr/lib/nginx/modules/ngx_http_dav_ext_module.so;
+user $owner $group;
+worker_processes 1;
+daemon off;
+pid $d/nginx.pid;
+error_log $d/logs/error.log;
+events { worker_connections 256; }
+http {
+  access_log $d/logs/access.log;
+  client_body_temp_path $d/tmp/body;
+  proxy_temp_path $d/tmp/proxy;
+  fastcgi_temp_path $d/tmp/fastcgi;
+  uwsgi_temp_path $d/tmp/uwsgi;
+  scgi_temp_path $d/tmp/scgi;
+  client_max_body_size 0;
+  dav_ext_lock_zone zone=davlock:1m;
+  server {
+    listen $HOST:$port;
+    root $dir;
+    location / {
+      dav_methods PUT DELETE MKCOL COPY MOVE;
+      dav_ext_methods PROPFIND OPTIONS LOCK UNLOCK;
+      dav_ext_lock zone=davlock;
+      dav_access user:rw group:rw all:r;
+      create_full_put_path off;
+    }
+  }
+}
+EOF
+  /usr/sbin/nginx -t -c "$d/nginx.conf" -p "$d" >/dev/null 2>&1 || { /usr/sbin/nginx -t -c "$d/nginx.conf" -p "$d"; die "bad nginx config"; }
+  nohup /usr/sbin/nginx -c "$d/nginx.conf" -p "$d" </dev/null >"$d/logs/stdout.log" 2>&1 &
+  echo $! >"$d/pid"
+}
+
+start_lighttpd() { # port dir
+  local port=$1 dir=$2 d; d=$(sd lighttpd "$port")
+  [[ -z ${3:-} ]] || die "lighttpd: authentication is not set up by this script"
+  mkdir -p "$d"/{logs,db,upload} "$dir"
+  dir=$(cd "$dir" && pwd)
+  local owner group; owner=$(serving_user "$dir"); group=$(id -gn "$owner")
+  chown "$owner:$group" "$d/logs" "$d/db" "$d/upload"
+  cat >"$d/lighttpd.conf" <<EOF
+server.modules = ( "mod_webdav" )
+server.bind = "$HOST"
+server.port = $port
+server.document-root = "$dir"
+server.username = "$owner"
+server.groupname = "$group"
+server.errorlog = "$d/logs/error.log"
+server.upload-dirs = ( "$d/upload" )
+server.max-request-size = 0
+mimetype.assign = ( "" => "application/octet-stream" )
+webdav.activate = "enable"
+webdav.is-readonly = "disable"
+webdav.sqlite-db-name = "$d/db/webdav.db"
+EOF
+  /usr/sbin/lighttpd -tt -f "$d/lighttpd.conf" >/dev/null 2>&1 || { /usr/sbin/lighttpd -tt -f "$d/lighttpd.conf"; die "bad lighttpd config"; }
+  nohup /usr/sbin/lighttpd -D -f "$d/lighttpd.conf" </dev/null >"$d/logs/stdout.log" 2>&1 &
+  echo $! >"$d/pid"
+}
+
 start_rclone() { # port dir [user pass]
   local port=$1 dir=$2 user=${3:-} pass=${4:-} d; d=$(sd rclone "$port")
   mkdir -p "$d" "$dir"
@@ -196,6 +280,8 @@ start() {
   if ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then die "port $port is taken by something else"; fi
   case $kind in
     apache) [[ -x /usr/sbin/apache2 ]] || install apache; start_apache "$port" "$dir" "$@" ;;
+    nginx) install nginx; start_nginx "$port" "$dir" "$@" ;;
+    lighttpd) install lighttpd; start_lighttpd "$port" "$dir" "$@" ;;
     rclone) command -v rclone >/dev/null || install rclone; start_rclone "$port" "$dir" "$@" ;;
     wsgidav) start_wsgidav "$port" "$dir" "$@" ;;
     *) die "unknown kind $kind" ;;

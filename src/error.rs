@@ -50,6 +50,10 @@ pub enum RemoteError {
     /// replace).
     #[error("an item of that name already exists")]
     AlreadyExists,
+    /// A folder that was to be deleted only if empty holds something (it may have been added
+    /// after the caller looked: see [`crate::remote::Remote::delete_empty_folder`]).
+    #[error("the folder is not empty")]
+    NotEmpty,
     /// The item is locked on the server (HTTP 423).
     #[error("item is locked on the server")]
     Locked,
@@ -97,6 +101,7 @@ impl RemoteError {
             RemoteError::ConnectionLost(_) | RemoteError::Tls(_) => libc::EIO,
             RemoteError::InsufficientStorage => libc::ENOSPC,
             RemoteError::Locked => libc::EBUSY,
+            RemoteError::NotEmpty => libc::ENOTEMPTY,
             RemoteError::TooLarge => libc::EFBIG,
             RemoteError::Http { .. } | RemoteError::Protocol(_) | RemoteError::LocalFile(_) => libc::EIO,
             RemoteError::Unsupported(_) => libc::ENOTSUP,

@@ -175,9 +175,11 @@ fn fsync_means_the_server_has_it(server: &dyn TestServer) {
     m.unmount();
 }
 
-on_both_servers!(
+on_all_servers!(
     dav_server,
     apache,
+    nginx,
+    lighttpd,
     start(),
     [
         copies_a_tree_in_and_out,

@@ -828,6 +828,8 @@ fn servers_that_ignore_if_match_are_probed_and_checked_by_hand() {
                     reply(204, &[], "")
                 }
                 ("PROPPATCH", _) => reply(405, &[], ""),
+                // A server without locks: replaces go without one.
+                ("LOCK", _) => reply(405, &[], ""),
                 (m, p) => panic!("unexpected {m} {p}"),
             }
         })

@@ -393,6 +393,10 @@ impl Remote for GraphRemote {
         self.delete_item(id).await
     }
 
+    async fn delete_empty_folder(&self, id: &ItemId) -> RemoteResult<()> {
+        self.delete_folder_if_empty(id).await
+    }
+
     async fn rename(&self, id: &ItemId, new_parent: &ItemId, new_name: &str, replace: bool) -> RemoteResult<Entry> {
         self.move_item(id, new_parent, new_name, replace).await
     }

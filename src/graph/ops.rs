@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use reqwest::header::{HeaderValue, ACCEPT, LOCATION};
+use reqwest::header::{HeaderValue, ACCEPT, IF_MATCH, LOCATION};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tracing::debug;
@@ -20,6 +20,10 @@ use super::GraphRemote;
 use crate::error::{RemoteError, RemoteResult};
 use crate::http::{map_reqwest_error, HttpRequest, Retry};
 use crate::remote::{Entry, EntryKind, ItemId, Remote};
+
+/// How many times a folder delete whose condition failed looks again before giving up: the
+/// folder's tag also moves when the folder itself is renamed or its time set.
+const EMPTY_DELETE_TRIES: usize = 3;
 
 /// Longest time we poll the monitor of an asynchronous move.
 const MONITOR_LIMIT: Duration = Duration::from_secs(300);
@@ -53,6 +57,46 @@ impl GraphRemote {
         self.client.authorized(&req).await?;
         self.downloads.remove(id);
         Ok(())
+    }
+
+    /// [`Remote::delete_empty_folder`]: read the folder's tags, list it, and if it is empty send
+    /// `DELETE` with `If-Match` on the tag that moves when its members do: the folder's cTag,
+    /// which personal drives change whenever a descendant changes (moved in included), so a file
+    /// moved in after the listing makes the delete fail (412) instead of going with the folder.
+    /// Business drives give folders no cTag and their eTag does not follow the members: there the
+    /// eTag still guards against a rename, and the window between listing and delete stays open
+    /// (docs/semantics.md, "Two machines").
+    pub(super) async fn delete_folder_if_empty(&self, id: &ItemId) -> RemoteResult<()> {
+        if id.as_str() == self.root_id {
+            return Err(RemoteError::Unsupported("cannot delete the drive's root".into()));
+        }
+        let url = self.urls.item(&self.drive.id, id.as_str(), "")?;
+        for _ in 0..EMPTY_DELETE_TRIES {
+            let folder: DriveItem = self
+                .client
+                .get_json(with_query(url.clone(), &[("$select", "id,eTag,cTag,folder")]))
+                .await?;
+            if !self.list(id).await?.is_empty() {
+                return Err(RemoteError::NotEmpty);
+            }
+            let mut req = HttpRequest::new(Method::DELETE, url.clone(), Retry::IfNotApplied);
+            if let Some(tag) = folder.c_tag.as_deref().or(folder.e_tag.as_deref()) {
+                let value = HeaderValue::from_str(tag)
+                    .map_err(|e| RemoteError::Protocol(format!("folder tag {tag:?} is no header value: {e}")))?;
+                req = req.header(IF_MATCH, value);
+            }
+            match self.client.authorized(&req).await {
+                Ok(_) => {
+                    self.downloads.remove(id);
+                    return Ok(());
+                }
+                Err(RemoteError::PreconditionFailed) => {
+                    debug!(folder = %id, "the folder changed between its listing and the delete; looking again");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RemoteError::NotEmpty)
     }
 
     /// Move and/or rename by `PATCH` with `parentReference.id` and `name`.

@@ -522,6 +522,25 @@ impl Remote for MemoryRemote {
         Ok(())
     }
 
+    /// Checked and deleted under one lock: as atomic as a server that enforces the condition.
+    async fn delete_empty_folder(&self, id: &ItemId) -> RemoteResult<()> {
+        self.check_up()?;
+        let path = id.as_str();
+        if path.is_empty() {
+            return Err(RemoteError::Unsupported("refusing to delete the root".into()));
+        }
+        let mut nodes = self.nodes.lock().unwrap();
+        if !nodes.contains_key(path) {
+            return Err(RemoteError::NotFound);
+        }
+        let prefix = format!("{path}/");
+        if nodes.keys().any(|k| k.starts_with(&prefix)) {
+            return Err(RemoteError::NotEmpty);
+        }
+        nodes.remove(path);
+        Ok(())
+    }
+
     async fn rename(&self, id: &ItemId, new_parent: &ItemId, new_name: &str, replace: bool) -> RemoteResult<Entry> {
         self.check_up()?;
         Self::check_name(new_name)?;

@@ -401,6 +401,20 @@ pub trait Remote: Send + Sync + 'static {
         Err(RemoteError::Unsupported("this remote is read-only".into()))
     }
 
+    /// Delete folder `id` only if it holds nothing, else fail with `RemoteError::NotEmpty`: what
+    /// rmdir(2) needs. A plain [`Remote::delete`] removes whatever the folder holds by the time
+    /// it arrives, so a file another device moves in between a listing and the delete would be
+    /// destroyed. Remotes make the check and the delete one step where the server allows it
+    /// (OneDrive: `If-Match` on the folder's cTag; WebDAV: the folder is moved aside first and
+    /// looked at there);
+    /// this default lists and then deletes, which leaves that window open.
+    async fn delete_empty_folder(&self, id: &ItemId) -> RemoteResult<()> {
+        if !self.list(id).await?.is_empty() {
+            return Err(RemoteError::NotEmpty);
+        }
+        self.delete(id).await
+    }
+
     /// Move and/or rename `id` to child `new_name` of `new_parent`. An existing item there is
     /// replaced only when `replace` is true, else `RemoteError::AlreadyExists`. Returns the item as
     /// the server now describes it (on WebDAV its id, a path, changes).

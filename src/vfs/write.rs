@@ -1064,7 +1064,10 @@ impl DriveFs {
             return Err(fs_err!(libc::ENOTDIR, "{name:?} is not a folder"));
         }
         self.ensure_empty(node.ino).await?;
-        match self.remote.delete(&node.entry.id).await {
+        // The listing above may be stale by the time a DELETE arrives, and a DELETE takes the
+        // folder with whatever another device moved in meanwhile: the remote deletes only if
+        // the folder is still empty (ENOTEMPTY otherwise).
+        match self.remote.delete_empty_folder(&node.entry.id).await {
             Ok(()) | Err(RemoteError::NotFound) => {}
             Err(e) => return Err(e.into()),
         }

@@ -81,6 +81,29 @@ pub struct DavRemote {
     /// The server writes a PUT body aside and puts it in place only once complete, so a PUT cut
     /// off halfway changes nothing (see [`Remote::streams_growing_uploads`]).
     stages_puts: std::sync::atomic::AtomicBool,
+    /// The server is nginx, whose PROPFIND (dav-ext) reports no `getetag` while its GET and HEAD
+    /// carry one built from the modification time and size (see [`nginx_etag`]).
+    nginx: std::sync::atomic::AtomicBool,
+    /// New files go up under a temporary name and are moved into place with `Overwrite: F`
+    /// (Apache, nginx: see `write::DavRemote::create_by_move`).
+    creates_by_move: std::sync::atomic::AtomicBool,
+}
+
+/// The ETag nginx sends with GET and HEAD: `"{mtime in seconds:x}-{size:x}"`
+/// (`ngx_http_set_etag`). Its dav-ext PROPFIND leaves `getetag` out, so without this every file
+/// there would look versionless, and an edit could not say which version it replaces (it would
+/// be taken for a create and end as a conflict copy). Built from the same PROPFIND's
+/// `getlastmodified` and `getcontentlength`, it is the value nginx compares `If-Match` with.
+fn nginx_etag(props: &propfind::Props) -> Option<String> {
+    if props.collection {
+        return None;
+    }
+    let secs = props
+        .last_modified?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    Some(format!("\"{secs:x}-{:x}\"", props.content_length?))
 }
 
 fn propfind_method() -> Method {
@@ -142,6 +165,8 @@ impl DavRemote {
             // Nextcloud and ownCloud write uploads to a part file first; Apache and nginx are
             // recognised by their answers (see `note_server`).
             stages_puts: std::sync::atomic::AtomicBool::new(base.path().contains("/remote.php/")),
+            nginx: std::sync::atomic::AtomicBool::new(false),
+            creates_by_move: std::sync::atomic::AtomicBool::new(false),
             base,
         })
     }
@@ -197,6 +222,10 @@ impl DavRemote {
         let server = server.trim_start().to_ascii_lowercase();
         if server.starts_with("apache") || server.starts_with("nginx") {
             self.stages_puts.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.creates_by_move.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        if server.starts_with("nginx") {
+            self.nginx.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -213,9 +242,13 @@ impl DavRemote {
         let body = resp.bytes_stream().map_err(std::io::Error::other);
         let reader = tokio_util::io::StreamReader::new(body);
         let mut out = Vec::new();
-        propfind::parse_multistatus(reader, |r| {
+        let nginx = self.nginx.load(std::sync::atomic::Ordering::Relaxed);
+        propfind::parse_multistatus(reader, |mut r| {
             if !r.is_ok() {
                 return Ok(());
+            }
+            if nginx && r.props.etag.is_none() {
+                r.props.etag = nginx_etag(&r.props);
             }
             match href::href_to_id(&r.href, &self.base_segments, &request_path) {
                 Some(id) => out.push((id, r)),
@@ -407,6 +440,10 @@ impl Remote for DavRemote {
 
     async fn delete(&self, id: &ItemId) -> RemoteResult<()> {
         self.delete_item(id).await
+    }
+
+    async fn delete_empty_folder(&self, id: &ItemId) -> RemoteResult<()> {
+        self.delete_empty_dir(id).await
     }
 
     async fn rename(&self, id: &ItemId, new_parent: &ItemId, new_name: &str, replace: bool) -> RemoteResult<Entry> {

@@ -34,6 +34,20 @@ use crate::remote::{Capabilities, Entry, EntryKind, GrowingFile, ItemId, Precond
 const X_OC_MTIME: &str = "x-oc-mtime";
 /// Chunk size when comparing a local file with the server's copy.
 const COMPARE_CHUNK: u64 = 1 << 20;
+/// How long a create waits for another client's create gate (see `DavRemote::create_gate`).
+const GATE_WAIT: Duration = Duration::from_secs(10);
+/// A create gate older than this was left by a client that stopped: taken over.
+const GATE_STALE: Duration = Duration::from_secs(60);
+/// How long a replace waits for another client's lock on the file to go.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// How long a lock of ours lasts if we cannot release it (a crash).
+const LOCK_TIMEOUT: &str = "Second-30";
+/// An exclusive write lock, as RFC 4918 §9.10 asks for it.
+const LOCK_BODY: &str = concat!(
+    r#"<?xml version="1.0" encoding="utf-8"?>"#,
+    r#"<D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>"#,
+    r#"<D:locktype><D:write/></D:locktype><D:owner>cloudmount</D:owner></D:lockinfo>"#
+);
 
 /// The property a server lets us set the modification time through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +70,8 @@ pub(super) struct CapState {
     mtime_prop: Option<MtimeProp>,
     /// The server answered `X-OC-MTime: accepted` to a PUT (Nextcloud, ownCloud).
     oc_mtime: bool,
+    /// Whether LOCK gives a token (learnt from the first attempt).
+    locks: Option<bool>,
 }
 
 fn method(name: &'static str) -> Method {
@@ -112,10 +128,57 @@ fn proppatch_body(prop: MtimeProp, secs: u64) -> String {
 
 /// What to do after looking at the item an upload with `Matches` would replace.
 enum BeforeReplace {
-    /// Send the PUT, with `If-Match` or (when the server only gives a weak ETag) without.
-    Put { if_match: bool },
+    /// Send the PUT with this condition on the version replaced.
+    Put(ReplaceCondition),
     /// The server already holds exactly our bytes: nothing to send.
     Done(Entry),
+}
+
+/// How a replace names the version it replaces.
+enum ReplaceCondition {
+    /// `If-Match` with the strong form: what the server's ETag is, or what it is compared with.
+    IfMatch,
+    /// WebDAV's `If: (["etag"])` with the ETag exactly as the server gave it. For a weak ETag
+    /// (Apache's for a second after each write), which never satisfies `If-Match` (RFC 9110
+    /// §13.1.1 compares strongly): RFC 4918 §10.4 evaluates `If` state lists with the server's own
+    /// entity-tag comparison, and mod_dav matches its weak ETag there and answers 412 to any
+    /// other, atomically with the PUT (see docs/webdav-servers.md for what each server enforces).
+    IfHeader(String),
+    /// Under our lock: `If: <url> (<token> ["etag"])`, the token that lets the PUT through and the
+    /// ETag (as the server gave it) the replaced version must still have. Tagged with the URL, as
+    /// Apache applies an untagged list to the parent folder too.
+    Locked {
+        url: String,
+        token: String,
+        etag: Option<String>,
+    },
+}
+
+impl ReplaceCondition {
+    /// The lock to release after the PUT, if this condition holds one.
+    fn held(&self) -> Option<(url::Url, String)> {
+        match self {
+            ReplaceCondition::Locked { url, token, .. } => Some((url::Url::parse(url).ok()?, token.clone())),
+            _ => None,
+        }
+    }
+
+    fn apply(self, req: HttpRequest, v: &Version) -> RemoteResult<HttpRequest> {
+        Ok(match self {
+            ReplaceCondition::IfMatch => req.header(IF_MATCH, header(&format!("\"{}\"", v.as_str()))?),
+            ReplaceCondition::IfHeader(etag) => req.header(
+                HeaderName::from_static("if"),
+                header(&format!("([{}])", if_etag(&etag)))?,
+            ),
+            ReplaceCondition::Locked { url, token, etag } => {
+                let etag = etag.map(|e| format!(" [{}]", if_etag(&e))).unwrap_or_default();
+                req.header(
+                    HeaderName::from_static("if"),
+                    header(&format!("<{url}> ({token}{etag})"))?,
+                )
+            }
+        })
+    }
 }
 
 impl DavRemote {
@@ -176,7 +239,16 @@ impl DavRemote {
             .header(IF_MATCH, header(&format!("\"cloudmount-probe-{tag:016x}\""))?)
             .body(Bytes::new())
             .accept_status(StatusCode::PRECONDITION_FAILED);
-        match self.http.execute(&req, |resp| async move { Ok(resp.status()) }).await {
+        let answer = self
+            .http
+            .execute(&req, |resp| async move {
+                // The first request of a mount may be this one: learn the server's kind from it
+                // (new files on Apache and nginx are created by a move).
+                self.note_server(&resp);
+                Ok(resp.status())
+            })
+            .await;
+        match answer {
             Ok(StatusCode::PRECONDITION_FAILED) => Ok(true),
             Ok(status) => {
                 debug!(%status, "the probe PUT with a made-up If-Match went through; deleting it");
@@ -270,8 +342,8 @@ impl DavRemote {
     /// Look at the item a `Matches(v)` upload replaces: fail early on another version (sparing the
     /// upload), and cope with Apache's weak ETags, which never satisfy `If-Match`: Apache reports
     /// `W/"x"` for a second after each write. When the ETag is weak and equal to our base, the PUT
-    /// goes without `If-Match`: the comparison made here is then the protection (not atomic, but
-    /// the window is the few milliseconds to the PUT).
+    /// carries `If: (["W/\"x\""])` instead, which Apache evaluates atomically with the PUT (two
+    /// mounts replacing one weak version at once: one gets 412 and keeps a conflict copy).
     async fn before_replace(&self, id: &str, v: &Version, source: &Path) -> RemoteResult<BeforeReplace> {
         let Some((entry, resp)) = self.stat_opt(id).await? else {
             // Deleted since we saw it.
@@ -282,7 +354,7 @@ impl DavRemote {
         }
         match &entry.version {
             // No ETag now: the server judges the If-Match.
-            None => return Ok(BeforeReplace::Put { if_match: true }),
+            None => return Ok(BeforeReplace::Put(ReplaceCondition::IfMatch)),
             Some(current) if current != v => {
                 return self
                     .unless_same(entry, source, RemoteError::PreconditionFailed)
@@ -291,18 +363,241 @@ impl DavRemote {
             }
             Some(_) => {}
         }
-        let weak = resp
-            .props
-            .etag
-            .as_deref()
-            .is_some_and(|e| e.trim_start().starts_with("W/"));
-        if weak {
-            // The weak value is the one our content is based on, so the comparison just made is
-            // the check: waiting a second for Apache's strong form on every quick re-save (an
-            // editor, fsx) costs more than the milliseconds between this look and the PUT protect.
-            debug!(item = %id, "weak ETag equal to our base; replacing without If-Match");
+        if let Some(locked) = self.replace_under_lock(id, v, resp.props.etag.as_deref()).await? {
+            return Ok(locked);
         }
-        Ok(BeforeReplace::Put { if_match: !weak })
+        match resp.props.etag.as_deref().map(str::trim) {
+            Some(etag) if etag.starts_with("W/") => {
+                debug!(item = %id, "weak ETag equal to our base; replacing with an If header");
+                Ok(BeforeReplace::Put(ReplaceCondition::IfHeader(etag.to_string())))
+            }
+            _ => Ok(BeforeReplace::Put(ReplaceCondition::IfMatch)),
+        }
+    }
+
+    /// Lock file `id` for a replace where the server has locks: while we hold the lock no other
+    /// client can write it, so the ETag condition sent with our PUT is checked and the body put
+    /// in place as one step (servers check `If-Match` and then write, which two PUTs at once can
+    /// both pass: the in-process dav-server and Apache alike). `None` without locks. A LOCK
+    /// that created the file (deleted meanwhile) removes it again and fails the precondition.
+    /// Where the server ignores the ETag in the `If` header (nginx), the version is looked at
+    /// again under the lock, which is then the whole protection.
+    async fn replace_under_lock(
+        &self,
+        id: &str,
+        v: &Version,
+        etag: Option<&str>,
+    ) -> RemoteResult<Option<BeforeReplace>> {
+        let url = href::item_url(&self.base, id, false)?;
+        let Some((token, created)) = self.lock_for_replace(&url).await? else {
+            return Ok(None);
+        };
+        if created {
+            if let Ok(value) = header(&format!("<{url}> ({token})")) {
+                let del = HttpRequest::new(Method::DELETE, url.clone(), Retry::IfNotApplied)
+                    .header(HeaderName::from_static("if"), value);
+                if let Err(e) = self.http.send(&del).await {
+                    warn!(item = %id, error = %e, "could not remove the empty file a LOCK created");
+                }
+            }
+            self.unlock(&url, &token).await;
+            return Err(RemoteError::PreconditionFailed);
+        }
+        if self.caps().conditional != Some(true) {
+            let now = match self.stat_opt(id).await {
+                Ok(now) => now,
+                Err(e) => {
+                    self.unlock(&url, &token).await;
+                    return Err(e);
+                }
+            };
+            if now.and_then(|(entry, _)| entry.version).as_ref() != Some(v) {
+                debug!(item = %id, "the file changed before our lock; not replacing it");
+                self.unlock(&url, &token).await;
+                return Err(RemoteError::PreconditionFailed);
+            }
+        }
+        Ok(Some(BeforeReplace::Put(ReplaceCondition::Locked {
+            url: url.to_string(),
+            token,
+            etag: etag.map(|e| e.trim().to_string()),
+        })))
+    }
+
+    /// Release the lock a replace took, if it took one.
+    async fn release(&self, held: Option<(url::Url, String)>) {
+        if let Some((url, token)) = held {
+            self.unlock(&url, &token).await;
+        }
+    }
+
+    /// Whether new files are made by a PUT to a temporary name and a MOVE with `Overwrite: F`
+    /// (see [`Self::create_by_move`]): on Apache and nginx, recognised by their `Server` header.
+    fn creates_by_move(&self) -> bool {
+        self.creates_by_move.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Create `id` so that a file another client creates under the same name at the same moment
+    /// is never overwritten. Apache checks `If-None-Match: *` when the PUT starts and puts the
+    /// body in place when it ends, so two creates at once both pass and the later one wins;
+    /// nginx ignores the header altogether. Both check `Overwrite: F` on a MOVE and rename at
+    /// once, so the body goes to a temporary name in the same folder first and is then moved
+    /// to its name, failing with `AlreadyExists` (412) when the name was taken meanwhile. The
+    /// temporary file is removed whatever happens.
+    async fn create_by_move(
+        &self,
+        parent: &ItemId,
+        id: &str,
+        source: &Path,
+        mtime: SystemTime,
+        sent: &TransferProgress,
+    ) -> RemoteResult<Entry> {
+        let (tmp, tmp_url) = self.temp_name(parent)?;
+        let put = HttpRequest::new(Method::PUT, tmp_url.clone(), Retry::IfNotApplied)
+            .body_file(source)
+            .count_sent(sent.clone())
+            .header(IF_NONE_MATCH, HeaderValue::from_static("*"));
+        if let Err(e) = self.http.send(&put).await {
+            return Err(match e {
+                RemoteError::Http { status: 409 | 500, .. } if self.parent_missing(id).await? => RemoteError::NotFound,
+                e => self.note("upload", id, e),
+            });
+        }
+        self.move_new_into_place(parent, id, &tmp, tmp_url, source, mtime).await
+    }
+
+    /// A temporary name for a new file's body in folder `parent`, and its URL.
+    fn temp_name(&self, parent: &ItemId) -> RemoteResult<(String, url::Url)> {
+        let tag: u64 = rand::random();
+        let tmp = href::join(parent.as_str(), &format!(".cloudmount-new-{tag:016x}"));
+        let url = href::item_url(&self.base, &tmp, false)?;
+        Ok((tmp, url))
+    }
+
+    /// Move the new file uploaded to `tmp` to `id` without replacing anything (see
+    /// [`Self::create_by_move`]); `source` holds the same bytes locally.
+    async fn move_new_into_place(
+        &self,
+        parent: &ItemId,
+        id: &str,
+        tmp: &str,
+        tmp_url: url::Url,
+        source: &Path,
+        mtime: SystemTime,
+    ) -> RemoteResult<Entry> {
+        let gate = self.create_gate(parent, id).await;
+        let to = href::item_url(&self.base, id, false)?;
+        let mv = HttpRequest::new(method("MOVE"), tmp_url.clone(), Retry::IfNotApplied)
+            .header(HeaderName::from_static("destination"), header(to.as_str())?)
+            .header(HeaderName::from_static("overwrite"), HeaderValue::from_static("F"))
+            .accept_status(StatusCode::PRECONDITION_FAILED);
+        // Under the gate, a name taken by anyone is seen here, and no other cloudmount create of it
+        // runs at once.
+        let taken_already = match &gate {
+            Ok(_) => self.stat_opt(id).await.map(|found| found.is_some()),
+            Err(()) => Ok(false),
+        };
+        let moved = match taken_already {
+            Ok(true) => Ok(StatusCode::PRECONDITION_FAILED),
+            Ok(false) => self.http.execute(&mv, |resp| async move { Ok(resp.status()) }).await,
+            Err(e) => Err(e),
+        };
+        if let Ok(gate) = gate {
+            self.open_gate(gate).await;
+        }
+        let taken = matches!(moved, Ok(StatusCode::PRECONDITION_FAILED));
+        if taken || moved.is_err() {
+            let del = HttpRequest::new(Method::DELETE, tmp_url, Retry::IfNotApplied);
+            if let Err(e) = self.http.send(&del).await {
+                warn!(item = %tmp, error = %e, "could not remove a temporary upload; please remove it");
+            }
+        }
+        if taken {
+            debug!(item = %id, "the name was taken while the new file went up");
+            return match self.stat_opt(id).await? {
+                Some((existing, _)) => {
+                    let entry = self.unless_same(existing, source, RemoteError::AlreadyExists).await?;
+                    self.finish_upload(id, mtime, false, Some(entry)).await
+                }
+                None => Err(RemoteError::AlreadyExists),
+            };
+        }
+        moved.map_err(|e| self.note("upload", id, e))?;
+        self.finish_upload(id, mtime, false, None).await
+    }
+
+    /// Serialise cloudmount's creates of one name across clients: a folder
+    /// `.cloudmount-create-{hash of the name}` made by MKCOL, which is atomic on every server (a
+    /// mkdir), where `Overwrite: F` is not (Apache checks for the destination and renames
+    /// afterwards, and a loaded server lets another MOVE in between). Held only for a look and a
+    /// MOVE; waits up to [`GATE_WAIT`] for another client's, and takes over one older than
+    /// [`GATE_STALE`] (a client that died holding it). `Err` when it could not be had: the
+    /// create then relies on `Overwrite: F` alone.
+    async fn create_gate(&self, parent: &ItemId, id: &str) -> Result<url::Url, ()> {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in id.as_bytes() {
+            hash = (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        let gate = href::join(parent.as_str(), &format!(".cloudmount-create-{hash:016x}"));
+        let Ok(url) = href::item_url(&self.base, &gate, true) else {
+            return Err(());
+        };
+        let started = std::time::Instant::now();
+        let mut wait = Duration::from_millis(20);
+        let mut refused_without_gate = 0;
+        loop {
+            // Apache answers 403 to the second of two MKCOLs at once (its mkdir failed), 405 to
+            // one of an existing folder: either way, someone may hold the gate.
+            let mut req = HttpRequest::new(method("MKCOL"), url.clone(), Retry::IfNotApplied);
+            for held in [403, 405, 409, 423] {
+                if let Ok(status) = StatusCode::from_u16(held) {
+                    req = req.accept_status(status);
+                }
+            }
+            match self.http.execute(&req, |resp| async move { Ok(resp.status()) }).await {
+                Ok(status) if status.is_success() => return Ok(url),
+                Ok(_) => {}
+                Err(e) => {
+                    debug!(error = %e, "could not make the create gate; relying on Overwrite: F");
+                    return Err(());
+                }
+            }
+            match self.stat_opt(&gate).await {
+                Ok(Some((held, _))) => {
+                    let age = SystemTime::now().duration_since(held.mtime).unwrap_or_default();
+                    if age > GATE_STALE {
+                        warn!(gate = %gate, "removing a create gate left by a client that stopped");
+                        let del = HttpRequest::new(Method::DELETE, url.clone(), Retry::IfNotApplied);
+                        let _ = self.http.send(&del).await;
+                        continue;
+                    }
+                }
+                Ok(None) => {
+                    // Released meanwhile, or the server refuses such folders: try again, a few
+                    // times.
+                    refused_without_gate += 1;
+                    if refused_without_gate >= 3 {
+                        debug!(gate = %gate, "the server refuses the create gate; relying on Overwrite: F");
+                        return Err(());
+                    }
+                    continue;
+                }
+                Err(_) => return Err(()),
+            }
+            if started.elapsed() > GATE_WAIT {
+                return Err(());
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// Remove a create gate of ours.
+    async fn open_gate(&self, url: url::Url) {
+        let del = HttpRequest::new(Method::DELETE, url.clone(), Retry::IfNotApplied);
+        if let Err(e) = self.http.send(&del).await {
+            warn!(gate = %url, error = %e, "could not remove a create gate; it is taken over after a minute");
+        }
     }
 
     /// [`crate::remote::Remote::upload`] on WebDAV: one PUT streaming the file from disk, with a
@@ -352,22 +647,26 @@ impl DavRemote {
         if let Some(secs) = unix_secs(mtime) {
             req = req.header(HeaderName::from_static(X_OC_MTIME), HeaderValue::from(secs));
         }
+        let mut held = None;
         match &precondition {
             Precondition::Absent => {
-                if !conditional {
+                if !conditional || self.creates_by_move() {
                     if let Some((existing, _)) = self.stat_opt(&id).await? {
                         let entry = self.unless_same(existing, source, RemoteError::AlreadyExists).await?;
                         return self.finish_upload(&id, mtime, false, Some(entry)).await;
                     }
                 }
+                if self.creates_by_move() {
+                    return self.create_by_move(parent, &id, source, mtime, sent).await;
+                }
                 req = req.header(IF_NONE_MATCH, HeaderValue::from_static("*"));
             }
             Precondition::Matches(v) => match self.before_replace(&id, v, source).await? {
                 BeforeReplace::Done(entry) => return self.finish_upload(&id, mtime, false, Some(entry)).await,
-                BeforeReplace::Put { if_match: true } => {
-                    req = req.header(IF_MATCH, header(&format!("\"{}\"", v.as_str()))?);
+                BeforeReplace::Put(condition) => {
+                    held = condition.held();
+                    req = condition.apply(req, v)?;
                 }
-                BeforeReplace::Put { if_match: false } => {}
             },
             Precondition::Any => {}
         }
@@ -378,6 +677,7 @@ impl DavRemote {
                 Ok((resp.status(), oc_mtime_accepted(resp.headers())))
             })
             .await;
+        self.release(held).await;
         let (status, oc_accepted) = match answer {
             Ok(answer) => answer,
             Err(RemoteError::NotFound) => return Err(RemoteError::NotFound),
@@ -459,25 +759,51 @@ impl DavRemote {
             ));
         }
         let id = href::join(parent.as_str(), name);
+        if precondition == Precondition::Absent && self.creates_by_move() {
+            // `If-None-Match: *` is checked when the PUT starts, so two new files of one name
+            // streamed at once would both pass: stream to a temporary name, then move it into
+            // place as `create_by_move` does.
+            let (tmp, tmp_url) = self.temp_name(parent)?;
+            let req = HttpRequest::new(Method::PUT, tmp_url.clone(), Retry::Once)
+                .body_growing(file.clone())
+                .count_sent(sent.clone());
+            let answer = self.http.execute(&req, |_resp: Response| async move { Ok(()) }).await;
+            let sealed = file.sealed();
+            if answer.is_err() || sealed.is_none() {
+                let del = HttpRequest::new(Method::DELETE, tmp_url.clone(), Retry::IfNotApplied);
+                if let Err(e) = self.http.send(&del).await {
+                    debug!(item = %tmp, error = %e, "could not remove a temporary upload");
+                }
+            }
+            answer.map_err(|e| self.note("upload", &id, e))?;
+            let Some((_, mtime)) = sealed else {
+                return Err(RemoteError::Protocol(format!(
+                    "PUT {id}: the server answered before the file was complete"
+                )));
+            };
+            return self
+                .move_new_into_place(parent, &id, &tmp, tmp_url, file.path(), mtime)
+                .await;
+        }
         let url = href::item_url(&self.base, &id, false)?;
         let mut req = HttpRequest::new(Method::PUT, url, Retry::Once)
             .body_growing(file.clone())
             .count_sent(sent.clone());
+        let mut held = None;
         match &precondition {
             Precondition::Absent => req = req.header(IF_NONE_MATCH, HeaderValue::from_static("*")),
             Precondition::Matches(v) => match self.before_replace(&id, v, file.path()).await? {
-                BeforeReplace::Put { if_match: true } => {
-                    req = req.header(IF_MATCH, header(&format!("\"{}\"", v.as_str()))?);
+                BeforeReplace::Put(condition) => {
+                    held = condition.held();
+                    req = condition.apply(req, v)?;
                 }
-                BeforeReplace::Put { if_match: false } => {}
                 BeforeReplace::Done(_) => return Err(RemoteError::PreconditionFailed),
             },
             Precondition::Any => {}
         }
-        self.http
-            .execute(&req, |_resp: Response| async move { Ok(()) })
-            .await
-            .map_err(|e| self.note("upload", &id, e))?;
+        let answer = self.http.execute(&req, |_resp: Response| async move { Ok(()) }).await;
+        self.release(held).await;
+        answer.map_err(|e| self.note("upload", &id, e))?;
         let Some((_, mtime)) = file.sealed() else {
             return Err(RemoteError::Protocol(format!(
                 "PUT {id}: the server answered before the file was complete"
@@ -582,6 +908,131 @@ impl DavRemote {
                 Ok(_) => return Ok(()),
                 Err(e) => return Err(self.note("delete", id.as_str(), e)),
             }
+        }
+    }
+
+    /// [`crate::remote::Remote::delete_empty_folder`] on WebDAV: a folder is deleted only once it
+    /// has been moved where nobody else can put anything into it, and found empty there.
+    ///
+    /// 1. `PROPFIND` depth 1: any member means `NotEmpty`.
+    /// 2. `MOVE` the folder to a hidden name beside it (`.cloudmount-rmdir-…`, `Overwrite: F`).
+    ///    Servers rename a folder in one step (rename(2)), so a file another client moves or
+    ///    uploads into it either arrived before (and travels with it) or fails for want of the
+    ///    folder; it can never arrive after the look below.
+    /// 3. `PROPFIND` depth 1 of the hidden folder: a member that came in before the move means
+    ///    `NotEmpty`, and the folder is moved back to its name.
+    /// 4. `DELETE` of the hidden folder, which nobody else knows of.
+    ///
+    /// Neither a lock nor the collection's ETag closes the window between a look and a DELETE on
+    /// every server (Apache checks them when a request starts and acts later; a loaded server
+    /// can let another request through in between); the rename does. If the move back fails (a
+    /// new folder took the name meanwhile), the folder and what it holds stay under the hidden
+    /// name, and the log says so.
+    pub(super) async fn delete_empty_dir(&self, id: &ItemId) -> RemoteResult<()> {
+        let name = href::name_of(id.as_str()).to_string();
+        if id.as_str().is_empty() || name.is_empty() {
+            return Err(RemoteError::Unsupported("refusing to delete the share's root".into()));
+        }
+        let parent = ItemId::new(href::parent_of(id.as_str()).unwrap_or(""));
+        if self.has_members(id.as_str()).await? {
+            return Err(RemoteError::NotEmpty);
+        }
+        let tag: u64 = rand::random();
+        let hidden_name = format!(".cloudmount-rmdir-{tag:016x}");
+        let hidden = self.move_item(id, &parent, &hidden_name, false).await?;
+        if self.has_members(hidden.id.as_str()).await? {
+            if let Err(e) = self.move_item(&hidden.id, &parent, &name, false).await {
+                warn!(folder = %id, kept_at = %hidden.id, error = %e,
+                    "a file arrived in a folder being removed; it could not be moved back, and is kept under its hidden name");
+            }
+            return Err(RemoteError::NotEmpty);
+        }
+        self.delete_item(&hidden.id).await
+    }
+
+    /// Whether folder `id` holds anything (a Depth-1 PROPFIND).
+    async fn has_members(&self, id: &str) -> RemoteResult<bool> {
+        let url = href::item_url(&self.base, id, true)?;
+        let listed = self.propfind(url, Depth::One, PROPFIND_ENTRY).await?;
+        Ok(listed.iter().any(|(rid, _)| rid != id))
+    }
+
+    /// Take an exclusive write lock on `url` at `depth`: the token, and whether the LOCK created
+    /// the resource (RFC 4918 §9.10.4: a LOCK of a missing name makes an empty one). `None` when
+    /// the server has no locks (remembered), `Err(Locked)` when someone else holds one.
+    async fn lock(&self, url: &url::Url, depth: &'static str) -> RemoteResult<Option<(String, bool)>> {
+        if self.caps().locks == Some(false) {
+            return Ok(None);
+        }
+        let mut req = HttpRequest::new(method("LOCK"), url.clone(), Retry::IfNotApplied)
+            .header(HeaderName::from_static("depth"), HeaderValue::from_static(depth))
+            .header(
+                HeaderName::from_static("timeout"),
+                HeaderValue::from_static(LOCK_TIMEOUT),
+            )
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/xml; charset=utf-8"))
+            .body(LOCK_BODY);
+        for refusal in [400, 403, 405, 409, 412, 415, 422, 501] {
+            if let Ok(status) = StatusCode::from_u16(refusal) {
+                req = req.accept_status(status);
+            }
+        }
+        let answer = self
+            .http
+            .execute(&req, |resp| async move {
+                let token = resp
+                    .headers()
+                    .get(HeaderName::from_static("lock-token"))
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.trim().to_string())
+                    .filter(|v| v.starts_with('<') && v.ends_with('>'));
+                Ok((resp.status(), token))
+            })
+            .await;
+        match answer {
+            Ok((status, Some(token))) if status.is_success() => {
+                self.caps().locks = Some(true);
+                Ok(Some((token, status == StatusCode::CREATED)))
+            }
+            Ok((status, _)) => {
+                if self.caps().locks.is_none() {
+                    info!(server = %self.base, %status, "the server does not lock items; going on without locks");
+                }
+                self.caps().locks = Some(false);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`Self::lock`] at depth 0 for a replace, waiting a little while another client holds a
+    /// lock (its own replace, a few requests long); `Err(Locked)` after that, which the upload
+    /// queue retries later.
+    async fn lock_for_replace(&self, url: &url::Url) -> RemoteResult<Option<(String, bool)>> {
+        let mut wait = Duration::from_millis(50);
+        let mut waited = Duration::ZERO;
+        loop {
+            match self.lock(url, "0").await {
+                Err(RemoteError::Locked) if waited < LOCK_WAIT => {
+                    tokio::time::sleep(wait).await;
+                    waited += wait;
+                    wait = (wait * 2).min(Duration::from_millis(800));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Release a lock of ours; best effort (it times out anyway).
+    async fn unlock(&self, url: &url::Url, token: &str) {
+        let Ok(value) = header(token) else { return };
+        let req = HttpRequest::new(method("UNLOCK"), url.clone(), Retry::IfNotApplied)
+            .header(HeaderName::from_static("lock-token"), value)
+            .accept_status(StatusCode::NOT_FOUND)
+            .accept_status(StatusCode::CONFLICT)
+            .accept_status(StatusCode::BAD_REQUEST);
+        if let Err(e) = self.http.send(&req).await {
+            debug!(folder = %url, error = %e, "UNLOCK failed; the lock times out by itself");
         }
     }
 
@@ -761,6 +1212,18 @@ impl DavRemote {
     }
 }
 
+/// An ETag as an `If` header's entity-tag: as the server gave it when it is in the HTTP form
+/// (`"x"`, `W/"x"`), quoted when the server sent it bare (the in-process dav-server's `getetag`
+/// is unquoted, and a bare value makes the whole header unparsable there).
+fn if_etag(raw: &str) -> String {
+    let raw = raw.trim();
+    if raw.starts_with('"') || raw.starts_with("W/\"") {
+        raw.to_string()
+    } else {
+        format!("\"{raw}\"")
+    }
+}
+
 fn conflict(op: &str, id: &str) -> RemoteError {
     RemoteError::Http {
         status: 409,
@@ -816,6 +1279,13 @@ mod tests {
         for good in ["a", "a b#%+ü", "...", ".hidden"] {
             assert!(check_name(good).is_ok(), "{good:?}");
         }
+    }
+
+    #[test]
+    fn if_header_etags() {
+        assert_eq!(if_etag("\"a-1\""), "\"a-1\"");
+        assert_eq!(if_etag(" W/\"a-1\" "), "W/\"a-1\"");
+        assert_eq!(if_etag("98c15a-4-661f"), "\"98c15a-4-661f\"");
     }
 
     #[test]

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bytes::Bytes;
-use dav_server::fakels::FakeLs;
 use dav_server::localfs::LocalFs;
+use dav_server::memls::MemLs;
 use dav_server::DavHandler;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -88,7 +88,7 @@ impl DavServer {
         let root = dir.path().to_path_buf();
         let handler = DavHandler::builder()
             .filesystem(LocalFs::new(&root, false, false, false))
-            .locksystem(FakeLs::new())
+            .locksystem(MemLs::new())
             .build_handler();
         let (hang, _) = watch::channel(false);
         let (hang_puts, _) = watch::channel(false);
