@@ -1,4 +1,4 @@
-//! The delta poller (graph-protocol.md §8): a [`ChangeSource`] over `root/delta`.
+//! The delta poller (Microsoft Graph docs: "driveItem: delta"): a [`ChangeSource`] over `root/delta`.
 //!
 //! - A round follows every `@odata.nextLink` up to the `@odata.deltaLink`; only then is the new
 //!   link stored (in memory and, when a state file is set, on disk, written atomically), so a failed

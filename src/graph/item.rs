@@ -1,6 +1,6 @@
 //! driveItem resources as we read them, and how they become [`Entry`]s.
 //!
-//! Choices, with the reasons (graph-protocol.md §2):
+//! Choices, with the reasons (Microsoft Graph docs: "driveItem resource type"):
 //! - **Version.** A file's version is its `cTag` (content tag), falling back to `eTag` when the
 //!   server gives no `cTag`: the `eTag` also changes on renames and other metadata-only changes,
 //!   which must not throw away cached content. Folders use their `eTag` on both flavours: business

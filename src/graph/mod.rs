@@ -324,7 +324,7 @@ impl Remote for GraphRemote {
 
     fn capabilities(&self) -> Capabilities {
         // If-Match / conflictBehavior=fail are checked by the server; fileSystemInfo keeps times;
-        // names are compared case-insensitively (graph-protocol.md §1.3).
+        // names are compared case-insensitively (as OneDrive does; docs/semantics.md, OneDrive).
         Capabilities {
             writes: true,
             conditional_writes: true,

@@ -1,4 +1,4 @@
-//! Names OneDrive and SharePoint refuse (graph-protocol.md §10, A21), checked before anything is
+//! Names OneDrive and SharePoint refuse (Microsoft docs: "Restrictions and limitations in OneDrive and SharePoint"), checked before anything is
 //! sent, so that create, mkdir and rename fail at the FUSE call (EINVAL / ENAMETOOLONG) rather than
 //! later in the upload queue.
 //!

@@ -1,4 +1,4 @@
-//! Folder and metadata writes (graph-protocol.md §7): create folder, delete, move/rename by PATCH
+//! Folder and metadata writes (Microsoft Graph docs: "Create folder", "Delete a DriveItem", "Move a DriveItem"): create folder, delete, move/rename by PATCH
 //! (including the asynchronous 202 + monitor variant), and the modification time.
 //!
 //! None of them is repeated once the server may have acted on it ([`Retry::IfNotApplied`]): a

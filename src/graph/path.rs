@@ -1,7 +1,7 @@
 //! URLs of Graph resources. Names are percent-encoded one segment at a time, strictly: Graph ends
 //! a path-addressing block at a literal `:`, reads `+` as a plus only if it is encoded, and cuts
 //! the URL at `#` and `?`. Everything outside the unreserved set (`A-Z a-z 0-9 - . _ ~`) is
-//! encoded as UTF-8 bytes (graph-protocol.md §1.4, "client rule").
+//! encoded as UTF-8 bytes (Microsoft Graph docs: "Addressing a driveItem by path").
 //!
 //! Opaque ids (drive, item, site ids) keep `!` and `,` literal, as Graph prints them
 //! (`b!t18F…`, `D4648F06C91D9D3D!54927`, `contoso.sharepoint.com,{guid},{guid}`); both forms are

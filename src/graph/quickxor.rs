@@ -1,5 +1,5 @@
 //! quickXorHash, the content hash OneDrive gives for every file on every flavour
-//! (`file.hashes.quickXorHash`, graph-protocol.md §11).
+//! (`file.hashes.quickXorHash`, Microsoft docs: "QuickXorHash").
 //!
 //! The byte at stream offset `i` is XORed into a 160-bit value rotated left by `(11 * i) mod 160`
 //! bits; the result is that value as 20 little-endian bytes with the total length (`u64`,
@@ -155,7 +155,7 @@ mod tests {
     use super::*;
     use base64::engine::general_purpose::STANDARD;
 
-    /// Published vectors (graph-protocol.md §11.2, which agree with rclone's and the C# reference).
+    /// Published vectors (which agree with rclone's and Microsoft's C# reference).
     #[test]
     fn published_vectors() {
         let b64 = |s: &str| STANDARD.decode(s).unwrap();

@@ -1,4 +1,4 @@
-//! Uploads (graph-protocol.md §5, §6): a simple `PUT …:/{name}:/content` up to 4 MiB (always for
+//! Uploads (Microsoft Graph docs: "Upload or replace the contents of a driveItem", "Upload large files with an upload session"): a simple `PUT …:/{name}:/content` up to 4 MiB (always for
 //! 0-byte files), an upload session above it.
 //!
 //! Sessions: fragments are a multiple of 320 KiB and under 60 MiB ([`fragment_size`]), each streamed
