@@ -822,19 +822,22 @@ impl DriveFs {
     }
 
     pub(super) async fn release_writer(&self, h: &FileHandle) -> FsResult<()> {
+        // Counted off before the hand-off, in one step with reading what is left: two releases
+        // running at once (the kernel sends them in the background) must not both see the other
+        // as still open and hold the upload for a last close that already happened.
         let others = self
             .inodes
-            .get(h.ino)
-            .and_then(|n| n.local)
-            .is_some_and(|l| l.writers > 1);
+            .with_node(h.ino, |n| {
+                n.local.as_mut().map(|l| {
+                    l.writers = l.writers.saturating_sub(1);
+                    l.writers > 0
+                })
+            })
+            .flatten()
+            .unwrap_or(false);
         let result = self.hand_off(h.ino, others).await;
         let valid = self.valid_until();
-        let settled = self.inodes.with_node(h.ino, |n| {
-            if let Some(l) = n.local.as_mut() {
-                l.writers = l.writers.saturating_sub(1);
-            }
-            settle(n, valid)
-        });
+        let settled = self.inodes.with_node(h.ino, |n| settle(n, valid));
         if settled == Some(Settled::Conflicted) {
             self.take_server_version(h.ino).await;
         }
