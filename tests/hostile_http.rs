@@ -260,3 +260,33 @@ async fn sizes_that_are_not_sizes_are_errors() {
         }
     }
 }
+
+/// A Graph server whose JSON answer never ends: the client stops reading at its cap
+/// (`MAX_JSON_ANSWER`) with a protocol error, instead of taking memory for all of it.
+#[tokio::test]
+async fn graph_answers_that_never_end_are_cut_at_the_cap() {
+    use cloudmount::auth::StaticToken;
+    use cloudmount::graph::{DriveSelector, GraphConfig, GraphRemote};
+    let server = Hostile::start(|_| Answer::Stream {
+        status: 200,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        prefix: br#"{"id":"drive","value":["#.to_vec(),
+        filler: br#"{"name":"x","size":1},"#.to_vec(),
+        times: u64::MAX,
+        suffix: Vec::new(),
+    });
+    let mut cfg =
+        GraphConfig::new(DriveSelector::Me).with_graph_url(url::Url::parse(&format!("{}/v1.0", server.url)).unwrap());
+    cfg.timeout = Duration::from_secs(60);
+    let started = Instant::now();
+    let err = match GraphRemote::connect(cfg, HttpConfig::default(), std::sync::Arc::new(StaticToken("t".into()))).await
+    {
+        Ok(_) => panic!("connected to a server whose answers never end"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("may hold"), "not cut at the cap: {err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the whole answer was waited for"
+    );
+}

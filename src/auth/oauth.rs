@@ -18,7 +18,7 @@ use super::config::OAuthConfig;
 use super::secret::Secret;
 use super::store::StoredTokens;
 use crate::error::RemoteError;
-use crate::http::{map_reqwest_error, HttpClient, HttpRequest};
+use crate::http::{HttpClient, HttpRequest};
 
 /// The future our oauth2 HTTP adapter returns.
 pub type HttpFuture = Pin<Box<dyn Future<Output = Result<oauth2::HttpResponse, RemoteError>> + Send>>;
@@ -53,7 +53,7 @@ async fn send(client: HttpClient, req: oauth2::HttpRequest) -> Result<oauth2::Ht
             async move {
                 let status = resp.status();
                 let headers = resp.headers().clone();
-                let bytes = resp.bytes().await.map_err(|e| map_reqwest_error(&label, &e))?;
+                let bytes = crate::graph::client::read_json_body(resp, &label).await?;
                 let mut out = oauth2::http::Response::builder().status(status);
                 if let Some(h) = out.headers_mut() {
                     *h = headers;

@@ -137,11 +137,37 @@ impl GraphClient {
     }
 }
 
+/// Most bytes a JSON answer of Graph (or of its token endpoint) may hold. A page of children or
+/// of delta holds at most a few hundred items of a few KiB each; an answer past this is a server
+/// that lies or never ends, and reading it whole would take memory without bound.
+pub const MAX_JSON_ANSWER: usize = 32 << 20;
+
+/// The body of a JSON answer, read up to [`MAX_JSON_ANSWER`] bytes: a longer one (announced or
+/// streamed) is a protocol error as soon as it passes the cap, before more of it is read.
+pub async fn read_json_body(mut resp: Response, context: &str) -> RemoteResult<Bytes> {
+    let too_long = |len: u64| {
+        RemoteError::Protocol(format!(
+            "{context}: an answer of {len} bytes or more, over the {MAX_JSON_ANSWER} a JSON answer may hold"
+        ))
+    };
+    if let Some(len) = resp.content_length().filter(|l| *l > MAX_JSON_ANSWER as u64) {
+        return Err(too_long(len));
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| map_reqwest_error(context, &e))? {
+        if body.len() + chunk.len() > MAX_JSON_ANSWER {
+            return Err(too_long((body.len() + chunk.len()) as u64));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
 /// Read a Graph answer: the body of a success, or the decoded error.
 async fn read_answer(resp: Response, context: String) -> RemoteResult<GraphResponse> {
     let status = resp.status();
     let headers = resp.headers().clone();
-    let body = resp.bytes().await.map_err(|e| map_reqwest_error(&context, &e))?;
+    let body = read_json_body(resp, &context).await?;
     if status.is_success() {
         Ok(GraphResponse { status, headers, body })
     } else {

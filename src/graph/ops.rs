@@ -12,13 +12,14 @@ use serde_json::{json, Value};
 use tracing::debug;
 use url::Url;
 
+use super::client::read_json_body;
 use super::error::{map_error, GraphErrorInfo};
 use super::item::DriveItem;
 use super::names::check_name;
 use super::path::with_query;
 use super::GraphRemote;
 use crate::error::{RemoteError, RemoteResult};
-use crate::http::{map_reqwest_error, HttpRequest, Retry};
+use crate::http::{HttpRequest, Retry};
 use crate::remote::{Entry, EntryKind, ItemId, Remote};
 
 /// How many times a folder delete whose condition failed looks again before giving up: the
@@ -171,7 +172,7 @@ impl GraphRemote {
             let body: Value = self
                 .client
                 .preauthenticated(&req, |resp| async move {
-                    let bytes = resp.bytes().await.map_err(|e| map_reqwest_error("GET monitor", &e))?;
+                    let bytes = read_json_body(resp, "GET monitor").await?;
                     serde_json::from_slice::<Value>(&bytes)
                         .map_err(|e| RemoteError::Protocol(format!("monitor: unexpected answer: {e}")))
                 })

@@ -52,7 +52,7 @@ use super::path::with_query;
 use super::quickxor::Watermark;
 use super::GraphRemote;
 use crate::error::{RemoteError, RemoteResult};
-use crate::http::{map_reqwest_error, BodyObserver, HttpRequest, Retry};
+use crate::http::{BodyObserver, HttpRequest, Retry};
 use crate::remote::{Entry, ItemId, Precondition, ResumeSlot, TransferProgress};
 
 /// Largest file sent by a simple PUT (A1: 4 MiB is safe everywhere).
@@ -473,7 +473,7 @@ impl GraphRemote {
                 async move {
                     let status = resp.status();
                     let headers = resp.headers().clone();
-                    let body = resp.bytes().await.map_err(|e| map_reqwest_error(&context, &e))?;
+                    let body = super::client::read_json_body(resp, &context).await?;
                     if status.is_success() {
                         Ok(GraphResponse { status, headers, body })
                     } else {
