@@ -140,10 +140,12 @@ pub fn entry_meta(props: &Props) -> Meta {
 
 /// The PROPPATCH body that sets every field `meta` holds (and `stamp`, with an `mtime`).
 fn set_body(meta: &Meta, stamp: Option<&str>) -> String {
-    let mut props = String::new();
+    // One `<D:set>` per property: lighttpd (1.4.69) keeps only the first property of each
+    // `<D:prop>` and still answers 204 for all of them.
+    let mut sets = String::new();
     let mut put = |name: &str, value: Option<String>| {
         if let Some(v) = value {
-            props.push_str(&format!("<C:{name}>{v}</C:{name}>"));
+            sets.push_str(&format!("<D:set><D:prop><C:{name}>{v}</C:{name}></D:prop></D:set>"));
         }
     };
     put("mode", meta.mode.map(format_mode));
@@ -153,19 +155,18 @@ fn set_body(meta: &Meta, stamp: Option<&str>) -> String {
     put("stamp", meta.mtime.and(stamp.map(str::to_string)));
     put("atime", meta.atime.map(format_time));
     put("created", meta.created.map(format_time));
-    update_body("set", &props)
+    update_body(&sets)
 }
 
-fn update_body(action: &str, props: &str) -> String {
+/// A PROPPATCH body of the `<D:set>` and `<D:remove>` instructions `updates`.
+fn update_body(updates: &str) -> String {
     format!(
         concat!(
             r#"<?xml version="1.0" encoding="utf-8"?>"#,
-            r#"<D:propertyupdate xmlns:D="DAV:" xmlns:C="{ns}"><D:{action}><D:prop>{props}</D:prop></D:{action}>"#,
-            "</D:propertyupdate>"
+            r#"<D:propertyupdate xmlns:D="DAV:" xmlns:C="{ns}">{updates}</D:propertyupdate>"#
         ),
         ns = META_NS,
-        action = action,
-        props = props
+        updates = updates
     )
 }
 
@@ -201,12 +202,12 @@ impl DavRemote {
             return Ok(self.kept_meta());
         }
         let token = format!("{:016x}", rand::random::<u64>());
-        let verdict = match self.proppatch("", &update_body("set", &format!("<C:probe>{token}</C:probe>"))).await {
+        let verdict = match self.proppatch("", &update_body(&format!("<D:set><D:prop><C:probe>{token}</C:probe></D:prop></D:set>"))).await {
             Ok(true) => {
                 let url = href::item_url(&self.base, "", true)?;
                 let answers = self.propfind(url, super::Depth::Zero, PROPFIND_PROBE).await?;
                 let kept = answers.iter().any(|(_, r)| r.props.dead.probe.as_deref() == Some(&token));
-                if let Err(e) = self.proppatch("", &update_body("remove", "<C:probe/>")).await {
+                if let Err(e) = self.proppatch("", &update_body("<D:remove><D:prop><C:probe/></D:prop></D:remove>")).await {
                     debug!(error = %e, "could not remove the probe's dead property");
                 }
                 kept
@@ -374,7 +375,7 @@ mod tests {
         };
         let b = set_body(&meta, Some("1700000005:42"));
         assert!(b.contains(&format!(r#"xmlns:C="{META_NS}""#)), "{b}");
-        assert!(b.contains("<C:mode>4755</C:mode>"), "{b}");
+        assert!(b.contains("<D:set><D:prop><C:mode>4755</C:mode></D:prop></D:set>"), "{b}");
         assert!(b.contains("<C:uid>0</C:uid>"), "{b}");
         assert!(b.contains("<C:mtime>1700000000.000000001</C:mtime>"), "{b}");
         assert!(b.contains("<C:stamp>1700000005:42</C:stamp>"), "{b}");
