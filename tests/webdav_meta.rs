@@ -396,3 +396,28 @@ fn nothing_kept_nginx() {
 fn nothing_kept_dav_server_crate() {
     nothing_kept_nothing_broken(Server::Dav(DavServer::start()));
 }
+
+// ---------------------------------------------------------------------------------------------
+// A server that says yes and keeps nothing (rclone serve webdav answers 207 to any PROPPATCH):
+// only the read-back counts.
+
+#[tokio::test]
+async fn a_proppatch_that_says_yes_and_keeps_nothing_is_no() {
+    use common::scripted::{multistatus_entry, proppatch_answer, Scripted};
+    let server = Scripted::start(|req| match req.method.as_str() {
+        "PROPPATCH" => proppatch_answer("/", "probe", "200 OK"),
+        "PROPFIND" => multistatus_entry("/", None, "Sat, 22 Nov 2025 10:00:00 GMT", "e1"),
+        other => panic!("unexpected {other}"),
+    })
+    .await;
+    let r = remote(&server.url);
+    assert_eq!(r.probe_meta().await.unwrap(), MetaFields::NONE);
+    assert_eq!(r.capabilities().kept_meta, MetaFields::NONE);
+    // Asked for by name, never allprop.
+    let propfinds = server.seen_with("PROPFIND");
+    assert!(propfinds.iter().all(|s| !s.text().contains("allprop")));
+    // Known once: a second call asks nothing.
+    let before = server.seen().len();
+    r.probe_meta().await.unwrap();
+    assert_eq!(server.seen().len(), before);
+}
