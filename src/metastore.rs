@@ -112,7 +112,9 @@ pub struct MetaStore {
 
 impl std::fmt::Debug for MetaStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetaStore").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("MetaStore")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -300,7 +302,9 @@ impl MetaStore {
     /// Keep `meta` for `id`, replacing what was kept (an empty `meta` removes it), durably.
     pub fn set(&self, id: &str, meta: &Meta) -> Result<(), MetaStoreError> {
         if id.len() > MAX_ID_BYTES {
-            return Err(MetaStoreError::Invalid(format!("an item id longer than {MAX_ID_BYTES} bytes")));
+            return Err(MetaStoreError::Invalid(format!(
+                "an item id longer than {MAX_ID_BYTES} bytes"
+            )));
         }
         if let Some(why) = meta.invalid() {
             return Err(MetaStoreError::Invalid(why));
@@ -346,7 +350,10 @@ impl MetaStore {
             return Ok(());
         }
         let mut inner = self.lock();
-        let affected = inner.items.keys().any(|id| at_or_below(id, from) || at_or_below(id, to));
+        let affected = inner
+            .items
+            .keys()
+            .any(|id| at_or_below(id, from) || at_or_below(id, to));
         if !affected {
             return Ok(());
         }
@@ -547,7 +554,11 @@ mod tests {
         fs::write(dir.join(LOG), &log).unwrap();
         let s = MetaStore::open(dir).unwrap();
         // Applied again, the move would find no `a` and take `b` away with nothing in its place.
-        assert_eq!(s.get("b").mode, Some(0o711), "the move was replayed over the snapshot holding it");
+        assert_eq!(
+            s.get("b").mode,
+            Some(0o711),
+            "the move was replayed over the snapshot holding it"
+        );
         assert_eq!(s.len(), 1);
     }
 

@@ -116,10 +116,16 @@ async fn times_kept_and_seen(flavour: Flavour) {
     };
     assert_eq!(e.meta, want, "mode, owner and atime have no place on OneDrive");
     assert_eq!(e.mtime, want.mtime.unwrap(), "the item's mtime is fileSystemInfo's");
-    assert_eq!(e.version, before.version, "a metadata change keeps the content version (cTag)");
+    assert_eq!(
+        e.version, before.version,
+        "a metadata change keeps the content version (cTag)"
+    );
     // What went over the wire: only the two times.
     let json = drive.item_json("d/f.txt").unwrap();
-    assert!(json["fileSystemInfo"]["createdDateTime"].as_str().unwrap().starts_with("2017-07-14T02:40:00"));
+    assert!(json["fileSystemInfo"]["createdDateTime"]
+        .as_str()
+        .unwrap()
+        .starts_with("2017-07-14T02:40:00"));
 
     // Folders too.
     let folder_meta = Meta {
@@ -127,7 +133,11 @@ async fn times_kept_and_seen(flavour: Flavour) {
         ..Meta::default()
     };
     assert_eq!(
-        r.set_meta(&folder_id, &folder_meta, Precondition::Any).await.unwrap().meta.mtime,
+        r.set_meta(&folder_id, &folder_meta, Precondition::Any)
+            .await
+            .unwrap()
+            .meta
+            .mtime,
         folder_meta.mtime
     );
 
@@ -136,7 +146,10 @@ async fn times_kept_and_seen(flavour: Flavour) {
     assert_eq!(listed(&other.list(&folder_id).await.unwrap(), "f.txt").meta, want);
     assert_eq!(other.stat(&file_id).await.unwrap().meta, want);
     let root = other.root().await.unwrap();
-    assert_eq!(listed(&other.list(&root.id).await.unwrap(), "d").meta.mtime, folder_meta.mtime);
+    assert_eq!(
+        listed(&other.list(&root.id).await.unwrap(), "d").meta.mtime,
+        folder_meta.mtime
+    );
 
     // Only what the call holds changes.
     let touch = Meta {
@@ -150,7 +163,10 @@ async fn times_kept_and_seen(flavour: Flavour) {
         mode: Some(0o600),
         ..Meta::default()
     };
-    assert_eq!(r.set_meta(&file_id, &chmod, Precondition::Any).await.unwrap().meta, e.meta);
+    assert_eq!(
+        r.set_meta(&file_id, &chmod, Precondition::Any).await.unwrap().meta,
+        e.meta
+    );
 }
 
 #[tokio::test]
@@ -177,7 +193,9 @@ async fn preconditions_and_new_content() {
     let now = r.stat(&id).await.unwrap();
     assert_ne!(now.meta.mtime, Some(kept(Flavour::Business, meta.mtime.unwrap())));
     // A change based on the old version fails and changes nothing.
-    let stale = r.set_meta(&id, &meta, Precondition::Matches(old.version.unwrap())).await;
+    let stale = r
+        .set_meta(&id, &meta, Precondition::Matches(old.version.unwrap()))
+        .await;
     assert!(matches!(stale, Err(RemoteError::PreconditionFailed)), "{stale:?}");
     assert_eq!(r.stat(&id).await.unwrap().meta.mtime, now.meta.mtime);
     // Based on the current one it lands.

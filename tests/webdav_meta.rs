@@ -41,7 +41,12 @@ impl Server {
 }
 
 fn remote(url: &str) -> DavRemote {
-    DavRemote::new(common::remote::dav_config(url, Duration::from_secs(30), Duration::from_secs(2))).unwrap()
+    DavRemote::new(common::remote::dav_config(
+        url,
+        Duration::from_secs(30),
+        Duration::from_secs(2),
+    ))
+    .unwrap()
 }
 
 fn id(s: &str) -> ItemId {
@@ -89,15 +94,26 @@ fn rt() -> tokio::runtime::Runtime {
 fn probe_says(server: Server, keeps: bool) {
     rt().block_on(async {
         let r = remote(&server.url());
-        assert_eq!(r.capabilities().kept_meta, MetaFields::NONE, "nothing is known before the probe");
+        assert_eq!(
+            r.capabilities().kept_meta,
+            MetaFields::NONE,
+            "nothing is known before the probe"
+        );
         let kept = r.probe_meta().await.unwrap();
-        let want = if keeps { MetaFields::PROPERTIES } else { MetaFields::NONE };
+        let want = if keeps {
+            MetaFields::PROPERTIES
+        } else {
+            MetaFields::NONE
+        };
         assert_eq!(kept, want);
         assert_eq!(r.capabilities().kept_meta, want);
         // The probe leaves nothing behind: a fresh client finds no probe property on the root.
         let again = remote(&server.url());
         assert_eq!(again.probe_meta().await.unwrap(), want, "a second probe agrees");
-        assert!(again.list(&id("")).await.unwrap().is_empty(), "the probe left an item behind");
+        assert!(
+            again.list(&id("")).await.unwrap().is_empty(),
+            "the probe left an item behind"
+        );
     });
 }
 
@@ -166,7 +182,11 @@ fn kept_and_seen_by_another_client(server: Server) {
             let listed_file = listed(&client.list(&id("d")).await.unwrap(), "a b#.txt");
             assert_eq!(listed_file.meta, meta, "{who}: listing");
             assert_eq!(client.stat(&file.id).await.unwrap().meta, meta, "{who}: stat");
-            assert_eq!(listed(&client.list(&id("")).await.unwrap(), "d").meta, folder_meta, "{who}");
+            assert_eq!(
+                listed(&client.list(&id("")).await.unwrap(), "d").meta,
+                folder_meta,
+                "{who}"
+            );
         }
 
         // A later change sets only what it holds.
@@ -234,7 +254,15 @@ fn mtime_goes_when_another_client_rewrites(server: Server) {
             .await
             .unwrap();
         let seen = listed(&r.list(&id("")).await.unwrap(), "f.txt");
-        assert_eq!(seen.meta.mtime, None, "a stale mtime of ours must not hide the new content's time");
+        assert_eq!(
+            seen.meta.mtime, None,
+            "a stale mtime of ours must not hide the new content's time"
+        );
+        assert_eq!(
+            (seen.meta.mode, seen.meta.uid, seen.meta.atime),
+            (meta.mode, meta.uid, meta.atime),
+            "a rewrite keeps mode, owner and the other times"
+        );
         assert_eq!(rewritten.meta.mtime, None);
         // A set based on the version before the rewrite fails and changes nothing.
         let chmod = Meta {
@@ -276,7 +304,10 @@ fn mtime_goes_with_foreign_rewrite_lighttpd() {
 /// PROPPATCH `props` (each in a `<D:set>` of its own, with `m:` bound to our namespace and `o:`
 /// to another) on `url`, as another client would.
 async fn foreign_proppatch(url: &str, props: &[&str]) {
-    let sets: String = props.iter().map(|p| format!("<D:set><D:prop>{p}</D:prop></D:set>")).collect();
+    let sets: String = props
+        .iter()
+        .map(|p| format!("<D:set><D:prop>{p}</D:prop></D:set>"))
+        .collect();
     let body = format!(
         r#"<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:" xmlns:m="{META_NS}" xmlns:o="urn:example:other">{sets}</D:propertyupdate>"#
     );
@@ -322,7 +353,12 @@ fn foreign_and_malformed_values_are_ignored(server: Server) {
         // Another namespace's properties with our names, and a value of ours beside them.
         foreign_proppatch(
             &format!("{}b", server.url()),
-            &["<o:uid>7</o:uid>", "<o:mode>0700</o:mode>", "<m:mode>100644</m:mode>", "<m:gid>42</m:gid>"],
+            &[
+                "<o:uid>7</o:uid>",
+                "<o:mode>0700</o:mode>",
+                "<m:mode>100644</m:mode>",
+                "<m:gid>42</m:gid>",
+            ],
         )
         .await;
         let entries = r.list(&id("")).await.unwrap();

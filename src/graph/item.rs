@@ -132,7 +132,9 @@ impl DriveItem {
     pub fn meta(&self) -> Meta {
         let fs = self.file_system_info.as_ref();
         Meta {
-            mtime: fs.and_then(|f| f.last_modified_date_time.as_deref()).and_then(parse_time),
+            mtime: fs
+                .and_then(|f| f.last_modified_date_time.as_deref())
+                .and_then(parse_time),
             created: fs.and_then(|f| f.created_date_time.as_deref()).and_then(parse_time),
             ..Meta::default()
         }

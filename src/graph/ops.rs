@@ -14,9 +14,9 @@ use url::Url;
 
 use super::error::{map_error, GraphErrorInfo};
 use super::item::{DriveItem, ITEM_SELECT};
-use super::upload::fmt_time;
 use super::names::check_name;
 use super::path::with_query;
+use super::upload::fmt_time;
 use super::GraphRemote;
 use crate::error::{RemoteError, RemoteResult};
 use crate::http::{map_reqwest_error, HttpRequest, Retry};

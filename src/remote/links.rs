@@ -76,11 +76,13 @@ pub fn shown_names<'a>(items: impl IntoIterator<Item = (&'a str, EntryKind)>) ->
         .collect();
     items
         .into_iter()
-        .filter_map(|(remote, kind)| match link_name(remote).filter(|_| kind == EntryKind::File) {
-            Some(shown) if ordinary.contains(shown) => None,
-            Some(shown) => Some((remote, shown, true)),
-            None => Some((remote, remote, false)),
-        })
+        .filter_map(
+            |(remote, kind)| match link_name(remote).filter(|_| kind == EntryKind::File) {
+                Some(shown) if ordinary.contains(shown) => None,
+                Some(shown) => Some((remote, shown, true)),
+                None => Some((remote, remote, false)),
+            },
+        )
         .collect()
 }
 

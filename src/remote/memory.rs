@@ -198,7 +198,10 @@ impl MemoryRemote {
             version: self.bump(),
             // A replaced file keeps its mode and owner, as on a local filesystem (and on WebDAV,
             // whose dead properties outlive a PUT); the new content brings its own time.
-            meta: Meta { mtime: None, ..existing.map(|n| n.meta.clone()).unwrap_or_default() },
+            meta: Meta {
+                mtime: None,
+                ..existing.map(|n| n.meta.clone()).unwrap_or_default()
+            },
         };
         let entry = Self::entry(&path, &node);
         nodes.insert(path, node);
@@ -736,7 +739,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(e.meta, meta);
-        assert_eq!((e.mtime, e.version.clone()), (meta.mtime.unwrap(), before.version.clone()));
+        assert_eq!(
+            (e.mtime, e.version.clone()),
+            (meta.mtime.unwrap(), before.version.clone())
+        );
         // Later calls change only what they hold.
         let chmod = Meta {
             mode: Some(0o600),
@@ -753,7 +759,8 @@ mod tests {
             .unwrap();
         assert_eq!((e.meta.mode, e.meta.uid, e.meta.mtime), (Some(0o600), Some(7), None));
         assert!(matches!(
-            m.set_meta(&id("f"), &chmod, Precondition::Matches(before.version.unwrap())).await,
+            m.set_meta(&id("f"), &chmod, Precondition::Matches(before.version.unwrap()))
+                .await,
             Err(RemoteError::PreconditionFailed)
         ));
         assert!(m.set_meta(&id("f"), &chmod, Precondition::Absent).await.is_err());
@@ -781,7 +788,7 @@ mod tests {
                 ..Meta::default()
             }
         );
-        assert_eq!(m.capabilities().kept_meta.mode, false);
+        assert!(!m.capabilities().kept_meta.mode);
     }
 
     #[tokio::test]

@@ -287,7 +287,16 @@ mod tests {
         assert_eq!(format_mode(0o644), "0644");
         assert_eq!(parse_mode(" 755 "), Some(0o755));
         for bad in [
-            "", "rwxr-xr-x", "0x1ed", "100644", "17777", "-1", "8", "0o755", "7 55", "0644\n0",
+            "",
+            "rwxr-xr-x",
+            "0x1ed",
+            "100644",
+            "17777",
+            "-1",
+            "8",
+            "0o755",
+            "7 55",
+            "0644\n0",
         ] {
             assert_eq!(parse_mode(bad), None, "{bad:?}");
         }
@@ -298,7 +307,17 @@ mod tests {
         for id in [0, 1000, 65534, u32::MAX - 1] {
             assert_eq!(parse_id(&format_id(id)), Some(id));
         }
-        for bad in ["", "-1", "4294967295", "4294967296", "1e3", "0x10", "12 3", "+5", "99999999999"] {
+        for bad in [
+            "",
+            "-1",
+            "4294967295",
+            "4294967296",
+            "1e3",
+            "0x10",
+            "12 3",
+            "+5",
+            "99999999999",
+        ] {
             assert_eq!(parse_id(bad), None, "{bad:?}");
         }
     }

@@ -36,8 +36,7 @@ use url::Url;
 use crate::error::{RemoteError, RemoteResult};
 use crate::http::{Credentials, HttpClient, HttpConfig, HttpRequest, RetryPolicy};
 use crate::remote::{
-    Capabilities, Entry, EntryKind, GrowingFile, ItemId, Meta, Precondition, Quota, Remote, TransferProgress,
-    Version,
+    Capabilities, Entry, EntryKind, GrowingFile, ItemId, Meta, Precondition, Quota, Remote, TransferProgress, Version,
 };
 
 use propfind::{DavResponse, PROPFIND_ENTRY, PROPFIND_ENTRY_AND_QUOTA};

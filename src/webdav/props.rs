@@ -202,12 +202,23 @@ impl DavRemote {
             return Ok(self.kept_meta());
         }
         let token = format!("{:016x}", rand::random::<u64>());
-        let verdict = match self.proppatch("", &update_body(&format!("<D:set><D:prop><C:probe>{token}</C:probe></D:prop></D:set>"))).await {
+        let verdict = match self
+            .proppatch(
+                "",
+                &update_body(&format!("<D:set><D:prop><C:probe>{token}</C:probe></D:prop></D:set>")),
+            )
+            .await
+        {
             Ok(true) => {
                 let url = href::item_url(&self.base, "", true)?;
                 let answers = self.propfind(url, super::Depth::Zero, PROPFIND_PROBE).await?;
-                let kept = answers.iter().any(|(_, r)| r.props.dead.probe.as_deref() == Some(&token));
-                if let Err(e) = self.proppatch("", &update_body("<D:remove><D:prop><C:probe/></D:prop></D:remove>")).await {
+                let kept = answers
+                    .iter()
+                    .any(|(_, r)| r.props.dead.probe.as_deref() == Some(&token));
+                if let Err(e) = self
+                    .proppatch("", &update_body("<D:remove><D:prop><C:probe/></D:prop></D:remove>"))
+                    .await
+                {
                     debug!(error = %e, "could not remove the probe's dead property");
                 }
                 kept
@@ -229,7 +240,12 @@ impl DavRemote {
     /// [`Precondition::Matches`] (so the check and the write are two steps: a change landing in
     /// between is not seen); the second shows what the server kept. A server that answers yes
     /// and keeps other values is an error, not a success.
-    pub(super) async fn set_meta_inner(&self, id: &ItemId, meta: &Meta, precondition: Precondition) -> RemoteResult<Entry> {
+    pub(super) async fn set_meta_inner(
+        &self,
+        id: &ItemId,
+        meta: &Meta,
+        precondition: Precondition,
+    ) -> RemoteResult<Entry> {
         if let Some(why) = meta.invalid() {
             return Err(RemoteError::Unsupported(why));
         }
@@ -262,7 +278,12 @@ impl DavRemote {
         let (entry, _) = self.stat_id(id.as_str(), PROPFIND_ENTRY).await?;
         let now = entry.meta.restricted_to(kept.fields());
         if now != kept {
-            if now.mtime.is_none() && (Meta { mtime: None, ..kept.clone() }) == now {
+            if now.mtime.is_none()
+                && (Meta {
+                    mtime: None,
+                    ..kept.clone()
+                }) == now
+            {
                 // The item changed between the two PROPFINDs: the time went to the old version.
                 debug!(item = %id, "the item changed while its modification time was set");
                 return Err(RemoteError::PreconditionFailed);
@@ -375,13 +396,25 @@ mod tests {
         };
         let b = set_body(&meta, Some("1700000005:42"));
         assert!(b.contains(&format!(r#"xmlns:C="{META_NS}""#)), "{b}");
-        assert!(b.contains("<D:set><D:prop><C:mode>4755</C:mode></D:prop></D:set>"), "{b}");
+        assert!(
+            b.contains("<D:set><D:prop><C:mode>4755</C:mode></D:prop></D:set>"),
+            "{b}"
+        );
         assert!(b.contains("<C:uid>0</C:uid>"), "{b}");
         assert!(b.contains("<C:mtime>1700000000.000000001</C:mtime>"), "{b}");
         assert!(b.contains("<C:stamp>1700000005:42</C:stamp>"), "{b}");
-        assert!(!b.contains("gid") && !b.contains("atime") && !b.contains("created"), "{b}");
+        assert!(
+            !b.contains("gid") && !b.contains("atime") && !b.contains("created"),
+            "{b}"
+        );
         // No stamp without an mtime.
-        let b = set_body(&Meta { mode: Some(0o644), ..Meta::default() }, Some("1:1"));
+        let b = set_body(
+            &Meta {
+                mode: Some(0o644),
+                ..Meta::default()
+            },
+            Some("1:1"),
+        );
         assert!(!b.contains("stamp"), "{b}");
         assert!(PROPFIND_ENTRY.contains(META_NS) && PROPFIND_ENTRY.contains("<C:stamp/>"));
     }

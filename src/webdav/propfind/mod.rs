@@ -38,8 +38,8 @@ use tracing::warn;
 use crate::error::{RemoteError, RemoteResult};
 use crate::webdav::props::{DeadProps, META_NS};
 use limits::{AnswerTooLarge, Counts, Limited};
-use parser::{Ns, Parser};
 pub use parser::parse_status_line;
+use parser::{Ns, Parser};
 
 const DAV_NS: &str = "DAV:";
 
@@ -92,7 +92,6 @@ pub const MAX_ANSWER: u64 = 256 << 20;
 /// Most `<response>` elements in one answer: each becomes an entry held in memory until the
 /// listing is complete, so their number bounds the memory a listing takes.
 pub const MAX_RESPONSES: usize = 250_000;
-
 
 /// Properties of one resource, taken from its 200 `<propstat>` blocks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -151,7 +150,6 @@ impl DavResponse {
         self.status.is_none_or(|s| (200..300).contains(&s))
     }
 }
-
 
 fn xml_error(e: quick_xml::Error) -> RemoteError {
     // An I/O error here is the HTTP body failing underneath the XML reader: report it as the
@@ -253,4 +251,3 @@ where
     }
     Ok(())
 }
-

@@ -203,8 +203,7 @@ fn parse_streamed(
 
 #[test]
 fn huge_text_nodes_are_refused_while_streaming_kept_or_not() {
-    let open =
-        r#"<D:multistatus xmlns:D="DAV:" xmlns:X="urn:x"><D:response><D:href>/a</D:href><D:propstat><D:prop>"#;
+    let open = r#"<D:multistatus xmlns:D="DAV:" xmlns:X="urn:x"><D:response><D:href>/a</D:href><D:propstat><D:prop>"#;
     let close = "</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response></D:multistatus>";
     for (element, end) in [
         ("<X:junk>", "</X:junk>"),
@@ -322,7 +321,10 @@ fn our_dead_properties_by_namespace_and_only_well_formed_values() {
     let r = parse(xml).unwrap();
     let m = &r[0].props.dead.meta;
     assert_eq!(m.mode, Some(0o755));
-    assert_eq!(m.uid, None, "a uid in another namespace, or in a 404 propstat, is not ours");
+    assert_eq!(
+        m.uid, None,
+        "a uid in another namespace, or in a 404 propstat, is not ours"
+    );
     assert_eq!(m.gid, None, "a value holding an element is ignored");
     assert_eq!(m.atime, Some(SystemTime::UNIX_EPOCH + Duration::from_millis(12_500)));
     assert_eq!(m.mtime, Some(SystemTime::UNIX_EPOCH + Duration::new(1, 2)));
