@@ -196,6 +196,13 @@ fn kept_and_seen_by_another_client(server: Server) {
         };
         let after = r.set_meta(&file.id, &chmod, Precondition::Any).await.unwrap();
         assert_eq!(after.meta, meta.overlaid_with(&chmod));
+        // chown of the user alone (the group given as -1, "unchanged").
+        let chown = Meta {
+            uid: Some(4321),
+            ..Meta::default()
+        };
+        let after = r.set_meta(&file.id, &chown, Precondition::Any).await.unwrap();
+        assert_eq!(after.meta, meta.overlaid_with(&chmod).overlaid_with(&chown));
 
         // Moved, the item keeps its metadata (WebDAV ids are paths: the new path carries it).
         let moved = r.rename(&file.id, &id(""), "moved.txt", false).await.unwrap();

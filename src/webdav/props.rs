@@ -138,6 +138,19 @@ pub fn entry_meta(props: &Props) -> Meta {
     meta
 }
 
+/// Whether `seen` holds every value `sent` holds (fields `sent` leaves out may hold anything).
+fn holds(seen: &Meta, sent: &Meta) -> bool {
+    fn same<T: PartialEq>(sent: &Option<T>, seen: &Option<T>) -> bool {
+        sent.is_none() || sent == seen
+    }
+    same(&sent.mode, &seen.mode)
+        && same(&sent.uid, &seen.uid)
+        && same(&sent.gid, &seen.gid)
+        && same(&sent.mtime, &seen.mtime)
+        && same(&sent.atime, &seen.atime)
+        && same(&sent.created, &seen.created)
+}
+
 /// The PROPPATCH body that sets every field `meta` holds (and `stamp`, with an `mtime`).
 fn set_body(meta: &Meta, stamp: Option<&str>) -> String {
     // One `<D:set>` per property: lighttpd (1.4.69) keeps only the first property of each
@@ -276,19 +289,21 @@ impl DavRemote {
             )));
         }
         let (entry, _) = self.stat_id(id.as_str(), PROPFIND_ENTRY).await?;
-        let now = entry.meta.restricted_to(kept.fields());
-        if now != kept {
-            if now.mtime.is_none()
-                && (Meta {
-                    mtime: None,
-                    ..kept.clone()
-                }) == now
+        if !holds(&entry.meta, &kept) {
+            if entry.meta.mtime.is_none()
+                && holds(
+                    &entry.meta,
+                    &Meta {
+                        mtime: None,
+                        ..kept.clone()
+                    },
+                )
             {
                 // The item changed between the two PROPFINDs: the time went to the old version.
                 debug!(item = %id, "the item changed while its modification time was set");
                 return Err(RemoteError::PreconditionFailed);
             }
-            warn!(item = %id, sent = ?kept, kept = ?now, "the server accepted metadata but kept other values");
+            warn!(item = %id, sent = ?kept, kept = ?entry.meta, "the server accepted metadata but kept other values");
             return Err(RemoteError::Protocol(format!(
                 "the server did not keep the metadata set on {id}"
             )));
@@ -384,6 +399,35 @@ mod tests {
         assert_eq!(entry_meta(&props(&set[..1], 10, 3)).mtime, None);
         assert_eq!(stamp_of(&props(&[], 10, 3)).as_deref(), Some("10:3"));
         assert_eq!(stamp_of(&Props::default()), None);
+    }
+
+    #[test]
+    fn read_back_compares_only_what_was_sent() {
+        let seen = Meta {
+            uid: Some(1),
+            gid: Some(2),
+            ..Meta::default()
+        };
+        let chown_user = Meta {
+            uid: Some(1),
+            ..Meta::default()
+        };
+        assert!(holds(&seen, &chown_user));
+        assert!(holds(&seen, &Meta::default()));
+        assert!(!holds(
+            &seen,
+            &Meta {
+                uid: Some(3),
+                ..Meta::default()
+            }
+        ));
+        assert!(!holds(
+            &seen,
+            &Meta {
+                mode: Some(0o644),
+                ..Meta::default()
+            }
+        ));
     }
 
     #[test]
