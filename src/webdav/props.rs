@@ -281,7 +281,12 @@ impl DavRemote {
         }
         let stamp = stamp_of(&resp.props);
         if kept.mtime.is_some() && stamp.is_none() {
+            // Our mtime would read back as stale at once (see `entry_meta`): say so rather than
+            // set it and fail the read-back.
             warn!(item = %id, "the server gives no modification time, so ours cannot be tied to a version");
+            return Err(RemoteError::Protocol(format!(
+                "{id}: the server reports no getlastmodified, so a modification time cannot be kept"
+            )));
         }
         if !self.proppatch(id.as_str(), &set_body(&kept, stamp.as_deref())).await? {
             return Err(RemoteError::Unsupported(format!(
