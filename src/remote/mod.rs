@@ -145,8 +145,9 @@ pub struct Capabilities {
     /// same way, so that a name in another case finds the item, as the server would.
     pub case_insensitive_names: bool,
     /// The [`Meta`] fields [`Remote::set_meta`] keeps on the server, where another machine sees
-    /// them; the core keeps the others in its local store. On WebDAV known once probed (see
-    /// `DavRemote::probe_meta`), none before.
+    /// them; the core keeps the others in its local store (`crate::metastore`). On WebDAV known
+    /// once probed (`DavRemote::probe_meta`, which the first [`Remote::set_meta`] runs), none
+    /// before.
     pub kept_meta: MetaFields,
 }
 
