@@ -7,6 +7,7 @@
 //! - [`vfs`]: the FUSE-free filesystem core (inode table, handles, block cache, prefetch);
 //! - [`fuse`]: the thin fuser adapter that only translates;
 //! - [`cli`]: configuration and the mount lifecycle used by the binary;
+//! - [`metastore`]: the mount's local store of metadata the remote cannot keep (modes, owners);
 //! - [`private_fs`]: how every local file and folder is created (the mounting user's only).
 
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod fuse;
 pub mod graph;
 pub mod http;
+pub mod metastore;
 pub mod private_fs;
 pub mod remote;
 pub mod vfs;

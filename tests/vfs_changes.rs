@@ -81,6 +81,7 @@ fn entry(id: &str, name: &str, kind: EntryKind, size: u64, version: &str) -> Ent
         size,
         mtime: SystemTime::UNIX_EPOCH + Duration::from_secs(size),
         version: Some(Version::from_etag(version)),
+        meta: Default::default(),
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::remote::{Entry, EntryKind, ItemId, Version};
+use crate::remote::{Entry, EntryKind, ItemId, Meta, Version};
 
 /// `$select` for items: only what [`to_entry`] and reads need. `@microsoft.graph.downloadUrl` must
 /// be named explicitly once `$select` is used (§3).
@@ -78,6 +78,9 @@ pub struct FileSystemInfo {
     /// Modification time as the writing client set it.
     #[serde(default)]
     pub last_modified_date_time: Option<String>,
+    /// Creation time as the writing client set it.
+    #[serde(default)]
+    pub created_date_time: Option<String>,
 }
 
 /// One page of a collection (`children`, `drives`).
@@ -124,6 +127,19 @@ impl DriveItem {
             .unwrap_or(SystemTime::UNIX_EPOCH)
     }
 
+    /// What the drive keeps of the item's metadata: the client-set times of `fileSystemInfo`
+    /// (mode and owner have no place on OneDrive). A time that does not parse is not kept.
+    pub fn meta(&self) -> Meta {
+        let fs = self.file_system_info.as_ref();
+        Meta {
+            mtime: fs
+                .and_then(|f| f.last_modified_date_time.as_deref())
+                .and_then(parse_time),
+            created: fs.and_then(|f| f.created_date_time.as_deref()).and_then(parse_time),
+            ..Meta::default()
+        }
+    }
+
     /// The entry, or `None` for hidden items.
     pub fn to_entry(&self) -> Option<Entry> {
         let kind = self.kind()?;
@@ -139,6 +155,7 @@ impl DriveItem {
             size: self.size.unwrap_or(0).max(0) as u64,
             mtime: self.mtime(),
             version: self.version(),
+            meta: self.meta(),
         })
     }
 }
@@ -257,6 +274,26 @@ mod tests {
         assert_eq!(e.size, 35212);
         assert_eq!(e.version, Some(Version::from_etag("c:{B0D3},2")));
         assert_eq!(e.mtime, parse_time("2024-03-02T11:29:40Z").unwrap());
+        assert_eq!(e.meta.mtime, Some(e.mtime));
+        assert_eq!(e.meta.created, None);
+        assert_eq!((e.meta.mode, e.meta.uid), (None, None));
+    }
+
+    #[test]
+    fn file_system_info_times_are_metadata_and_bad_ones_are_ignored() {
+        let i = item(json!({
+            "id": "01A", "name": "a", "file": {},
+            "fileSystemInfo": { "createdDateTime": "2020-02-02T02:02:02.5Z",
+                                "lastModifiedDateTime": "2021-01-01T00:00:00.123Z" }
+        }));
+        let m = i.meta();
+        assert_eq!(m.created, parse_time("2020-02-02T02:02:02.500Z"));
+        assert_eq!(m.mtime, parse_time("2021-01-01T00:00:00.123Z"));
+        let bad = item(json!({
+            "id": "01B", "name": "b", "file": {},
+            "fileSystemInfo": { "createdDateTime": "soon", "lastModifiedDateTime": "2021-13-01T00:00:00Z" }
+        }));
+        assert!(bad.meta().is_empty());
     }
 
     #[test]

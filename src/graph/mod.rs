@@ -36,7 +36,8 @@ use crate::auth::TokenSource;
 use crate::error::{RemoteError, RemoteResult};
 use crate::http::{HttpClient, HttpConfig, RetryPolicy};
 use crate::remote::{
-    Capabilities, Entry, EntryKind, ItemId, Precondition, Quota, Remote, ResumeSlot, TransferProgress, Version,
+    Capabilities, Entry, EntryKind, ItemId, Meta, MetaFields, Precondition, Quota, Remote, ResumeSlot,
+    TransferProgress, Version,
 };
 
 use client::GraphClient;
@@ -330,6 +331,12 @@ impl Remote for GraphRemote {
             conditional_writes: true,
             set_mtime: true,
             case_insensitive_names: true,
+            // fileSystemInfo holds the two client-set times; nothing holds modes or owners.
+            kept_meta: MetaFields {
+                mtime: true,
+                created: true,
+                ..MetaFields::NONE
+            },
         }
     }
 
@@ -403,6 +410,10 @@ impl Remote for GraphRemote {
 
     async fn set_mtime(&self, id: &ItemId, mtime: SystemTime) -> RemoteResult<Entry> {
         self.set_item_mtime(id, mtime).await
+    }
+
+    async fn set_meta(&self, id: &ItemId, meta: &Meta, precondition: Precondition) -> RemoteResult<Entry> {
+        self.set_item_meta(id, meta, precondition).await
     }
 
     fn changes(&self, state_dir: Option<&std::path::Path>) -> Option<Box<dyn crate::remote::ChangeSource>> {

@@ -437,24 +437,15 @@ impl GraphRemote {
     }
 
     /// `PATCH` the item's `fileSystemInfo.lastModifiedDateTime`, on eTag `if_match` when given.
+    /// Repeating it is harmless: a repeat whose first attempt landed meets a new eTag (412),
+    /// which `keep_time` reads as "still ours".
     pub(super) async fn patch_fs_time(
         &self,
         id: &str,
         mtime: SystemTime,
         if_match: Option<&str>,
     ) -> RemoteResult<DriveItem> {
-        let url = self.urls.item(&self.drive.id, id, "")?;
-        let body = json!({ "fileSystemInfo": { "lastModifiedDateTime": fmt_time(mtime) } });
-        let bytes = serde_json::to_vec(&body).map_err(|e| RemoteError::Protocol(format!("cannot encode JSON: {e}")))?;
-        // Repeating it is harmless: a repeat whose first attempt landed meets a new eTag (412),
-        // which `keep_time` reads as "still ours".
-        let mut req = HttpRequest::new(Method::PATCH, url, Retry::Idempotent)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(bytes);
-        if let Some(tag) = if_match {
-            req = req.header(IF_MATCH, header_value(tag)?);
-        }
-        self.client.authorized(&req).await?.json("PATCH fileSystemInfo")
+        self.patch_file_system_info(id, Some(mtime), None, if_match).await
     }
 
     /// A request to a pre-authenticated URL (never our token), answered with Graph's JSON: the

@@ -17,7 +17,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    Capabilities, Entry, EntryKind, GrowingFile, ItemId, Precondition, Quota, Remote, TransferProgress, Version,
+    Capabilities, Entry, EntryKind, GrowingFile, ItemId, Meta, MetaFields, Precondition, Quota, Remote,
+    TransferProgress, Version,
 };
 use crate::error::{RemoteError, RemoteResult};
 
@@ -27,6 +28,8 @@ struct Node {
     data: Bytes,
     mtime: SystemTime,
     version: u64,
+    /// What [`Remote::set_meta`] kept (within `kept_meta`).
+    meta: Meta,
 }
 
 /// In-memory drive. Item IDs are paths relative to the root (`""`, `"a"`, `"a/b.txt"`).
@@ -56,6 +59,8 @@ pub struct MemoryRemote {
     whole_seconds: AtomicBool,
     /// Whether uploads, once applied, never answer (the reply is lost, the client dies first).
     lose_upload_replies: AtomicBool,
+    /// The metadata fields [`Remote::set_meta`] keeps (all by default).
+    kept_meta: Mutex<MetaFields>,
     /// Number of uploads of growing files begun.
     pub growing_started: AtomicU64,
     /// Bytes of growing files received so far (whether or not their upload completed).
@@ -97,6 +102,7 @@ impl MemoryRemote {
                 data: Bytes::new(),
                 mtime: SystemTime::now(),
                 version: 0,
+                meta: Meta::default(),
             },
         );
         MemoryRemote {
@@ -114,10 +120,17 @@ impl MemoryRemote {
             streams_growing: AtomicBool::new(false),
             whole_seconds: AtomicBool::new(false),
             lose_upload_replies: AtomicBool::new(false),
+            kept_meta: Mutex::new(MetaFields::PROPERTIES),
             growing_started: AtomicU64::new(0),
             growing_received: AtomicU64::new(0),
             growing_applied: AtomicU64::new(0),
         }
+    }
+
+    /// Keep only `fields` in [`Remote::set_meta`] (`MetaFields::NONE`: like nginx; mtime and
+    /// created only: like OneDrive), so the core's fallback to its local store can be tested.
+    pub fn set_kept_meta(&self, fields: MetaFields) {
+        *self.kept_meta.lock().unwrap() = fields;
     }
 
     /// Let the core upload files while they are written ([`Remote::upload_growing`]); off by
@@ -183,6 +196,12 @@ impl MemoryRemote {
             data,
             mtime: self.stored_mtime(mtime),
             version: self.bump(),
+            // A replaced file keeps its mode and owner, as on a local filesystem (and on WebDAV,
+            // whose dead properties outlive a PUT); the new content brings its own time.
+            meta: Meta {
+                mtime: None,
+                ..existing.map(|n| n.meta.clone()).unwrap_or_default()
+            },
         };
         let entry = Self::entry(&path, &node);
         nodes.insert(path, node);
@@ -272,6 +291,7 @@ impl MemoryRemote {
                 data: Bytes::new(),
                 mtime: SystemTime::now(),
                 version: v,
+                meta: Meta::default(),
             });
             p = parent_of(dir);
         }
@@ -283,6 +303,7 @@ impl MemoryRemote {
                 data: data.into(),
                 mtime: SystemTime::now(),
                 version,
+                meta: Meta::default(),
             },
         );
     }
@@ -330,6 +351,7 @@ impl MemoryRemote {
             size: node.data.len() as u64,
             mtime: node.mtime,
             version: Some(Version::from_etag(&node.version.to_string())),
+            meta: node.meta.clone(),
         }
     }
 }
@@ -430,6 +452,7 @@ impl Remote for MemoryRemote {
             conditional_writes: true,
             set_mtime: true,
             case_insensitive_names: false,
+            kept_meta: *self.kept_meta.lock().unwrap(),
         }
     }
 
@@ -501,6 +524,7 @@ impl Remote for MemoryRemote {
             data: Bytes::new(),
             mtime: SystemTime::now(),
             version: self.bump(),
+            meta: Meta::default(),
         };
         let entry = Self::entry(&path, &node);
         nodes.insert(path, node);
@@ -596,6 +620,32 @@ impl Remote for MemoryRemote {
         node.version = version;
         Ok(Self::entry(id.as_str(), node))
     }
+
+    /// Keeps what `kept_meta` allows; the content version stays (metadata is not content, as on
+    /// WebDAV and OneDrive). A modification time is also the item's `mtime`, as on OneDrive.
+    async fn set_meta(&self, id: &ItemId, meta: &Meta, precondition: Precondition) -> RemoteResult<Entry> {
+        self.check_up()?;
+        if let Some(why) = meta.invalid() {
+            return Err(RemoteError::Unsupported(why));
+        }
+        let kept = meta.restricted_to(*self.kept_meta.lock().unwrap());
+        let mut nodes = self.nodes.lock().unwrap();
+        let node = nodes.get_mut(id.as_str()).ok_or(RemoteError::NotFound)?;
+        match precondition {
+            Precondition::Absent => return Err(RemoteError::AlreadyExists),
+            Precondition::Matches(v) if v.as_str() != node.version.to_string() => {
+                return Err(RemoteError::PreconditionFailed)
+            }
+            _ => {}
+        }
+        let mut kept = node.meta.overlaid_with(&kept);
+        if let Some(mtime) = kept.mtime {
+            let stored = self.stored_mtime(mtime);
+            (node.mtime, kept.mtime) = (stored, Some(stored));
+        }
+        node.meta = kept;
+        Ok(Self::entry(id.as_str(), node))
+    }
 }
 
 #[cfg(test)]
@@ -669,6 +719,76 @@ mod tests {
         ));
         assert_eq!(m.uploads.load(Ordering::Relaxed), 3);
         assert!(m.capabilities().conditional_writes && m.capabilities().set_mtime);
+    }
+
+    #[tokio::test]
+    async fn set_meta_keeps_what_it_may_and_honours_preconditions() {
+        let m = MemoryRemote::new();
+        m.put_file("f", &b"abc"[..]);
+        let before = m.stat(&id("f")).await.unwrap();
+        let meta = Meta {
+            mode: Some(0o755),
+            uid: Some(7),
+            gid: Some(8),
+            mtime: Some(t(42) + Duration::from_nanos(5)),
+            atime: Some(t(43)),
+            ..Meta::default()
+        };
+        let e = m
+            .set_meta(&id("f"), &meta, Precondition::Matches(before.version.clone().unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(e.meta, meta);
+        assert_eq!(
+            (e.mtime, e.version.clone()),
+            (meta.mtime.unwrap(), before.version.clone())
+        );
+        // Later calls change only what they hold.
+        let chmod = Meta {
+            mode: Some(0o600),
+            ..Meta::default()
+        };
+        let e = m.set_meta(&id("f"), &chmod, Precondition::Any).await.unwrap();
+        assert_eq!(e.meta, meta.overlaid_with(&chmod));
+        assert_eq!(m.list(&id("")).await.unwrap()[0].meta, e.meta);
+        // A replaced file keeps mode and owner.
+        let staged = staged(b"new");
+        let e = m
+            .upload(&id(""), "f", staged.path(), t(99), Precondition::Any)
+            .await
+            .unwrap();
+        assert_eq!((e.meta.mode, e.meta.uid, e.meta.mtime), (Some(0o600), Some(7), None));
+        assert!(matches!(
+            m.set_meta(&id("f"), &chmod, Precondition::Matches(before.version.unwrap()))
+                .await,
+            Err(RemoteError::PreconditionFailed)
+        ));
+        assert!(m.set_meta(&id("f"), &chmod, Precondition::Absent).await.is_err());
+        assert!(matches!(
+            m.set_meta(&id("nope"), &chmod, Precondition::Any).await,
+            Err(RemoteError::NotFound)
+        ));
+        let bad = Meta {
+            mode: Some(0o100644),
+            ..Meta::default()
+        };
+        assert!(m.set_meta(&id("f"), &bad, Precondition::Any).await.is_err());
+        // A remote that keeps only times (like OneDrive) drops the rest.
+        m.set_kept_meta(MetaFields {
+            mtime: true,
+            created: true,
+            ..MetaFields::NONE
+        });
+        m.put_file("g", &b""[..]);
+        let e = m.set_meta(&id("g"), &meta, Precondition::Any).await.unwrap();
+        assert_eq!(
+            e.meta,
+            Meta {
+                mtime: meta.mtime,
+                ..Meta::default()
+            }
+        );
+        assert!(!m.capabilities().kept_meta.mode);
     }
 
     #[tokio::test]

@@ -3,7 +3,9 @@
 
 pub mod changes;
 pub mod growing;
+pub mod links;
 pub mod memory;
+pub mod meta;
 
 use std::fmt;
 use std::path::Path;
@@ -17,6 +19,7 @@ use crate::error::{RemoteError, RemoteResult};
 
 pub use changes::{Change, ChangeBatch, ChangeSource};
 pub use growing::GrowingFile;
+pub use meta::{Meta, MetaFields};
 
 /// Stable identity of a remote item: Graph item id; WebDAV `oc:fileid` where offered, else the
 /// decoded path relative to the mount's base URL (`""` is the root, no leading or trailing slash).
@@ -98,6 +101,10 @@ pub struct Entry {
     /// Content version; `None` when the server gives none (then content is revalidated by size
     /// and mtime only).
     pub version: Option<Version>,
+    /// What the server keeps of the item's metadata beyond these (see [`Meta`]); nothing
+    /// ([`Meta::default`]) on servers that keep none. `mtime` here is the time a client set, to
+    /// the precision the server keeps; [`Entry::mtime`] stays the server's own view.
+    pub meta: Meta,
 }
 
 /// Space use on the remote, when the server reports it.
@@ -137,6 +144,11 @@ pub struct Capabilities {
     /// it keeps the spelling an item was created with). Lookups in the core then match names the
     /// same way, so that a name in another case finds the item, as the server would.
     pub case_insensitive_names: bool,
+    /// The [`Meta`] fields [`Remote::set_meta`] keeps on the server, where another machine sees
+    /// them; the core keeps the others in its local store (`crate::metastore`). On WebDAV known
+    /// once probed (`DavRemote::probe_meta`, which the first [`Remote::set_meta`] runs), none
+    /// before.
+    pub kept_meta: MetaFields,
 }
 
 /// How many bytes of an upload have gone out so far, shared between the uploader and whoever
@@ -430,6 +442,16 @@ pub trait Remote: Send + Sync + 'static {
         Err(RemoteError::Unsupported(
             "this remote cannot set modification times".into(),
         ))
+    }
+
+    /// Keep on the server the fields of `meta` it can hold ([`Capabilities::kept_meta`]), leaving
+    /// the fields `meta` does not hold as they are; the others are ignored (the caller keeps them
+    /// elsewhere). With [`Precondition::Matches`] nothing changes unless the server still holds
+    /// that version (`RemoteError::PreconditionFailed`); [`Precondition::Absent`] makes no sense
+    /// here and is refused. Returns the item as the server now describes it.
+    async fn set_meta(&self, id: &ItemId, meta: &Meta, precondition: Precondition) -> RemoteResult<Entry> {
+        let _ = (id, meta, precondition);
+        Err(RemoteError::Unsupported("this remote keeps no metadata".into()))
     }
 }
 

@@ -1071,6 +1071,7 @@ mod tests {
             size: 3,
             mtime: SystemTime::UNIX_EPOCH,
             version: Some(Version::from_etag(version)),
+            meta: Default::default(),
         }
     }
 

@@ -220,6 +220,7 @@ impl DriveFs {
                 size: record.size,
                 mtime: record.mtime(),
                 version: None,
+                meta: Default::default(),
             };
             let local = LocalContent {
                 key: record.key.clone(),
@@ -498,6 +499,7 @@ impl DriveFs {
             size: 0,
             mtime: now,
             version: None,
+            meta: Default::default(),
         };
         let local = LocalContent {
             key,

@@ -2,12 +2,21 @@
 //! for changes.
 //!
 //! Module map: [`href`] turns item IDs into URLs and hrefs back into IDs; [`propfind`] holds the
-//! request bodies and the streaming multistatus parser; [`read`] does ranged reads; [`write`] the
+//! request bodies and the streaming multistatus parser; [`props`] our dead properties (mode,
+//! owner, times) and the probe for them; [`read`] does ranged reads; [`write`] the
 //! write operations and what the server can do ([`DavRemote::probe_capabilities`]). This file ties
 //! them to [`crate::http::HttpClient`] and implements [`Remote`].
 
+/// The namespace of our dead properties ([`props::META_NS`]), as a literal for `concat!`.
+macro_rules! meta_ns {
+    () => {
+        "urn:x-cloudmount:meta:1"
+    };
+}
+
 pub mod href;
 pub mod propfind;
+pub mod props;
 pub mod read;
 pub mod write;
 
@@ -27,7 +36,7 @@ use url::Url;
 use crate::error::{RemoteError, RemoteResult};
 use crate::http::{Credentials, HttpClient, HttpConfig, HttpRequest, RetryPolicy};
 use crate::remote::{
-    Capabilities, Entry, EntryKind, GrowingFile, ItemId, Precondition, Quota, Remote, TransferProgress, Version,
+    Capabilities, Entry, EntryKind, GrowingFile, ItemId, Meta, Precondition, Quota, Remote, TransferProgress, Version,
 };
 
 use propfind::{DavResponse, PROPFIND_ENTRY, PROPFIND_ENTRY_AND_QUOTA};
@@ -76,6 +85,9 @@ pub struct DavRemote {
     caps: Mutex<write::CapState>,
     /// Keeps concurrent first uploads from probing the server more than once.
     probe_lock: tokio::sync::Mutex<()>,
+    /// Whether the server keeps dead properties; `None` until probed (see
+    /// [`DavRemote::probe_meta`]).
+    dead_props: Mutex<Option<bool>>,
     /// Collection ETags change with any descendant (Nextcloud, ownCloud).
     propagating: std::sync::atomic::AtomicBool,
     /// The server writes a PUT body aside and puts it in place only once complete, so a PUT cut
@@ -159,6 +171,7 @@ impl DavRemote {
             base_segments,
             caps: Mutex::new(write::CapState::default()),
             probe_lock: tokio::sync::Mutex::new(()),
+            dead_props: Mutex::new(None),
             // Nextcloud and ownCloud serve WebDAV under remote.php, and propagate collection ETags
             // to the root; Apache, nginx, dav-server and WsgiDAV do not.
             propagating: std::sync::atomic::AtomicBool::new(base.path().contains("/remote.php/")),
@@ -303,6 +316,7 @@ fn to_entry(id: String, resp: &DavResponse) -> Entry {
             .as_deref()
             .map(Version::from_etag)
             .filter(|v| !v.as_str().is_empty()),
+        meta: props::entry_meta(p),
     }
 }
 
@@ -452,6 +466,10 @@ impl Remote for DavRemote {
 
     async fn set_mtime(&self, id: &ItemId, mtime: SystemTime) -> RemoteResult<Entry> {
         self.set_mtime_inner(id.as_str(), mtime).await
+    }
+
+    async fn set_meta(&self, id: &ItemId, meta: &Meta, precondition: Precondition) -> RemoteResult<Entry> {
+        self.set_meta_inner(id, meta, precondition).await
     }
 }
 

@@ -192,6 +192,7 @@ impl DavRemote {
             conditional_writes: caps.conditional == Some(true),
             set_mtime: caps.set_mtime == Some(true),
             case_insensitive_names: false,
+            kept_meta: self.kept_meta(),
         }
     }
 

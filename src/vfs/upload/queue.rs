@@ -1219,6 +1219,7 @@ mod tests {
                 size,
                 mtime: SystemTime::UNIX_EPOCH,
                 version: Some(Version::from_etag(&format!("v{v}"))),
+                meta: Default::default(),
             }
         }
     }
