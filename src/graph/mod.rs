@@ -24,7 +24,6 @@ pub mod quickxor;
 pub mod upload;
 
 use std::fmt;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -36,7 +35,7 @@ use crate::auth::TokenSource;
 use crate::error::{RemoteError, RemoteResult};
 use crate::http::{HttpClient, HttpConfig, RetryPolicy};
 use crate::remote::{
-    Capabilities, Entry, EntryKind, ItemId, Precondition, Quota, Remote, ResumeSlot, TransferProgress, Version,
+    Capabilities, Entry, EntryKind, ItemId, Quota, Remote, UploadCtx, UploadSource, UploadTarget, Version,
 };
 
 use client::GraphClient;
@@ -330,6 +329,8 @@ impl Remote for GraphRemote {
             conditional_writes: true,
             set_mtime: true,
             case_insensitive_names: true,
+            propagates_versions: false,
+            streams_growing_uploads: false,
         }
     }
 
@@ -341,44 +342,8 @@ impl Remote for GraphRemote {
         names::check_path(path)
     }
 
-    async fn upload(
-        &self,
-        parent: &ItemId,
-        name: &str,
-        source: &Path,
-        mtime: SystemTime,
-        precondition: Precondition,
-    ) -> RemoteResult<Entry> {
-        let (sent, resume) = (TransferProgress::new(), ResumeSlot::new());
-        self.upload_file(parent, name, source, mtime, precondition, &sent, &resume)
-            .await
-    }
-
-    async fn upload_reporting(
-        &self,
-        parent: &ItemId,
-        name: &str,
-        source: &Path,
-        mtime: SystemTime,
-        precondition: Precondition,
-        sent: &TransferProgress,
-    ) -> RemoteResult<Entry> {
-        self.upload_file(parent, name, source, mtime, precondition, sent, &ResumeSlot::new())
-            .await
-    }
-
-    async fn upload_resumable(
-        &self,
-        parent: &ItemId,
-        name: &str,
-        source: &Path,
-        mtime: SystemTime,
-        precondition: Precondition,
-        sent: &TransferProgress,
-        resume: &ResumeSlot,
-    ) -> RemoteResult<Entry> {
-        self.upload_file(parent, name, source, mtime, precondition, sent, resume)
-            .await
+    async fn upload(&self, to: UploadTarget<'_>, from: UploadSource<'_>, cx: &UploadCtx) -> RemoteResult<Entry> {
+        self.upload_file(to, from, cx).await
     }
 
     async fn discard_resume(&self, token: serde_json::Value) {
