@@ -288,6 +288,11 @@ async fn a_new_process_resumes_the_same_session_from_the_token() {
         "resumed mid-file, not from zero (at {resumed_at})"
     );
     assert_eq!(s.upload_fragment_bytes, size - resumed_at, "nothing sent twice");
+    assert_eq!(
+        sent.get(),
+        size,
+        "progress through the one upload method ends at the whole size"
+    );
     assert!(slot.get().is_none(), "the token goes once the upload is done");
     assert_patterned(&g, "/r.bin", size);
     assert_eq!(server_qxh(&g, "/r.bin"), reference_qxh(&src));
@@ -307,7 +312,7 @@ async fn an_expired_session_is_replaced_by_a_new_one() {
     r.upload(
         UploadTarget::new(&r.root_id(), "x.bin", Precondition::Absent),
         UploadSource::file(&src, SystemTime::now()),
-        &UploadCtx::new(TransferProgress::new().clone(), slot.clone()),
+        &UploadCtx::new(TransferProgress::new(), slot.clone()),
     )
     .await
     .unwrap();

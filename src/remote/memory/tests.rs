@@ -185,3 +185,70 @@ async fn mkdir_delete_rename_set_mtime() {
     assert!(matches!(m.delete(&id("e")).await, Err(RemoteError::NotFound)));
     assert!(m.delete(&id("")).await.is_err());
 }
+
+#[tokio::test]
+async fn progress_and_resume_go_through_the_one_upload() {
+    let m = MemoryRemote::new();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let f = staged(&data);
+    let (cx, root) = (UploadCtx::default(), id(""));
+    let to = || UploadTarget::new(&root, "big", Precondition::Absent);
+
+    // The connection breaks partway: what got through is counted, and kept for a resume.
+    m.cut_next_upload_at(100_000);
+    let cut = m.upload(to(), UploadSource::file(f.path(), t(7)), &cx).await;
+    assert!(matches!(cut, Err(RemoteError::ConnectionLost(_))), "{cut:?}");
+    assert_eq!(cx.progress.get(), 100_000, "progress reports what went out");
+    assert!(
+        cx.resume.get().is_some(),
+        "the interrupted upload leaves a resume token"
+    );
+    assert!(m.file_content("big").is_none(), "nothing is applied before the end");
+
+    // The next attempt carries on from there: progress starts at the offset, nothing goes twice.
+    let e = m.upload(to(), UploadSource::file(f.path(), t(7)), &cx).await.unwrap();
+    assert_eq!((e.size, e.mtime), (data.len() as u64, t(7)));
+    assert_eq!(m.file_content("big").unwrap(), &data[..]);
+    assert_eq!(cx.progress.get(), data.len() as u64);
+    assert_eq!(m.resumed.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        m.bytes_received.load(Ordering::Relaxed),
+        data.len() as u64,
+        "no byte sent twice"
+    );
+    assert!(cx.resume.get().is_none(), "the token goes once the upload is done");
+
+    // A token for another upload (another name) is dropped, and that upload starts from zero.
+    m.cut_next_upload_at(10);
+    assert!(m.upload(to(), UploadSource::file(f.path(), t(7)), &cx).await.is_err());
+    let other = UploadTarget::new(&root, "other", Precondition::Absent);
+    m.upload(other, UploadSource::file(f.path(), t(7)), &cx).await.unwrap();
+    assert_eq!(
+        m.resumed.load(Ordering::Relaxed),
+        1,
+        "not resumed from another file's session"
+    );
+    assert_eq!(m.file_content("other").unwrap(), &data[..]);
+}
+
+#[tokio::test]
+async fn growing_uploads_go_through_the_one_upload_only_when_offered() {
+    let m = MemoryRemote::new();
+    let f = staged(b"grown");
+    let g = crate::remote::GrowingFile::new(f.path(), 5);
+    let root = id("");
+    let to = || UploadTarget::new(&root, "g", Precondition::Absent);
+    let cx = UploadCtx::default();
+    assert!(!m.capabilities().streams_growing_uploads);
+    assert!(matches!(
+        m.upload(to(), UploadSource::Growing(&g), &cx).await,
+        Err(RemoteError::Unsupported(_))
+    ));
+    m.set_streams_growing_uploads(true);
+    assert!(m.capabilities().streams_growing_uploads);
+    assert!(g.seal(5, t(9)));
+    let e = m.upload(to(), UploadSource::Growing(&g), &cx).await.unwrap();
+    assert_eq!((e.size, e.mtime), (5, t(9)));
+    assert_eq!(cx.progress.get(), 5);
+    assert_eq!(m.growing_applied.load(Ordering::Relaxed), 1);
+}
