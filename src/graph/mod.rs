@@ -206,7 +206,7 @@ impl GraphRemote {
             .get_json(with_query(plain.clone(), &[("$select", ITEM_SELECT)]))
             .await?;
         if item.kind() == Some(EntryKind::File) && item.download_url.is_none() {
-            // Some endpoints leave the URL out of `$select`ed answers even when it is named (§3);
+            // Some endpoints leave the URL out of `$select`ed answers even when it is named (`docs/onedrive.md`);
             // the full item carries it by default.
             item = self.client.get_json(plain).await?;
         }
@@ -297,7 +297,7 @@ impl Remote for GraphRemote {
         }
         let (mut target, mut fresh) = self.download_url(id, version, None).await?;
         loop {
-            // Never ask past the end (a 0-byte file takes no Range at all, §4.2).
+            // Never ask past the end (a 0-byte file takes no Range at all: `docs/onedrive.md`, Downloads).
             if offset >= target.size {
                 return Ok(Bytes::new());
             }

@@ -102,7 +102,7 @@ impl GraphRemote {
     /// Move and/or rename by `PATCH` with `parentReference.id` and `name`.
     ///
     /// Replacing: Graph replaces a file by a file with `@microsoft.graph.conflictBehavior=replace`
-    /// in the query (§7.2); it refuses to replace a folder (409). rename(2) replaces a folder only
+    /// in the query (`docs/onedrive.md`, Folders, moves, deletes); it refuses to replace a folder (409). rename(2) replaces a folder only
     /// by a folder and only when it is empty, which the filesystem core checks first; so when a
     /// replacing move meets a folder in the way, that folder is deleted and the move made again.
     pub(super) async fn move_item(
@@ -145,7 +145,7 @@ impl GraphRemote {
             .await?;
         self.downloads.remove(id);
         if resp.status == StatusCode::ACCEPTED {
-            // Some moves run asynchronously (A17): follow the monitor, then read the item.
+            // Some moves run asynchronously (`202` and a monitor URL: `docs/onedrive.md`): follow the monitor, then read the item.
             let location = resp
                 .headers
                 .get(LOCATION)

@@ -21,7 +21,7 @@
 //! line. reqwest drops `Authorization` (our Basic credentials) on a redirect to another origin
 //! (scheme, host or port); Graph download URLs are such another origin by design and are sent
 //! without credentials in the first place. A TLS failure (an untrusted, expired or misnamed
-//! certificate) is [`RemoteError::Tls`] and is not retried: asking again gets the same certificate.
+//! certificate) is [`crate::error::RemoteError::Tls`] and is not retried: asking again gets the same certificate.
 //! A private CA is added with [`HttpConfig::ca_cert`] (`--ca-cert`); the system's roots, and
 //! `SSL_CERT_FILE`, still apply.
 //!

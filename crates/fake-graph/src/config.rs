@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Which kind of OneDrive the server emulates (graph-protocol.md §14 "drive flavour").
+/// Which kind of OneDrive the server emulates (personal or business: `docs/onedrive.md`).
 ///
 /// | | `Business` | `Personal` |
 /// |---|---|---|

@@ -1,4 +1,4 @@
-//! Upload sessions (graph-protocol.md §6): `createUploadSession` and the pre-authenticated `uploadUrl`
+//! Upload sessions (`docs/onedrive.md`, Upload sessions): `createUploadSession` and the pre-authenticated `uploadUrl`
 //! (`PUT` fragments, `GET` status, `DELETE` cancel, `POST` deferred commit).
 //!
 //! Rules enforced on fragments, in this order: no `Authorization` header (A9, strict by default → 401

@@ -196,7 +196,7 @@ impl DavRemote {
         }
     }
 
-    /// Log the errors a user must hear about with the item's name (DESIGN §7), and pass them on.
+    /// Log the errors a user must hear about with the item's name (a quota, a lock or a size limit is something to act on), and pass them on.
     fn note(&self, op: &str, id: &str, e: RemoteError) -> RemoteError {
         if matches!(
             e,
