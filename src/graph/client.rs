@@ -138,7 +138,7 @@ impl GraphClient {
 }
 
 /// Read a Graph answer: the body of a success, or the decoded error.
-async fn read_answer(resp: Response, context: String) -> RemoteResult<GraphResponse> {
+pub(super) async fn read_answer(resp: Response, context: String) -> RemoteResult<GraphResponse> {
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = resp.bytes().await.map_err(|e| map_reqwest_error(&context, &e))?;

@@ -102,9 +102,10 @@ impl GraphRemote {
     /// Move and/or rename by `PATCH` with `parentReference.id` and `name`.
     ///
     /// Replacing: Graph replaces a file by a file with `@microsoft.graph.conflictBehavior=replace`
-    /// in the query (`docs/onedrive.md`, Folders, moves, deletes); it refuses to replace a folder (409). rename(2) replaces a folder only
-    /// by a folder and only when it is empty, which the filesystem core checks first; so when a
-    /// replacing move meets a folder in the way, that folder is deleted and the move made again.
+    /// in the query (`docs/onedrive.md`, Folders, moves, deletes); it refuses to replace a folder
+    /// (409). rename(2) replaces a folder only by a folder and only when it is empty, which the
+    /// filesystem core checks first; so when a replacing move meets a folder in the way, that
+    /// folder is deleted and the move made again.
     pub(super) async fn move_item(
         &self,
         id: &ItemId,

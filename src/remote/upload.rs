@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{GrowingFile, ItemId, Precondition};
+use crate::error::{RemoteError, RemoteResult};
 
 /// Where an upload goes: child `name` of folder `parent`, created or replaced per `precondition`.
 #[derive(Clone, Debug)]
@@ -65,6 +66,15 @@ impl<'a> UploadSource<'a> {
             UploadSource::Growing(file) => file.path(),
         }
     }
+}
+
+/// The length of local file `path` about to be uploaded; `RemoteError::LocalFile` when it cannot
+/// be read.
+pub async fn local_size(path: &Path) -> RemoteResult<u64> {
+    let meta = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| RemoteError::LocalFile(format!("{}: {e}", path.display())))?;
+    Ok(meta.len())
 }
 
 /// What an upload reports and remembers on the way: the bytes sent so far, and the slot where a

@@ -44,7 +44,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use reqwest::header::HeaderValue;
+use reqwest::header::{HeaderValue, CONTENT_TYPE, IF_MATCH};
 use tracing::{debug, info, warn};
 
 use super::item::{DriveItem, ITEM_SELECT};
@@ -53,7 +53,8 @@ use super::path::with_query;
 use super::quickxor::Watermark;
 use super::GraphRemote;
 use crate::error::{RemoteError, RemoteResult};
-use crate::http::BodyObserver;
+use crate::http::{BodyObserver, HttpRequest, Retry};
+use crate::remote::upload::local_size;
 use crate::remote::{Entry, ItemId, Precondition, TransferProgress, UploadCtx, UploadSource, UploadTarget};
 
 /// Largest file sent by a simple PUT (4 MiB is accepted by every service: `docs/onedrive.md`).
@@ -166,10 +167,7 @@ impl GraphRemote {
         };
         let name = to.name;
         check_name(name)?;
-        let size = tokio::fs::metadata(source)
-            .await
-            .map_err(|e| RemoteError::LocalFile(format!("{}: {e}", source.display())))?
-            .len();
+        let size = local_size(source).await?;
         let job = Job {
             parent: to.parent,
             name,
@@ -292,6 +290,23 @@ impl GraphRemote {
     async fn item_by_id(&self, id: &str) -> RemoteResult<Option<DriveItem>> {
         self.item_at(self.urls.item(&self.drive.id, id, "")?).await
     }
+}
+
+/// A request that may be repeated, carrying `body` as JSON and `If-Match: if_match` when given.
+fn json_request(
+    method: reqwest::Method,
+    url: url::Url,
+    body: &serde_json::Value,
+    if_match: Option<&str>,
+) -> RemoteResult<HttpRequest> {
+    let bytes = serde_json::to_vec(body).map_err(|e| RemoteError::Protocol(format!("cannot encode JSON: {e}")))?;
+    let mut req = HttpRequest::new(method, url, Retry::Idempotent)
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .body(bytes);
+    if let Some(tag) = if_match {
+        req = req.header(IF_MATCH, header_value(tag)?);
+    }
+    Ok(req)
 }
 
 fn header_value(v: &str) -> RemoteResult<HeaderValue> {

@@ -4,20 +4,20 @@
 //! `nextExpectedRanges` and carries on from there; the session URL lives in the caller's resume
 //! slot, so a restarted daemon carries on mid-file.
 
-use reqwest::header::{HeaderValue, ACCEPT, CONTENT_RANGE, CONTENT_TYPE, IF_MATCH};
+use reqwest::header::{HeaderValue, ACCEPT, CONTENT_RANGE};
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 use url::Url;
 
-use super::{fmt_time, header_value, local_hash, observer, server_hash, Hasher, Job, Plan};
+use super::{fmt_time, json_request, local_hash, observer, server_hash, Hasher, Job, Plan};
 use crate::error::{RemoteError, RemoteResult};
-use crate::graph::client::GraphResponse;
-use crate::graph::error::{decode_error, DECODED_STATUSES};
+use crate::graph::client::{read_answer, GraphResponse};
+use crate::graph::error::DECODED_STATUSES;
 use crate::graph::item::DriveItem;
 use crate::graph::GraphRemote;
-use crate::http::{map_reqwest_error, HttpRequest, Retry};
+use crate::http::{HttpRequest, Retry};
 use crate::remote::Precondition;
 
 /// Failed fragments in a row (without progress) before an attempt gives up and leaves the rest to
@@ -100,19 +100,7 @@ impl GraphRemote {
         }
         let context = format!("{} upload session", req.method());
         self.client
-            .preauthenticated(&req, |resp| {
-                let context = context.clone();
-                async move {
-                    let status = resp.status();
-                    let headers = resp.headers().clone();
-                    let body = resp.bytes().await.map_err(|e| map_reqwest_error(&context, &e))?;
-                    if status.is_success() {
-                        Ok(GraphResponse { status, headers, body })
-                    } else {
-                        Err(decode_error(status, &headers, &body, &context))
-                    }
-                }
-            })
+            .preauthenticated(&req, |resp| read_answer(resp, context.clone()))
             .await
     }
 
@@ -243,14 +231,8 @@ impl GraphRemote {
             "fileSize": size,
             "fileSystemInfo": { "lastModifiedDateTime": fmt_time(job.mtime) },
         }});
-        let bytes = serde_json::to_vec(&body).map_err(|e| RemoteError::Protocol(format!("cannot encode JSON: {e}")))?;
         // A second session is harmless (the first expires unused).
-        let mut req = HttpRequest::new(Method::POST, url, Retry::Idempotent)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(bytes);
-        if let Some(tag) = if_match {
-            req = req.header(IF_MATCH, header_value(tag)?);
-        }
+        let req = json_request(Method::POST, url, &body, if_match)?;
         let v: Value = self.client.authorized(&req).await?.json("createUploadSession")?;
         let raw = v
             .get("uploadUrl")

@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::json;
 use tracing::{debug, warn};
 
-use super::{fmt_time, header_value, observer, same_content, Hasher, Job};
+use super::{fmt_time, header_value, json_request, observer, same_content, Hasher, Job};
 use crate::error::{RemoteError, RemoteResult};
 use crate::graph::item::DriveItem;
 use crate::graph::path::with_query;
@@ -109,15 +109,9 @@ impl GraphRemote {
     ) -> RemoteResult<DriveItem> {
         let url = self.urls.item(&self.drive.id, id, "")?;
         let body = json!({ "fileSystemInfo": { "lastModifiedDateTime": fmt_time(mtime) } });
-        let bytes = serde_json::to_vec(&body).map_err(|e| RemoteError::Protocol(format!("cannot encode JSON: {e}")))?;
         // Repeating it is harmless: a repeat whose first attempt landed meets a new eTag (412),
         // which `keep_time` reads as "still ours".
-        let mut req = HttpRequest::new(Method::PATCH, url, Retry::Idempotent)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(bytes);
-        if let Some(tag) = if_match {
-            req = req.header(IF_MATCH, header_value(tag)?);
-        }
+        let req = json_request(Method::PATCH, url, &body, if_match)?;
         self.client.authorized(&req).await?.json("PATCH fileSystemInfo")
     }
 }

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use super::{join, MemoryRemote, Node};
 use crate::error::{RemoteError, RemoteResult};
+use crate::remote::upload::local_size;
 use crate::remote::{Entry, EntryKind, ItemId, Precondition, UploadCtx, UploadSource, UploadTarget};
 
 /// Chunks a file upload is received in (progress moves, and a cut can fall, between them).
@@ -47,7 +48,7 @@ impl MemoryRemote {
         match from {
             UploadSource::File { path, mtime } => {
                 let local = |e: std::io::Error| RemoteError::LocalFile(format!("{}: {e}", path.display()));
-                let size = tokio::fs::metadata(path).await.map_err(local)?.len();
+                let size = local_size(path).await?;
                 let mut data = self.resumed_session(&to, size, cx);
                 cx.progress.set(data.len() as u64);
                 let mut file = tokio::fs::File::open(path).await.map_err(local)?;
