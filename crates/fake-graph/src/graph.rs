@@ -1,5 +1,5 @@
 //! Graph routes under `/v1.0`: parsing of the addressing forms (`docs/onedrive.md`, Addressing) and the handlers for
-//! drives, sites, items, children, content, folders, rename/move, delete and copy (§3–§7). Upload sessions
+//! drives, sites, items, children, content, folders, rename/move, delete and copy (`docs/onedrive.md`). Upload sessions
 //! are in `upload.rs`, delta in `delta.rs`.
 //!
 //! Addressing: the raw (still percent-encoded) URL path is split on literal `:` and `/`; each path segment is

@@ -341,7 +341,7 @@ async fn upload_url(shared: &Arc<Shared>, sid: &str, req: Request, now: SystemTi
                     return Err(mismatch());
                 }
             }
-            // All bytes of a request that breaks off are discarded (§6.4).
+            // All bytes of a request that breaks off are discarded (`docs/onedrive.md`, Upload sessions).
             let data = axum::body::to_bytes(Body::new(body), len as usize + 1)
                 .await
                 .map_err(|_| mismatch())?;
