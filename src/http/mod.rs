@@ -25,10 +25,10 @@
 //! A private CA is added with [`HttpConfig::ca_cert`] (`--ca-cert`); the system's roots, and
 //! `SSL_CERT_FILE`, still apply.
 //!
-//! Module map: [`client`] holds the shared client and its retry loop, [`request`] a request as a
-//! value, [`retry`] when and how long to wait before asking again, [`body`] streamed upload bodies
-//! and their stall limit, [`error`] how statuses and transport failures become [`crate::error::RemoteError`]s.
-//! The names callers use are the ones re-exported here.
+//! Module map: `client` holds the shared client and its retry loop, `request` a request as a
+//! value, `retry` when and how long to wait before asking again, `body` streamed upload bodies and
+//! their stall limit, `error` how statuses and transport failures become
+//! [`crate::error::RemoteError`]s. The names callers use are the ones named here.
 
 mod body;
 mod client;

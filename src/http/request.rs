@@ -66,7 +66,7 @@ impl HttpRequest {
     }
 
     /// A request with an explicit retry choice. Any user info in `url` is removed: credentials
-    /// belong in [`Credentials`], where they are sent as a header and never end up in a log line.
+    /// belong in [`super::Credentials`], where they are sent as a header and never end up in a log line.
     pub fn new(method: Method, mut url: Url, retry: Retry) -> Self {
         let _ = url.set_username("");
         let _ = url.set_password(None);
@@ -96,7 +96,7 @@ impl HttpRequest {
 
     /// Send the whole content of local file `path` as the body, with a `Content-Length`. The
     /// file is opened at each attempt and read as the connection takes the bytes, so memory use
-    /// does not grow with its size. A failure to read it is [`RemoteError::LocalFile`]. The
+    /// does not grow with its size. A failure to read it is [`crate::error::RemoteError::LocalFile`]. The
     /// request is bound by a stall limit instead of the total deadline (see the module doc).
     pub fn body_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.body = Some(RequestBody::File(Arc::new(path.into()), None));
@@ -104,7 +104,7 @@ impl HttpRequest {
     }
 
     /// Like [`body_file`](Self::body_file), but only bytes `[offset, offset + len)` of the file
-    /// (an upload fragment). The file must hold them all, else [`RemoteError::LocalFile`].
+    /// (an upload fragment). The file must hold them all, else [`crate::error::RemoteError::LocalFile`].
     pub fn body_file_range(mut self, path: impl Into<PathBuf>, offset: u64, len: u64) -> Self {
         self.body = Some(RequestBody::File(Arc::new(path.into()), Some((offset, len))));
         self

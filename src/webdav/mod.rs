@@ -2,7 +2,7 @@
 //! for changes.
 //!
 //! Module map: [`href`] turns item IDs into URLs and hrefs back into IDs; [`propfind`] holds the
-//! request bodies and the streaming multistatus parser; [`read`] does ranged reads; [`write`] the
+//! request bodies and the streaming multistatus parser; [`read`] does ranged reads; [`mod@write`] the
 //! write operations and what the server can do ([`DavRemote::probe_capabilities`]). This file ties
 //! them to [`crate::http::HttpClient`] and implements [`Remote`].
 

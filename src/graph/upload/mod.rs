@@ -1,14 +1,14 @@
 //! Uploads (Microsoft Graph docs: "Upload or replace the contents of a driveItem", "Upload large
 //! files with an upload session"; the facts relied on are in `docs/onedrive.md`): a simple
-//! `PUT …:/{name}:/content` up to 4 MiB (always for 0-byte files, see [`simple`]), an upload
-//! session above it (see [`session`]).
+//! `PUT …:/{name}:/content` up to 4 MiB (always for 0-byte files, see `simple`), an upload
+//! session above it (see `session`).
 //!
 //! Sessions: fragments are a multiple of 320 KiB and under 60 MiB ([`fragment_size`]), each streamed
 //! from the staged file, sent in order to the pre-authenticated `uploadUrl` without our token.
 //! After a fragment fails (5xx, 416, timeout, lost connection, throttling) the session is asked for
 //! `nextExpectedRanges` and the upload carries on from there; nothing goes again from zero. A
 //! session that is gone (404 or 401 from its URL, or expired) is replaced by a new one. The session
-//! URL is kept in the caller's [`ResumeSlot`] (the upload journal), so a restarted daemon carries
+//! URL is kept in the caller's [`crate::remote::ResumeSlot`] (the upload journal), so a restarted daemon carries
 //! on mid-file; a session given up on is deleted.
 //!
 //! Preconditions:

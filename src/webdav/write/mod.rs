@@ -1,10 +1,10 @@
 //! Write operations: streamed PUT, MKCOL, DELETE, MOVE and PROPPATCH of the modification time, with
 //! what real servers make of them (see `docs/webdav-servers.md`).
 //!
-//! Module map: [`put`] uploads, [`create`] makes new files safely where `If-None-Match: *` does not
-//! hold, [`conditions`] makes replaces conditional (ETags, `If` headers, locks), [`tree`] does
-//! MKCOL, DELETE and MOVE, [`mtime`] sets modification times. This file holds what they share:
-//! what has been learnt about the server ([`CapState`]) and the conditional-write probe.
+//! Module map: `put` uploads, `create` makes new files safely where `If-None-Match: *` does not
+//! hold, `conditions` makes replaces conditional (ETags, `If` headers, locks), `tree` does MKCOL,
+//! DELETE and MOVE, `mtime` sets modification times. This file holds what they share: what has
+//! been learnt about the server (`CapState`) and the conditional-write probe.
 //!
 //! Choices that apply to all of them:
 //! - Nothing that changes the server is repeated once the server may have acted on it
@@ -12,7 +12,7 @@
 //!   DELETE would report "exists" or "not found" for our own first attempt. Only a refused
 //!   connection, 429 and 503 are retried; a timeout or a connection lost mid-request is returned
 //!   as the transient error it is, for the caller to retry (an upload retried after it did land is
-//!   recognised, see [`put`]).
+//!   recognised, see `put`).
 //! - Statuses that mean different things per method and server (405, 409, 403, 500...) are read
 //!   here, and the cases they hide are told apart by a PROPFIND (is the source there, is the
 //!   parent there) rather than by guessing.
@@ -106,8 +106,8 @@ impl DavRemote {
         self.caps.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Find out now whether the server enforces conditional writes (see
-    /// [`DavRemote::upload_file`]), probing in the share's root folder, and return what is known.
+    /// Find out now whether the server enforces conditional writes (see the `put` module),
+    /// probing in the share's root folder, and return what is known.
     /// The daemon may call this at mount time; otherwise it happens before the first upload.
     pub async fn probe_capabilities(&self) -> RemoteResult<Capabilities> {
         self.conditional_writes_in("").await?;
@@ -196,7 +196,8 @@ impl DavRemote {
         }
     }
 
-    /// Log the errors a user must hear about with the item's name (a quota, a lock or a size limit is something to act on), and pass them on.
+    /// Log the errors a user must hear about with the item's name (a quota, a lock or a size limit
+    /// is something to act on), and pass them on.
     fn note(&self, op: &str, id: &str, e: RemoteError) -> RemoteError {
         if matches!(
             e,
