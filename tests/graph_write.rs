@@ -12,7 +12,9 @@ use cloudmount::error::{RemoteError, RemoteResult};
 use cloudmount::graph::quickxor::QuickXor;
 use cloudmount::graph::{DriveSelector, GraphConfig, GraphRemote};
 use cloudmount::http::{HttpConfig, RetryPolicy};
-use cloudmount::remote::{EntryKind, ItemId, Precondition, Remote, ResumeSlot, TransferProgress};
+use cloudmount::remote::{
+    EntryKind, ItemId, Precondition, Remote, ResumeSlot, TransferProgress, UploadCtx, UploadSource, UploadTarget,
+};
 use cloudmount::vfs::upload::journal::{Journal, UploadRecord, UploadState};
 use cloudmount::vfs::upload::queue::{QueueConfig, UploadQueue};
 use fake_graph::{FakeGraph, FakeGraphConfig, RouteClass};
@@ -149,7 +151,11 @@ async fn a_300_mib_upload_goes_in_aligned_fragments_and_arrives_intact() {
     let mtime = whole_secs(1_700_000_000);
     let t0 = Instant::now();
     let e = r
-        .upload_reporting(&r.root_id(), "big.bin", &src, mtime, Precondition::Absent, &sent)
+        .upload(
+            UploadTarget::new(&r.root_id(), "big.bin", Precondition::Absent),
+            UploadSource::file(&src, mtime),
+            &UploadCtx::new(sent.clone(), ResumeSlot::new()),
+        )
         .await
         .unwrap();
     eprintln!("300 MiB uploaded in {:?}", t0.elapsed());
@@ -193,11 +199,9 @@ async fn failed_and_timed_out_fragments_resume_from_next_expected_ranges() {
     f.fail_next_upload_after_accept(1); // stored, but answered 500
     let e = r
         .upload(
-            &r.root_id(),
-            "f.bin",
-            &src,
-            whole_secs(1_600_000_000),
-            Precondition::Any,
+            UploadTarget::new(&r.root_id(), "f.bin", Precondition::Any),
+            UploadSource::file(&src, whole_secs(1_600_000_000)),
+            &UploadCtx::default(),
         )
         .await
         .unwrap();
@@ -233,14 +237,10 @@ async fn interrupted_upload(g: &Arc<FakeGraph>, src: &Path, name: &str, after: u
     );
     let task = tokio::spawn(async move {
         let root = r2.root_id();
-        r2.upload_resumable(
-            &root,
-            &name2,
-            &src2,
-            whole_secs(1_650_000_000),
-            Precondition::Absent,
-            &sent2,
-            &slot2,
+        r2.upload(
+            UploadTarget::new(&root, &name2, Precondition::Absent),
+            UploadSource::file(&src2, whole_secs(1_650_000_000)),
+            &UploadCtx::new(sent2.clone(), slot2.clone()),
         )
         .await
     });
@@ -271,14 +271,10 @@ async fn a_new_process_resumes_the_same_session_from_the_token() {
     let slot = ResumeSlot::with_value(Some(token));
     let sent = TransferProgress::new();
     let e = r
-        .upload_resumable(
-            &r.root_id(),
-            "r.bin",
-            &src,
-            whole_secs(1_650_000_000),
-            Precondition::Absent,
-            &sent,
-            &slot,
+        .upload(
+            UploadTarget::new(&r.root_id(), "r.bin", Precondition::Absent),
+            UploadSource::file(&src, whole_secs(1_650_000_000)),
+            &UploadCtx::new(sent.clone(), slot.clone()),
         )
         .await
         .unwrap();
@@ -292,6 +288,11 @@ async fn a_new_process_resumes_the_same_session_from_the_token() {
         "resumed mid-file, not from zero (at {resumed_at})"
     );
     assert_eq!(s.upload_fragment_bytes, size - resumed_at, "nothing sent twice");
+    assert_eq!(
+        sent.get(),
+        size,
+        "progress through the one upload method ends at the whole size"
+    );
     assert!(slot.get().is_none(), "the token goes once the upload is done");
     assert_patterned(&g, "/r.bin", size);
     assert_eq!(server_qxh(&g, "/r.bin"), reference_qxh(&src));
@@ -308,14 +309,10 @@ async fn an_expired_session_is_replaced_by_a_new_one() {
     g.reset_stats();
     let r = remote_with(&g, 3 * ALIGN, Duration::from_secs(15)).await;
     let slot = ResumeSlot::with_value(Some(token.clone()));
-    r.upload_resumable(
-        &r.root_id(),
-        "x.bin",
-        &src,
-        SystemTime::now(),
-        Precondition::Absent,
-        &TransferProgress::new(),
-        &slot,
+    r.upload(
+        UploadTarget::new(&r.root_id(), "x.bin", Precondition::Absent),
+        UploadSource::file(&src, SystemTime::now()),
+        &UploadCtx::new(TransferProgress::new(), slot.clone()),
     )
     .await
     .unwrap();
@@ -337,9 +334,13 @@ async fn an_expired_session_is_replaced_by_a_new_one() {
         g2.faults().expire_upload_sessions();
     });
     let r2 = remote_with(&g, frag, Duration::from_millis(1500)).await;
-    r2.upload(&r2.root_id(), "y.bin", &src2, SystemTime::now(), Precondition::Absent)
-        .await
-        .unwrap();
+    r2.upload(
+        UploadTarget::new(&r2.root_id(), "y.bin", Precondition::Absent),
+        UploadSource::file(&src2, SystemTime::now()),
+        &UploadCtx::default(),
+    )
+    .await
+    .unwrap();
     expire.await.unwrap();
     assert_eq!(g.stats().count(RouteClass::CreateSession), 2);
     assert_patterned(&g, "/y.bin", 8 * MIB);
@@ -355,7 +356,11 @@ async fn small_and_empty_files_use_a_simple_put_and_keep_their_time() {
         g.reset_stats();
         let src = staged(dir.path(), name, len);
         let e = r
-            .upload(&r.root_id(), name, &src, mtime, Precondition::Absent)
+            .upload(
+                UploadTarget::new(&r.root_id(), name, Precondition::Absent),
+                UploadSource::file(&src, mtime),
+                &UploadCtx::default(),
+            )
             .await
             .unwrap();
         assert_eq!((e.size, e.mtime), (len, mtime), "{name}");
@@ -371,9 +376,13 @@ async fn small_and_empty_files_use_a_simple_put_and_keep_their_time() {
     }
     g.reset_stats();
     let src = staged(dir.path(), "over", 4 * MIB + 1);
-    r.upload(&r.root_id(), "over", &src, mtime, Precondition::Absent)
-        .await
-        .unwrap();
+    r.upload(
+        UploadTarget::new(&r.root_id(), "over", Precondition::Absent),
+        UploadSource::file(&src, mtime),
+        &UploadCtx::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(g.stats().count(RouteClass::CreateSession), 1, "over 4 MiB: a session");
     assert_patterned(&g, "/over", 4 * MIB + 1);
 }
@@ -392,7 +401,11 @@ async fn preconditions_map_to_conflicts() {
         let src = staged(dir.path(), name, len);
         g.reset_stats();
         let stale = r
-            .upload(&r.root_id(), name, &src, SystemTime::now(), Precondition::Matches(seen))
+            .upload(
+                UploadTarget::new(&r.root_id(), name, Precondition::Matches(seen)),
+                UploadSource::file(&src, SystemTime::now()),
+                &UploadCtx::default(),
+            )
             .await;
         assert!(
             matches!(stale, Err(RemoteError::PreconditionFailed)),
@@ -405,18 +418,20 @@ async fn preconditions_map_to_conflicts() {
             0
         );
         let absent = r
-            .upload(&r.root_id(), name, &src, SystemTime::now(), Precondition::Absent)
+            .upload(
+                UploadTarget::new(&r.root_id(), name, Precondition::Absent),
+                UploadSource::file(&src, SystemTime::now()),
+                &UploadCtx::default(),
+            )
             .await;
         assert!(matches!(absent, Err(RemoteError::AlreadyExists)), "{name}: {absent:?}");
         assert_eq!(absent.unwrap_err().errno(), libc::EEXIST);
         let current = r.lookup(&r.root_id(), name).await.unwrap().version.unwrap();
         let e = r
             .upload(
-                &r.root_id(),
-                name,
-                &src,
-                SystemTime::now(),
-                Precondition::Matches(current.clone()),
+                UploadTarget::new(&r.root_id(), name, Precondition::Matches(current.clone())),
+                UploadSource::file(&src, SystemTime::now()),
+                &UploadCtx::default(),
             )
             .await
             .unwrap();
@@ -426,22 +441,18 @@ async fn preconditions_map_to_conflicts() {
         // (an attempt whose answer was lost), so that is success, not a conflict.
         let again = r
             .upload(
-                &r.root_id(),
-                name,
-                &src,
-                SystemTime::now(),
-                Precondition::Matches(current),
+                UploadTarget::new(&r.root_id(), name, Precondition::Matches(current)),
+                UploadSource::file(&src, SystemTime::now()),
+                &UploadCtx::default(),
             )
             .await
             .unwrap();
         assert_eq!(again.id, e.id);
         let replaced = r
             .upload(
-                &r.root_id(),
-                name,
-                &staged(dir.path(), "tiny", 3),
-                SystemTime::now(),
-                Precondition::Any,
+                UploadTarget::new(&r.root_id(), name, Precondition::Any),
+                UploadSource::file(&staged(dir.path(), "tiny", 3), SystemTime::now()),
+                &UploadCtx::default(),
             )
             .await
             .unwrap();
@@ -470,7 +481,11 @@ async fn a_change_between_the_put_and_its_time_patch_is_a_conflict() {
     });
     let src = staged_bytes(dir.path(), "s", b"LOCAL");
     let res = r
-        .upload(&r.root_id(), "c.txt", &src, mtime, Precondition::Matches(seen))
+        .upload(
+            UploadTarget::new(&r.root_id(), "c.txt", Precondition::Matches(seen)),
+            UploadSource::file(&src, mtime),
+            &UploadCtx::default(),
+        )
         .await;
     assert!(matches!(res, Err(RemoteError::PreconditionFailed)), "{res:?}");
     assert_eq!(&d.file_bytes("/c.txt").unwrap()[..], b"OTHER DEVICE");
@@ -491,7 +506,11 @@ async fn a_change_between_the_put_and_its_time_patch_is_a_conflict() {
         other.set_mtime("/c.txt", whole_secs(1_700_000_000)).unwrap();
     });
     let e = r
-        .upload(&r.root_id(), "c.txt", &src, mtime, Precondition::Matches(seen))
+        .upload(
+            UploadTarget::new(&r.root_id(), "c.txt", Precondition::Matches(seen)),
+            UploadSource::file(&src, mtime),
+            &UploadCtx::default(),
+        )
         .await
         .unwrap();
     assert_eq!(e.mtime, mtime);
@@ -521,11 +540,9 @@ async fn a_change_while_session_fragments_go_up_is_a_conflict() {
     });
     let res = r
         .upload(
-            &r.root_id(),
-            "big.bin",
-            &src,
-            SystemTime::now(),
-            Precondition::Matches(seen),
+            UploadTarget::new(&r.root_id(), "big.bin", Precondition::Matches(seen)),
+            UploadSource::file(&src, SystemTime::now()),
+            &UploadCtx::default(),
         )
         .await;
     assert!(matches!(res, Err(RemoteError::PreconditionFailed)), "{res:?}");
@@ -594,7 +611,11 @@ async fn locked_files_are_retried_later_without_holding_up_others() {
     let dir = tempfile::tempdir().unwrap();
     let src = staged_bytes(dir.path(), "l", b"new content");
     let e = r
-        .upload(&r.root_id(), "locked.docx", &src, SystemTime::now(), Precondition::Any)
+        .upload(
+            UploadTarget::new(&r.root_id(), "locked.docx", Precondition::Any),
+            UploadSource::file(&src, SystemTime::now()),
+            &UploadCtx::default(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, RemoteError::Locked), "{e:?}");
@@ -640,7 +661,11 @@ async fn quota_exhaustion_is_enospc() {
     for (name, len) in [("q.txt", 100), ("q.bin", 5 * MIB)] {
         let src = staged(dir.path(), name, len);
         let e = r
-            .upload(&r.root_id(), name, &src, SystemTime::now(), Precondition::Absent)
+            .upload(
+                UploadTarget::new(&r.root_id(), name, Precondition::Absent),
+                UploadSource::file(&src, SystemTime::now()),
+                &UploadCtx::default(),
+            )
             .await
             .unwrap_err();
         assert!(matches!(e, RemoteError::InsufficientStorage), "{name}: {e:?}");
@@ -687,7 +712,11 @@ async fn names_onedrive_refuses_fail_before_any_request() {
             libc::EINVAL
         };
         let up = r
-            .upload(&r.root_id(), bad, &src, SystemTime::now(), Precondition::Absent)
+            .upload(
+                UploadTarget::new(&r.root_id(), bad, Precondition::Absent),
+                UploadSource::file(&src, SystemTime::now()),
+                &UploadCtx::default(),
+            )
             .await
             .unwrap_err();
         assert_eq!(up.errno(), want, "upload {bad:?}: {up:?}");
@@ -813,15 +842,23 @@ async fn a_hash_mismatch_uploads_again_then_fails() {
         let src = staged(dir.path(), name, len);
         g.reset_stats();
         g.faults().corrupt_next_uploads(1);
-        r.upload(&r.root_id(), name, &src, SystemTime::now(), Precondition::Absent)
-            .await
-            .unwrap();
+        r.upload(
+            UploadTarget::new(&r.root_id(), name, Precondition::Absent),
+            UploadSource::file(&src, SystemTime::now()),
+            &UploadCtx::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!(g.stats().count(class), 2, "{name}: uploaded again");
         assert_patterned(&g, &format!("/{name}"), len);
         assert_eq!(server_qxh(&g, &format!("/{name}")), QuickXor::of(&pattern(len)));
         g.faults().corrupt_next_uploads(2);
         let e = r
-            .upload(&r.root_id(), name, &src, SystemTime::now(), Precondition::Any)
+            .upload(
+                UploadTarget::new(&r.root_id(), name, Precondition::Any),
+                UploadSource::file(&src, SystemTime::now()),
+                &UploadCtx::default(),
+            )
             .await
             .unwrap_err();
         assert!(
@@ -1000,7 +1037,11 @@ async fn personal_drives_take_the_same_writes() {
     for (name, len) in [("p.txt", 1234), ("p.bin", 5 * MIB + 1)] {
         let src = staged(dir.path(), name, len);
         let e = r
-            .upload(&folder.id, name, &src, mtime, Precondition::Absent)
+            .upload(
+                UploadTarget::new(&folder.id, name, Precondition::Absent),
+                UploadSource::file(&src, mtime),
+                &UploadCtx::default(),
+            )
             .await
             .unwrap();
         assert_eq!((e.size, e.mtime), (len, mtime), "{name}: personal keeps milliseconds");

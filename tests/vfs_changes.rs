@@ -361,8 +361,11 @@ impl Remote for Propagating {
     async fn quota(&self) -> cloudmount::error::RemoteResult<Option<cloudmount::remote::Quota>> {
         self.inner.quota().await
     }
-    fn propagates_versions(&self) -> bool {
-        true
+    fn capabilities(&self) -> cloudmount::remote::Capabilities {
+        cloudmount::remote::Capabilities {
+            propagates_versions: true,
+            ..Default::default()
+        }
     }
 }
 

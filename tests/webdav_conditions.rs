@@ -18,7 +18,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use cloudmount::error::RemoteError;
-use cloudmount::remote::{ItemId, Precondition, Remote};
+use cloudmount::remote::{ItemId, Precondition, Remote, UploadCtx, UploadSource, UploadTarget};
 use cloudmount::webdav::{DavConfig, DavRemote};
 use common::apache::ApacheServer;
 use common::dav::DavServer;
@@ -193,11 +193,9 @@ fn delete_empty_folder_never_takes_a_member(server: Server) {
         let src = tempfile::NamedTempFile::new().unwrap();
         fs::write(src.path(), b"keep me").unwrap();
         r.upload(
-            &full.id,
-            "kept.txt",
-            src.path(),
-            SystemTime::now(),
-            Precondition::Absent,
+            UploadTarget::new(&full.id, "kept.txt", Precondition::Absent),
+            UploadSource::file(src.path(), SystemTime::now()),
+            &UploadCtx::default(),
         )
         .await
         .unwrap();
@@ -211,11 +209,9 @@ fn delete_empty_folder_never_takes_a_member(server: Server) {
         // No lock of ours outlives the rmdir (nginx keeps locks on deleted paths until they time out).
         r.mkdir(&root, "empty").await.unwrap();
         r.upload(
-            &ItemId::new("empty"),
-            "x",
-            src.path(),
-            SystemTime::now(),
-            Precondition::Absent,
+            UploadTarget::new(&ItemId::new("empty"), "x", Precondition::Absent),
+            UploadSource::file(src.path(), SystemTime::now()),
+            &UploadCtx::default(),
         )
         .await
         .unwrap();
@@ -230,7 +226,11 @@ fn replace_and_create_are_conditional(server: Server) {
         let src = tempfile::NamedTempFile::new().unwrap();
         fs::write(src.path(), b"one").unwrap();
         let first = r
-            .upload(&root, "c.txt", src.path(), SystemTime::now(), Precondition::Absent)
+            .upload(
+                UploadTarget::new(&root, "c.txt", Precondition::Absent),
+                UploadSource::file(src.path(), SystemTime::now()),
+                &UploadCtx::default(),
+            )
             .await
             .unwrap();
         let v1 = first
@@ -240,7 +240,11 @@ fn replace_and_create_are_conditional(server: Server) {
         // A create of a taken name fails.
         fs::write(src.path(), b"other create").unwrap();
         let e = r
-            .upload(&root, "c.txt", src.path(), SystemTime::now(), Precondition::Absent)
+            .upload(
+                UploadTarget::new(&root, "c.txt", Precondition::Absent),
+                UploadSource::file(src.path(), SystemTime::now()),
+                &UploadCtx::default(),
+            )
             .await
             .unwrap_err();
         assert!(matches!(e, RemoteError::AlreadyExists), "{e:?}");
@@ -248,11 +252,9 @@ fn replace_and_create_are_conditional(server: Server) {
         fs::write(src.path(), b"two!").unwrap();
         let second = r
             .upload(
-                &root,
-                "c.txt",
-                src.path(),
-                SystemTime::now(),
-                Precondition::Matches(v1.clone()),
+                UploadTarget::new(&root, "c.txt", Precondition::Matches(v1.clone())),
+                UploadSource::file(src.path(), SystemTime::now()),
+                &UploadCtx::default(),
             )
             .await
             .unwrap();
@@ -262,7 +264,11 @@ fn replace_and_create_are_conditional(server: Server) {
         assert_ne!(second.version, Some(v1.clone()), "a new version after a replace");
         fs::write(src.path(), b"stale").unwrap();
         let e = r
-            .upload(&root, "c.txt", src.path(), SystemTime::now(), Precondition::Matches(v1))
+            .upload(
+                UploadTarget::new(&root, "c.txt", Precondition::Matches(v1)),
+                UploadSource::file(src.path(), SystemTime::now()),
+                &UploadCtx::default(),
+            )
             .await
             .unwrap_err();
         assert!(matches!(e, RemoteError::PreconditionFailed), "{e:?}");
@@ -332,16 +338,24 @@ fn apache_create_gates_left_behind_never_block_a_create() {
         let src = tempfile::NamedTempFile::new().unwrap();
         fs::write(src.path(), b"new").unwrap();
         let started = std::time::Instant::now();
-        r.upload(&root, "stale.txt", src.path(), SystemTime::now(), Precondition::Absent)
-            .await
-            .unwrap();
+        r.upload(
+            UploadTarget::new(&root, "stale.txt", Precondition::Absent),
+            UploadSource::file(src.path(), SystemTime::now()),
+            &UploadCtx::default(),
+        )
+        .await
+        .unwrap();
         assert!(
             started.elapsed() < Duration::from_secs(8),
             "a stale gate was waited for"
         );
-        r.upload(&root, "held.txt", src.path(), SystemTime::now(), Precondition::Absent)
-            .await
-            .unwrap();
+        r.upload(
+            UploadTarget::new(&root, "held.txt", Precondition::Absent),
+            UploadSource::file(src.path(), SystemTime::now()),
+            &UploadCtx::default(),
+        )
+        .await
+        .unwrap();
     });
     assert_eq!(fs::read(server.root().join("stale.txt")).unwrap(), b"new");
     assert_eq!(fs::read(server.root().join("held.txt")).unwrap(), b"new");

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cloudmount::error::RemoteError;
-use cloudmount::remote::{Entry, ItemId, Meta, MetaFields, Precondition, Remote};
+use cloudmount::remote::{
+    Entry, ItemId, Meta, MetaFields, Precondition, Remote, UploadCtx, UploadSource, UploadTarget,
+};
 use cloudmount::webdav::props::META_NS;
 use cloudmount::webdav::DavRemote;
 use common::apache::ApacheServer;
@@ -152,11 +154,9 @@ fn kept_and_seen_by_another_client(server: Server) {
         r.mkdir(&id(""), "d").await.unwrap();
         let file = r
             .upload(
-                &id("d"),
-                "a b#.txt",
-                &staged(dir.path(), "f", b"hello"),
-                SystemTime::now(),
-                Precondition::Absent,
+                UploadTarget::new(&id("d"), "a b#.txt", Precondition::Absent),
+                UploadSource::file(&staged(dir.path(), "f", b"hello"), SystemTime::now()),
+                &UploadCtx::default(),
             )
             .await
             .unwrap();
@@ -238,11 +238,9 @@ fn mtime_goes_when_another_client_rewrites(server: Server) {
         let r = remote(&server.url());
         let file = r
             .upload(
-                &id(""),
-                "f.txt",
-                &staged(dir.path(), "f", b"one"),
-                SystemTime::now(),
-                Precondition::Absent,
+                UploadTarget::new(&id(""), "f.txt", Precondition::Absent),
+                UploadSource::file(&staged(dir.path(), "f", b"one"), SystemTime::now()),
+                &UploadCtx::default(),
             )
             .await
             .unwrap();
@@ -252,11 +250,9 @@ fn mtime_goes_when_another_client_rewrites(server: Server) {
         let other = remote(&server.url());
         let rewritten = other
             .upload(
-                &id(""),
-                "f.txt",
-                &staged(dir.path(), "g", b"two, longer"),
-                SystemTime::now(),
-                Precondition::Any,
+                UploadTarget::new(&id(""), "f.txt", Precondition::Any),
+                UploadSource::file(&staged(dir.path(), "g", b"two, longer"), SystemTime::now()),
+                &UploadCtx::default(),
             )
             .await
             .unwrap();
@@ -334,11 +330,9 @@ fn foreign_and_malformed_values_are_ignored(server: Server) {
         let r = remote(&server.url());
         for name in ["a", "b"] {
             r.upload(
-                &id(""),
-                name,
-                &staged(dir.path(), name, b"x"),
-                SystemTime::now(),
-                Precondition::Absent,
+                UploadTarget::new(&id(""), name, Precondition::Absent),
+                UploadSource::file(&staged(dir.path(), name, b"x"), SystemTime::now()),
+                &UploadCtx::default(),
             )
             .await
             .unwrap();
@@ -409,11 +403,9 @@ fn nothing_kept_nothing_broken(server: Server) {
         let r = remote(&server.url());
         let file = r
             .upload(
-                &id(""),
-                "f",
-                &staged(dir.path(), "f", b"abc"),
-                SystemTime::now(),
-                Precondition::Absent,
+                UploadTarget::new(&id(""), "f", Precondition::Absent),
+                UploadSource::file(&staged(dir.path(), "f", b"abc"), SystemTime::now()),
+                &UploadCtx::default(),
             )
             .await
             .unwrap();

@@ -9,7 +9,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
-use cloudmount::remote::{ItemId, Precondition, Remote};
+use cloudmount::remote::{ItemId, Precondition, Remote, UploadCtx, UploadSource, UploadTarget};
 use cloudmount::webdav::DavRemote;
 use common::apache::ApacheServer;
 use common::files;
@@ -74,12 +74,23 @@ fn a_128_mib_upload_needs_a_few_mib_of_memory() {
     let t = UNIX_EPOCH + Duration::from_secs(1_000_000_000);
     rt.block_on(async {
         // Warm up: the capability probe, a connection in the pool, lazily built statics.
-        r.upload(&root, "small.bin", &small, t, Precondition::Absent)
-            .await
-            .unwrap();
+        r.upload(
+            UploadTarget::new(&root, "small.bin", Precondition::Absent),
+            UploadSource::file(&small, t),
+            &UploadCtx::default(),
+        )
+        .await
+        .unwrap();
         let baseline = CURRENT.load(Ordering::SeqCst);
         PEAK.store(baseline, Ordering::SeqCst);
-        let e = r.upload(&root, "big.bin", &src, t, Precondition::Absent).await.unwrap();
+        let e = r
+            .upload(
+                UploadTarget::new(&root, "big.bin", Precondition::Absent),
+                UploadSource::file(&src, t),
+                &UploadCtx::default(),
+            )
+            .await
+            .unwrap();
         let grew = PEAK.load(Ordering::SeqCst).saturating_sub(baseline);
         assert_eq!(e.size, LEN);
         assert!(

@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cloudmount::error::RemoteError;
-use cloudmount::remote::{Entry, EntryKind, ItemId, Precondition, Remote, Version};
+use cloudmount::remote::{
+    Entry, EntryKind, ItemId, Precondition, Remote, UploadCtx, UploadSource, UploadTarget, Version,
+};
 use cloudmount::webdav::{DavConfig, DavRemote};
 use common::apache::ApacheServer;
 use common::dav::DavServer;
@@ -207,7 +209,11 @@ async fn create_replace_and_preconditions(server: &Server) {
 
     // Create.
     let e1 = r
-        .upload(&id(""), "doc.txt", &one, t(1_000_000_000), Precondition::Absent)
+        .upload(
+            UploadTarget::new(&id(""), "doc.txt", Precondition::Absent),
+            UploadSource::file(&one, t(1_000_000_000)),
+            &UploadCtx::default(),
+        )
         .await
         .unwrap();
     assert_eq!(e1.id, id("doc.txt"));
@@ -223,13 +229,22 @@ async fn create_replace_and_preconditions(server: &Server) {
 
     // Create-only on an existing name, with other bytes.
     assert_err!(
-        r.upload(&id(""), "doc.txt", &two, t(1), Precondition::Absent).await,
+        r.upload(
+            UploadTarget::new(&id(""), "doc.txt", Precondition::Absent),
+            UploadSource::file(&two, t(1)),
+            &UploadCtx::default()
+        )
+        .await,
         RemoteError::AlreadyExists
     );
     assert_eq!(server.read("doc.txt"), b"first version");
     // A create that already landed (a retry after a lost answer) is recognised by its bytes.
     let again = r
-        .upload(&id(""), "doc.txt", &one, t(1_000_000_000), Precondition::Absent)
+        .upload(
+            UploadTarget::new(&id(""), "doc.txt", Precondition::Absent),
+            UploadSource::file(&one, t(1_000_000_000)),
+            &UploadCtx::default(),
+        )
         .await
         .unwrap();
     assert_eq!(again.version, e1.version);
@@ -237,7 +252,11 @@ async fn create_replace_and_preconditions(server: &Server) {
     // Replace what we saw, right after writing it: on Apache the ETag is still weak, which never
     // satisfies If-Match, so this also covers that trap.
     let e2 = r
-        .upload(&id(""), "doc.txt", &two, t(1), Precondition::Matches(v1.clone()))
+        .upload(
+            UploadTarget::new(&id(""), "doc.txt", Precondition::Matches(v1.clone())),
+            UploadSource::file(&two, t(1)),
+            &UploadCtx::default(),
+        )
         .await
         .unwrap();
     assert_eq!(e2.size, 22);
@@ -247,26 +266,36 @@ async fn create_replace_and_preconditions(server: &Server) {
 
     // A stale version: refused, nothing written.
     assert_err!(
-        r.upload(&id(""), "doc.txt", &three, t(1), Precondition::Matches(v1.clone()))
-            .await,
+        r.upload(
+            UploadTarget::new(&id(""), "doc.txt", Precondition::Matches(v1.clone())),
+            UploadSource::file(&three, t(1)),
+            &UploadCtx::default()
+        )
+        .await,
         RemoteError::PreconditionFailed
     );
     assert_eq!(server.read("doc.txt"), b"second version, longer");
     // A made-up version likewise.
     assert_err!(
         r.upload(
-            &id(""),
-            "doc.txt",
-            &three,
-            t(1),
-            Precondition::Matches(Version::from_etag("\"made-up\""))
+            UploadTarget::new(
+                &id(""),
+                "doc.txt",
+                Precondition::Matches(Version::from_etag("\"made-up\""))
+            ),
+            UploadSource::file(&three, t(1)),
+            &UploadCtx::default()
         )
         .await,
         RemoteError::PreconditionFailed
     );
     // A replace whose bytes are already there (it landed before) succeeds.
     let same = r
-        .upload(&id(""), "doc.txt", &two, t(1), Precondition::Matches(v1.clone()))
+        .upload(
+            UploadTarget::new(&id(""), "doc.txt", Precondition::Matches(v1.clone())),
+            UploadSource::file(&two, t(1)),
+            &UploadCtx::default(),
+        )
         .await
         .unwrap();
     assert_eq!(same.size, 22);
@@ -277,11 +306,9 @@ async fn create_replace_and_preconditions(server: &Server) {
     files::set_mtime_ago(&path, 3600);
     assert_err!(
         r.upload(
-            &id(""),
-            "doc.txt",
-            &three,
-            t(1),
-            Precondition::Matches(e3.version.clone().unwrap())
+            UploadTarget::new(&id(""), "doc.txt", Precondition::Matches(e3.version.clone().unwrap())),
+            UploadSource::file(&three, t(1)),
+            &UploadCtx::default()
         )
         .await,
         RemoteError::PreconditionFailed
@@ -291,11 +318,9 @@ async fn create_replace_and_preconditions(server: &Server) {
     let fresh = r.stat(&id("doc.txt")).await.unwrap();
     let e4 = r
         .upload(
-            &id(""),
-            "doc.txt",
-            &three,
-            t(1),
-            Precondition::Matches(fresh.version.unwrap()),
+            UploadTarget::new(&id(""), "doc.txt", Precondition::Matches(fresh.version.unwrap())),
+            UploadSource::file(&three, t(1)),
+            &UploadCtx::default(),
         )
         .await
         .unwrap();
@@ -303,20 +328,32 @@ async fn create_replace_and_preconditions(server: &Server) {
     assert_eq!(server.read("doc.txt"), b"third");
 
     // Any: replace whatever is there, or create.
-    r.upload(&id(""), "doc.txt", &one, t(1), Precondition::Any)
-        .await
-        .unwrap();
+    r.upload(
+        UploadTarget::new(&id(""), "doc.txt", Precondition::Any),
+        UploadSource::file(&one, t(1)),
+        &UploadCtx::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(server.read("doc.txt"), b"first version");
-    r.upload(&id(""), "other.txt", &two, t(1), Precondition::Any)
-        .await
-        .unwrap();
+    r.upload(
+        UploadTarget::new(&id(""), "other.txt", Precondition::Any),
+        UploadSource::file(&two, t(1)),
+        &UploadCtx::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(server.read("other.txt"), b"second version, longer");
 
     // A deleted file cannot be replaced by version.
     fs::remove_file(server.root().join("other.txt")).unwrap();
     assert_err!(
-        r.upload(&id(""), "other.txt", &one, t(1), Precondition::Matches(v2))
-            .await,
+        r.upload(
+            UploadTarget::new(&id(""), "other.txt", Precondition::Matches(v2)),
+            UploadSource::file(&one, t(1)),
+            &UploadCtx::default()
+        )
+        .await,
         RemoteError::PreconditionFailed
     );
     assert!(!server.exists("other.txt"));
@@ -324,7 +361,11 @@ async fn create_replace_and_preconditions(server: &Server) {
     // An empty file.
     let empty = stage.file("empty", b"");
     let e = r
-        .upload(&id(""), "empty.txt", &empty, t(1), Precondition::Absent)
+        .upload(
+            UploadTarget::new(&id(""), "empty.txt", Precondition::Absent),
+            UploadSource::file(&empty, t(1)),
+            &UploadCtx::default(),
+        )
         .await
         .unwrap();
     assert_eq!(e.size, 0);
@@ -333,11 +374,9 @@ async fn create_replace_and_preconditions(server: &Server) {
     // A local file that cannot be read is the local side's error, and nothing is created.
     assert_err!(
         r.upload(
-            &id(""),
-            "ghost.txt",
-            &stage.0.path().join("no such file"),
-            t(1),
-            Precondition::Any
+            UploadTarget::new(&id(""), "ghost.txt", Precondition::Any),
+            UploadSource::file(&stage.0.path().join("no such file"), t(1)),
+            &UploadCtx::default()
         )
         .await,
         RemoteError::LocalFile(_)
@@ -357,17 +396,24 @@ async fn uploads_into_missing_folders_are_not_found(server: &Server) {
     let f = stage.file("f", b"data");
     for pre in [Precondition::Absent, Precondition::Any] {
         assert_err!(
-            r.upload(&id("no such dir"), "f.txt", &f, t(1), pre.clone()).await,
+            r.upload(
+                UploadTarget::new(&id("no such dir"), "f.txt", pre.clone()),
+                UploadSource::file(&f, t(1)),
+                &UploadCtx::default()
+            )
+            .await,
             RemoteError::NotFound
         );
     }
     assert_err!(
         r.upload(
-            &id("no such dir"),
-            "f.txt",
-            &f,
-            t(1),
-            Precondition::Matches(Version::from_etag("x"))
+            UploadTarget::new(
+                &id("no such dir"),
+                "f.txt",
+                Precondition::Matches(Version::from_etag("x"))
+            ),
+            UploadSource::file(&f, t(1)),
+            &UploadCtx::default()
         )
         .await,
         RemoteError::PreconditionFailed
@@ -376,7 +422,12 @@ async fn uploads_into_missing_folders_are_not_found(server: &Server) {
     // Names that are not names.
     for bad in ["", ".", "..", "a/b"] {
         assert_err!(
-            r.upload(&id(""), bad, &f, t(1), Precondition::Any).await,
+            r.upload(
+                UploadTarget::new(&id(""), bad, Precondition::Any),
+                UploadSource::file(&f, t(1)),
+                &UploadCtx::default()
+            )
+            .await,
             RemoteError::Unsupported(_)
         );
     }
@@ -388,7 +439,11 @@ async fn large_upload_is_streamed_and_byte_exact(server: &Server) {
     let src = files::put_random_file(stage.0.path(), "big.bin", 7, LEN);
     let r = remote(&server.url());
     let e = r
-        .upload(&id(""), "big.bin", &src, t(1), Precondition::Absent)
+        .upload(
+            UploadTarget::new(&id(""), "big.bin", Precondition::Absent),
+            UploadSource::file(&src, t(1)),
+            &UploadCtx::default(),
+        )
         .await
         .unwrap();
     assert_eq!(e.size, LEN);
@@ -532,7 +587,11 @@ async fn set_mtime_as_the_server_allows(server: &Server) {
         let stage = Staging::new();
         let src = stage.file("s", b"with a time");
         let e = r
-            .upload(&id("d"), "kept.txt", &src, t(1_200_000_000), Precondition::Absent)
+            .upload(
+                UploadTarget::new(&id("d"), "kept.txt", Precondition::Absent),
+                UploadSource::file(&src, t(1_200_000_000)),
+                &UploadCtx::default(),
+            )
             .await
             .unwrap();
         assert_eq!(e.mtime, t(1_200_000_000));
@@ -579,17 +638,22 @@ async fn odd_names_on_every_operation(server: &Server) {
         assert_eq!(dir.name, dir_name);
         assert!(server.root().join(&dir_name).is_dir(), "{dir_name:?}");
 
-        let e = r.upload(&dir.id, name, &src, t(1), Precondition::Absent).await.unwrap();
+        let e = r
+            .upload(
+                UploadTarget::new(&dir.id, name, Precondition::Absent),
+                UploadSource::file(&src, t(1)),
+                &UploadCtx::default(),
+            )
+            .await
+            .unwrap();
         assert_eq!(e.name, *name);
         assert_eq!(e.id.as_str(), format!("{dir_name}/{name}"));
         assert_eq!(server.read(&format!("{dir_name}/{name}")), data.as_bytes());
         let e = r
             .upload(
-                &dir.id,
-                name,
-                &src,
-                t(1),
-                Precondition::Matches(e.version.clone().unwrap()),
+                UploadTarget::new(&dir.id, name, Precondition::Matches(e.version.clone().unwrap())),
+                UploadSource::file(&src, t(1)),
+                &UploadCtx::default(),
             )
             .await
             .unwrap();
@@ -778,7 +842,11 @@ fn nextcloud_keeps_x_oc_mtime_and_takes_lastmodified() {
         let stage = Staging::new();
         let src = stage.file("f", b"hello");
         let e = r
-            .upload(&id(""), "f.txt", &src, t(1_000_000_000), Precondition::Absent)
+            .upload(
+                UploadTarget::new(&id(""), "f.txt", Precondition::Absent),
+                UploadSource::file(&src, t(1_000_000_000)),
+                &UploadCtx::default(),
+            )
             .await
             .unwrap();
         assert_eq!(e.mtime, t(1_000_000_000));
@@ -839,7 +907,12 @@ fn servers_that_ignore_if_match_are_probed_and_checked_by_hand() {
         let src = stage.file("f", b"other bytes");
         // The name is taken: refused before sending anything.
         assert_err!(
-            r.upload(&id(""), "f.txt", &src, t(1), Precondition::Absent).await,
+            r.upload(
+                UploadTarget::new(&id(""), "f.txt", Precondition::Absent),
+                UploadSource::file(&src, t(1)),
+                &UploadCtx::default()
+            )
+            .await,
             RemoteError::AlreadyExists
         );
         assert!(!r.capabilities().conditional_writes);
@@ -854,11 +927,9 @@ fn servers_that_ignore_if_match_are_probed_and_checked_by_hand() {
         // A stale version: refused before sending anything.
         assert_err!(
             r.upload(
-                &id(""),
-                "f.txt",
-                &src,
-                t(1),
-                Precondition::Matches(Version::from_etag("e0"))
+                UploadTarget::new(&id(""), "f.txt", Precondition::Matches(Version::from_etag("e0"))),
+                UploadSource::file(&src, t(1)),
+                &UploadCtx::default()
             )
             .await,
             RemoteError::PreconditionFailed
@@ -867,11 +938,9 @@ fn servers_that_ignore_if_match_are_probed_and_checked_by_hand() {
         // The right version goes through (with If-Match, which this server ignores anyway).
         let e = r
             .upload(
-                &id(""),
-                "f.txt",
-                &src,
-                t(1),
-                Precondition::Matches(Version::from_etag("e1")),
+                UploadTarget::new(&id(""), "f.txt", Precondition::Matches(Version::from_etag("e1"))),
+                UploadSource::file(&src, t(1)),
+                &UploadCtx::default(),
             )
             .await
             .unwrap();
@@ -956,7 +1025,14 @@ fn uploads_are_retried_only_when_they_cannot_have_landed() {
         // 503: the server did not handle it; sent again, whole.
         let server = Scripted::start(handler(503)).await;
         let r = remote(&server.url);
-        let e = r.upload(&id(""), "f.bin", &src, t(1), Precondition::Any).await.unwrap();
+        let e = r
+            .upload(
+                UploadTarget::new(&id(""), "f.bin", Precondition::Any),
+                UploadSource::file(&src, t(1)),
+                &UploadCtx::default(),
+            )
+            .await
+            .unwrap();
         assert_eq!(e.size, 300_000);
         let puts: Vec<_> = server
             .seen_with("PUT")
@@ -973,7 +1049,12 @@ fn uploads_are_retried_only_when_they_cannot_have_landed() {
         let server = Scripted::start(handler(500)).await;
         let r = remote(&server.url);
         assert_err!(
-            r.upload(&id(""), "f.bin", &src, t(1), Precondition::Any).await,
+            r.upload(
+                UploadTarget::new(&id(""), "f.bin", Precondition::Any),
+                UploadSource::file(&src, t(1)),
+                &UploadCtx::default()
+            )
+            .await,
             RemoteError::Http { status: 500, .. }
         );
         let puts = server
@@ -996,7 +1077,13 @@ fn a_hung_server_stops_an_upload_after_the_stall_limit_without_a_retry() {
         server.set_hang(true);
         server.reset_counters();
         let started = Instant::now();
-        let res = r.upload(&id(""), "f.bin", &src, t(1), Precondition::Any).await;
+        let res = r
+            .upload(
+                UploadTarget::new(&id(""), "f.bin", Precondition::Any),
+                UploadSource::file(&src, t(1)),
+                &UploadCtx::default(),
+            )
+            .await;
         let took = started.elapsed();
         assert_err!(res, RemoteError::Timeout(_));
         assert!(took >= Duration::from_millis(1500), "gave up early: {took:?}");
@@ -1024,7 +1111,14 @@ fn a_slow_upload_that_keeps_moving_outlasts_the_deadline() {
         .await;
         let r = DavRemote::new(config(&server.url, Duration::from_millis(1500))).unwrap();
         let started = Instant::now();
-        let e = r.upload(&id(""), "big", &src, t(1), Precondition::Any).await.unwrap();
+        let e = r
+            .upload(
+                UploadTarget::new(&id(""), "big", Precondition::Any),
+                UploadSource::file(&src, t(1)),
+                &UploadCtx::default(),
+            )
+            .await
+            .unwrap();
         assert_eq!(e.size, LEN as u64);
         assert!(
             started.elapsed() > Duration::from_millis(1500),
@@ -1066,8 +1160,14 @@ fn write_errors_map_to_clear_variants() {
         let r = remote(&server.url);
         let stage = Staging::new();
         let src = stage.file("f", b"x");
-        let root = id("");
-        let up = || r.upload(&root, "f", &src, t(1), Precondition::Any);
+        let (root, cx) = (id(""), UploadCtx::default());
+        let up = || {
+            r.upload(
+                UploadTarget::new(&root, "f", Precondition::Any),
+                UploadSource::file(&src, t(1)),
+                &cx,
+            )
+        };
         assert_err!(up().await, RemoteError::InsufficientStorage);
         *status.lock().unwrap() = 413;
         assert_err!(up().await, RemoteError::TooLarge);
@@ -1107,7 +1207,11 @@ fn external_server_writes() {
         let b = stage.file("b", b"bravo bytes");
         let name = "file 100% #1+.txt";
         let e1 = r
-            .upload(&dir.id, name, &a, t(1_000_000_000), Precondition::Absent)
+            .upload(
+                UploadTarget::new(&dir.id, name, Precondition::Absent),
+                UploadSource::file(&a, t(1_000_000_000)),
+                &UploadCtx::default(),
+            )
             .await
             .unwrap();
         eprintln!(
@@ -1117,35 +1221,51 @@ fn external_server_writes() {
         );
         assert_eq!(e1.mtime == t(1_000_000_000), r.capabilities().set_mtime);
         assert_err!(
-            r.upload(&dir.id, name, &b, t(1), Precondition::Absent).await,
+            r.upload(
+                UploadTarget::new(&dir.id, name, Precondition::Absent),
+                UploadSource::file(&b, t(1)),
+                &UploadCtx::default()
+            )
+            .await,
             RemoteError::AlreadyExists
         );
         let v1 = e1.version.clone().expect("an ETag");
         let e2 = r
-            .upload(&dir.id, name, &b, t(1), Precondition::Matches(v1.clone()))
+            .upload(
+                UploadTarget::new(&dir.id, name, Precondition::Matches(v1.clone())),
+                UploadSource::file(&b, t(1)),
+                &UploadCtx::default(),
+            )
             .await
             .unwrap();
         assert_eq!(e2.size, 11);
         assert_err!(
             r.upload(
-                &dir.id,
-                name,
-                &a,
-                t(1),
-                Precondition::Matches(Version::from_etag("\"stale\""))
+                UploadTarget::new(&dir.id, name, Precondition::Matches(Version::from_etag("\"stale\""))),
+                UploadSource::file(&a, t(1)),
+                &UploadCtx::default()
             )
             .await,
             RemoteError::PreconditionFailed
         );
         assert_eq!(r.read(&e2.id, None, 0, 100).await.unwrap(), &b"bravo bytes"[..]);
         assert_err!(
-            r.upload(&id("no such dir"), "x", &a, t(1), Precondition::Any).await,
+            r.upload(
+                UploadTarget::new(&id("no such dir"), "x", Precondition::Any),
+                UploadSource::file(&a, t(1)),
+                &UploadCtx::default()
+            )
+            .await,
             RemoteError::NotFound
         );
         let sub = r.mkdir(&dir.id, "sub").await.unwrap();
-        r.upload(&sub.id, "other.txt", &a, t(1), Precondition::Absent)
-            .await
-            .unwrap();
+        r.upload(
+            UploadTarget::new(&sub.id, "other.txt", Precondition::Absent),
+            UploadSource::file(&a, t(1)),
+            &UploadCtx::default(),
+        )
+        .await
+        .unwrap();
         assert_err!(
             r.rename(&e2.id, &sub.id, "other.txt", false).await,
             RemoteError::AlreadyExists
@@ -1186,8 +1306,12 @@ fn an_upload_waits_out_a_refused_connection() {
         let stage = Staging::new();
         let src = stage.file("f", b"eventually");
         server.stop();
-        let root = id("");
-        let upload = r.upload(&root, "f.txt", &src, t(1), Precondition::Absent);
+        let (root, cx) = (id(""), UploadCtx::default());
+        let upload = r.upload(
+            UploadTarget::new(&root, "f.txt", Precondition::Absent),
+            UploadSource::file(&src, t(1)),
+            &cx,
+        );
         tokio::pin!(upload);
         // Not done while the server is away.
         assert!(tokio::time::timeout(Duration::from_millis(800), &mut upload)

@@ -164,7 +164,7 @@ pub async fn read_json_body(mut resp: Response, context: &str) -> RemoteResult<B
 }
 
 /// Read a Graph answer: the body of a success, or the decoded error.
-async fn read_answer(resp: Response, context: String) -> RemoteResult<GraphResponse> {
+pub(super) async fn read_answer(resp: Response, context: String) -> RemoteResult<GraphResponse> {
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = read_json_body(resp, &context).await?;

@@ -108,7 +108,8 @@ pub async fn resolve(client: &GraphClient, urls: &Urls, selector: &DriveSelector
         DriveSelector::Me => {
             let url = with_query(urls.at("/me/drive")?, &select);
             client.get_json(url).await.map_err(|e| match e {
-                // `/me` with an app-only token is a 400 BadRequest (§1.1); a user token never gets one.
+                // `/me` with an app-only token is a 400 BadRequest (`docs/onedrive.md`,
+                // Conventions); a user token never gets one.
                 e @ RemoteError::Http { status: 400, .. } => ConnectError::MeNeedsUser(e),
                 other => other.into(),
             })

@@ -31,7 +31,7 @@ struct Body {
 struct Detail {
     code: Option<String>,
     message: Option<String>,
-    // A19: both spellings occur.
+    // Both spellings occur (`innerError`, `innererror`: docs/onedrive.md, Errors).
     #[serde(rename = "innerError", alias = "innererror")]
     inner: Option<Box<Detail>>,
 }
@@ -120,7 +120,7 @@ pub fn map_error(status: u16, info: &GraphErrorInfo, retry_after: Option<Duratio
     match status {
         403 => RemoteError::Forbidden(describe()),
         404 => RemoteError::NotFound,
-        // A12: a name conflict is keyed on 409 whatever its code.
+        // A name conflict is keyed on 409 whatever its code (docs/onedrive.md, Errors).
         409 => RemoteError::AlreadyExists,
         412 => RemoteError::PreconditionFailed,
         413 => RemoteError::TooLarge,

@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::remote::{Entry, EntryKind, ItemId, Meta, Version};
 
 /// `$select` for items: only what [`to_entry`] and reads need. `@microsoft.graph.downloadUrl` must
-/// be named explicitly once `$select` is used (§3).
+/// be named explicitly once `$select` is used (`docs/onedrive.md`, Items and versions).
 pub const ITEM_SELECT: &str = "id,name,size,eTag,cTag,file,folder,package,remoteItem,root,fileSystemInfo,\
 lastModifiedDateTime,@microsoft.graph.downloadUrl";
 

@@ -24,7 +24,6 @@ pub mod quickxor;
 pub mod upload;
 
 use std::fmt;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -36,8 +35,8 @@ use crate::auth::TokenSource;
 use crate::error::{RemoteError, RemoteResult};
 use crate::http::{HttpClient, HttpConfig, RetryPolicy};
 use crate::remote::{
-    Capabilities, Entry, EntryKind, ItemId, Meta, MetaFields, Precondition, Quota, Remote, ResumeSlot,
-    TransferProgress, Version,
+    Capabilities, Entry, EntryKind, ItemId, Meta, MetaFields, Precondition, Quota, Remote, UploadCtx, UploadSource,
+    UploadTarget, Version,
 };
 
 use client::GraphClient;
@@ -208,7 +207,7 @@ impl GraphRemote {
             .get_json(with_query(plain.clone(), &[("$select", ITEM_SELECT)]))
             .await?;
         if item.kind() == Some(EntryKind::File) && item.download_url.is_none() {
-            // Some endpoints leave the URL out of `$select`ed answers even when it is named (§3);
+            // Some endpoints leave the URL out of `$select`ed answers even when it is named (`docs/onedrive.md`);
             // the full item carries it by default.
             item = self.client.get_json(plain).await?;
         }
@@ -299,7 +298,7 @@ impl Remote for GraphRemote {
         }
         let (mut target, mut fresh) = self.download_url(id, version, None).await?;
         loop {
-            // Never ask past the end (a 0-byte file takes no Range at all, §4.2).
+            // Never ask past the end (a 0-byte file takes no Range at all: `docs/onedrive.md`, Downloads).
             if offset >= target.size {
                 return Ok(Bytes::new());
             }
@@ -337,6 +336,8 @@ impl Remote for GraphRemote {
                 created: true,
                 ..MetaFields::NONE
             },
+            propagates_versions: false,
+            streams_growing_uploads: false,
         }
     }
 
@@ -348,44 +349,8 @@ impl Remote for GraphRemote {
         names::check_path(path)
     }
 
-    async fn upload(
-        &self,
-        parent: &ItemId,
-        name: &str,
-        source: &Path,
-        mtime: SystemTime,
-        precondition: Precondition,
-    ) -> RemoteResult<Entry> {
-        let (sent, resume) = (TransferProgress::new(), ResumeSlot::new());
-        self.upload_file(parent, name, source, mtime, precondition, &sent, &resume)
-            .await
-    }
-
-    async fn upload_reporting(
-        &self,
-        parent: &ItemId,
-        name: &str,
-        source: &Path,
-        mtime: SystemTime,
-        precondition: Precondition,
-        sent: &TransferProgress,
-    ) -> RemoteResult<Entry> {
-        self.upload_file(parent, name, source, mtime, precondition, sent, &ResumeSlot::new())
-            .await
-    }
-
-    async fn upload_resumable(
-        &self,
-        parent: &ItemId,
-        name: &str,
-        source: &Path,
-        mtime: SystemTime,
-        precondition: Precondition,
-        sent: &TransferProgress,
-        resume: &ResumeSlot,
-    ) -> RemoteResult<Entry> {
-        self.upload_file(parent, name, source, mtime, precondition, sent, resume)
-            .await
+    async fn upload(&self, to: UploadTarget<'_>, from: UploadSource<'_>, cx: &UploadCtx) -> RemoteResult<Entry> {
+        self.upload_file(to, from, cx).await
     }
 
     async fn discard_resume(&self, token: serde_json::Value) {

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE, IF_MATCH, LOCATION};
+use reqwest::header::{HeaderValue, ACCEPT, IF_MATCH, LOCATION};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tracing::debug;
@@ -104,9 +104,10 @@ impl GraphRemote {
     /// Move and/or rename by `PATCH` with `parentReference.id` and `name`.
     ///
     /// Replacing: Graph replaces a file by a file with `@microsoft.graph.conflictBehavior=replace`
-    /// in the query (§7.2); it refuses to replace a folder (409). rename(2) replaces a folder only
-    /// by a folder and only when it is empty, which the filesystem core checks first; so when a
-    /// replacing move meets a folder in the way, that folder is deleted and the move made again.
+    /// in the query (`docs/onedrive.md`, Folders, moves, deletes); it refuses to replace a folder
+    /// (409). rename(2) replaces a folder only by a folder and only when it is empty, which the
+    /// filesystem core checks first; so when a replacing move meets a folder in the way, that
+    /// folder is deleted and the move made again.
     pub(super) async fn move_item(
         &self,
         id: &ItemId,
@@ -147,7 +148,7 @@ impl GraphRemote {
             .await?;
         self.downloads.remove(id);
         if resp.status == StatusCode::ACCEPTED {
-            // Some moves run asynchronously (A17): follow the monitor, then read the item.
+            // Some moves run asynchronously (`202` and a monitor URL: `docs/onedrive.md`): follow the monitor, then read the item.
             let location = resp
                 .headers
                 .get(LOCATION)
@@ -273,17 +274,9 @@ impl GraphRemote {
             info.insert("createdDateTime".into(), json!(fmt_time(t)));
         }
         let body = json!({ "fileSystemInfo": info });
-        let bytes = serde_json::to_vec(&body).map_err(|e| RemoteError::Protocol(format!("cannot encode JSON: {e}")))?;
         // Repeating it is harmless: the same times again. A repeat whose first attempt landed
         // meets a new eTag (412), which the callers that send `If-Match` read as "changed".
-        let mut req = HttpRequest::new(Method::PATCH, url, Retry::Idempotent)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(bytes);
-        if let Some(tag) = if_match {
-            let value = HeaderValue::from_str(tag)
-                .map_err(|e| RemoteError::Protocol(format!("eTag {tag:?} is no header value: {e}")))?;
-            req = req.header(IF_MATCH, value);
-        }
+        let req = super::upload::json_request(Method::PATCH, url, &body, if_match)?;
         self.client.authorized(&req).await?.json("PATCH fileSystemInfo")
     }
 }

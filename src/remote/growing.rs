@@ -10,7 +10,7 @@
 //! rename, the file deleted) calls [`GrowingFile::spoil`]: the request then fails before it ends,
 //! so the server never takes a version the writer did not mean, and the ordinary whole-file
 //! upload takes over. A remote streams growing files only where an upload cut off halfway leaves
-//! the server's copy as it was (see [`super::Remote::streams_growing_uploads`]).
+//! the server's copy as it was (see [`super::Capabilities::streams_growing_uploads`]).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

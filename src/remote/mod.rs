@@ -6,6 +6,7 @@ pub mod growing;
 pub mod links;
 pub mod memory;
 pub mod meta;
+pub mod upload;
 
 use std::fmt;
 use std::path::Path;
@@ -20,6 +21,7 @@ use crate::error::{RemoteError, RemoteResult};
 pub use changes::{Change, ChangeBatch, ChangeSource};
 pub use growing::GrowingFile;
 pub use meta::{Meta, MetaFields};
+pub use upload::{ResumeSlot, TransferProgress, UploadCtx, UploadSource, UploadTarget};
 
 /// Stable identity of a remote item: Graph item id; WebDAV `oc:fileid` where offered, else the
 /// decoded path relative to the mount's base URL (`""` is the root, no leading or trailing slash).
@@ -129,7 +131,9 @@ pub enum Precondition {
     Any,
 }
 
-/// What a remote can do beyond the common core, so the layers above choose honestly.
+/// What a remote can do beyond the common core, so the layers above choose honestly. Every such
+/// fact is here, in one value a remote gives through [`Remote::capabilities`]; some are learnt
+/// while mounted (a WebDAV server's answers), so callers ask again rather than keep a copy.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Capabilities {
     /// The remote implements the write operations ([`Remote::upload`], [`Remote::mkdir`],
@@ -144,108 +148,20 @@ pub struct Capabilities {
     /// it keeps the spelling an item was created with). Lookups in the core then match names the
     /// same way, so that a name in another case finds the item, as the server would.
     pub case_insensitive_names: bool,
+    /// A folder's version changes whenever anything below it changes (Nextcloud and ownCloud
+    /// collection ETags, Graph personal folders): then an unchanged root version means nothing
+    /// changed, and only folders whose version moved need listing again.
+    pub propagates_versions: bool,
+    /// [`UploadSource::Growing`] may be used: the remote can stream a file of unknown length, and
+    /// an upload cut off halfway leaves the server's copy as it was (the server writes the body
+    /// aside and swaps it in only when complete). Where that is not known, a spoiled growing upload
+    /// could leave a truncated file behind, so it stays `false`.
+    pub streams_growing_uploads: bool,
     /// The [`Meta`] fields [`Remote::set_meta`] keeps on the server, where another machine sees
     /// them; the core keeps the others in its local store (`crate::metastore`). On WebDAV known
     /// once probed (`DavRemote::probe_meta`, which the first [`Remote::set_meta`] runs), none
     /// before.
     pub kept_meta: MetaFields,
-}
-
-/// How many bytes of an upload have gone out so far, shared between the uploader and whoever
-/// reports progress (`cloudmount status`). Bytes handed to the connection count as sent; a retry
-/// that starts over sets the count back.
-#[derive(Clone, Debug, Default)]
-pub struct TransferProgress(Arc<std::sync::atomic::AtomicU64>);
-
-impl TransferProgress {
-    /// A counter at zero.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Bytes sent so far.
-    pub fn get(&self) -> u64 {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Say that `n` bytes in all have gone out (an attempt starting over says 0; a resumed one,
-    /// the offset it resumes from).
-    pub fn set(&self, n: u64) {
-        self.0.store(n, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Count `n` more bytes sent.
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// Where a remote may keep state that lets an interrupted upload carry on instead of starting over
-/// (a Graph upload session URL), opaque to everyone else. The upload queue hands each attempt a
-/// slot holding what the last attempt of the same record left, and writes every change durably
-/// into the record's journal entry before [`ResumeSlot::set`] returns, so a restarted daemon gets it
-/// back. The queue drops the token when the record gets new content. Remotes that cannot resume
-/// (WebDAV) never look at it. Cheap to clone; clones share the value.
-#[derive(Clone, Default)]
-pub struct ResumeSlot(Arc<ResumeInner>);
-
-#[derive(Default)]
-struct ResumeInner {
-    value: std::sync::Mutex<Option<serde_json::Value>>,
-    persist: Option<Box<PersistFn>>,
-}
-
-/// Stores a resume token durably (`None`: remove it).
-type PersistFn = dyn Fn(Option<&serde_json::Value>) + Send + Sync;
-
-impl fmt::Debug for ResumeSlot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ResumeSlot").field(&self.get()).finish()
-    }
-}
-
-impl ResumeSlot {
-    /// An empty slot kept in memory only.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// A slot holding `value`, kept in memory only.
-    pub fn with_value(value: Option<serde_json::Value>) -> Self {
-        ResumeSlot(Arc::new(ResumeInner {
-            value: std::sync::Mutex::new(value),
-            persist: None,
-        }))
-    }
-
-    /// A slot holding `value` whose every change is also handed to `persist` (which stores it
-    /// durably before returning).
-    pub fn persisted(
-        value: Option<serde_json::Value>,
-        persist: impl Fn(Option<&serde_json::Value>) + Send + Sync + 'static,
-    ) -> Self {
-        ResumeSlot(Arc::new(ResumeInner {
-            value: std::sync::Mutex::new(value),
-            persist: Some(Box::new(persist)),
-        }))
-    }
-
-    /// The token, if any.
-    pub fn get(&self) -> Option<serde_json::Value> {
-        self.0.value.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Replace the token (`None` clears it), persisting it when the slot is persisted.
-    pub fn set(&self, value: Option<serde_json::Value>) {
-        let mut guard = self.0.value.lock().unwrap_or_else(|p| p.into_inner());
-        if *guard == value {
-            return;
-        }
-        *guard = value;
-        if let Some(persist) = &self.0.persist {
-            persist(guard.as_ref());
-        }
-    }
 }
 
 /// A remote drive as the filesystem core sees it.
@@ -296,87 +212,15 @@ pub trait Remote: Send + Sync + 'static {
         None
     }
 
-    /// Whether a folder's version changes whenever anything below it changes (Nextcloud and
-    /// ownCloud collection ETags, Graph personal folders): then an unchanged root version means
-    /// nothing changed, and only folders whose version moved need listing again.
-    fn propagates_versions(&self) -> bool {
-        false
-    }
-
-    /// Make the whole content of local file `source` the content of the child `name` of folder
-    /// `parent` (created or replaced per `precondition`), streamed from disk, keeping `mtime` where
-    /// the server allows. Returns the item as the server now describes it.
-    async fn upload(
-        &self,
-        parent: &ItemId,
-        name: &str,
-        source: &Path,
-        mtime: SystemTime,
-        precondition: Precondition,
-    ) -> RemoteResult<Entry> {
-        let _ = (parent, name, source, mtime, precondition);
+    /// Make the content of `from` the content of the file `to` names (created or replaced per its
+    /// precondition), keeping the modification time where the server allows, counting the bytes
+    /// sent in `cx.progress` as they go out (set back when an attempt starts over; the whole size
+    /// once done), and, on remotes that can resume, carrying on from and keeping up to date the
+    /// token in `cx.resume` (see [`ResumeSlot`]). Returns the item as the server now describes it.
+    /// The default is a read-only remote's answer.
+    async fn upload(&self, to: UploadTarget<'_>, from: UploadSource<'_>, cx: &UploadCtx) -> RemoteResult<Entry> {
+        let _ = (to, from, cx);
         Err(RemoteError::Unsupported("this remote is read-only".into()))
-    }
-
-    /// [`Remote::upload`], counting the bytes sent in `sent` as they go out, for progress reports.
-    /// Remotes that stream uploads override this one (and let `upload` call it); the default
-    /// reports nothing until the upload is done.
-    async fn upload_reporting(
-        &self,
-        parent: &ItemId,
-        name: &str,
-        source: &Path,
-        mtime: SystemTime,
-        precondition: Precondition,
-        sent: &TransferProgress,
-    ) -> RemoteResult<Entry> {
-        let entry = self.upload(parent, name, source, mtime, precondition).await?;
-        sent.set(entry.size);
-        Ok(entry)
-    }
-
-    /// [`Remote::upload_reporting`] that may carry on from, and must keep up to date, the resume
-    /// token in `resume` (see [`ResumeSlot`]). The default ignores the slot.
-    #[allow(clippy::too_many_arguments)]
-    async fn upload_resumable(
-        &self,
-        parent: &ItemId,
-        name: &str,
-        source: &Path,
-        mtime: SystemTime,
-        precondition: Precondition,
-        sent: &TransferProgress,
-        resume: &ResumeSlot,
-    ) -> RemoteResult<Entry> {
-        let _ = resume;
-        self.upload_reporting(parent, name, source, mtime, precondition, sent)
-            .await
-    }
-
-    /// Whether [`Remote::upload_growing`] may be used: the remote can stream a file of unknown
-    /// length, and an upload cut off halfway leaves the server's copy as it was (the server
-    /// writes the body aside and swaps it in only when complete). Where that is not known, a
-    /// spoiled growing upload could leave a truncated file behind, so the default is `false`.
-    fn streams_growing_uploads(&self) -> bool {
-        false
-    }
-
-    /// Upload `file` while it is still being written (see [`GrowingFile`]): the request follows
-    /// the writer, and completes only once the file is sealed; a spoiled file fails it. The
-    /// modification time is the one given at the seal. Any error means the ordinary upload has
-    /// to take over; this one never makes conflict copies of its own.
-    async fn upload_growing(
-        &self,
-        parent: &ItemId,
-        name: &str,
-        file: &Arc<GrowingFile>,
-        precondition: Precondition,
-        sent: &TransferProgress,
-    ) -> RemoteResult<Entry> {
-        let _ = (parent, name, file, precondition, sent);
-        Err(RemoteError::Unsupported(
-            "this remote cannot upload a file while it is written".into(),
-        ))
     }
 
     /// An upload whose resume token is `token` will not be continued (its file was deleted or

@@ -6,7 +6,7 @@
 //! - for remotes without one (WebDAV), a revalidation round: the folders the mount has listed or
 //!   the kernel holds (at most [`MAX_REVALIDATED_DIRS`], the root and listed ones first) are listed
 //!   again and compared with what we hold. Where folder versions propagate to the root
-//!   ([`Remote::propagates_versions`]: Nextcloud, ownCloud), a Depth-0 look at the root skips the
+//!   ([`crate::remote::Capabilities::propagates_versions`]: Nextcloud, ownCloud), a Depth-0 look at the root skips the
 //!   round when nothing changed, and only folders whose version moved are listed again.
 //!
 //! Either way the result is a [`ChangeBatch`] applied by item id: records may come in any order
@@ -188,7 +188,7 @@ impl DriveFs {
 
     /// One revalidation round for remotes without a change feed (see the module doc).
     pub async fn revalidate_round(&self) -> FsResult<Applied> {
-        let propagates = self.remote.propagates_versions();
+        let propagates = self.remote.capabilities().propagates_versions;
         let mut records = Vec::new();
         if propagates {
             let root = self.inodes.get(ROOT_INO).map(|n| n.entry);

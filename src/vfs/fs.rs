@@ -45,7 +45,7 @@ pub struct FsConfig {
     /// How far ahead a sequential reader may prefetch, in bytes (also kept within a quarter of
     /// the cache, so prefetched blocks are not evicted before they are read).
     pub max_prefetch_bytes: u64,
-    /// Whether the mount refuses every change (the only mode so far).
+    /// Whether the mount refuses every change (`--read-only`, or a remote without writes).
     pub read_only: bool,
 }
 

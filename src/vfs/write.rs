@@ -609,7 +609,7 @@ impl DriveFs {
                 may_grow = l.in_order && l.growing.is_none() && l.size >= GROW_AFTER && n.parent != DETACHED;
             }
         });
-        if may_grow && self.remote.streams_growing_uploads() {
+        if may_grow && self.remote.capabilities().streams_growing_uploads {
             self.start_growing(h.ino);
         }
         Ok(Some(data.len() as u32))

@@ -3,7 +3,7 @@
 //!
 //! Module map: [`href`] turns item IDs into URLs and hrefs back into IDs; [`propfind`] holds the
 //! request bodies and the streaming multistatus parser; [`props`] our dead properties (mode,
-//! owner, times) and the probe for them; [`read`] does ranged reads; [`write`] the
+//! owner, times) and the probe for them; [`read`] does ranged reads; [`mod@write`] the
 //! write operations and what the server can do ([`DavRemote::probe_capabilities`]). This file ties
 //! them to [`crate::http::HttpClient`] and implements [`Remote`].
 
@@ -21,8 +21,7 @@ pub mod read;
 pub mod write;
 
 use std::fmt;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -36,7 +35,8 @@ use url::Url;
 use crate::error::{RemoteError, RemoteResult};
 use crate::http::{Credentials, HttpClient, HttpConfig, HttpRequest, RetryPolicy};
 use crate::remote::{
-    Capabilities, Entry, EntryKind, GrowingFile, ItemId, Meta, Precondition, Quota, Remote, TransferProgress, Version,
+    Capabilities, Entry, EntryKind, ItemId, Meta, Precondition, Quota, Remote, UploadCtx, UploadSource, UploadTarget,
+    Version,
 };
 
 use propfind::{DavResponse, PROPFIND_ENTRY, PROPFIND_ENTRY_AND_QUOTA};
@@ -91,7 +91,7 @@ pub struct DavRemote {
     /// Collection ETags change with any descendant (Nextcloud, ownCloud).
     propagating: std::sync::atomic::AtomicBool,
     /// The server writes a PUT body aside and puts it in place only once complete, so a PUT cut
-    /// off halfway changes nothing (see [`Remote::streams_growing_uploads`]).
+    /// off halfway changes nothing (see [`Capabilities::streams_growing_uploads`]).
     stages_puts: std::sync::atomic::AtomicBool,
     /// The server is nginx, whose PROPFIND (dav-ext) reports no `getetag` while its GET and HEAD
     /// carry one built from the modification time and size (see [`nginx_etag`]).
@@ -185,7 +185,7 @@ impl DavRemote {
     }
 
     /// Say whether collection ETags change with any descendant, overriding what the URL suggests
-    /// (see [`Remote::propagates_versions`]).
+    /// (see [`Capabilities::propagates_versions`]).
     pub fn set_propagates_versions(&self, on: bool) {
         self.propagating.store(on, std::sync::atomic::Ordering::Relaxed);
     }
@@ -391,61 +391,18 @@ impl Remote for DavRemote {
         }))
     }
 
-    /// What has been learnt so far: `false` until known (see [`DavRemote::probe_capabilities`]).
     fn moved_id(&self, id: &ItemId, from: &ItemId, to: &ItemId) -> Option<ItemId> {
         // Ids are paths: what was below the folder is now below its new path.
         crate::remote::moved_path_id(id, from, to)
     }
 
+    /// What has been learnt so far: `false` until known (see [`DavRemote::probe_capabilities`]).
     fn capabilities(&self) -> Capabilities {
         self.known_capabilities()
     }
 
-    fn propagates_versions(&self) -> bool {
-        self.propagating.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    async fn upload(
-        &self,
-        parent: &ItemId,
-        name: &str,
-        source: &Path,
-        mtime: SystemTime,
-        precondition: Precondition,
-    ) -> RemoteResult<Entry> {
-        let sent = TransferProgress::new();
-        self.upload_file(parent, name, source, mtime, precondition, &sent).await
-    }
-
-    async fn upload_reporting(
-        &self,
-        parent: &ItemId,
-        name: &str,
-        source: &Path,
-        mtime: SystemTime,
-        precondition: Precondition,
-        sent: &TransferProgress,
-    ) -> RemoteResult<Entry> {
-        let entry = self
-            .upload_file(parent, name, source, mtime, precondition, sent)
-            .await?;
-        sent.set(entry.size);
-        Ok(entry)
-    }
-
-    fn streams_growing_uploads(&self) -> bool {
-        self.stages_puts.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    async fn upload_growing(
-        &self,
-        parent: &ItemId,
-        name: &str,
-        file: &Arc<GrowingFile>,
-        precondition: Precondition,
-        sent: &TransferProgress,
-    ) -> RemoteResult<Entry> {
-        self.upload_growing_file(parent, name, file, precondition, sent).await
+    async fn upload(&self, to: UploadTarget<'_>, from: UploadSource<'_>, cx: &UploadCtx) -> RemoteResult<Entry> {
+        DavRemote::upload(self, to, from, cx).await
     }
 
     async fn mkdir(&self, parent: &ItemId, name: &str) -> RemoteResult<Entry> {
@@ -490,13 +447,13 @@ mod tests {
     #[test]
     fn nextcloud_and_owncloud_urls_propagate_collection_etags() {
         let nc = DavRemote::new(cfg("https://cloud.example.com/remote.php/dav/files/alice/")).unwrap();
-        assert!(nc.propagates_versions());
+        assert!(nc.capabilities().propagates_versions);
         let oc = DavRemote::new(cfg("https://oc.example.com/remote.php/webdav/")).unwrap();
-        assert!(oc.propagates_versions());
+        assert!(oc.capabilities().propagates_versions);
         let apache = DavRemote::new(cfg("https://example.com/dav/")).unwrap();
-        assert!(!apache.propagates_versions());
+        assert!(!apache.capabilities().propagates_versions);
         apache.set_propagates_versions(true);
-        assert!(apache.propagates_versions());
+        assert!(apache.capabilities().propagates_versions);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Which kind of OneDrive the server emulates (graph-protocol.md §14 "drive flavour").
+/// Which kind of OneDrive the server emulates (personal or business: `docs/onedrive.md`).
 ///
 /// | | `Business` | `Personal` |
 /// |---|---|---|
@@ -62,7 +62,7 @@ pub struct FakeGraphConfig {
     /// Default true. The real service keeps the old token valid for a while; false emulates that.
     pub strict_refresh_rotation: bool,
     /// Check delegated scopes: drive routes need a `Files.*` or `Sites.*` scope (writes need `ReadWrite`),
-    /// `/sites/...` lookups need `Sites.*` (§12.1). Default true.
+    /// `/sites/...` lookups need `Sites.*` (`docs/onedrive.md`, Sign-in). Default true.
     pub enforce_scopes: bool,
     /// Time a copy or an asynchronous move (A16/A17) takes before its monitor reports `completed`
     /// (default 0: the first poll already says completed).

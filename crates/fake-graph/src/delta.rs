@@ -1,4 +1,4 @@
-//! Delta (graph-protocol.md §8).
+//! Delta (`docs/onedrive.md`, Delta and resync).
 //!
 //! * A round starts with `root/delta` (full enumeration), a deltaLink token (changes since), `token=latest`
 //!   (no items, just a current deltaLink) or, on business drives, a timestamp token.

@@ -1,4 +1,4 @@
-//! Error values of the Graph side (graph-protocol.md §9) and of the identity platform (§12.6), and how they
+//! Error values of the Graph side (`docs/onedrive.md`, Errors) and of the identity platform (Sign-in), and how they
 //! are rendered into HTTP responses.
 
 use serde_json::{json, Map, Value};
@@ -146,7 +146,7 @@ pub(crate) struct ReqIds {
     pub date: SystemTime,
 }
 
-/// An identity-platform error (token / devicecode endpoints), rendered as in graph-protocol.md §12.6.
+/// An identity-platform error (token / devicecode endpoints), rendered as in `docs/onedrive.md`, Sign-in.
 #[derive(Clone, Debug)]
 pub(crate) struct AadError {
     pub status: u16,

@@ -232,8 +232,8 @@ impl Faults {
     }
 
     /// Mode: item and children responses with `$select` leave out `@microsoft.graph.downloadUrl` even when
-    /// it is named (graph-protocol.md §3: real behaviour varies by endpoint, so clients need a fallback);
-    /// responses without `$select` still carry it. Cleared by [`clear`](Self::clear).
+    /// it is named (`docs/onedrive.md`, Items and versions: real behaviour varies by endpoint, so clients
+    /// need a fallback); responses without `$select` still carry it. Cleared by [`clear`](Self::clear).
     pub fn omit_selected_download_urls(&self, on: bool) {
         self.with(|s| s.faults.omit_selected_download_urls = on);
     }

@@ -1,5 +1,5 @@
-//! Graph routes under `/v1.0`: parsing of the addressing forms (graph-protocol.md §1) and the handlers for
-//! drives, sites, items, children, content, folders, rename/move, delete and copy (§3–§7). Upload sessions
+//! Graph routes under `/v1.0`: parsing of the addressing forms (`docs/onedrive.md`, Addressing) and the handlers for
+//! drives, sites, items, children, content, folders, rename/move, delete and copy (`docs/onedrive.md`). Upload sessions
 //! are in `upload.rs`, delta in `delta.rs`.
 //!
 //! Addressing: the raw (still percent-encoded) URL path is split on literal `:` and `/`; each path segment is
@@ -302,7 +302,7 @@ pub(crate) fn select_of(q: &[(String, String)]) -> Option<Vec<String>> {
 }
 
 /// Applies `$select` to a driveItem: keeps the listed properties, always `id` (and `deleted` in delta).
-/// `@microsoft.graph.downloadUrl` is only kept when listed explicitly (graph-protocol.md §3).
+/// `@microsoft.graph.downloadUrl` is only kept when listed explicitly (`docs/onedrive.md`, Items and versions).
 pub(crate) fn apply_select(v: Value, select: Option<&[String]>) -> Value {
     let Some(sel) = select else { return v };
     let Value::Object(m) = v else { return v };

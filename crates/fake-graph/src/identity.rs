@@ -1,4 +1,4 @@
-//! Microsoft identity platform v2 endpoints (graph-protocol.md §12): device code, authorization code + PKCE,
+//! Microsoft identity platform v2 endpoints (`docs/onedrive.md`, Sign-in): device code, authorization code + PKCE,
 //! refresh with rotation, client credentials; and the bearer check of the Graph routes.
 //!
 //! Choices where the spec is silent (all errors keyed on `error`, AADSTS codes are hints):

@@ -1,7 +1,7 @@
 //! A stateful fake of the Microsoft Graph files API (OneDrive personal / OneDrive for Business / SharePoint
 //! document libraries) and of the Microsoft identity platform v2 endpoints, with fault injection — the test
-//! peer of cloudmount's Graph remote. It follows `graph-protocol.md` (the project's protocol reference),
-//! including the decisions A1–A25 of its §16; choices where that reference is silent are documented on the
+//! peer of cloudmount's Graph remote. It follows `docs/onedrive.md` (the project's protocol reference),
+//! including the decisions A1–A25 listed at its end; choices where that reference is silent are documented on the
 //! module or item that makes them.
 //!
 //! ```no_run

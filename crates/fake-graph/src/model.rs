@@ -1,7 +1,7 @@
 //! The stateful drive model: item tree, tags, hashes, quota, name rules, change sequence for delta, and the
 //! mutations shared by the HTTP routes and the in-process [`DriveHandle`](crate::DriveHandle).
 //!
-//! Tag rules (graph-protocol.md §2):
+//! Tag rules (`docs/onedrive.md`, Items and versions):
 //! * `eTag` changes on any change of the item's own metadata or content, never because a descendant changed.
 //! * `cTag` (files) changes on content changes only. Folders have a `cTag` only on personal drives, where it
 //!   changes whenever a descendant changes (created, modified, renamed, moved in or out, deleted).
@@ -467,7 +467,7 @@ impl Drive {
         q
     }
 
-    /// Checks a name against graph-protocol.md §10 for a new or renamed item in `parent`.
+    /// Checks a name against `docs/onedrive.md` (Names and limits) for a new or renamed item in `parent`.
     pub fn validate_name(&self, parent: &str, name: &str, is_folder: bool) -> Result<(), GraphError> {
         let bad = || GraphError::invalid(format!("The name '{name}' is not valid")).inner("invalidPath");
         if name.is_empty() || name == "." || name == ".." {

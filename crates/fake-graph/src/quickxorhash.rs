@@ -1,5 +1,5 @@
 //! quickXorHash, the content hash OneDrive returns in `file.hashes.quickXorHash` on every flavour
-//! (graph-protocol.md §11).
+//! (`docs/onedrive.md`, quickXorHash).
 //!
 //! Definition: a 160-bit accumulator `A`; the byte at stream offset `i` is XORed into `A` rotated left by
 //! `(11 * i) mod 160` bits (wrapping at bit 160). The result is `A` as 20 little-endian bytes with the total

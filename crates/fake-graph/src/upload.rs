@@ -1,4 +1,4 @@
-//! Upload sessions (graph-protocol.md §6): `createUploadSession` and the pre-authenticated `uploadUrl`
+//! Upload sessions (`docs/onedrive.md`, Upload sessions): `createUploadSession` and the pre-authenticated `uploadUrl`
 //! (`PUT` fragments, `GET` status, `DELETE` cancel, `POST` deferred commit).
 //!
 //! Rules enforced on fragments, in this order: no `Authorization` header (A9, strict by default → 401
@@ -341,7 +341,7 @@ async fn upload_url(shared: &Arc<Shared>, sid: &str, req: Request, now: SystemTi
                     return Err(mismatch());
                 }
             }
-            // All bytes of a request that breaks off are discarded (§6.4).
+            // All bytes of a request that breaks off are discarded (`docs/onedrive.md`, Upload sessions).
             let data = axum::body::to_bytes(Body::new(body), len as usize + 1)
                 .await
                 .map_err(|_| mismatch())?;

@@ -56,7 +56,7 @@ impl Login {
     }
 }
 
-/// Identity error body: `error`, `error_codes`, and the other §12.6 fields.
+/// Identity error body: `error`, `error_codes`, and the other fields of the identity platform's error body.
 fn aad(r: &Resp) -> (String, Option<u64>) {
     let v = r.json();
     for k in ["error_description", "timestamp", "trace_id", "correlation_id"] {

@@ -557,7 +557,7 @@ async fn simple_put_create_replace_and_conflicts() {
         r.json()["file"]["hashes"]["quickXorHash"],
         "AAAAAAAAAAAAAAAAAAAAAAAAAAA="
     );
-    // Invalid names (§10) → 400 invalidRequest / invalidPath.
+    // Invalid names (docs/onedrive.md, Names and limits) → 400 invalidRequest / invalidPath.
     for bad in [
         "CON.txt",
         "con",

@@ -35,7 +35,8 @@ use super::conflict::conflict_name;
 use super::journal::{Journal, OwnVersion, UploadRecord, UploadState};
 use crate::error::{RemoteError, RemoteResult};
 use crate::remote::{
-    Entry, EntryKind, GrowingFile, ItemId, Precondition, Remote, ResumeSlot, TransferProgress, Version,
+    Entry, EntryKind, GrowingFile, ItemId, Precondition, Remote, ResumeSlot, TransferProgress, UploadCtx, UploadSource,
+    UploadTarget, Version,
 };
 
 /// Settings of the queue.
@@ -754,7 +755,11 @@ impl UploadQueue {
         let mtime = record.mtime();
         let answer = self
             .remote
-            .upload_resumable(&parent, &record.name, &record.staged, mtime, precondition, sent, resume)
+            .upload(
+                UploadTarget::new(&parent, &record.name, precondition),
+                UploadSource::file(&record.staged, mtime),
+                &UploadCtx::new(sent.clone(), resume.clone()),
+            )
             .await;
         if matches!(
             answer,
@@ -781,7 +786,11 @@ impl UploadQueue {
                         };
                         let entry = self
                             .remote
-                            .upload_resumable(&parent, &record.name, &record.staged, mtime, precondition, sent, resume)
+                            .upload(
+                                UploadTarget::new(&parent, &record.name, precondition),
+                                UploadSource::file(&record.staged, mtime),
+                                &UploadCtx::new(sent.clone(), resume.clone()),
+                            )
                             .await?;
                         Ok((entry, false))
                     }
@@ -800,14 +809,10 @@ impl UploadQueue {
                     // Gone from the server meanwhile: the empty file is all there is.
                     Err(RemoteError::NotFound) => self
                         .remote
-                        .upload_resumable(
-                            &parent,
-                            &record.name,
-                            &record.staged,
-                            mtime,
-                            Precondition::Absent,
-                            sent,
-                            resume,
+                        .upload(
+                            UploadTarget::new(&parent, &record.name, Precondition::Absent),
+                            UploadSource::file(&record.staged, mtime),
+                            &UploadCtx::new(sent.clone(), resume.clone()),
                         )
                         .await
                         .map(|entry| (entry, false)),
@@ -884,7 +889,11 @@ impl UploadQueue {
             tracing::warn!(file = %record.name, conflict_copy = %copy, "sending the conflict copy chosen before");
             let entry = self
                 .remote
-                .upload_resumable(&parent, copy, &record.staged, mtime, Precondition::Any, sent, resume)
+                .upload(
+                    UploadTarget::new(&parent, copy, Precondition::Any),
+                    UploadSource::file(&record.staged, mtime),
+                    &UploadCtx::new(sent.clone(), resume.clone()),
+                )
                 .await?;
             return Ok((entry, true));
         }
@@ -898,14 +907,10 @@ impl UploadQueue {
                 .map_err(|e| RemoteError::LocalFile(format!("journal: {e}")))?;
             match self
                 .remote
-                .upload_resumable(
-                    &parent,
-                    &copy,
-                    &record.staged,
-                    mtime,
-                    Precondition::Absent,
-                    sent,
-                    resume,
+                .upload(
+                    UploadTarget::new(&parent, &copy, Precondition::Absent),
+                    UploadSource::file(&record.staged, mtime),
+                    &UploadCtx::new(sent.clone(), resume.clone()),
                 )
                 .await
             {
@@ -945,7 +950,11 @@ impl UploadQueue {
         };
         let result = self
             .remote
-            .upload_growing(&parent, &record.name, file, precondition, sent)
+            .upload(
+                UploadTarget::new(&parent, &record.name, precondition),
+                UploadSource::Growing(file),
+                &UploadCtx::new(sent.clone(), ResumeSlot::new()),
+            )
             .await;
         if result.is_err() {
             // Whatever happened, this upload is over: the writer must not wait for it.
@@ -1225,14 +1234,8 @@ mod tests {
     }
 
     upload_only_remote!(UploadRemote, "uploads", {
-        async fn upload(
-            &self,
-            _parent: &ItemId,
-            name: &str,
-            source: &Path,
-            _mtime: SystemTime,
-            precondition: Precondition,
-        ) -> RemoteResult<Entry> {
+        async fn upload(&self, to: UploadTarget<'_>, from: UploadSource<'_>, _cx: &UploadCtx) -> RemoteResult<Entry> {
+            let (name, source, precondition) = (to.name, from.path(), to.precondition);
             self.gate.acquire().await.expect("gate").forget();
             if let Some(e) = self.failures.lock().unwrap().pop() {
                 return Err(e);
@@ -1430,16 +1433,8 @@ mod tests {
     }
 
     upload_only_remote!(ResumingRemote, "resuming", {
-        async fn upload_resumable(
-            &self,
-            _parent: &ItemId,
-            name: &str,
-            _source: &Path,
-            _mtime: SystemTime,
-            _precondition: Precondition,
-            _sent: &TransferProgress,
-            resume: &ResumeSlot,
-        ) -> RemoteResult<Entry> {
+        async fn upload(&self, to: UploadTarget<'_>, _from: UploadSource<'_>, cx: &UploadCtx) -> RemoteResult<Entry> {
+            let (name, resume) = (to.name, &cx.resume);
             self.seen.lock().unwrap().push(resume.get());
             if self.fail_first {
                 resume.set(Some(serde_json::json!({"session": "s-1", "offset": 5})));

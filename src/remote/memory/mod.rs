@@ -8,17 +8,18 @@
 //! rename with `replace` refuses to replace a folder that is not empty (like [`crate::webdav`]).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+mod upload;
+
 use super::{
-    Capabilities, Entry, EntryKind, GrowingFile, ItemId, Meta, MetaFields, Precondition, Quota, Remote,
-    TransferProgress, Version,
+    Capabilities, Entry, EntryKind, ItemId, Meta, MetaFields, Precondition, Quota, Remote, UploadCtx, UploadSource,
+    UploadTarget, Version,
 };
 use crate::error::{RemoteError, RemoteResult};
 
@@ -52,7 +53,7 @@ pub struct MemoryRemote {
     /// How long each upload takes before it is applied.
     upload_delay: Mutex<Duration>,
     list_delay: Mutex<Duration>,
-    /// Whether [`Remote::streams_growing_uploads`] says yes.
+    /// Whether [`Capabilities::streams_growing_uploads`] says yes.
     streams_growing: AtomicBool,
     /// Whether stored modification times lose their fraction of a second, as on servers that
     /// keep whole seconds (Apache, OneDrive).
@@ -67,6 +68,14 @@ pub struct MemoryRemote {
     pub growing_received: AtomicU64,
     /// Uploads of growing files that changed the drive (also counted in `uploads`).
     pub growing_applied: AtomicU64,
+    /// Bytes of finished files received by uploads (whether or not their upload completed).
+    pub bytes_received: AtomicU64,
+    /// Uploads that carried on from a session an interrupted one left.
+    pub resumed: AtomicU64,
+    /// Where the next file upload's connection breaks (see [`MemoryRemote::cut_next_upload_at`]).
+    cut_next_upload: Mutex<Option<u64>>,
+    /// What interrupted uploads delivered, kept for a resume.
+    sessions: Mutex<upload::Sessions>,
 }
 
 impl Default for MemoryRemote {
@@ -124,6 +133,10 @@ impl MemoryRemote {
             growing_started: AtomicU64::new(0),
             growing_received: AtomicU64::new(0),
             growing_applied: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            resumed: AtomicU64::new(0),
+            cut_next_upload: Mutex::new(None),
+            sessions: Mutex::new(upload::Sessions::default()),
         }
     }
 
@@ -133,126 +146,30 @@ impl MemoryRemote {
         *self.kept_meta.lock().unwrap() = fields;
     }
 
-    /// Let the core upload files while they are written ([`Remote::upload_growing`]); off by
-    /// default, like remotes that cannot promise an interrupted upload changes nothing.
-    pub fn set_streams_growing_uploads(&self, on: bool) {
-        self.streams_growing.store(on, Ordering::SeqCst);
-    }
-
-    /// Store `data` as `name` in `parent` the way a server applies a complete upload: after the
-    /// upload delay and scripted failures, checking the precondition at that moment.
-    async fn apply_upload(
-        &self,
-        parent: &ItemId,
-        name: &str,
-        data: Bytes,
-        mtime: SystemTime,
-        precondition: Precondition,
-    ) -> RemoteResult<Entry> {
-        let delay = *self.upload_delay.lock().unwrap();
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        if let Some(e) = self.upload_failures.lock().unwrap().pop_front() {
-            return Err(e);
-        }
-        let entry = self.apply_now(parent, name, data, mtime, &precondition)?;
-        if self.lose_upload_replies.load(Ordering::SeqCst) {
-            std::future::pending::<()>().await;
-        }
-        Ok(entry)
-    }
-
-    /// The upload's effect on the drive, checked and applied at once.
-    fn apply_now(
-        &self,
-        parent: &ItemId,
-        name: &str,
-        data: Bytes,
-        mtime: SystemTime,
-        precondition: &Precondition,
-    ) -> RemoteResult<Entry> {
-        self.check_up()?;
-        let path = join(parent.as_str(), name);
-        let mut nodes = self.nodes.lock().unwrap();
-        Self::check_parent(&nodes, parent.as_str())?;
-        let existing = nodes.get(&path);
-        match (precondition, existing) {
-            (Precondition::Absent, Some(_)) => return Err(RemoteError::AlreadyExists),
-            (Precondition::Matches(_), None) => return Err(RemoteError::PreconditionFailed),
-            (Precondition::Matches(v), Some(n)) if v.as_str() != n.version.to_string() => {
-                return Err(RemoteError::PreconditionFailed)
-            }
-            _ => {}
-        }
-        if existing.is_some_and(|n| n.kind == EntryKind::Directory) {
-            return Err(RemoteError::Http {
-                status: 405,
-                message: "cannot upload over a folder".into(),
-            });
-        }
-        let node = Node {
-            kind: EntryKind::File,
-            data,
-            mtime: self.stored_mtime(mtime),
-            version: self.bump(),
-            // A replaced file keeps its mode and owner, as on a local filesystem (and on WebDAV,
-            // whose dead properties outlive a PUT); the new content brings its own time.
-            meta: Meta {
-                mtime: None,
-                ..existing.map(|n| n.meta.clone()).unwrap_or_default()
-            },
-        };
-        let entry = Self::entry(&path, &node);
-        nodes.insert(path, node);
-        self.uploads.fetch_add(1, Ordering::Relaxed);
-        Ok(entry)
-    }
-
-    /// Make the next `n` uploads fail with `error` (after the upload delay, without changing
-    /// anything), on top of failures already queued.
-    pub fn fail_next_uploads(&self, n: usize, error: RemoteError) {
-        let mut q = self.upload_failures.lock().unwrap();
-        q.extend(std::iter::repeat_n(error, n));
-    }
-
-    /// Drop the upload failures still queued by [`MemoryRemote::fail_next_uploads`].
-    pub fn clear_upload_failures(&self) {
-        self.upload_failures.lock().unwrap().clear();
-    }
-
     /// Make every listing answer `delay` after it was taken, as a slow server would: an upload
     /// landing meanwhile is missing from it.
     pub fn set_list_delay(&self, delay: Duration) {
         *self.list_delay.lock().unwrap() = delay;
     }
 
-    /// From now on, apply each upload and then never answer it, as when the daemon is killed
-    /// while the server's reply is on its way: the server holds the content, the client never
-    /// hears it did.
-    pub fn set_lose_upload_replies(&self, on: bool) {
-        self.lose_upload_replies.store(on, Ordering::SeqCst);
-    }
-
-    /// Keep modification times in whole seconds from now on, as Apache and OneDrive do.
-    pub fn set_whole_second_mtimes(&self, on: bool) {
-        self.whole_seconds.store(on, Ordering::SeqCst);
-    }
-
-    fn stored_mtime(&self, mtime: SystemTime) -> SystemTime {
-        if !self.whole_seconds.load(Ordering::SeqCst) {
-            return mtime;
+    /// Delete `id` and everything below it; with `only_empty`, only when nothing is below it
+    /// (`NotEmpty`), checked and deleted under one lock.
+    fn delete_path(&self, id: &ItemId, only_empty: bool) -> RemoteResult<()> {
+        self.check_up()?;
+        let path = id.as_str();
+        if path.is_empty() {
+            return Err(RemoteError::Unsupported("refusing to delete the root".into()));
         }
-        let secs = mtime
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
-    }
-
-    /// Make every upload take `delay` before it is applied (or fails), as a slow link would.
-    pub fn set_upload_delay(&self, delay: Duration) {
-        *self.upload_delay.lock().unwrap() = delay;
+        let mut nodes = self.nodes.lock().unwrap();
+        if !nodes.contains_key(path) {
+            return Err(RemoteError::NotFound);
+        }
+        let prefix = format!("{path}/");
+        if only_empty && nodes.keys().any(|k| k.starts_with(&prefix)) {
+            return Err(RemoteError::NotEmpty);
+        }
+        nodes.retain(|k, _| k != path && !k.starts_with(&prefix));
+        Ok(())
     }
 
     /// The content of the file at `path`, for assertions.
@@ -453,61 +370,13 @@ impl Remote for MemoryRemote {
             set_mtime: true,
             case_insensitive_names: false,
             kept_meta: *self.kept_meta.lock().unwrap(),
+            propagates_versions: false,
+            streams_growing_uploads: self.streams_growing.load(Ordering::SeqCst),
         }
     }
 
-    async fn upload(
-        &self,
-        parent: &ItemId,
-        name: &str,
-        source: &Path,
-        mtime: SystemTime,
-        precondition: Precondition,
-    ) -> RemoteResult<Entry> {
-        self.check_up()?;
-        Self::check_name(name)?;
-        let data = tokio::fs::read(source)
-            .await
-            .map_err(|e| RemoteError::LocalFile(format!("{}: {e}", source.display())))?;
-        self.apply_upload(parent, name, data.into(), mtime, precondition).await
-    }
-
-    fn streams_growing_uploads(&self) -> bool {
-        self.streams_growing.load(Ordering::SeqCst)
-    }
-
-    async fn upload_growing(
-        &self,
-        parent: &ItemId,
-        name: &str,
-        file: &Arc<GrowingFile>,
-        precondition: Precondition,
-        sent: &TransferProgress,
-    ) -> RemoteResult<Entry> {
-        use futures::TryStreamExt;
-        self.check_up()?;
-        Self::check_name(name)?;
-        self.growing_started.fetch_add(1, Ordering::Relaxed);
-        sent.set(0);
-        let mut body = std::pin::pin!(file.clone().body(|_| {}));
-        let mut data = Vec::new();
-        while let Some(chunk) = body
-            .try_next()
-            .await
-            .map_err(|e| RemoteError::LocalFile(e.to_string()))?
-        {
-            self.growing_received.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            sent.add(chunk.len() as u64);
-            data.extend_from_slice(&chunk);
-        }
-        let (_, mtime) = file
-            .sealed()
-            .ok_or_else(|| RemoteError::LocalFile("growing file ended unsealed".into()))?;
-        let entry = self
-            .apply_upload(parent, name, data.into(), mtime, precondition)
-            .await?;
-        self.growing_applied.fetch_add(1, Ordering::Relaxed);
-        Ok(entry)
+    async fn upload(&self, to: UploadTarget<'_>, from: UploadSource<'_>, cx: &UploadCtx) -> RemoteResult<Entry> {
+        self.receive(to, from, cx).await
     }
 
     async fn mkdir(&self, parent: &ItemId, name: &str) -> RemoteResult<Entry> {
@@ -532,37 +401,12 @@ impl Remote for MemoryRemote {
     }
 
     async fn delete(&self, id: &ItemId) -> RemoteResult<()> {
-        self.check_up()?;
-        let path = id.as_str();
-        if path.is_empty() {
-            return Err(RemoteError::Unsupported("refusing to delete the root".into()));
-        }
-        let mut nodes = self.nodes.lock().unwrap();
-        if !nodes.contains_key(path) {
-            return Err(RemoteError::NotFound);
-        }
-        let prefix = format!("{path}/");
-        nodes.retain(|k, _| k != path && !k.starts_with(&prefix));
-        Ok(())
+        self.delete_path(id, false)
     }
 
     /// Checked and deleted under one lock: as atomic as a server that enforces the condition.
     async fn delete_empty_folder(&self, id: &ItemId) -> RemoteResult<()> {
-        self.check_up()?;
-        let path = id.as_str();
-        if path.is_empty() {
-            return Err(RemoteError::Unsupported("refusing to delete the root".into()));
-        }
-        let mut nodes = self.nodes.lock().unwrap();
-        if !nodes.contains_key(path) {
-            return Err(RemoteError::NotFound);
-        }
-        let prefix = format!("{path}/");
-        if nodes.keys().any(|k| k.starts_with(&prefix)) {
-            return Err(RemoteError::NotEmpty);
-        }
-        nodes.remove(path);
-        Ok(())
+        self.delete_path(id, true)
     }
 
     async fn rename(&self, id: &ItemId, new_parent: &ItemId, new_name: &str, replace: bool) -> RemoteResult<Entry> {
@@ -649,213 +493,4 @@ impl Remote for MemoryRemote {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::io::Write;
-
-    use super::*;
-
-    fn id(s: &str) -> ItemId {
-        ItemId::new(s)
-    }
-
-    fn staged(data: &[u8]) -> tempfile::NamedTempFile {
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(data).unwrap();
-        f
-    }
-
-    fn t(secs: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
-    }
-
-    #[tokio::test]
-    async fn uploads_honour_preconditions_and_keep_mtime() {
-        let m = MemoryRemote::new();
-        let one = staged(b"one");
-        let e1 = m
-            .upload(&id(""), "f", one.path(), t(1000), Precondition::Absent)
-            .await
-            .unwrap();
-        assert_eq!((e1.size, e1.mtime, e1.kind), (3, t(1000), EntryKind::File));
-        assert!(matches!(
-            m.upload(&id(""), "f", one.path(), t(1), Precondition::Absent).await,
-            Err(RemoteError::AlreadyExists)
-        ));
-        let two = staged(b"second");
-        let v1 = e1.version.clone().unwrap();
-        let e2 = m
-            .upload(&id(""), "f", two.path(), t(2000), Precondition::Matches(v1.clone()))
-            .await
-            .unwrap();
-        assert_ne!(e2.version, e1.version);
-        assert_eq!(m.file_content("f").unwrap(), &b"second"[..]);
-        assert!(matches!(
-            m.upload(&id(""), "f", one.path(), t(1), Precondition::Matches(v1))
-                .await,
-            Err(RemoteError::PreconditionFailed)
-        ));
-        assert!(matches!(
-            m.upload(
-                &id(""),
-                "gone",
-                one.path(),
-                t(1),
-                Precondition::Matches(Version::from_etag("1"))
-            )
-            .await,
-            Err(RemoteError::PreconditionFailed)
-        ));
-        m.upload(&id(""), "f", one.path(), t(3000), Precondition::Any)
-            .await
-            .unwrap();
-        assert_eq!(m.file_content("f").unwrap(), &b"one"[..]);
-        assert!(matches!(
-            m.upload(&id("nodir"), "f", one.path(), t(1), Precondition::Any).await,
-            Err(RemoteError::NotFound)
-        ));
-        assert!(matches!(
-            m.upload(&id(""), "a/b", one.path(), t(1), Precondition::Any).await,
-            Err(RemoteError::Unsupported(_))
-        ));
-        assert_eq!(m.uploads.load(Ordering::Relaxed), 3);
-        assert!(m.capabilities().conditional_writes && m.capabilities().set_mtime);
-    }
-
-    #[tokio::test]
-    async fn set_meta_keeps_what_it_may_and_honours_preconditions() {
-        let m = MemoryRemote::new();
-        m.put_file("f", &b"abc"[..]);
-        let before = m.stat(&id("f")).await.unwrap();
-        let meta = Meta {
-            mode: Some(0o755),
-            uid: Some(7),
-            gid: Some(8),
-            mtime: Some(t(42) + Duration::from_nanos(5)),
-            atime: Some(t(43)),
-            ..Meta::default()
-        };
-        let e = m
-            .set_meta(&id("f"), &meta, Precondition::Matches(before.version.clone().unwrap()))
-            .await
-            .unwrap();
-        assert_eq!(e.meta, meta);
-        assert_eq!(
-            (e.mtime, e.version.clone()),
-            (meta.mtime.unwrap(), before.version.clone())
-        );
-        // Later calls change only what they hold.
-        let chmod = Meta {
-            mode: Some(0o600),
-            ..Meta::default()
-        };
-        let e = m.set_meta(&id("f"), &chmod, Precondition::Any).await.unwrap();
-        assert_eq!(e.meta, meta.overlaid_with(&chmod));
-        assert_eq!(m.list(&id("")).await.unwrap()[0].meta, e.meta);
-        // A replaced file keeps mode and owner.
-        let staged = staged(b"new");
-        let e = m
-            .upload(&id(""), "f", staged.path(), t(99), Precondition::Any)
-            .await
-            .unwrap();
-        assert_eq!((e.meta.mode, e.meta.uid, e.meta.mtime), (Some(0o600), Some(7), None));
-        assert!(matches!(
-            m.set_meta(&id("f"), &chmod, Precondition::Matches(before.version.unwrap()))
-                .await,
-            Err(RemoteError::PreconditionFailed)
-        ));
-        assert!(m.set_meta(&id("f"), &chmod, Precondition::Absent).await.is_err());
-        assert!(matches!(
-            m.set_meta(&id("nope"), &chmod, Precondition::Any).await,
-            Err(RemoteError::NotFound)
-        ));
-        let bad = Meta {
-            mode: Some(0o100644),
-            ..Meta::default()
-        };
-        assert!(m.set_meta(&id("f"), &bad, Precondition::Any).await.is_err());
-        // A remote that keeps only times (like OneDrive) drops the rest.
-        m.set_kept_meta(MetaFields {
-            mtime: true,
-            created: true,
-            ..MetaFields::NONE
-        });
-        m.put_file("g", &b""[..]);
-        let e = m.set_meta(&id("g"), &meta, Precondition::Any).await.unwrap();
-        assert_eq!(
-            e.meta,
-            Meta {
-                mtime: meta.mtime,
-                ..Meta::default()
-            }
-        );
-        assert!(!m.capabilities().kept_meta.mode);
-    }
-
-    #[tokio::test]
-    async fn fault_switches() {
-        let m = MemoryRemote::new();
-        let f = staged(b"x");
-        m.fail_next_uploads(2, RemoteError::Timeout("injected".into()));
-        for _ in 0..2 {
-            assert!(matches!(
-                m.upload(&id(""), "f", f.path(), t(1), Precondition::Any).await,
-                Err(RemoteError::Timeout(_))
-            ));
-        }
-        assert!(m.file_content("f").is_none(), "a failed upload changes nothing");
-        m.upload(&id(""), "f", f.path(), t(1), Precondition::Any).await.unwrap();
-        m.set_upload_delay(Duration::from_millis(50));
-        let started = std::time::Instant::now();
-        m.upload(&id(""), "g", f.path(), t(1), Precondition::Any).await.unwrap();
-        assert!(started.elapsed() >= Duration::from_millis(50));
-    }
-
-    #[tokio::test]
-    async fn mkdir_delete_rename_set_mtime() {
-        let m = MemoryRemote::new();
-        let d = m.mkdir(&id(""), "d").await.unwrap();
-        assert_eq!(d.kind, EntryKind::Directory);
-        assert!(matches!(m.mkdir(&id(""), "d").await, Err(RemoteError::AlreadyExists)));
-        assert!(matches!(m.mkdir(&id("nope"), "x").await, Err(RemoteError::NotFound)));
-        m.put_file("d/a.txt", &b"a"[..]);
-        m.put_file("d/sub/b.txt", &b"b"[..]);
-        m.put_file("top.txt", &b"top"[..]);
-
-        // A folder moves with everything in it.
-        let moved = m.rename(&id("d"), &id(""), "e", false).await.unwrap();
-        assert_eq!(moved.id, id("e"));
-        assert_eq!(m.file_content("e/sub/b.txt").unwrap(), &b"b"[..]);
-        assert!(m.file_content("d/a.txt").is_none());
-        // No replace without asking; never a non-empty folder; a file over a file with replace.
-        assert!(matches!(
-            m.rename(&id("top.txt"), &id("e"), "a.txt", false).await,
-            Err(RemoteError::AlreadyExists)
-        ));
-        m.mkdir(&id(""), "f").await.unwrap();
-        m.put_file("f/keep", &b"k"[..]);
-        assert!(matches!(
-            m.rename(&id("e"), &id(""), "f", true).await,
-            Err(RemoteError::AlreadyExists)
-        ));
-        m.rename(&id("top.txt"), &id("e"), "a.txt", true).await.unwrap();
-        assert_eq!(m.file_content("e/a.txt").unwrap(), &b"top"[..]);
-        assert!(matches!(
-            m.rename(&id("e"), &id("e/sub"), "x", false).await,
-            Err(RemoteError::Forbidden(_))
-        ));
-        assert!(matches!(
-            m.rename(&id("missing"), &id(""), "x", false).await,
-            Err(RemoteError::NotFound)
-        ));
-
-        let e = m.set_mtime(&id("e/a.txt"), t(42)).await.unwrap();
-        assert_eq!(e.mtime, t(42));
-        assert_eq!(m.stat(&id("e/a.txt")).await.unwrap().mtime, t(42));
-
-        m.delete(&id("e")).await.unwrap();
-        assert!(m.file_content("e/sub/b.txt").is_none());
-        assert!(matches!(m.stat(&id("e/sub")).await, Err(RemoteError::NotFound)));
-        assert!(matches!(m.delete(&id("e")).await, Err(RemoteError::NotFound)));
-        assert!(m.delete(&id("")).await.is_err());
-    }
-}
+mod tests;
