@@ -65,16 +65,15 @@ fn a_slow_read_write_open_does_not_stop_other_writers() {
     };
     // The open is downloading (holding whatever it holds while it does).
     eventually(LIMIT, "the big file's download starts", || server.get_body_bytes() > 0);
-    assert!(!opened.load(Ordering::SeqCst), "a 1 GiB open through 4 MiB/s cannot be done yet");
+    assert!(
+        !opened.load(Ordering::SeqCst),
+        "a 1 GiB open through 4 MiB/s cannot be done yet"
+    );
 
     within(LIMIT, "write, close and fsync of another file", {
         let path = dir.join("small.txt");
         move || {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .truncate(true)
-                .open(&path)
-                .unwrap();
+            let mut f = fs::OpenOptions::new().write(true).truncate(true).open(&path).unwrap();
             f.write_all(b"new\n").unwrap();
             f.sync_all().unwrap();
             drop(f);
@@ -111,5 +110,7 @@ fn a_slow_read_write_open_does_not_stop_other_writers() {
     // End the download: the open fails (the link is gone) or the unmount releases it.
     relay.cut();
     drop(m);
-    let _ = within(LIMIT, "the big open returns once the link is cut", move || opener.join());
+    let _ = within(LIMIT, "the big open returns once the link is cut", move || {
+        opener.join()
+    });
 }

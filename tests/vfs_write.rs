@@ -8,8 +8,8 @@ use std::time::Duration;
 use cloudmount::error::RemoteError;
 use cloudmount::remote::memory::MemoryRemote;
 use cloudmount::remote::Remote;
-use cloudmount::vfs::upload::queue::QueueConfig;
-use cloudmount::vfs::write::WriteBackPaths;
+use cloudmount::vfs::writeback::queue::QueueConfig;
+use cloudmount::vfs::writeback::WriteBackPaths;
 use cloudmount::vfs::{DriveFs, FsConfig};
 
 struct Setup {

@@ -179,7 +179,11 @@ impl LocalContent {
             uploaded: None,
             landed: None,
             writers: 0,
-            order: if size == 0 { WriteOrder::InOrder } else { WriteOrder::Scattered },
+            order: if size == 0 {
+                WriteOrder::InOrder
+            } else {
+                WriteOrder::Scattered
+            },
         }
     }
 
@@ -230,7 +234,11 @@ impl LocalContent {
     /// The staged file was cut (or extended) to `size`.
     pub fn note_resized(&mut self, size: u64, now: SystemTime) {
         self.stop_following();
-        self.order = if size == 0 { WriteOrder::InOrder } else { WriteOrder::Scattered };
+        self.order = if size == 0 {
+            WriteOrder::InOrder
+        } else {
+            WriteOrder::Scattered
+        };
         self.size = size;
         self.note_changed(now);
     }
@@ -246,7 +254,10 @@ impl LocalContent {
     }
 
     fn note_changed(&mut self, now: SystemTime) {
-        debug_assert!(self.state.owns_staged(), "a change of content in a staged file the queue owns");
+        debug_assert!(
+            self.state.owns_staged(),
+            "a change of content in a staged file the queue owns"
+        );
         self.mtime = now;
         self.changes += 1;
         self.state = FileState::Dirty;
@@ -256,8 +267,16 @@ impl LocalContent {
     pub fn note_copied(&mut self, staged: (PathBuf, Arc<File>)) {
         self.staged = staged.0;
         self.file = staged.1;
-        self.state = if self.state.is_dirty() { FileState::Dirty } else { FileState::Clean };
-        self.order = if self.size == 0 { WriteOrder::InOrder } else { WriteOrder::Scattered };
+        self.state = if self.state.is_dirty() {
+            FileState::Dirty
+        } else {
+            FileState::Clean
+        };
+        self.order = if self.size == 0 {
+            WriteOrder::InOrder
+        } else {
+            WriteOrder::Scattered
+        };
     }
 
     /// The content was handed to the queue as generation `generation`. `changes_then`: the

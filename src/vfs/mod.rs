@@ -12,8 +12,8 @@ pub mod handles;
 pub mod inode;
 pub mod local;
 pub mod prefetch;
-pub mod upload;
 pub mod write;
+pub mod writeback;
 
 pub use attr::{Attr, Ownership};
 pub use changes::{Applied, Invalidation};
