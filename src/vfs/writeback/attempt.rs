@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::journal::{OwnVersion, UploadRecord, UploadState};
-use super::queue::{is_retryable, remove_quietly, Ready, UploadEvent, UploadQueue, Waiter};
+use super::queue::{is_retryable, Ready, UploadEvent, UploadQueue, Waiter};
 use crate::error::{RemoteError, RemoteResult};
 use crate::remote::{Entry, EntryKind, ItemId, Precondition, ResumeSlot, TransferProgress, Version};
 
@@ -244,9 +244,7 @@ impl UploadQueue {
         // Waiters are woken only after the event is delivered, so whoever waited (fsync, a rename)
         // finds the core already updated.
         let mut wake: Vec<(oneshot::Sender<RemoteResult<()>>, RemoteResult<()>)> = Vec::new();
-        for old in item.superseded.drain(..) {
-            remove_quietly(&old);
-        }
+        let mut unused: Vec<_> = item.superseded.drain(..).collect();
         let event = match result {
             Ok((entry, conflict_copy)) => {
                 let uploaded = item.record.clone();
@@ -257,7 +255,7 @@ impl UploadQueue {
                 // The server's version is known again: earlier content of ours need not be kept.
                 for own in std::mem::take(&mut item.record.ours) {
                     if own.staged != item.record.staged {
-                        remove_quietly(&own.staged);
+                        unused.push(own.staged);
                     }
                 }
                 if item.generation == generation {
@@ -265,7 +263,7 @@ impl UploadQueue {
                     // Not waited for (the server has the bytes; a record left behind by a crash
                     // is found on the server at the next attempt); a failure is logged.
                     drop(self.journal.remove(key));
-                    remove_quietly(&item.record.staged);
+                    unused.push(item.record.staged);
                 } else {
                     // A newer version waits: it now replaces what we just wrote.
                     item.record.base_version = entry.version.as_ref().map(|v| v.as_str().to_string());
@@ -320,7 +318,10 @@ impl UploadQueue {
         if let Some(sink) = &self.events {
             sink(event);
         }
+        let deleted = self.journal.delete_staged(unused);
         drop(state);
+        // Staged files we are done with are gone before anyone waiting hears (no lock held).
+        let _ = deleted.wait();
         for (tx, result) in wake {
             let _ = tx.send(result);
         }

@@ -205,12 +205,24 @@ impl Journal {
     }
 }
 
+/// Delete a staged file, quietly when it is gone already.
+fn remove_staged(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        if e.kind() != io::ErrorKind::NotFound {
+            tracing::warn!(file = %path.display(), error = %e, "cannot remove a staged file");
+        }
+    }
+}
+
 /// One change of the journal, in the order the queue decided it.
 enum JournalOp {
     Put(Box<UploadRecord>),
     Remove(String),
     /// Nothing: done once every change handed over before it is.
     Barrier,
+    /// Delete staged files no record names any more, once the records that named them are gone
+    /// from the disk (a crash in between must not leave a record without its file).
+    DeleteStaged(Vec<PathBuf>),
 }
 
 /// The thread that owns the journal's files: the queue decides changes under its lock and hands
@@ -257,6 +269,10 @@ impl JournalWriter {
                         JournalOp::Put(record) => (journal.put(record), "update"),
                         JournalOp::Remove(key) => (journal.remove(key), "remove a record from"),
                         JournalOp::Barrier => (Ok(()), "reach"),
+                        JournalOp::DeleteStaged(paths) => {
+                            paths.iter().for_each(|p| remove_staged(p));
+                            (Ok(()), "reach")
+                        }
                     };
                     if let Err(std::sync::mpsc::SendError(Err(e))) = done.send(result) {
                         tracing::error!(error = %e, "cannot {what} the upload journal");
@@ -288,6 +304,16 @@ impl JournalWriter {
     /// Done once every change handed over before it is on disk.
     pub fn barrier(&self) -> Written {
         self.send(JournalOp::Barrier)
+    }
+
+    /// Delete the staged files `paths` once every change handed over before is on disk.
+    pub fn delete_staged(&self, paths: Vec<PathBuf>) -> Written {
+        if paths.is_empty() {
+            let (done, rx) = std::sync::mpsc::channel();
+            let _ = done.send(Ok(()));
+            return Written(rx);
+        }
+        self.send(JournalOp::DeleteStaged(paths))
     }
 
     /// Remove the record `key` (after every change handed over before it).

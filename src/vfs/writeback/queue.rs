@@ -211,14 +211,6 @@ pub(super) fn is_retryable(e: &RemoteError) -> bool {
     e.is_transient() || matches!(e, RemoteError::Locked | RemoteError::InsufficientStorage)
 }
 
-pub(super) fn remove_quietly(path: &Path) {
-    if let Err(e) = std::fs::remove_file(path) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(file = %path.display(), error = %e, "cannot remove a staged file");
-        }
-    }
-}
-
 impl UploadQueue {
     /// Start the queue over `journal`, resuming every record in it (failed ones get another try).
     /// Must be called within a tokio runtime. `events` hears about every outcome.
@@ -362,9 +354,7 @@ impl UploadQueue {
                 item.generation = next;
                 item.not_before = Instant::now();
                 if !item.running {
-                    for old in item.superseded.drain(..) {
-                        remove_quietly(&old);
-                    }
+                    drop(self.journal.delete_staged(item.superseded.drain(..).collect()));
                 }
                 (item.generation, written)
             }
@@ -527,10 +517,11 @@ impl UploadQueue {
             let remote = self.remote.clone();
             rt.spawn(async move { remote.discard_resume(token).await });
         }
-        remove_quietly(&item.record.staged);
-        for old in item.superseded.iter().chain(item.record.ours.iter().map(|o| &o.staged)) {
-            remove_quietly(old);
-        }
+        let unused = std::iter::once(item.record.staged.clone())
+            .chain(item.superseded.iter().cloned())
+            .chain(item.record.ours.iter().map(|o| o.staged.clone()));
+        // Gone once this returns, as the caller expects (no lock is held now).
+        let _ = self.journal.delete_staged(unused.collect()).wait();
         for (_, tx) in item.waiters {
             let _ = tx.send(Ok(()));
         }
