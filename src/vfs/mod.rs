@@ -8,7 +8,7 @@
 //! lets go, does the I/O, then commits its result under the lock again, checking that what it
 //! started from still holds (a generation, a key, a busy mark) and redoing the work or failing
 //! with the right error when it does not. For a file's staged copy the check is its
-//! [`local::FileState`] and [`local::Busy`] mark (see [`write`]); for the upload journal, the
+//! [`local::FileState`] and [`local::Busy`] mark (see [`mod@write`]); for the upload journal, the
 //! queue decides each change under its lock and the journal's own thread writes it after
 //! ([`writeback::journal::JournalWriter`]), in the order decided. Waiting for another operation's
 //! slow work is waiting for a signal (`DriveFs::file_changed`, the queue's waiters), never for a

@@ -8,11 +8,11 @@
 //! operations (mkdir, unlink, rmdir, rename) go to the server at once, so their errors reach the
 //! caller.
 //!
-//! - [`state`]: a file's local content comes and changes hands (made writable: filled from the
+//! - `state`: a file's local content comes and changes hands (made writable: filled from the
 //!   server, copied away from the queue, resized) with no lock held across the I/O.
-//! - [`data`]: writes, truncates and times.
-//! - [`handoff`]: closes, fsyncs and what the upload queue reports back.
-//! - [`tree`]: creates and the folder operations.
+//! - `data`: writes, truncates and times.
+//! - `handoff`: closes, fsyncs and what the upload queue reports back.
+//! - `tree`: creates and the folder operations.
 //!
 //! One owner of a file's state: the node's [`LocalContent`], whose [`FileState`] says who owns the
 //! staged file. Its transitions are methods of [`LocalContent`]; slow work (copying, downloading,
@@ -31,8 +31,6 @@ mod data;
 mod handoff;
 mod state;
 mod tree;
-
-pub use tree::is_staged;
 
 use std::ffi::OsStr;
 use std::os::unix::fs::FileExt;

@@ -2,7 +2,6 @@
 //! once (a file created here goes with its first upload), so their errors reach the caller.
 
 use std::ffi::OsStr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -387,12 +386,4 @@ impl DriveFs {
         }
         false
     }
-}
-
-/// Whether `path` names a staged file of this mount (for tests).
-pub fn is_staged(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .map(|n| n.starts_with("staged-"))
-        .unwrap_or(false)
 }

@@ -2,8 +2,11 @@
 //! the server hold them, in the background, with bounded parallelism, never dropping data.
 //!
 //! Rules that keep data safe and the callers informed:
-//! - A record is written to the journal before [`UploadQueue::enqueue`] returns, and leaves it only
-//!   once the server has the bytes. A restarted daemon loads the journal and carries on.
+//! - A record is written to the journal before [`UploadQueue::enqueue`] returns (or before the
+//!   [`Written`] of [`UploadQueue::enqueue_held`] is done), and leaves it only once the server has
+//!   the bytes. A restarted daemon loads the journal and carries on.
+//! - The journal is written by its own thread ([`JournalWriter`]): changes are decided under the
+//!   queue's lock and handed over in that order, and nobody holds the lock while one is written.
 //! - A staged file handed to the queue is immutable and owned by the queue: a newer version of the
 //!   same file comes as a new staged file (a new *generation* of the same key). Generations of one
 //!   key upload one at a time, in order; an older one that lands while a newer one waits makes the
