@@ -384,9 +384,7 @@ impl UploadQueue {
         record: &mut UploadRecord,
         journal: bool,
     ) -> Option<(u64, Option<Written>)> {
-        let Some(growing) = item.growing.clone().filter(|_| !item.handed_over) else {
-            return None;
-        };
+        let growing = item.growing.clone().filter(|_| !item.handed_over)?;
         if growing.is_spoiled() || record.staged != item.record.staged {
             growing.spoil();
             return None;
