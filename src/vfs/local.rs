@@ -142,8 +142,8 @@ pub struct LocalContent {
     pub state: FileState,
     /// Slow work under way on the staged file, if any.
     pub busy: Option<Busy>,
-    /// Writes into the staged file under way now (their `pwrite` runs without a lock): slow work
-    /// starts only once there are none.
+    /// Writes into the staged file under way now (their `pwrite` runs without a lock): slow work,
+    /// once marked [`Busy`] (so no new write starts), waits until there are none.
     pub writing: u32,
     /// Counts every change (content, size, time): a hand-off that finds it moved while it
     /// synced knows that what it queued is not the latest.
@@ -194,11 +194,6 @@ impl LocalContent {
             && self.writers == 0
             && self.generation.is_some()
             && self.uploaded >= self.generation
-    }
-
-    /// Whether slow work may start on the staged file now: none under way, no write in flight.
-    pub fn idle(&self) -> bool {
-        self.busy.is_none() && self.writing == 0
     }
 
     /// Apply "generation `generation` of this file landed as `entry`" (from the upload queue).

@@ -2,8 +2,8 @@
 //!
 //! A write runs its `pwrite` with no lock held: under the inode table's lock it only checks that
 //! the staged file is ours and not busy and counts itself in flight (`LocalContent::writing`),
-//! and afterwards it records the new size. Slow work on the file waits until no write is in
-//! flight, and writes wait while it runs.
+//! and afterwards it records the new size. Slow work on the file, once marked, waits until no
+//! write is in flight, and new writes wait while it runs.
 
 use std::os::unix::fs::FileExt;
 use std::time::SystemTime;

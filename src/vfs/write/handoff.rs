@@ -11,7 +11,7 @@ use crate::remote::{Change, ChangeBatch, ItemId};
 use super::super::error::FsResult;
 use super::super::fs::DriveFs;
 use super::super::handles::FileHandle;
-use super::super::inode::{Node, DETACHED};
+use super::super::inode::DETACHED;
 use super::super::local::{settle, Busy, LocalContent, Settled};
 use super::super::writeback::journal::{UploadRecord, UploadState};
 use super::super::writeback::queue::UploadEvent;
@@ -23,8 +23,8 @@ use super::state::BusyMark;
 enum Start {
     /// Nothing to hand over; the generation to wait for, if one is still on its way.
     Nothing(Option<(String, u64)>),
-    /// Marked busy: the node as it was.
-    Claimed(Box<Node>),
+    /// Marked busy: the key of the content marked.
+    Claimed(String),
 }
 
 impl DriveFs {
@@ -42,32 +42,40 @@ impl DriveFs {
     pub(super) async fn hand_off_held(&self, ino: u64, hold: bool) -> FsResult<Option<(String, u64)>> {
         let wb = self.wb()?;
         let start = self
-            .when_file(ino, LocalContent::idle, |n| {
-                let parent = n.parent;
-                let Some(l) = n.local.as_mut() else {
-                    return Start::Nothing(None);
-                };
-                if parent == DETACHED {
-                    // Unlinked while open: what is written now goes nowhere, as on a local disk.
-                    return Start::Nothing(None);
-                }
-                if !l.state.is_dirty() {
-                    return Start::Nothing(
-                        l.generation
-                            .filter(|g| l.uploaded < Some(*g))
-                            .map(|g| (l.key.clone(), g)),
-                    );
-                }
-                l.busy = Some(Busy::HandingOff);
-                Start::Claimed(Box::new(n.clone()))
-            })
+            .when_file(
+                ino,
+                |l| l.busy.is_none(),
+                |n| {
+                    let parent = n.parent;
+                    let Some(l) = n.local.as_mut() else {
+                        return Start::Nothing(None);
+                    };
+                    if parent == DETACHED {
+                        // Unlinked while open: what is written now goes nowhere, as on a local disk.
+                        return Start::Nothing(None);
+                    }
+                    if !l.state.is_dirty() {
+                        return Start::Nothing(
+                            l.generation
+                                .filter(|g| l.uploaded < Some(*g))
+                                .map(|g| (l.key.clone(), g)),
+                        );
+                    }
+                    l.busy = Some(Busy::HandingOff);
+                    Start::Claimed(l.key.clone())
+                },
+            )
             .await?;
-        let node = match start {
+        let key = match start {
             Start::Nothing(pending) => return Ok(pending),
-            Start::Claimed(node) => node,
+            Start::Claimed(key) => key,
         };
-        let local = node.local.clone().expect("claimed with local content");
-        let mark = BusyMark::new(self, ino, &local.key);
+        let mark = BusyMark::new(self, ino, &key);
+        // No new write starts now; those in flight end first, and the node is read after them.
+        let node = self.quiesce(ino, &key).await?;
+        let Some(local) = node.local.clone() else {
+            return Ok(None);
+        };
         let parent = self
             .inodes
             .get(node.parent)

@@ -2,7 +2,8 @@
 //!
 //! Slow work on a staged file (filling it from the server, copying it away from the upload queue,
 //! resizing it, syncing it for the queue) first marks the file [`Busy`] under the inode table's
-//! lock, then does the I/O with no lock held, then applies its result under the lock again, to
+//! lock (from then on no new write starts), waits for the writes in flight to end
+//! ([`DriveFs::quiesce`]), then does the I/O with no lock held, then applies its result under the lock again, to
 //! the node as it is by then. While a file is busy, writes to it and other slow work on it wait
 //! (for [`DriveFs::file_changed`](super::super::fs::DriveFs)); everything else in the mount goes
 //! on. A file without local content has nothing to mark: two opens filling it at once both
@@ -80,8 +81,8 @@ enum Step {
     Fill,
     /// Done already (the staged file was ours and nothing needed resizing).
     Done,
-    /// Slow work on the staged file, marked busy: the content as it was.
-    Work(Box<LocalContent>),
+    /// Slow work on the staged file, marked busy: the key of the content marked.
+    Work(String),
 }
 
 impl DriveFs {
@@ -114,6 +115,33 @@ impl DriveFs {
         }
     }
 
+    /// Wait until no write into `ino`'s staged file is in flight, once the file's content `key`
+    /// is marked busy by the caller (so no new write starts): returns the node as it is then,
+    /// without local content when that content went meanwhile.
+    pub(super) async fn quiesce(&self, ino: u64, key: &str) -> FsResult<Node> {
+        loop {
+            let changed = self.file_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let now = self
+                .inodes
+                .with_node(ino, |n| match n.local.as_ref() {
+                    Some(l) if l.key == key && l.writing > 0 => None,
+                    Some(l) if l.key != key => {
+                        let mut n = n.clone();
+                        n.local = None;
+                        Some(n)
+                    }
+                    _ => Some(n.clone()),
+                })
+                .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+            if let Some(n) = now {
+                return Ok(n);
+            }
+            changed.await;
+        }
+    }
+
     /// Give `ino` local content it may write to: reuse what it has, copy it when the queue owns
     /// it, or fill a new staged file from the server (not when `resize` is `Some(0)`); then, with
     /// `resize`, cut or extend it to that size. `add_writer`: count a new writing handle.
@@ -121,27 +149,37 @@ impl DriveFs {
         let wb = self.wb()?;
         loop {
             let step = self
-                .when_file(ino, LocalContent::idle, |n| {
-                    if n.entry.kind == EntryKind::Directory {
-                        return Err(fs_err!(libc::EISDIR, "inode {ino} is a folder"));
-                    }
-                    let Some(l) = n.local.as_mut() else {
-                        return Ok(Step::Fill);
-                    };
-                    if l.state.owns_staged() && resize.is_none() {
-                        if add_writer {
-                            l.writers += 1;
+                .when_file(
+                    ino,
+                    |l| l.busy.is_none(),
+                    |n| {
+                        if n.entry.kind == EntryKind::Directory {
+                            return Err(fs_err!(libc::EISDIR, "inode {ino} is a folder"));
                         }
-                        return Ok(Step::Done);
-                    }
-                    l.busy = Some(Busy::Preparing);
-                    Ok(Step::Work(Box::new(l.clone())))
-                })
+                        let Some(l) = n.local.as_mut() else {
+                            return Ok(Step::Fill);
+                        };
+                        if l.state.owns_staged() && resize.is_none() {
+                            if add_writer {
+                                l.writers += 1;
+                            }
+                            return Ok(Step::Done);
+                        }
+                        l.busy = Some(Busy::Preparing);
+                        Ok(Step::Work(l.key.clone()))
+                    },
+                )
                 .await??;
             let done = match step {
                 Step::Done => true,
                 Step::Fill => self.fill_local(wb, ino, resize, add_writer).await?,
-                Step::Work(local) => self.prepare_staged(wb, ino, &local, resize, add_writer)?,
+                Step::Work(key) => {
+                    let mark = BusyMark::new(self, ino, &key);
+                    match self.quiesce(ino, &key).await?.local {
+                        Some(local) => self.prepare_staged(wb, &local, resize, add_writer, mark)?,
+                        None => false,
+                    }
+                }
             };
             if done {
                 return Ok(());
@@ -157,12 +195,11 @@ impl DriveFs {
     pub(super) fn prepare_staged(
         &self,
         wb: &WriteBack,
-        ino: u64,
         local: &LocalContent,
         resize: Option<u64>,
         add_writer: bool,
+        mark: BusyMark<'_>,
     ) -> FsResult<bool> {
-        let mark = BusyMark::new(self, ino, &local.key);
         let now = SystemTime::now();
         let fresh = if local.state.owns_staged() {
             None

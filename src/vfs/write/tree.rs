@@ -186,15 +186,23 @@ impl DriveFs {
         let ino = node.ino;
         // Marked busy: no close queues another generation while the queue lets go of it.
         let claimed = self
-            .when_file(ino, LocalContent::idle, |n| {
-                let l = n.local.as_mut()?;
-                l.busy = Some(Busy::Detaching);
-                Some(l.key.clone())
-            })
+            .when_file(
+                ino,
+                |l| l.busy.is_none(),
+                |n| {
+                    let l = n.local.as_mut()?;
+                    l.busy = Some(Busy::Detaching);
+                    Some(l.key.clone())
+                },
+            )
             .await
             .ok()
             .flatten();
         let mark = claimed.as_deref().map(|key| BusyMark::new(self, ino, key));
+        if let Some(key) = &claimed {
+            // Writes in flight end first (a descriptor still open may be writing).
+            let _ = self.quiesce(ino, key).await;
+        }
         if let (Some(wb), Some(key)) = (self.writeback.get(), &claimed) {
             // A close since the first cancel may have queued another generation.
             wb.queue.settle(key).await;
