@@ -87,11 +87,7 @@ impl DriveFs {
                 self.upload_record(ino, &local, &parent.entry.id, &node.entry.name)
             });
             if let Some(generation) = sealed {
-                mark.clear_with(|n| {
-                    if let Some(l) = n.local.as_mut() {
-                        l.note_handed_off(generation, local.changes);
-                    }
-                });
+                self.handed_off(mark, generation, local.changes).await;
                 self.secure(wb, &local, generation).await?;
                 return Ok(Some((local.key, generation)));
             }
@@ -104,13 +100,26 @@ impl DriveFs {
             hold,
         );
         // The queue owns the staged file from now on, whatever the journal says.
-        mark.clear_with(|n| {
-            if let Some(l) = n.local.as_mut() {
-                l.note_handed_off(generation, local.changes);
-            }
-        });
+        self.handed_off(mark, generation, local.changes).await;
         journaled.done().await.map_err(|e| io_err("journal", e))?;
         Ok(Some((local.key, generation)))
+    }
+
+    /// The queue owns the content marked by `mark` now, as generation `generation`: record it
+    /// and clear the mark. When that generation landed already (before the mark was cleared, so
+    /// its report could not let the local copy go), the local copy goes now.
+    async fn handed_off(&self, mark: BusyMark<'_>, generation: u64, changes_then: u64) {
+        let valid = self.valid_until();
+        let ino = mark.ino();
+        let settled = mark.clear_with(|n| {
+            if let Some(l) = n.local.as_mut() {
+                l.note_handed_off(generation, changes_then);
+            }
+            settle(n, valid)
+        });
+        if settled == Some(Settled::Conflicted) {
+            self.take_server_version(ino).await;
+        }
     }
 
     /// The upload record of `ino`'s local content (`fallback` when the inode is gone), for the

@@ -45,6 +45,11 @@ impl<'a> BusyMark<'a> {
         }
     }
 
+    /// The inode marked.
+    pub(super) fn ino(&self) -> u64 {
+        self.ino
+    }
+
     /// Apply the work's result to the node and clear the mark, in one step under the node's lock.
     /// `None` (applying nothing) when the content under this key is gone.
     pub(super) fn clear_with<R>(mut self, f: impl FnOnce(&mut Node) -> R) -> Option<R> {

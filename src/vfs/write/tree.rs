@@ -309,7 +309,7 @@ impl DriveFs {
         }
         let source = loop {
             self.settle_uploads_at(source.ino).await?;
-            let moved = self
+            let moved = match self
                 .when_file(
                     source.ino,
                     |l| l.busy.is_none(),
@@ -328,7 +328,13 @@ impl DriveFs {
                         Moved::Here
                     },
                 )
-                .await?;
+                .await
+            {
+                Ok(moved) => moved,
+                // Forgotten by the table meanwhile: what we looked up is what there is.
+                Err(e) if e.errno() == libc::ENOENT => Moved::OnServer(Box::new(source.clone())),
+                Err(e) => return Err(e),
+            };
             match moved {
                 Moved::OnServer(now) => break *now,
                 Moved::Queued => continue,
