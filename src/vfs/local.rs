@@ -187,6 +187,23 @@ impl LocalContent {
         }
     }
 
+    /// Content a previous run left queued as generation `generation` of an upload the server may
+    /// not have yet: the queue owns its staged file.
+    pub fn restored(
+        key: String,
+        staged: (PathBuf, Arc<File>),
+        size: u64,
+        mtime: SystemTime,
+        base_version: Option<Version>,
+        generation: u64,
+    ) -> Self {
+        let mut local = LocalContent::new(key, NodeId::Local, staged, size, mtime);
+        local.base_version = base_version;
+        local.state = FileState::Queued;
+        local.generation = Some(generation);
+        local
+    }
+
     /// Whether the server holds exactly this content and nobody is changing it: the local copy may go.
     pub fn settled(&self) -> bool {
         !self.state.is_dirty()

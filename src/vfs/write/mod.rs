@@ -32,8 +32,11 @@ mod handoff;
 mod state;
 mod tree;
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -47,7 +50,7 @@ use super::attr::{content_tag, Attr};
 use super::error::{FsError, FsResult};
 use super::fs::DriveFs;
 use super::handles::FileHandle;
-use super::local::{placeholder_id, FileState, LocalContent, NodeId};
+use super::local::{placeholder_id, LocalContent};
 use super::prefetch::ReadPattern;
 use super::writeback::queue::{QueueConfig, UploadEvent, UploadQueue};
 use super::writeback::staging::StagingArea;
@@ -170,16 +173,42 @@ impl DriveFs {
         if wb.restored_left.load(Ordering::Relaxed) == 0 {
             return;
         }
+        // The staged files are opened first, with no lock held; the nodes are made under the
+        // queue's lock, so no upload event (also delivered under it) lands meanwhile.
+        let mut wanted = Vec::new();
+        {
+            let restored = wb.restored.lock().unwrap_or_else(|e| e.into_inner());
+            wb.queue.for_each_queued(|record, _| {
+                if record.parent == dir.entry.id.as_str() && restored.contains(&record.key) {
+                    wanted.push((record.key.clone(), record.staged.clone(), record.name.clone()));
+                }
+            });
+        }
+        if wanted.is_empty() {
+            return;
+        }
+        let mut opened: HashMap<String, (PathBuf, std::io::Result<File>)> = wanted
+            .into_iter()
+            // Read-only: the queue owns this file; a later write works on a copy.
+            .map(|(key, staged, _)| {
+                let file = File::open(&staged);
+                (key, (staged, file))
+            })
+            .collect();
         let mut restored = wb.restored.lock().unwrap_or_else(|e| e.into_inner());
         wb.queue.for_each_queued(|record, generation| {
-            if record.parent != dir.entry.id.as_str() || !restored.remove(&record.key) {
+            if record.parent != dir.entry.id.as_str() || !restored.contains(&record.key) {
                 return;
             }
+            // Opened as this very staged file, or left for the next use of the folder.
+            let Some((_, file)) = opened.remove(&record.key).filter(|(path, _)| *path == record.staged) else {
+                return;
+            };
+            restored.remove(&record.key);
             if self.inodes.by_local_key(&record.key).is_some() {
                 return;
             }
-            // Read-only: the queue owns this file; a later write works on a copy.
-            let file = match std::fs::File::open(&record.staged) {
+            let file = match file {
                 Ok(f) => f,
                 Err(e) => {
                     tracing::warn!(file = %record.name, error = %e, "staged copy of a queued upload is unreadable");
@@ -194,16 +223,14 @@ impl DriveFs {
                 mtime: record.mtime(),
                 version: None,
             };
-            let mut local = LocalContent::new(
+            let local = LocalContent::restored(
                 record.key.clone(),
-                NodeId::Local,
                 (record.staged.clone(), Arc::new(file)),
                 record.size,
                 record.mtime(),
+                record.base_version.as_deref().map(crate::remote::Version::from_etag),
+                generation,
             );
-            local.base_version = record.base_version.as_deref().map(crate::remote::Version::from_etag);
-            local.state = FileState::Queued;
-            local.generation = Some(generation);
             // The kernel holds no reference yet: it takes one when it looks the name up.
             let ino = self.inodes.insert_local(dir.ino, entry, local);
             self.inodes.forget(ino, 1);
