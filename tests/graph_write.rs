@@ -15,8 +15,8 @@ use cloudmount::http::{HttpConfig, RetryPolicy};
 use cloudmount::remote::{
     EntryKind, ItemId, Precondition, Remote, ResumeSlot, TransferProgress, UploadCtx, UploadSource, UploadTarget,
 };
-use cloudmount::vfs::upload::journal::{Journal, UploadRecord, UploadState};
-use cloudmount::vfs::upload::queue::{QueueConfig, UploadQueue};
+use cloudmount::vfs::writeback::journal::{Journal, UploadRecord, UploadState};
+use cloudmount::vfs::writeback::queue::{QueueConfig, UploadQueue};
 use fake_graph::{FakeGraph, FakeGraphConfig, RouteClass};
 use url::Url;
 
@@ -872,7 +872,7 @@ async fn a_hash_mismatch_uploads_again_then_fails() {
 /// as copies, quota errors reaching fsync.
 mod core {
     use super::*;
-    use cloudmount::vfs::write::WriteBackPaths;
+    use cloudmount::vfs::writeback::WriteBackPaths;
     use cloudmount::vfs::{DriveFs, FsConfig};
     use std::ffi::OsStr;
 

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use cloudmount::remote::memory::MemoryRemote;
 use cloudmount::remote::{Change, ChangeBatch, Entry, EntryKind, ItemId, Remote, Version};
-use cloudmount::vfs::upload::queue::QueueConfig;
-use cloudmount::vfs::write::WriteBackPaths;
+use cloudmount::vfs::writeback::queue::QueueConfig;
+use cloudmount::vfs::writeback::WriteBackPaths;
 use cloudmount::vfs::{DriveFs, FsConfig, Invalidation};
 use tokio::sync::mpsc::UnboundedReceiver;
 

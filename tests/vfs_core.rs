@@ -455,12 +455,12 @@ async fn writable_over(remote: &Arc<MemoryRemote>, dir: &std::path::Path) -> Arc
         ..config(Duration::from_secs(60))
     };
     let fs = DriveFs::new(remote.clone(), cfg).await.expect("core starts");
-    let paths = cloudmount::vfs::write::WriteBackPaths {
+    let paths = cloudmount::vfs::writeback::WriteBackPaths {
         journal: dir.join("journal"),
         staging: dir.join("staging"),
         min_free_bytes: 0,
     };
-    let queue = cloudmount::vfs::upload::queue::QueueConfig {
+    let queue = cloudmount::vfs::writeback::queue::QueueConfig {
         parallel: 2,
         base_backoff: Duration::from_millis(20),
         max_backoff: Duration::from_millis(200),

@@ -8,8 +8,8 @@ use std::time::Duration;
 use cloudmount::error::RemoteError;
 use cloudmount::remote::memory::MemoryRemote;
 use cloudmount::remote::Remote;
-use cloudmount::vfs::upload::queue::QueueConfig;
-use cloudmount::vfs::write::WriteBackPaths;
+use cloudmount::vfs::writeback::queue::QueueConfig;
+use cloudmount::vfs::writeback::WriteBackPaths;
 use cloudmount::vfs::{DriveFs, FsConfig};
 
 struct Setup {
@@ -1164,5 +1164,67 @@ async fn two_descriptors_released_at_once_let_the_upload_go() {
                 .is_some_and(|c| c.as_ref() == want.as_bytes())
         })
         .await;
+    }
+}
+
+/// Writes run without a lock, closes and truncates of the same file mark it busy: racing them
+/// on several threads never loses a write nor lets one land in a staged file the upload queue
+/// already owns. One handle writes distinct blocks while another keeps closing (handing the file
+/// to the queue, so each next write works on a copy) and truncates to its full length keep
+/// resizing and queueing it; at the end the server holds every block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_racing_closes_and_truncates_of_one_file_lose_nothing() {
+    const BLOCKS: usize = 64;
+    const BLOCK: usize = 512;
+    for round in 0..20 {
+        let s = setup().await;
+        let name = format!("race{round}.bin");
+        let (looked, w) = s.fs.create(1, os(&name), libc::O_RDWR).await.unwrap();
+        let ino = looked.attr.ino;
+        let closer = s.fs.open(ino, libc::O_RDWR).await.unwrap().fh;
+        let last = vec![BLOCKS as u8; BLOCK];
+        s.fs.write(w.fh, ((BLOCKS - 1) * BLOCK) as u64, &last).await.unwrap();
+        let writer = {
+            let fs = s.fs.clone();
+            tokio::spawn(async move {
+                for b in 0..BLOCKS - 1 {
+                    let data = vec![b as u8 + 1; BLOCK];
+                    assert_eq!(fs.write(w.fh, (b * BLOCK) as u64, &data).await.unwrap(), BLOCK as u32);
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let flusher = {
+            let fs = s.fs.clone();
+            tokio::spawn(async move {
+                for _ in 0..BLOCKS {
+                    fs.flush(closer).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let extender = {
+            let fs = s.fs.clone();
+            tokio::spawn(async move {
+                // To the length the file has had since its last block was written: cuts nothing,
+                // but copies or resizes the staged file and hands it to the queue each time.
+                for _ in 0..BLOCKS / 4 {
+                    fs.truncate(ino, (BLOCKS * BLOCK) as u64, None).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        writer.await.unwrap();
+        flusher.await.unwrap();
+        extender.await.unwrap();
+        s.fs.fsync(w.fh).await.unwrap();
+        s.fs.release(w.fh).await.unwrap();
+        s.fs.release(closer).await.unwrap();
+        let expected: Vec<u8> = (0..BLOCKS).flat_map(|b| vec![b as u8 + 1; BLOCK]).collect();
+        assert_eq!(
+            s.remote.file_content(&name).map(|b| b.to_vec()),
+            Some(expected),
+            "round {round}"
+        );
     }
 }

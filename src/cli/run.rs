@@ -18,8 +18,8 @@ use crate::fuse::session::{self, MountSettings};
 use crate::graph::{ConnectError, DriveSelector, GraphConfig, GraphRemote};
 use crate::http::{HttpClient, HttpConfig, RetryPolicy};
 use crate::remote::Remote;
-use crate::vfs::upload::queue::QueueConfig;
-use crate::vfs::write::WriteBackPaths;
+use crate::vfs::writeback::queue::QueueConfig;
+use crate::vfs::writeback::WriteBackPaths;
 use crate::vfs::{DriveFs, FsConfig, Ownership};
 use crate::webdav::{DavConfig, DavRemote};
 
@@ -710,7 +710,7 @@ fn make_local_folders_private(state_dir: &Path, disk_cache_dir: Option<&Path>) -
 
 /// Give refused uploads another try each time the sign-in comes back after being lost (a
 /// `cloudmount login` wrote new tokens, which the token source picks up).
-async fn retry_after_login(mut auth: AuthStateHandle, queue: Arc<crate::vfs::upload::queue::UploadQueue>) {
+async fn retry_after_login(mut auth: AuthStateHandle, queue: Arc<crate::vfs::writeback::queue::UploadQueue>) {
     let lost = |s: &AuthState| matches!(s, AuthState::LoginNeeded { .. });
     loop {
         if !lost(&auth.wait_for(lost).await) {

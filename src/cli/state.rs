@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::vfs::upload::queue::UploadStatus;
+use crate::vfs::writeback::queue::UploadStatus;
 
 /// `$XDG_STATE_HOME/cloudmount` (`~/.local/state/cloudmount`), or `/var/lib/cloudmount` when
 /// there is no home.

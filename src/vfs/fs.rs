@@ -134,10 +134,10 @@ pub struct DriveFs {
     pub(super) dirs: HandleTable<DirHandle>,
     quota: Mutex<Option<(Instant, Option<Quota>)>>,
     /// Staging and upload queue, once writes are enabled.
-    pub(super) writeback: std::sync::OnceLock<super::write::WriteBack>,
-    /// Writes share it; changes of a file's staged copy (hand-off, copy, truncate) take it alone,
-    /// so no write lands in a file the upload queue already owns.
-    pub(super) write_gate: tokio::sync::RwLock<()>,
+    pub(super) writeback: std::sync::OnceLock<super::writeback::WriteBack>,
+    /// Woken whenever slow work on a file's staged copy ends or its last write in flight does:
+    /// who waits for a file (see [`super::local::Busy`]) looks at it again. A signal, not a lock.
+    pub(super) file_changed: tokio::sync::Notify,
     /// Where remote changes tell the kernel what to forget (see [`super::changes`]).
     pub(super) invalidate_tx: Mutex<Option<tokio::sync::mpsc::UnboundedSender<super::changes::Invalidation>>>,
     /// The runtime the core was built in, so reads answered outside it
@@ -166,7 +166,7 @@ impl DriveFs {
             dirs: HandleTable::default(),
             quota: Mutex::new(None),
             writeback: std::sync::OnceLock::new(),
-            write_gate: tokio::sync::RwLock::new(()),
+            file_changed: tokio::sync::Notify::new(),
             invalidate_tx: Mutex::new(None),
             rt: tokio::runtime::Handle::current(),
         }))

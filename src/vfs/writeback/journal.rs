@@ -205,6 +205,123 @@ impl Journal {
     }
 }
 
+/// Delete a staged file, quietly when it is gone already.
+fn remove_staged(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        if e.kind() != io::ErrorKind::NotFound {
+            tracing::warn!(file = %path.display(), error = %e, "cannot remove a staged file");
+        }
+    }
+}
+
+/// One change of the journal, in the order the queue decided it.
+enum JournalOp {
+    Put(Box<UploadRecord>),
+    Remove(String),
+    /// Nothing: done once every change handed over before it is.
+    Barrier,
+    /// Delete staged files no record names any more, once the records that named them are gone
+    /// from the disk (a crash in between must not leave a record without its file).
+    DeleteStaged(Vec<PathBuf>),
+}
+
+/// The thread that owns the journal's files: the queue decides changes under its lock and hands
+/// them over here (a channel send, no disk I/O), and this thread writes them one after the other
+/// in that order. So no lock is held across a journal fsync, and two changes of one record can
+/// never land out of order.
+pub struct JournalWriter {
+    tx: std::sync::mpsc::Sender<(JournalOp, std::sync::mpsc::Sender<io::Result<()>>)>,
+    dir: PathBuf,
+}
+
+/// A journal change handed to the [`JournalWriter`]: [`wait`](Written::wait) returns once it is on
+/// disk (or with why it is not). Dropped unwaited, a failure is logged.
+#[must_use = "a journal change is durable only once waited for"]
+pub struct Written(std::sync::mpsc::Receiver<io::Result<()>>);
+
+impl Written {
+    /// Block until the change is durable. Never call with a lock held.
+    pub fn wait(self) -> io::Result<()> {
+        self.0
+            .recv()
+            .unwrap_or_else(|_| Err(io::Error::other("the journal writer stopped")))
+    }
+
+    /// [`wait`](Self::wait) from async code, off the runtime's threads.
+    pub async fn done(self) -> io::Result<()> {
+        tokio::task::spawn_blocking(move || self.wait())
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e)))
+    }
+}
+
+impl JournalWriter {
+    /// Start the writer thread over `journal`.
+    pub fn start(journal: Journal) -> io::Result<JournalWriter> {
+        let dir = journal.dir().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel::<(JournalOp, std::sync::mpsc::Sender<io::Result<()>>)>();
+        std::thread::Builder::new()
+            .name("upload-journal".into())
+            .spawn(move || {
+                // Ends when the queue (the only sender) is dropped.
+                for (op, done) in rx {
+                    let (result, what) = match &op {
+                        JournalOp::Put(record) => (journal.put(record), "update"),
+                        JournalOp::Remove(key) => (journal.remove(key), "remove a record from"),
+                        JournalOp::Barrier => (Ok(()), "reach"),
+                        JournalOp::DeleteStaged(paths) => {
+                            paths.iter().for_each(|p| remove_staged(p));
+                            (Ok(()), "reach")
+                        }
+                    };
+                    if let Err(std::sync::mpsc::SendError(Err(e))) = done.send(result) {
+                        tracing::error!(error = %e, "cannot {what} the upload journal");
+                    }
+                }
+            })?;
+        Ok(JournalWriter { tx, dir })
+    }
+
+    /// The folder holding the records.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn send(&self, op: JournalOp) -> Written {
+        let (done, rx) = std::sync::mpsc::channel();
+        let sent = self.tx.send((op, done.clone()));
+        if sent.is_err() {
+            let _ = done.send(Err(io::Error::other("the journal writer stopped")));
+        }
+        Written(rx)
+    }
+
+    /// Write `record` (after every change handed over before it).
+    pub fn put(&self, record: &UploadRecord) -> Written {
+        self.send(JournalOp::Put(Box::new(record.clone())))
+    }
+
+    /// Done once every change handed over before it is on disk.
+    pub fn barrier(&self) -> Written {
+        self.send(JournalOp::Barrier)
+    }
+
+    /// Delete the staged files `paths` once every change handed over before is on disk.
+    pub fn delete_staged(&self, paths: Vec<PathBuf>) -> Written {
+        if paths.is_empty() {
+            let (done, rx) = std::sync::mpsc::channel();
+            let _ = done.send(Ok(()));
+            return Written(rx);
+        }
+        self.send(JournalOp::DeleteStaged(paths))
+    }
+
+    /// Remove the record `key` (after every change handed over before it).
+    pub fn remove(&self, key: &str) -> Written {
+        self.send(JournalOp::Remove(key.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
