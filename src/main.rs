@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use cloudmount::cli::daemon::{fork_daemon, stderr_is_journal, Forked, Readiness};
 use cloudmount::cli::notify::Notifier;
-use cloudmount::cli::{helper, install, run, Cli, Command, LoginTarget, MountArgs};
+use cloudmount::cli::{helper, install, plan, run, status, unmount, Cli, Command, LoginTarget, MountArgs};
 
 /// A journald line: `<priority>target: message fields`, no timestamp (the journal adds one).
 struct JournaldFormat;
@@ -61,7 +61,7 @@ fn init_logging(verbose: u8) {
 /// `cloudmount mount` (also reached through the helper forms): returns once the mount is live,
 /// with 0, or with a message and non-zero.
 fn mount(args: MountArgs, verbose: u8, notifier: Notifier) -> ExitCode {
-    let plan = match run::plan(&args) {
+    let plan = match plan::plan(&args) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("cloudmount: {e:#}");
@@ -114,7 +114,7 @@ fn main() -> ExitCode {
         }
         if m.fake {
             // -f: check what can be checked without mounting.
-            return match run::plan(&m.args) {
+            return match plan::plan(&m.args) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("cloudmount: {e:#}");
@@ -131,7 +131,7 @@ fn main() -> ExitCode {
             mountpoint, no_wait, ..
         } => {
             init_logging(cli.verbose);
-            match run::unmount(&mountpoint, no_wait) {
+            match unmount::unmount(&mountpoint, no_wait) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("cloudmount: {e:#}");
@@ -159,7 +159,7 @@ fn main() -> ExitCode {
             watch: true,
             state_dir,
             ..
-        } => match run::status_watch(mountpoint.as_deref(), state_dir.as_deref()) {
+        } => match status::status_watch(mountpoint.as_deref(), state_dir.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("cloudmount: {e:#}");
@@ -171,7 +171,7 @@ fn main() -> ExitCode {
             json,
             state_dir,
             ..
-        } => match run::status(mountpoint.as_deref(), state_dir.as_deref(), json) {
+        } => match status::status(mountpoint.as_deref(), state_dir.as_deref(), json) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS

@@ -2,15 +2,20 @@
 //! for people: they say what failed and what to do.
 
 pub mod config;
+mod connect;
 pub mod daemon;
 pub mod helper;
 pub mod install;
 pub mod login;
 pub mod notify;
+pub mod plan;
 pub mod progress;
 pub mod registry;
+pub mod resolve;
 pub mod run;
 pub mod state;
+pub mod status;
+pub mod unmount;
 
 use std::path::PathBuf;
 
