@@ -68,10 +68,10 @@ fn mount(args: MountArgs, verbose: u8, notifier: Notifier) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let readiness = if args.foreground {
+    let readiness = if args.options.foreground {
         Readiness::foreground(notifier)
     } else {
-        let keep_stderr = args.log_file.is_none() && stderr_is_journal();
+        let keep_stderr = args.options.log_file.is_none() && stderr_is_journal();
         match fork_daemon(&plan.log_file, keep_stderr, notifier) {
             Ok(Forked::Parent(code)) => return ExitCode::from(code as u8),
             Ok(Forked::Child(r)) => r,
@@ -86,7 +86,7 @@ fn mount(args: MountArgs, verbose: u8, notifier: Notifier) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
-            if args.foreground {
+            if args.options.foreground {
                 eprintln!("cloudmount: {e:#}");
             }
             ExitCode::FAILURE

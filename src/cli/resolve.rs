@@ -72,7 +72,7 @@ fn with_locations(mut cmd: String, args: &MountArgs) -> String {
     if let Some(c) = &args.config {
         cmd.push_str(&format!(" --config {}", quote(c)));
     }
-    if let Some(d) = &args.state_dir {
+    if let Some(d) = &args.options.state_dir {
         cmd.push_str(&format!(" --state-dir {}", quote(d)));
     }
     cmd

@@ -45,23 +45,42 @@ pub struct FsConfig {
     /// How far ahead a sequential reader may prefetch, in bytes (also kept within a quarter of
     /// the cache, so prefetched blocks are not evicted before they are read).
     pub max_prefetch_bytes: u64,
-    /// Whether the mount refuses every change (the only mode so far).
+    /// Whether the mount refuses every change. A core whose writes were never enabled
+    /// ([`DriveFs::enable_writes`]) refuses them too.
     pub read_only: bool,
 }
 
+impl FsConfig {
+    /// How long attributes and listings are trusted, by default (`--ttl`).
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
+    /// Size of one cached block, by default (`--block-size`).
+    pub const DEFAULT_BLOCK_SIZE: u64 = 1 << 20;
+    /// Memory cap of the block cache, by default (`--cache-size`).
+    pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;
+    /// Cap of the disk cache, by default (`--disk-cache-size`; it is used once a folder is given).
+    pub const DEFAULT_DISK_CACHE_BYTES: u64 = 1 << 30;
+    /// Share of the disk cache's filesystem left free, by default (`--disk-cache-min-free`).
+    pub const DEFAULT_DISK_CACHE_MIN_FREE: f64 = super::disk_cache::MIN_FREE_FRACTION;
+    /// How far ahead sequential reads prefetch, by default (`--prefetch`).
+    pub const DEFAULT_PREFETCH_BYTES: u64 = 32 << 20;
+}
+
+/// The core of a mount made with no options (what `cloudmount mount REMOTE DIR` runs, less the
+/// disk cache's folder, which the command line picks per remote): the command line's defaults
+/// are these constants.
 impl Default for FsConfig {
     fn default() -> Self {
         FsConfig {
             ownership: Ownership::current_user(),
-            attr_ttl: Duration::from_secs(5),
-            negative_ttl: Duration::from_secs(5),
-            block_size: 1 << 20,
-            cache_bytes: 128 << 20,
+            attr_ttl: Self::DEFAULT_TTL,
+            negative_ttl: Self::DEFAULT_TTL,
+            block_size: Self::DEFAULT_BLOCK_SIZE,
+            cache_bytes: Self::DEFAULT_CACHE_BYTES,
             disk_cache_dir: None,
-            disk_cache_bytes: 0,
-            disk_cache_min_free: super::disk_cache::MIN_FREE_FRACTION,
-            max_prefetch_bytes: 32 << 20,
-            read_only: true,
+            disk_cache_bytes: Self::DEFAULT_DISK_CACHE_BYTES,
+            disk_cache_min_free: Self::DEFAULT_DISK_CACHE_MIN_FREE,
+            max_prefetch_bytes: Self::DEFAULT_PREFETCH_BYTES,
+            read_only: false,
         }
     }
 }
