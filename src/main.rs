@@ -30,7 +30,19 @@ where
             tracing::Level::INFO => 6,
             _ => 7,
         };
-        write!(writer, "<{priority}>{}: ", event.metadata().target())?;
+        write!(writer, "<{priority}>")?;
+        // The spans in force (a FUSE request's op, inode, handle and pid), as fmt's own format
+        // shows them.
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                let ext = span.extensions();
+                match ext.get::<tracing_subscriber::fmt::FormattedFields<N>>() {
+                    Some(fields) if !fields.is_empty() => write!(writer, "{}{{{fields}}}: ", span.name())?,
+                    _ => write!(writer, "{}: ", span.name())?,
+                }
+            }
+        }
+        write!(writer, "{}: ", event.metadata().target())?;
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
     }
