@@ -126,11 +126,6 @@ fn connect_onedrive(rt: &tokio::runtime::Runtime, t: &OneDriveTarget, plan: &Mou
     })
 }
 
-/// Whether a failure to reach the server may go away by itself (no network yet, server starting).
-fn unreachable(e: &crate::vfs::FsError) -> bool {
-    matches!(e.errno(), libc::EHOSTUNREACH | libc::ETIMEDOUT | libc::EAGAIN)
-}
-
 /// Open the remote's root, retrying for `--wait-online` while the server cannot be reached.
 pub(super) fn first_contact(
     rt: &tokio::runtime::Runtime,
@@ -143,11 +138,11 @@ pub(super) fn first_contact(
     loop {
         match rt.block_on(DriveFs::new(remote.clone(), fs.clone())) {
             Ok(fs) => return Ok(fs),
-            Err(e) if unreachable(&e) && std::time::Instant::now() < deadline => {
+            Err(e) if e.is_unreachable() && std::time::Instant::now() < deadline => {
                 tracing::info!(error = %e, "cannot reach {url} yet; trying again (--wait-online)");
                 std::thread::sleep(Duration::from_secs(1));
             }
-            Err(e) if unreachable(&e) => {
+            Err(e) if e.is_unreachable() => {
                 let hint = if plan.wait_online.is_zero() {
                     "is the network up? --wait-online SECS (mount option wait_online=SECS) waits for it".to_string()
                 } else {

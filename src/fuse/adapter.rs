@@ -16,8 +16,9 @@ use fuser::{
 use tokio::runtime::Handle;
 use tracing::{Instrument, Span};
 
+use super::errno::{errno_of, is_expected};
 use crate::remote::EntryKind;
-use crate::vfs::{Attr, DriveFs, FsError};
+use crate::vfs::{Attr, DriveFs, FsError, FsErrorKind};
 
 /// The fuser `Filesystem` over a [`DriveFs`].
 pub struct FuseAdapter {
@@ -33,7 +34,7 @@ impl FuseAdapter {
 }
 
 fn errno(e: &FsError) -> Errno {
-    Errno::from_i32(e.errno())
+    Errno::from_i32(errno_of(e))
 }
 
 /// The span of one kernel request, entered by whatever serves it (the task it is handed to, or
@@ -55,24 +56,6 @@ fn request_span(op: &'static str, req: &Request, ino: u64, fh: Option<u64>) -> S
     span
 }
 
-/// Whether an error is an ordinary answer to what was asked (a missing name, a name taken, a
-/// folder that is not empty, a change the mount cannot make) rather than a failure to look into.
-fn is_expected(e: &FsError) -> bool {
-    matches!(
-        e.errno(),
-        libc::ENOENT
-            | libc::EEXIST
-            | libc::ENOTEMPTY
-            | libc::ENOTDIR
-            | libc::EISDIR
-            | libc::EROFS
-            | libc::EPERM
-            | libc::ENOTSUP
-            | libc::EINVAL
-            | libc::ENAMETOOLONG
-    )
-}
-
 /// `e` and every error under it, outermost first: `context: cause: root cause`.
 fn cause_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -88,13 +71,13 @@ fn cause_chain(e: &dyn std::error::Error) -> String {
 /// Log an error once, in the request's span, at a level that fits it (expected answers at debug,
 /// failures at warn with their causes), and turn it into the errno the kernel gets.
 fn failed(e: FsError) -> Errno {
-    let errno = errno(&e);
+    let errno = errno_of(&e);
     if is_expected(&e) {
-        tracing::debug!(errno = e.errno(), error = %cause_chain(&e), "failed");
+        tracing::debug!(errno, error = %cause_chain(&e), "failed");
     } else {
-        tracing::warn!(errno = e.errno(), error = %cause_chain(&e), "failed");
+        tracing::warn!(errno, error = %cause_chain(&e), "failed");
     }
-    errno
+    Errno::from_i32(errno)
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
@@ -244,7 +227,7 @@ impl Filesystem for FuseAdapter {
                     let same_owner = uid.is_none_or(|u| u == current.uid) && gid.is_none_or(|g| g == current.gid);
                     if !(same_mode && same_owner) {
                         return Err(FsError::new(
-                            libc::EPERM,
+                            FsErrorKind::NotPermitted,
                             "owners and modes cannot be kept on this remote",
                         ));
                     }
