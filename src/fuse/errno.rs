@@ -165,9 +165,14 @@ mod tests {
         assert!(matches!(e.remote_error(), Some(RemoteError::PreconditionFailed)));
         assert_eq!(e.to_string(), RemoteError::PreconditionFailed.to_string());
         let e = e.context("uploading a.txt");
-        assert_eq!(e.to_string(), "uploading a.txt");
-        let cause = std::error::Error::source(&e).expect("the remote error as the source");
-        assert_eq!(cause.to_string(), RemoteError::PreconditionFailed.to_string());
+        assert_eq!(
+            e.to_string(),
+            format!("uploading a.txt: {}", RemoteError::PreconditionFailed)
+        );
+        assert!(e.remote_error().is_some());
+        let io = FsError::io("staging a.txt", std::io::Error::from_raw_os_error(libc::EACCES));
+        assert!(io.to_string().starts_with("staging a.txt: "), "{io}");
+        assert_eq!(io.io_error().and_then(|e| e.raw_os_error()), Some(libc::EACCES));
         assert_eq!(errno_of(&e), libc::ESTALE);
         assert!(is_expected(&FsError::new(FsErrorKind::NotFound, "x")));
         assert!(!is_expected(&FsError::from(RemoteError::Connect("refused".into()))));

@@ -212,26 +212,23 @@ impl FsError {
     }
 }
 
+/// Shown as `context: source` (or either alone): the error tells its own story, and
+/// [`Error::source`] goes on with what lies under its source.
 impl fmt::Display for FsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.source, self.context.is_empty()) {
-            // No context of our own: the error is its source's, shown as it is.
             (Some(source), true) => source.fmt(f),
+            (Some(source), false) => write!(f, "{}: {source}", self.context),
             (None, true) => f.write_str(self.kind.describe()),
-            (_, false) => f.write_str(&self.context),
+            (None, false) => f.write_str(&self.context),
         }
     }
 }
 
 impl Error for FsError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
-        let source = self.source.as_deref()?;
-        if self.context.is_empty() {
-            // Shown as the source itself (see Display): its cause comes next.
-            source.source()
-        } else {
-            Some(source)
-        }
+        // The source itself is part of this error's text (see Display); its cause comes next.
+        self.source.as_deref()?.source()
     }
 }
 
