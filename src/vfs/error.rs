@@ -134,9 +134,9 @@ pub struct FsError {
 
 impl FsError {
     /// An error of `kind`, described by `context`.
-    pub fn new(kind: impl Into<FsErrorKind>, context: impl Into<String>) -> Self {
+    pub fn new(kind: FsErrorKind, context: impl Into<String>) -> Self {
         FsError {
-            kind: kind.into(),
+            kind,
             context: context.into(),
             source: None,
         }
@@ -249,50 +249,7 @@ pub type FsResult<T> = Result<T, FsError>;
 /// the kind's name and a `format!` context.
 #[macro_export]
 macro_rules! fs_err {
-    (libc::$errno:ident, $($arg:tt)+) => {
-        $crate::vfs::FsError::new($crate::vfs::FsErrorKind::from_errno(libc::$errno), format!($($arg)+))
-    };
     ($kind:ident, $($arg:tt)+) => {
         $crate::vfs::FsError::new($crate::vfs::FsErrorKind::$kind, format!($($arg)+))
     };
-}
-
-// TRANSITIONAL, removed by the call-site conversion (the last commit of this series).
-impl From<i32> for FsErrorKind {
-    fn from(errno: i32) -> FsErrorKind {
-        FsErrorKind::from_errno(errno)
-    }
-}
-
-// TRANSITIONAL, removed by the call-site conversion (the last commit of this series).
-impl FsErrorKind {
-    /// The kind the old `fs_err!(libc::E..., ...)` call sites meant.
-    pub fn from_errno(errno: i32) -> FsErrorKind {
-        use FsErrorKind as K;
-        match errno {
-            libc::ENOENT => K::NotFound,
-            libc::EEXIST => K::Exists,
-            libc::ENOTEMPTY => K::NotEmpty,
-            libc::ENOTDIR => K::NotADirectory,
-            libc::EISDIR => K::IsADirectory,
-            libc::EROFS => K::ReadOnly,
-            libc::ESTALE => K::VersionChanged,
-            libc::ENOSPC => K::NoSpace,
-            libc::ENAMETOOLONG => K::NameTooLong,
-            libc::EINVAL => K::InvalidArgument,
-            libc::EBADF => K::BadHandle,
-            libc::EFBIG => K::FileTooLarge,
-            libc::EPERM => K::NotPermitted,
-            libc::ENOTSUP => K::Unsupported,
-            _ => K::Internal,
-        }
-    }
-}
-
-// TRANSITIONAL, removed by the call-site conversion (the last commit of this series).
-impl FsError {
-    /// The errno the FUSE edge gives this error.
-    pub fn errno(&self) -> i32 {
-        crate::fuse::errno_of(self)
-    }
 }

@@ -82,7 +82,7 @@ fn new_key() -> String {
 }
 
 fn io_err(what: &str, e: std::io::Error) -> FsError {
-    FsError::new(e.raw_os_error().unwrap_or(libc::EIO), format!("{what}: {e}"))
+    FsError::io(what, e)
 }
 
 /// Read from local content.
@@ -111,12 +111,12 @@ pub(super) fn read_local(local: &LocalContent, offset: u64, size: u32) -> FsResu
 fn checked_name(name: &OsStr) -> FsResult<&str> {
     let s = name
         .to_str()
-        .ok_or_else(|| fs_err!(libc::EINVAL, "names must be UTF-8 on this remote"))?;
+        .ok_or_else(|| fs_err!(InvalidName, "names must be UTF-8 on this remote"))?;
     if s.is_empty() || s == "." || s == ".." || s.contains('/') || s.contains('\0') {
-        return Err(fs_err!(libc::EINVAL, "invalid name {s:?}"));
+        return Err(fs_err!(InvalidName, "invalid name {s:?}"));
     }
     if s.len() > 255 {
-        return Err(fs_err!(libc::ENAMETOOLONG, "name longer than 255 bytes"));
+        return Err(fs_err!(NameTooLong, "name longer than 255 bytes"));
     }
     Ok(s)
 }
@@ -250,7 +250,7 @@ impl DriveFs {
         self.check_writable()?;
         self.writeback
             .get()
-            .ok_or_else(|| fs_err!(libc::EROFS, "the mount is read-only"))
+            .ok_or_else(|| fs_err!(ReadOnly, "the mount is read-only"))
     }
 
     /// The staging area, when writes are enabled (for tests of its durability).
@@ -267,7 +267,7 @@ impl DriveFs {
         let node = self
             .inodes
             .get(ino)
-            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+            .ok_or_else(|| fs_err!(NotFound, "unknown inode {ino}"))?;
         Ok(self.attr_for(ino, &node.entry))
     }
 
@@ -299,9 +299,9 @@ impl DriveFs {
             let node = self
                 .inodes
                 .get(ino)
-                .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+                .ok_or_else(|| fs_err!(NotFound, "unknown inode {ino}"))?;
             if node.entry.kind == EntryKind::Directory {
-                return Err(fs_err!(libc::EISDIR, "inode {ino} is a folder"));
+                return Err(fs_err!(IsADirectory, "inode {ino} is a folder"));
             }
             let now = SystemTime::now();
             let Some(snapshot) = node.local else {
@@ -374,7 +374,7 @@ impl DriveFs {
             match self.fill_from_server(wb, &entry, &file).await {
                 Ok(()) => break,
                 // The version we knew was replaced on the server: open the one it holds now.
-                Err(e) if e.errno() == libc::ESTALE && tries < 3 => {
+                Err(e) if e.is_version_changed() && tries < 3 => {
                     tries += 1;
                     entry = match self.server_entry(ino).await {
                         Ok(entry) => entry,
@@ -430,13 +430,13 @@ impl DriveFs {
                 .await
                 .map_err(|e| match e {
                     RemoteError::VersionChanged => {
-                        fs_err!(libc::ESTALE, "{} changed on the server while opening", entry.id)
+                        fs_err!(VersionChanged, "{} changed on the server while opening", entry.id)
                     }
                     e => FsError::from(e),
                 })?;
             if data.len() as u64 != len {
                 return Err(fs_err!(
-                    libc::ESTALE,
+                    VersionChanged,
                     "{} is shorter on the server than listed",
                     entry.id
                 ));
@@ -453,7 +453,7 @@ impl DriveFs {
         let node = self
             .inodes
             .get(ino)
-            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+            .ok_or_else(|| fs_err!(NotFound, "unknown inode {ino}"))?;
         let fh = self.writable_handle(ino, &node.entry);
         Ok(Opened { fh, keep_cache: false })
     }
@@ -468,11 +468,11 @@ impl DriveFs {
             Ok(found) => {
                 if flags & libc::O_EXCL != 0 {
                     self.forget(found.attr.ino, 1);
-                    return Err(fs_err!(libc::EEXIST, "{name:?} exists"));
+                    return Err(fs_err!(Exists, "{name:?} exists"));
                 }
                 if found.attr.kind == EntryKind::Directory {
                     self.forget(found.attr.ino, 1);
-                    return Err(fs_err!(libc::EISDIR, "{name:?} is a folder"));
+                    return Err(fs_err!(IsADirectory, "{name:?} is a folder"));
                 }
                 let opened = self.open_for_write(found.attr.ino, flags).await?;
                 let attr = self.attr_of(found.attr.ino)?;
@@ -484,7 +484,7 @@ impl DriveFs {
                     opened,
                 ));
             }
-            Err(e) if e.errno() == libc::ENOENT => {}
+            Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
         let wb = self.wb()?;
@@ -543,7 +543,7 @@ impl DriveFs {
             let ino = self
                 .files
                 .get(fh)
-                .ok_or_else(|| fs_err!(libc::EBADF, "unknown file handle {fh}"))?
+                .ok_or_else(|| fs_err!(BadHandle, "unknown file handle {fh}"))?
                 .ino;
             self.make_writable(ino, false, false).await?;
         }
@@ -565,19 +565,19 @@ impl DriveFs {
         let h = self
             .files
             .get(fh)
-            .ok_or_else(|| fs_err!(libc::EBADF, "unknown file handle {fh}"))?;
+            .ok_or_else(|| fs_err!(BadHandle, "unknown file handle {fh}"))?;
         if !h.writable {
-            return Err(fs_err!(libc::EBADF, "handle {fh} is not open for writing"));
+            return Err(fs_err!(BadHandle, "handle {fh} is not open for writing"));
         }
         let wb = self.wb()?;
         let end = offset
             .checked_add(data.len() as u64)
-            .ok_or_else(|| fs_err!(libc::EFBIG, "offset too large"))?;
+            .ok_or_else(|| fs_err!(FileTooLarge, "offset too large"))?;
         let local = self
             .inodes
             .get(h.ino)
             .and_then(|n| n.local)
-            .ok_or_else(|| fs_err!(libc::EIO, "file {} lost its local content", h.ino))?;
+            .ok_or_else(|| fs_err!(Internal, "file {} lost its local content", h.ino))?;
         if local.handed_off {
             return Ok(None);
         }
@@ -675,7 +675,7 @@ impl DriveFs {
         let node = self
             .inodes
             .get(ino)
-            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+            .ok_or_else(|| fs_err!(NotFound, "unknown inode {ino}"))?;
         let Some(local) = node.local else { return Ok(None) };
         if node.parent == super::inode::DETACHED {
             // Unlinked while open: what is written now goes nowhere, as on a local disk.
@@ -690,7 +690,7 @@ impl DriveFs {
         let parent = self
             .inodes
             .get(node.parent)
-            .ok_or_else(|| fs_err!(libc::ENOENT, "folder is gone"))?;
+            .ok_or_else(|| fs_err!(NotFound, "folder is gone"))?;
         if local.growing.is_some() {
             // An upload follows this writer: seal it now, and the close is over as soon as the
             // server has the file or the journal does, whichever comes first.
@@ -851,7 +851,7 @@ impl DriveFs {
                 .inodes
                 .get(ino)
                 .and_then(|n| n.local)
-                .ok_or_else(|| fs_err!(libc::EIO, "no local content"))?;
+                .ok_or_else(|| fs_err!(Internal, "no local content"))?;
             if size > local.size {
                 self.wb()?
                     .staging
@@ -893,7 +893,7 @@ impl DriveFs {
                 }
                 None => false,
             })
-            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+            .ok_or_else(|| fs_err!(NotFound, "unknown inode {ino}"))?;
         if had_local {
             let writers = self
                 .inodes
@@ -909,13 +909,13 @@ impl DriveFs {
         let node = self
             .inodes
             .get(ino)
-            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+            .ok_or_else(|| fs_err!(NotFound, "unknown inode {ino}"))?;
         // Remotes learn on first use whether the server keeps times; a refusal is the user's EPERM.
         let entry = match self.remote.set_mtime(&node.entry.id, mtime).await {
             Ok(entry) => entry,
             Err(RemoteError::Unsupported(why)) => {
                 return Err(fs_err!(
-                    libc::EPERM,
+                    NotPermitted,
                     "this server cannot keep modification times: {why}"
                 ))
             }
@@ -931,7 +931,7 @@ impl DriveFs {
         let name = self.new_name(parent, name)?;
         let dir = self.dir_node(parent)?;
         if let Some(Some(_)) = self.inodes.listed_child(parent, name, Instant::now()) {
-            return Err(fs_err!(libc::EEXIST, "{name:?} exists"));
+            return Err(fs_err!(Exists, "{name:?} exists"));
         }
         let entry = self.remote.mkdir(&dir.entry.id, name).await?;
         self.inodes.listing_insert(parent, entry.clone());
@@ -949,7 +949,7 @@ impl DriveFs {
         // Taken before the reference is given back: a node only this lookup held goes with it.
         let node = self.inodes.get(looked.attr.ino);
         self.forget(looked.attr.ino, 1);
-        node.ok_or_else(|| fs_err!(libc::ENOENT, "{name:?} vanished"))
+        node.ok_or_else(|| fs_err!(NotFound, "{name:?} vanished"))
     }
 
     /// Wait until uploads queued for `ino`, or for anything below it, have landed (or were given
@@ -994,7 +994,7 @@ impl DriveFs {
         let name = super::fs::existing_name(name)?;
         let node = self.child(parent, name).await?;
         if node.entry.kind == EntryKind::Directory {
-            return Err(fs_err!(libc::EISDIR, "{name:?} is a folder"));
+            return Err(fs_err!(IsADirectory, "{name:?} is a folder"));
         }
         self.delete_node(parent, node).await
     }
@@ -1061,7 +1061,7 @@ impl DriveFs {
         let name = super::fs::existing_name(name)?;
         let node = self.child(parent, name).await?;
         if node.entry.kind != EntryKind::Directory {
-            return Err(fs_err!(libc::ENOTDIR, "{name:?} is not a folder"));
+            return Err(fs_err!(NotADirectory, "{name:?} is not a folder"));
         }
         self.ensure_empty(node.ino).await?;
         // The listing above may be stale by the time a DELETE arrives, and a DELETE takes the
@@ -1081,11 +1081,11 @@ impl DriveFs {
         let node = self
             .inodes
             .get(ino)
-            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+            .ok_or_else(|| fs_err!(NotFound, "unknown inode {ino}"))?;
         let listed = self.remote.list(&node.entry.id).await?;
         let (children, _) = self.inodes.set_listing(ino, listed, self.valid_until());
         if !children.is_empty() {
-            return Err(fs_err!(libc::ENOTEMPTY, "folder is not empty"));
+            return Err(fs_err!(NotEmpty, "folder is not empty"));
         }
         Ok(())
     }
@@ -1109,22 +1109,22 @@ impl DriveFs {
             return Ok(());
         }
         if source.entry.kind == EntryKind::Directory && self.is_below(new_parent, source.ino) {
-            return Err(fs_err!(libc::EINVAL, "cannot move a folder into itself"));
+            return Err(fs_err!(InvalidArgument, "cannot move a folder into itself"));
         }
         let target = match self.child(new_parent, new_name).await {
             // Where names ignore case, `mv a.txt A.txt` finds the file itself: a rename, no target.
             Ok(t) if t.ino == source.ino => None,
             Ok(t) => Some(t),
-            Err(e) if e.errno() == libc::ENOENT => None,
+            Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e),
         };
         if let Some(t) = &target {
             if noreplace {
-                return Err(fs_err!(libc::EEXIST, "{new_name:?} exists"));
+                return Err(fs_err!(Exists, "{new_name:?} exists"));
             }
             match (source.entry.kind, t.entry.kind) {
-                (EntryKind::Directory, EntryKind::File) => return Err(fs_err!(libc::ENOTDIR, "target is a file")),
-                (EntryKind::File, EntryKind::Directory) => return Err(fs_err!(libc::EISDIR, "target is a folder")),
+                (EntryKind::Directory, EntryKind::File) => return Err(fs_err!(NotADirectory, "target is a file")),
+                (EntryKind::File, EntryKind::Directory) => return Err(fs_err!(IsADirectory, "target is a folder")),
                 (EntryKind::Directory, EntryKind::Directory) => self.ensure_empty(t.ino).await?,
                 _ => {}
             }
