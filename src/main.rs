@@ -4,7 +4,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use cloudmount::cli::daemon::{fork_daemon, stderr_is_journal, Forked, Readiness};
 use cloudmount::cli::notify::Notifier;
 use cloudmount::cli::{helper, install, plan, run, status, unmount, Cli, Command, LoginTarget, MountArgs};
@@ -80,10 +79,11 @@ fn mount(args: MountArgs, verbose: u8, notifier: Notifier) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let readiness = if args.options.foreground {
+    let foreground = plan.options.foreground;
+    let readiness = if foreground {
         Readiness::foreground(notifier)
     } else {
-        let keep_stderr = args.options.log_file.is_none() && stderr_is_journal();
+        let keep_stderr = plan.options.log_file.is_none() && stderr_is_journal();
         match fork_daemon(&plan.log_file, keep_stderr, notifier) {
             Ok(Forked::Parent(code)) => return ExitCode::from(code as u8),
             Ok(Forked::Child(r)) => r,
@@ -98,7 +98,7 @@ fn mount(args: MountArgs, verbose: u8, notifier: Notifier) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
-            if args.options.foreground {
+            if foreground {
                 eprintln!("cloudmount: {e:#}");
             }
             ExitCode::FAILURE
@@ -136,7 +136,7 @@ fn main() -> ExitCode {
         }
         return mount(m.args, m.verbose, notifier);
     }
-    let cli = Cli::parse_from(argv);
+    let cli = Cli::try_parse_args(argv).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Mount(args) => mount(args, cli.verbose, notifier),
         Command::Unmount {

@@ -199,8 +199,7 @@ fn split_options(s: &str) -> impl Iterator<Item = String> + '_ {
 
 impl Cli {
     fn try_parse_from_args(argv: Vec<OsString>) -> Result<Cli, String> {
-        use clap::Parser;
-        Cli::try_parse_from(argv).map_err(|e| {
+        Cli::try_parse_args(argv).map_err(|e| {
             // clap's rendering ends with a usage hint for the long flags; keep the first line.
             e.to_string().lines().next().unwrap_or("invalid option").to_string()
         })

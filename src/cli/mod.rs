@@ -231,4 +231,29 @@ pub struct MountArgs {
     /// Every setting of the mount, with its default.
     #[command(flatten)]
     pub options: MountOptions,
+    /// The options given on the command line (or as mount helper `-o` options), by field name:
+    /// they win over the remote's `[remotes.NAME.mount]` in the config file.
+    #[arg(skip)]
+    pub given: Vec<String>,
+}
+
+impl Cli {
+    /// Parse `argv`, noting which mount options it gave (see [`MountArgs::given`]).
+    pub fn try_parse_args<I, T>(argv: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().try_get_matches_from(argv)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        if let (Command::Mount(args), Some(sub)) = (&mut cli.command, matches.subcommand_matches("mount")) {
+            args.given = sub
+                .ids()
+                .filter(|id| sub.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine))
+                .map(|id| id.as_str().to_string())
+                .collect();
+        }
+        Ok(cli)
+    }
 }

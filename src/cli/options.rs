@@ -11,8 +11,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::heading;
 use crate::vfs::{FsConfig, Ownership};
@@ -47,8 +48,11 @@ pub const DEFAULTS: MountOptions = MountOptions {
     log_file: None,
 };
 
-/// Every setting of a mount (all but which remote, where, and its credentials).
-#[derive(Debug, Clone, PartialEq, Args)]
+/// Every setting of a mount (all but which remote, where, and its credentials). The config file
+/// may hold them per remote under the same names (`[remotes.NAME.mount]`); what it leaves out is
+/// [`DEFAULTS`]'s.
+#[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MountOptions {
     /// Refuse every change with EROFS.
     #[arg(long, help_heading = heading::COMMON)]
@@ -68,6 +72,7 @@ pub struct MountOptions {
     pub umask: Umask,
     /// How long attributes and folder listings are trusted before asking the server again.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULTS.ttl, help_heading = heading::COMMON)]
+    #[serde(deserialize_with = "number")]
     pub ttl: f64,
     /// How long a missing name is remembered as missing, in seconds (`ttl`: as long as --ttl).
     #[arg(long, value_name = "SECS", default_value_t = DEFAULTS.negative_ttl, help_heading = heading::COMMON)]
@@ -77,9 +82,11 @@ pub struct MountOptions {
     /// root's ETag moved). Changed files and names are invalidated in the kernel, so --ttl may be
     /// long.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULTS.poll_interval, help_heading = heading::COMMON)]
+    #[serde(deserialize_with = "number")]
     pub poll_interval: f64,
     /// Deadline of one network operation, retries included: past it the caller gets an error.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULTS.timeout, help_heading = heading::COMMON)]
+    #[serde(deserialize_with = "number")]
     pub timeout: f64,
     /// A PEM file of CA certificates to trust besides the system's, for a server whose certificate
     /// comes from a private CA or is self-signed (overrides the remote's `ca_cert` in the config).
@@ -88,6 +95,7 @@ pub struct MountOptions {
     /// When the server cannot be reached at mount time (no network yet at boot), keep trying for
     /// this long before failing (mount option wait_online=SECS). 0: fail at once.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULTS.wait_online, help_heading = heading::COMMON)]
+    #[serde(deserialize_with = "number")]
     pub wait_online: f64,
     /// Memory cap of the block cache, in MiB.
     #[arg(long, value_name = "MiB", default_value_t = DEFAULTS.cache_size, help_heading = heading::CACHE)]
@@ -103,6 +111,7 @@ pub struct MountOptions {
     /// Share of the disk cache's filesystem left free, in percent: no block is stored that would
     /// leave less.
     #[arg(long, value_name = "PERCENT", default_value_t = DEFAULTS.disk_cache_min_free, help_heading = heading::CACHE)]
+    #[serde(deserialize_with = "number")]
     pub disk_cache_min_free: f64,
     /// Size of one cached block (and of one ranged download), in KiB.
     #[arg(long, value_name = "KiB", default_value_t = DEFAULTS.block_size, help_heading = heading::CACHE)]
@@ -113,6 +122,7 @@ pub struct MountOptions {
     /// Where upload journals and staged content live; a second mount of a remote that is already
     /// mounted needs one of its own [default: $XDG_STATE_HOME/cloudmount].
     #[arg(long, value_name = "PATH", help_heading = heading::UPLOADS)]
+    #[serde(skip)]
     pub state_dir: Option<PathBuf>,
     /// Uploads running at once.
     #[arg(long, value_name = "N", default_value_t = DEFAULTS.uploads, help_heading = heading::UPLOADS)]
@@ -122,6 +132,7 @@ pub struct MountOptions {
     pub min_free: u64,
     /// Stay attached to the terminal and log to stderr.
     #[arg(long, help_heading = heading::DAEMON)]
+    #[serde(skip)]
     pub foreground: bool,
     /// Where the daemon logs when not in the foreground [default: a file per mountpoint under
     /// $XDG_CACHE_HOME/cloudmount/logs; the journal when started by systemd].
@@ -135,6 +146,47 @@ impl Default for MountOptions {
     }
 }
 
+/// A number in the config file, written with or without a decimal point (`ttl = 60`, `ttl = 0.5`).
+fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Int(i64),
+        Float(f64),
+    }
+    let number = Number::deserialize(d).map_err(|_| serde::de::Error::custom("expected a number"))?;
+    Ok(match number {
+        Number::Int(i) => i as f64,
+        Number::Float(f) => f,
+    })
+}
+
+/// Written as the command line writes it, so the config file and the flags read the same.
+fn as_text<T: fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// Read as the command line reads it (a string), or from a number for `--negative-ttl`.
+fn from_text<'de, T, D>(d: D) -> Result<T, D::Error>
+where
+    T: std::str::FromStr<Err = String>,
+    D: Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Str(String),
+        Int(i64),
+        Float(f64),
+    }
+    let text = match Text::deserialize(d)? {
+        Text::Str(s) => s,
+        Text::Int(i) => i.to_string(),
+        Text::Float(f) => f.to_string(),
+    };
+    text.parse().map_err(serde::de::Error::custom)
+}
+
 /// A umask, shown and parsed in octal (`022`, `0027`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Umask(pub u16);
@@ -142,6 +194,18 @@ pub struct Umask(pub u16);
 impl fmt::Display for Umask {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:03o}", self.0)
+    }
+}
+
+impl Serialize for Umask {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        as_text(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Umask {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_text(d)
     }
 }
 
@@ -174,6 +238,18 @@ impl fmt::Display for NegativeTtl {
     }
 }
 
+impl Serialize for NegativeTtl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        as_text(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for NegativeTtl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_text(d)
+    }
+}
+
 impl std::str::FromStr for NegativeTtl {
     type Err = String;
 
@@ -196,6 +272,33 @@ pub(super) fn secs(name: &str, v: f64) -> Result<Duration> {
 }
 
 impl MountOptions {
+    /// The options a remote's `[remotes.NAME.mount]` table gives, [`DEFAULTS`] for the rest.
+    pub fn from_config(table: &toml::Table) -> Result<MountOptions> {
+        MountOptions::deserialize(toml::Value::Table(table.clone())).map_err(|e| anyhow::anyhow!("{}", e.message()))
+    }
+
+    /// These options (from the command line, where `given` names the flags it gave) over the
+    /// remote's `[remotes.NAME.mount]` table: a flag given wins, then the table, then [`DEFAULTS`].
+    pub fn over_config(&self, given: &[String], table: &toml::Table) -> Result<MountOptions> {
+        let mine = match toml::Value::try_from(self).context("cannot write the mount options as TOML")? {
+            toml::Value::Table(t) => t,
+            other => bail!("the mount options are not a table: {other}"),
+        };
+        let mut merged = table.clone();
+        for key in given {
+            match mine.get(key) {
+                Some(value) => merged.insert(key.clone(), value.clone()),
+                None => merged.remove(key),
+            };
+        }
+        let mut options = MountOptions::from_config(&merged)?;
+        // Never from the config file: whether this process stays in the foreground, and the
+        // state directory (where `cloudmount login` also keeps the remote's tokens).
+        options.foreground = self.foreground;
+        options.state_dir.clone_from(&self.state_dir);
+        Ok(options)
+    }
+
     /// The core's settings for these options, checked. Without `--uid` / `--gid` items show the
     /// user who mounts as their owner.
     pub fn fs_config(&self) -> Result<FsConfig> {
@@ -240,11 +343,19 @@ mod tests {
     use super::*;
     use crate::cli::{helper, Cli, Command};
 
-    fn cli_options(argv: &[&str]) -> MountOptions {
-        match Cli::try_parse_from(argv).unwrap().command {
-            Command::Mount(a) => a.options,
+    fn cli_args(argv: &[&str]) -> crate::cli::MountArgs {
+        match Cli::try_parse_args(argv).unwrap().command {
+            Command::Mount(a) => a,
             other => panic!("{other:?}"),
         }
+    }
+
+    fn cli_options(argv: &[&str]) -> MountOptions {
+        cli_args(argv).options
+    }
+
+    fn table(text: &str) -> toml::Table {
+        toml::from_str(text).unwrap()
     }
 
     fn helper_options(argv: &[&str]) -> MountOptions {
@@ -260,6 +371,7 @@ mod tests {
         assert_eq!(helper_options(&["/sbin/mount.fuse.cloudmount", "r", "/m"]), DEFAULTS);
         assert_eq!(helper_options(&["cloudmount", "r", "/m", "-o", "rw,_netdev"]), DEFAULTS);
         assert_eq!(MountOptions::default(), DEFAULTS);
+        assert_eq!(MountOptions::from_config(&toml::Table::new()).unwrap(), DEFAULTS);
         assert_eq!(
             format!("{:?}", DEFAULTS.fs_config().unwrap()),
             format!("{:?}", FsConfig::default())
@@ -342,5 +454,56 @@ mod tests {
             "1024",
         ]);
         assert!(small.fs_config().unwrap_err().to_string().contains("at least 4 blocks"));
+    }
+
+    /// A remote's `[remotes.NAME.mount]` options apply where the command line gives none; a flag
+    /// given wins even when it says the default, and what neither gives is the default.
+    #[test]
+    fn config_options_sit_between_the_flags_and_the_defaults() {
+        let config = table("cache_size = 512\nttl = 60\numask = \"027\"\nnegative_ttl = 1\nread_only = true\n");
+        let args = cli_args(&[
+            "cloudmount",
+            "mount",
+            "r",
+            "/m",
+            "--ttl",
+            "2",
+            "--cache-size",
+            "128",
+            "--foreground",
+        ]);
+        for given in ["ttl", "cache_size", "foreground"] {
+            assert!(args.given.iter().any(|g| g == given), "{given} not in {:?}", args.given);
+        }
+        assert!(!args.given.iter().any(|g| g == "uploads"), "{:?}", args.given);
+        let o = args.options.over_config(&args.given, &config).unwrap();
+        assert_eq!((o.ttl, o.cache_size), (2.0, 128));
+        assert_eq!(
+            (o.umask, o.negative_ttl, o.read_only),
+            (Umask(0o027), NegativeTtl::Secs(1.0), true)
+        );
+        assert!(o.foreground);
+        assert_eq!(o.prefetch, DEFAULTS.prefetch);
+        // The mount helper's -o options count as given too.
+        let argv: Vec<OsString> = ["cloudmount", "r", "/m", "-o", "ttl=3"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let m = helper::parse(&argv).unwrap();
+        let o = m.args.options.over_config(&m.args.given, &config).unwrap();
+        assert_eq!((o.ttl, o.cache_size), (3.0, 512));
+    }
+
+    #[test]
+    fn config_options_are_checked() {
+        let err = |text: &str| MountOptions::from_config(&table(text)).unwrap_err().to_string();
+        assert!(err("cache_sise = 1\n").contains("cache_sise"));
+        assert!(err("umask = \"999\"\n").contains("octal umask"));
+        assert!(err("ttl = \"soon\"\n").contains("expected a number"));
+        // Not per remote: the foreground and the state directory (the tokens' too).
+        assert!(err("foreground = true\n").contains("foreground"));
+        assert!(err("state_dir = \"/x\"\n").contains("state_dir"));
+        let o = MountOptions::from_config(&table("poll_interval = 0.5\ndisk_cache_size = 0\n")).unwrap();
+        assert_eq!((o.poll_interval, o.disk_cache_size), (0.5, 0));
     }
 }

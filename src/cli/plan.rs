@@ -7,9 +7,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use super::options::secs;
-use super::resolve::{check_signed_in, resolve_remote, Target};
+use super::resolve::{check_signed_in, configured_mount_options, resolve_remote, Target};
 use super::state;
-use super::MountArgs;
+use super::{MountArgs, MountOptions};
 use crate::fuse::session;
 use crate::vfs::FsConfig;
 
@@ -43,6 +43,8 @@ pub struct MountPlan {
     pub wait_online: Duration,
     /// CA certificates to trust besides the system's (`--ca-cert`, else the remote's `ca_cert`).
     pub ca_cert: Option<PathBuf>,
+    /// The options in force: the command line's over the config file's over the defaults.
+    pub options: MountOptions,
 }
 
 fn default_log_file(mountpoint: &Path) -> PathBuf {
@@ -70,7 +72,10 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan> {
     if session::is_mounted(&mountpoint) {
         bail!("{} is already a mountpoint", mountpoint.display());
     }
-    let o = &args.options;
+    let o = &match configured_mount_options(args)? {
+        Some(table) => args.options.over_config(&args.given, &table)?,
+        None => args.options.clone(),
+    };
     let fs = o.fs_config()?;
     let timeout = secs("timeout", o.timeout)?;
     if timeout.is_zero() {
@@ -112,5 +117,54 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan> {
         poll_interval,
         wait_online,
         ca_cert,
+        options: o.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    /// `cloudmount mount NAME DIR` takes the remote's mount options from the config file, under
+    /// the flags given.
+    #[test]
+    fn a_plan_takes_the_remotes_options_from_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("c.toml");
+        std::fs::write(
+            &config,
+            "[remotes.nas]\ntype = \"webdav\"\nurl = \"http://h/dav/\"\n\
+             [remotes.nas.mount]\ncache_size = 64\nttl = 60\nuploads = 2\n",
+        )
+        .unwrap();
+        let mountpoint = dir.path().join("m");
+        std::fs::create_dir(&mountpoint).unwrap();
+        let argv = [
+            "cloudmount",
+            "mount",
+            "nas",
+            mountpoint.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ];
+        let plan_of = |extra: &[&str]| {
+            let mut argv = argv.to_vec();
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_args(argv).unwrap().command {
+                Command::Mount(a) => plan(&a).unwrap(),
+                _ => unreachable!(),
+            }
+        };
+        let p = plan_of(&[]);
+        assert_eq!(
+            (p.fs.cache_bytes, p.fs.attr_ttl, p.uploads),
+            (64 << 20, Duration::from_secs(60), 2)
+        );
+        let p = plan_of(&["--ttl", "5", "--uploads", "4"]);
+        assert_eq!(
+            (p.fs.cache_bytes, p.fs.attr_ttl, p.uploads),
+            (64 << 20, Duration::from_secs(5), 4)
+        );
+    }
 }

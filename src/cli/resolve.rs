@@ -107,6 +107,25 @@ fn resolve_onedrive(args: &MountArgs, remote: &super::config::RemoteConfig) -> R
     })
 }
 
+/// The remote's `[remotes.NAME.mount]` options in the config file (none for a URL).
+pub(super) fn configured_mount_options(args: &MountArgs) -> Result<Option<toml::Table>> {
+    if args.remote.starts_with("http://") || args.remote.starts_with("https://") {
+        return Ok(None);
+    }
+    let (path, explicit) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (
+            default_config_path().context("cannot find the config directory")?,
+            false,
+        ),
+    };
+    let cfg = ConfigFile::load(&path, explicit)?;
+    let remote = cfg
+        .remote(&args.remote)
+        .with_context(|| format!("in {}", path.display()))?;
+    Ok(remote.mount.clone())
+}
+
 pub(super) fn resolve_remote(args: &MountArgs) -> Result<Target> {
     let looks_like_url = args.remote.starts_with("http://") || args.remote.starts_with("https://");
     if looks_like_url && drive_flags(args) {
