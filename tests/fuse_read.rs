@@ -498,9 +498,7 @@ fn core_log_lines_carry_the_request_they_serve() {
         line.contains("op=getattr")
             && line.contains("pid=")
             && line.contains("unique=")
-            && line
-                .split(|c: char| c == ' ' || c == '}' || c == '{')
-                .any(|w| w == ino_field),
+            && line.split([' ', '}', '{']).any(|w| w == ino_field),
         "the core's line lacks the request's span (op=getattr, {ino_field}, pid, unique): {line}"
     );
     drop(file);

@@ -338,7 +338,7 @@ impl MountOptions {
 mod tests {
     use std::ffi::OsString;
 
-    use clap::{CommandFactory, Parser};
+    use clap::CommandFactory;
 
     use super::*;
     use crate::cli::{helper, Cli, Command};
