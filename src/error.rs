@@ -1,5 +1,6 @@
-//! Errors raised by remote clients. Each variant knows the errno it becomes at the FUSE boundary, so
-//! the layers above never guess from message text.
+//! Errors raised by remote clients. Each variant says what happened precisely enough that the
+//! layers above never guess from message text: the core turns it into a kind of filesystem error
+//! ([`crate::vfs::FsErrorKind`]), and the FUSE edge chooses the errno ([`crate::fuse::errno_of`]).
 
 use std::time::Duration;
 
@@ -87,29 +88,6 @@ pub enum RemoteError {
 }
 
 impl RemoteError {
-    /// The errno a filesystem caller should see for this error.
-    pub fn errno(&self) -> i32 {
-        match self {
-            RemoteError::NotFound => libc::ENOENT,
-            RemoteError::Unauthorized(_) | RemoteError::Forbidden(_) => libc::EACCES,
-            RemoteError::VersionChanged => libc::ESTALE,
-            RemoteError::PreconditionFailed => libc::ESTALE,
-            RemoteError::AlreadyExists => libc::EEXIST,
-            RemoteError::Throttled { .. } => libc::EAGAIN,
-            RemoteError::Timeout(_) => libc::ETIMEDOUT,
-            RemoteError::Connect(_) => libc::EHOSTUNREACH,
-            RemoteError::ConnectionLost(_) | RemoteError::Tls(_) => libc::EIO,
-            RemoteError::InsufficientStorage => libc::ENOSPC,
-            RemoteError::Locked => libc::EBUSY,
-            RemoteError::NotEmpty => libc::ENOTEMPTY,
-            RemoteError::TooLarge => libc::EFBIG,
-            RemoteError::Http { .. } | RemoteError::Protocol(_) | RemoteError::LocalFile(_) => libc::EIO,
-            RemoteError::Unsupported(_) => libc::ENOTSUP,
-            RemoteError::InvalidName(_) => libc::EINVAL,
-            RemoteError::NameTooLong(_) => libc::ENAMETOOLONG,
-        }
-    }
-
     /// Whether retrying the same request later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {

@@ -4,10 +4,9 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use cloudmount::cli::daemon::{fork_daemon, stderr_is_journal, Forked, Readiness};
 use cloudmount::cli::notify::Notifier;
-use cloudmount::cli::{helper, install, run, Cli, Command, LoginTarget, MountArgs};
+use cloudmount::cli::{helper, install, plan, run, status, unmount, Cli, Command, LoginTarget, MountArgs};
 
 /// A journald line: `<priority>target: message fields`, no timestamp (the journal adds one).
 struct JournaldFormat;
@@ -30,7 +29,19 @@ where
             tracing::Level::INFO => 6,
             _ => 7,
         };
-        write!(writer, "<{priority}>{}: ", event.metadata().target())?;
+        write!(writer, "<{priority}>")?;
+        // The spans in force (a FUSE request's op, inode, handle and pid), as fmt's own format
+        // shows them.
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                let ext = span.extensions();
+                match ext.get::<tracing_subscriber::fmt::FormattedFields<N>>() {
+                    Some(fields) if !fields.is_empty() => write!(writer, "{}{{{fields}}}: ", span.name())?,
+                    _ => write!(writer, "{}: ", span.name())?,
+                }
+            }
+        }
+        write!(writer, "{}: ", event.metadata().target())?;
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
     }
@@ -61,17 +72,18 @@ fn init_logging(verbose: u8) {
 /// `cloudmount mount` (also reached through the helper forms): returns once the mount is live,
 /// with 0, or with a message and non-zero.
 fn mount(args: MountArgs, verbose: u8, notifier: Notifier) -> ExitCode {
-    let plan = match run::plan(&args) {
+    let plan = match plan::plan(&args) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("cloudmount: {e:#}");
             return ExitCode::from(2);
         }
     };
-    let readiness = if args.foreground {
+    let foreground = plan.options.foreground;
+    let readiness = if foreground {
         Readiness::foreground(notifier)
     } else {
-        let keep_stderr = args.log_file.is_none() && stderr_is_journal();
+        let keep_stderr = plan.options.log_file.is_none() && stderr_is_journal();
         match fork_daemon(&plan.log_file, keep_stderr, notifier) {
             Ok(Forked::Parent(code)) => return ExitCode::from(code as u8),
             Ok(Forked::Child(r)) => r,
@@ -86,7 +98,7 @@ fn mount(args: MountArgs, verbose: u8, notifier: Notifier) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
-            if args.foreground {
+            if foreground {
                 eprintln!("cloudmount: {e:#}");
             }
             ExitCode::FAILURE
@@ -114,7 +126,7 @@ fn main() -> ExitCode {
         }
         if m.fake {
             // -f: check what can be checked without mounting.
-            return match run::plan(&m.args) {
+            return match plan::plan(&m.args) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("cloudmount: {e:#}");
@@ -124,14 +136,14 @@ fn main() -> ExitCode {
         }
         return mount(m.args, m.verbose, notifier);
     }
-    let cli = Cli::parse_from(argv);
+    let cli = Cli::try_parse_args(argv).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Mount(args) => mount(args, cli.verbose, notifier),
         Command::Unmount {
             mountpoint, no_wait, ..
         } => {
             init_logging(cli.verbose);
-            match run::unmount(&mountpoint, no_wait) {
+            match unmount::unmount(&mountpoint, no_wait) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("cloudmount: {e:#}");
@@ -159,7 +171,7 @@ fn main() -> ExitCode {
             watch: true,
             state_dir,
             ..
-        } => match run::status_watch(mountpoint.as_deref(), state_dir.as_deref()) {
+        } => match status::status_watch(mountpoint.as_deref(), state_dir.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("cloudmount: {e:#}");
@@ -171,7 +183,7 @@ fn main() -> ExitCode {
             json,
             state_dir,
             ..
-        } => match run::status(mountpoint.as_deref(), state_dir.as_deref(), json) {
+        } => match status::status(mountpoint.as_deref(), state_dir.as_deref(), json) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS

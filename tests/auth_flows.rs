@@ -1,6 +1,7 @@
 //! The OAuth flows, the token store and the refreshing token source against the fake Graph and
 //! identity server, over HTTP. Waits are on conditions with generous timeouts (a loaded 2-core box).
 
+use cloudmount::fuse::ToErrno;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};

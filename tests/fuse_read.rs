@@ -471,6 +471,40 @@ fn a_4k_read_at_48_mib_downloads_at_most_4_mib() {
     m.unmount();
 }
 
+/// A log line written deep in the core (here: a file deleted on the server while open keeps its attributes) carries
+/// the span of the FUSE request it serves: the operation, the inode, the handle and the process.
+#[test]
+fn core_log_lines_carry_the_request_they_serve() {
+    use std::os::unix::fs::MetadataExt;
+    let server = DavServer::start();
+    put_file(server.root(), "vanishing.txt", b"soon gone");
+    let m = Mount::start_with_env(&server.url(), &["--ttl", "0"], &[("RUST_LOG", "cloudmount=debug")]);
+    let path = m.path().join("vanishing.txt");
+    let file = within(QUICK, "open", move || File::open(path)).expect("open vanishing.txt on the mount");
+    let file = std::sync::Arc::new(file);
+    let f = file.clone();
+    let ino = within(QUICK, "fstat", move || f.metadata()).expect("fstat").ino();
+    fs::remove_file(server.root().join("vanishing.txt")).unwrap();
+    let said = "gone from the server while open";
+    eventually(QUICK, "the core says the open file is gone from the server", || {
+        let f = file.clone();
+        within(QUICK, "fstat", move || f.metadata()).expect("fstat of an open file gone from the server");
+        m.log().contains(said)
+    });
+    let log = m.log();
+    let line = log.lines().find(|l| l.contains(said)).unwrap();
+    let ino_field = format!("ino={ino}");
+    assert!(
+        line.contains("op=getattr")
+            && line.contains("pid=")
+            && line.contains("unique=")
+            && line.split([' ', '}', '{']).any(|w| w == ino_field),
+        "the core's line lacks the request's span (op=getattr, {ino_field}, pid, unique): {line}"
+    );
+    drop(file);
+    m.unmount();
+}
+
 /// Block files in a disk cache folder.
 fn block_files(dir: &Path) -> usize {
     let Ok(items) = fs::read_dir(dir.join("blocks")) else {

@@ -1,5 +1,6 @@
 //! The Graph remote against the in-repo fake Graph server over real HTTP.
 
+use cloudmount::fuse::ToErrno;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

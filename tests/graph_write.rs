@@ -1,6 +1,7 @@
 //! Graph writes against the in-repo fake Graph server over real HTTP: uploads (simple PUT and
 //! resumable sessions), preconditions, errors, names, folders, moves, deletes and times.
 
+use cloudmount::fuse::ToErrno;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

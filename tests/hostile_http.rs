@@ -7,6 +7,7 @@
 
 mod common;
 
+use cloudmount::fuse::ToErrno;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -1,6 +1,7 @@
 //! The filesystem core driven directly (no FUSE) against the in-memory remote: correctness of
 //! lookups, listings, reads and cache behaviour, and what the remote is asked for.
 
+use cloudmount::fuse::ToErrno;
 use std::ffi::OsStr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -3,6 +3,7 @@
 //! zero the core must always show exactly what the remote holds: same names, kinds, sizes and
 //! bytes, at any offset.
 
+use cloudmount::fuse::ToErrno;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! The write path of the filesystem core, driven directly (no FUSE) against the in-memory remote:
 //! what a writer is promised (close, fsync) and what the server ends up holding.
 
+use cloudmount::fuse::ToErrno;
 use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::Duration;

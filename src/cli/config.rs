@@ -13,6 +13,9 @@
 //! tenant = "common"                    # client credentials need a real tenant
 //! # client_id, login_url, graph_url (national clouds, test servers), scopes,
 //! # drive_id | drive_user | sharepoint (+ library), client_secret_file | client_secret_env
+//!
+//! [remotes.work.mount]                 # mount options, named as the flags (under those given)
+//! cache_size = 512
 //! ```
 //!
 //! Secrets may sit in this file (then keep it 0600) or come from a command; they are never logged.
@@ -69,7 +72,7 @@ pub enum RemoteKind {
 }
 
 /// One `[remotes.NAME]` table.
-#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteConfig {
     /// The kind of server.
@@ -127,6 +130,12 @@ pub struct RemoteConfig {
     /// `Sites.Read.All` for a SharePoint site).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
+    /// Mount options of this remote (`[remotes.NAME.mount]`), by the names of the command line's
+    /// flags (`cache_size = 512`, `ttl = 60`, `umask = "027"`); a flag given on the command line
+    /// wins, and what neither gives is [`super::options::DEFAULTS`]'s. Checked when the file is
+    /// read ([`super::MountOptions::from_config`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<toml::Table>,
 }
 
 impl std::fmt::Debug for RemoteConfig {
@@ -150,6 +159,7 @@ impl std::fmt::Debug for RemoteConfig {
             .field("sharepoint", &self.sharepoint)
             .field("library", &self.library)
             .field("scopes", &self.scopes)
+            .field("mount", &self.mount)
             .finish()
     }
 }
@@ -218,11 +228,16 @@ impl RemoteConfig {
             sharepoint: None,
             library: None,
             scopes: None,
+            mount: None,
         }
     }
 
     /// Check that the settings fit the remote's type; `name` is for messages.
     pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        if let Some(table) = &self.mount {
+            super::MountOptions::from_config(table)
+                .map_err(|e| ConfigError::Invalid(name.into(), format!("in its mount options: {e}")))?;
+        }
         match self.kind {
             RemoteKind::Webdav => {
                 let invalid = |m: String| Err(ConfigError::Invalid(name.into(), m));

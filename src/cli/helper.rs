@@ -199,8 +199,7 @@ fn split_options(s: &str) -> impl Iterator<Item = String> + '_ {
 
 impl Cli {
     fn try_parse_from_args(argv: Vec<OsString>) -> Result<Cli, String> {
-        use clap::Parser;
-        Cli::try_parse_from(argv).map_err(|e| {
+        Cli::try_parse_args(argv).map_err(|e| {
             // clap's rendering ends with a usage hint for the long flags; keep the first line.
             e.to_string().lines().next().unwrap_or("invalid option").to_string()
         })
@@ -210,6 +209,7 @@ impl Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::Umask;
 
     fn argv(a: &[&str]) -> Vec<OsString> {
         a.iter().map(OsString::from).collect()
@@ -242,19 +242,19 @@ mod tests {
             "-v",
         ]))
         .unwrap();
-        let a = m.args;
+        let (a, o) = (&m.args, &m.args.options);
         assert_eq!(a.remote, "work");
         assert_eq!(a.mountpoint, Path::new("/mnt/work"));
-        assert!(a.allow_other && a.read_only && !a.foreground);
+        assert!(o.allow_other && o.read_only && !o.foreground);
         assert_eq!(
-            (a.cache_size, a.uid, a.gid, a.umask),
-            (64, Some(1000), Some(100), 0o027)
+            (o.cache_size, o.uid, o.gid, o.umask),
+            (64, Some(1000), Some(100), Umask(0o027))
         );
-        assert_eq!(a.poll_interval, 30.0);
+        assert_eq!(o.poll_interval, 30.0);
         assert_eq!(a.config.as_deref(), Some(Path::new("/etc/c.toml")));
-        assert_eq!(a.disk_cache_size, 2048);
-        assert_eq!(a.disk_cache_dir.as_deref(), Some(Path::new("/var/cache/work-blocks")));
-        assert_eq!(a.disk_cache_min_free, 10.0);
+        assert_eq!(o.disk_cache_size, 2048);
+        assert_eq!(o.disk_cache_dir.as_deref(), Some(Path::new("/var/cache/work-blocks")));
+        assert_eq!(o.disk_cache_min_free, 10.0);
         assert_eq!((m.fake, m.verbose), (false, 1));
 
         let m = parse(&argv(&[
@@ -286,9 +286,9 @@ mod tests {
         .unwrap();
         assert!(m.fake);
         assert_eq!(m.args.remote, "http://h/");
-        assert_eq!(m.args.wait_online, 30.0);
+        assert_eq!(m.args.options.wait_online, 30.0);
         let m = parse(&argv(&["cloudmount", "h", "/m", "-o", "x-cloudmount.wait-online=5"])).unwrap();
-        assert_eq!(m.args.wait_online, 5.0);
+        assert_eq!(m.args.options.wait_online, 5.0);
     }
 
     #[test]

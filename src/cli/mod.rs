@@ -2,19 +2,27 @@
 //! for people: they say what failed and what to do.
 
 pub mod config;
+mod connect;
 pub mod daemon;
 pub mod helper;
 pub mod install;
 pub mod login;
 pub mod notify;
+pub mod options;
+pub mod plan;
 pub mod progress;
 pub mod registry;
+pub mod resolve;
 pub mod run;
 pub mod state;
+pub mod status;
+pub mod unmount;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+pub use options::{MountOptions, NegativeTtl, Umask};
 
 /// cloudmount: mount OneDrive and WebDAV drives as a folder.
 #[derive(Debug, Parser)]
@@ -112,14 +120,6 @@ pub fn shell_quote(s: &str) -> String {
     }
 }
 
-/// Parses an octal umask such as `022` or `0027`.
-pub fn parse_umask(s: &str) -> Result<u16, String> {
-    match u16::from_str_radix(s.trim_start_matches("0o"), 8) {
-        Ok(v) if v <= 0o777 => Ok(v),
-        _ => Err(format!("{s:?} is not an octal umask between 000 and 777")),
-    }
-}
-
 /// What `cloudmount login` signs in.
 #[derive(Debug, Subcommand)]
 pub enum LoginTarget {
@@ -197,25 +197,6 @@ pub mod heading {
     pub const DAEMON: &str = "Daemon and logs";
 }
 
-/// `--negative-ttl`: seconds, or `ttl` to follow `--ttl`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum NegativeTtl {
-    /// As long as `--ttl`.
-    FollowTtl,
-    /// This many seconds.
-    Secs(f64),
-}
-
-/// Parses `ttl` or a number of seconds.
-pub fn parse_negative_ttl(s: &str) -> Result<NegativeTtl, String> {
-    if s == "ttl" {
-        return Ok(NegativeTtl::FollowTtl);
-    }
-    s.parse::<f64>()
-        .map(NegativeTtl::Secs)
-        .map_err(|_| format!("{s:?} is neither a number of seconds nor `ttl`"))
-}
-
 /// Arguments of `cloudmount mount`.
 #[derive(Debug, Clone, Args)]
 pub struct MountArgs {
@@ -226,76 +207,6 @@ pub struct MountArgs {
     /// The config file naming the remotes [default: $XDG_CONFIG_HOME/cloudmount/config.toml].
     #[arg(long, value_name = "PATH", help_heading = heading::COMMON)]
     pub config: Option<PathBuf>,
-    /// Refuse every change with EROFS.
-    #[arg(long, help_heading = heading::COMMON)]
-    pub read_only: bool,
-    /// Let other users access the mount (non-root needs user_allow_other in /etc/fuse.conf). The
-    /// kernel still checks --uid, --gid and --umask for them.
-    #[arg(long, help_heading = heading::COMMON)]
-    pub allow_other: bool,
-    /// Owner shown for every file and folder [default: the user who mounts].
-    #[arg(long, value_name = "UID", help_heading = heading::COMMON)]
-    pub uid: Option<u32>,
-    /// Group shown for every file and folder [default: the group of the user who mounts].
-    #[arg(long, value_name = "GID", help_heading = heading::COMMON)]
-    pub gid: Option<u32>,
-    /// Permission bits taken away from files (0666) and folders (0777), in octal.
-    #[arg(long, value_name = "OCTAL", default_value = "022", value_parser = parse_umask, help_heading = heading::COMMON)]
-    pub umask: u16,
-    /// How long attributes and folder listings are trusted before asking the server again.
-    #[arg(long, value_name = "SECS", default_value_t = 5.0, help_heading = heading::COMMON)]
-    pub ttl: f64,
-    /// How long a missing name is remembered as missing, in seconds (`ttl`: as long as --ttl).
-    #[arg(long, value_name = "SECS", default_value = "ttl", value_parser = parse_negative_ttl, help_heading = heading::COMMON)]
-    pub negative_ttl: NegativeTtl,
-    /// How often to look for changes made elsewhere, in seconds. OneDrive: a delta round; WebDAV:
-    /// the folders the mount has listed are listed again (on Nextcloud/ownCloud only when the
-    /// root's ETag moved). Changed files and names are invalidated in the kernel, so --ttl may be
-    /// long.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0, help_heading = heading::COMMON)]
-    pub poll_interval: f64,
-    /// Deadline of one network operation, retries included: past it the caller gets an error.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0, help_heading = heading::COMMON)]
-    pub timeout: f64,
-    /// A PEM file of CA certificates to trust besides the system's, for a server whose certificate
-    /// comes from a private CA or is self-signed (overrides the remote's `ca_cert` in the config).
-    #[arg(long, value_name = "FILE", help_heading = heading::COMMON)]
-    pub ca_cert: Option<PathBuf>,
-    /// When the server cannot be reached at mount time (no network yet at boot), keep trying for
-    /// this long before failing (mount option wait_online=SECS). 0: fail at once.
-    #[arg(long, value_name = "SECS", default_value_t = 0.0, help_heading = heading::COMMON)]
-    pub wait_online: f64,
-    /// Memory cap of the block cache, in MiB.
-    #[arg(long, value_name = "MiB", default_value_t = 128, help_heading = heading::CACHE)]
-    pub cache_size: u64,
-    /// Cap of the on-disk block cache, in MiB (0: no disk cache). Blocks downloaded once are
-    /// read from local disk afterwards, also by the next mount of the same remote.
-    #[arg(long, value_name = "MiB", default_value_t = 1024, help_heading = heading::CACHE)]
-    pub disk_cache_size: u64,
-    /// Folder of the disk cache, used by one mount at a time [default: a folder per remote under
-    /// $XDG_CACHE_HOME/cloudmount/blocks, or /var/cache/cloudmount/blocks for root].
-    #[arg(long, value_name = "DIR", help_heading = heading::CACHE)]
-    pub disk_cache_dir: Option<PathBuf>,
-    /// Share of the disk cache's filesystem left free, in percent: no block is stored that would
-    /// leave less.
-    #[arg(long, value_name = "PERCENT", default_value_t = 5.0, help_heading = heading::CACHE)]
-    pub disk_cache_min_free: f64,
-    /// Size of one cached block (and of one ranged download), in KiB.
-    #[arg(long, value_name = "KiB", default_value_t = 1024, help_heading = heading::CACHE)]
-    pub block_size: u64,
-    /// How far ahead sequential reads prefetch, in MiB.
-    #[arg(long, value_name = "MiB", default_value_t = 32, help_heading = heading::CACHE)]
-    pub prefetch: u64,
-    /// Where upload journals and staged content live; a second mount of a remote that is already
-    /// mounted needs one of its own [default: $XDG_STATE_HOME/cloudmount].
-    #[arg(long, value_name = "PATH", help_heading = heading::UPLOADS)]
-    pub state_dir: Option<PathBuf>,
-    /// Uploads running at once.
-    #[arg(long, value_name = "N", default_value_t = 4, help_heading = heading::UPLOADS)]
-    pub uploads: usize,
-    /// Free space the state disk must keep; writes that would eat into it get ENOSPC.
-    #[arg(long, value_name = "MiB", default_value_t = 256, help_heading = heading::UPLOADS)]
-    pub min_free: u64,
     /// User for HTTP Basic auth (overrides the config). For a OneDrive user's drive, see
     /// --drive-user.
     #[arg(long, help_heading = heading::WEBDAV)]
@@ -317,11 +228,32 @@ pub struct MountArgs {
     /// The document library of --sharepoint [default: the site's default library].
     #[arg(long, value_name = "NAME", requires = "sharepoint", help_heading = heading::ONEDRIVE)]
     pub library: Option<String>,
-    /// Stay attached to the terminal and log to stderr.
-    #[arg(long, help_heading = heading::DAEMON)]
-    pub foreground: bool,
-    /// Where the daemon logs when not in the foreground [default: a file per mountpoint under
-    /// $XDG_CACHE_HOME/cloudmount/logs; the journal when started by systemd].
-    #[arg(long, value_name = "PATH", help_heading = heading::DAEMON)]
-    pub log_file: Option<PathBuf>,
+    /// Every setting of the mount, with its default.
+    #[command(flatten)]
+    pub options: MountOptions,
+    /// The options given on the command line (or as mount helper `-o` options), by field name:
+    /// they win over the remote's `[remotes.NAME.mount]` in the config file.
+    #[arg(skip)]
+    pub given: Vec<String>,
+}
+
+impl Cli {
+    /// Parse `argv`, noting which mount options it gave (see [`MountArgs::given`]).
+    pub fn try_parse_args<I, T>(argv: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().try_get_matches_from(argv)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        if let (Command::Mount(args), Some(sub)) = (&mut cli.command, matches.subcommand_matches("mount")) {
+            args.given = sub
+                .ids()
+                .filter(|id| sub.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine))
+                .map(|id| id.as_str().to_string())
+                .collect();
+        }
+        Ok(cli)
+    }
 }

@@ -3,6 +3,7 @@
 //! makes no decisions of its own beyond the mapping of types and errnos.
 
 use std::ffi::OsStr;
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -13,9 +14,11 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
+use tracing::{Instrument, Span};
 
+use super::errno::{errno_of, is_expected};
 use crate::remote::EntryKind;
-use crate::vfs::{Attr, DriveFs, FsError};
+use crate::vfs::{Attr, DriveFs, FsError, FsErrorKind};
 
 /// The fuser `Filesystem` over a [`DriveFs`].
 pub struct FuseAdapter {
@@ -31,17 +34,50 @@ impl FuseAdapter {
 }
 
 fn errno(e: &FsError) -> Errno {
-    Errno::from_i32(e.errno())
+    Errno::from_i32(errno_of(e))
 }
 
-/// Log an error at a level that fits it (a missing name is routine) and turn it into an errno.
-fn failed(op: &str, e: FsError) -> Errno {
-    if e.is_not_found() {
-        tracing::trace!(op, error = %e, "failed");
-    } else {
-        tracing::warn!(op, errno = e.errno(), error = %e, "failed");
+/// The span of one kernel request, entered by whatever serves it (the task it is handed to, or
+/// the event loop for what is answered at once), so every log line of the core and the remote
+/// below says which operation, inode, handle and process it was for. At WARN level, so it is
+/// there whenever a warning is.
+fn request_span(op: &'static str, req: &Request, ino: u64, fh: Option<u64>) -> Span {
+    let span = tracing::warn_span!(
+        "fuse",
+        op = %op,
+        unique = req.unique().0,
+        ino,
+        fh = tracing::field::Empty,
+        pid = req.pid()
+    );
+    if let Some(fh) = fh {
+        span.record("fh", fh);
     }
-    errno(&e)
+    span
+}
+
+/// `e` and every error under it, outermost first: `context: cause: root cause`.
+fn cause_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Log an error once, in the request's span, at a level that fits it (expected answers at debug,
+/// failures at warn with their causes), and turn it into the errno the kernel gets.
+fn failed(e: FsError) -> Errno {
+    let errno = errno_of(&e);
+    if is_expected(&e) {
+        tracing::debug!(errno, error = %cause_chain(&e), "failed");
+    } else {
+        tracing::warn!(errno, error = %cause_chain(&e), "failed");
+    }
+    Errno::from_i32(errno)
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
@@ -82,13 +118,18 @@ fn file_type(kind: EntryKind) -> FileType {
 }
 
 impl FuseAdapter {
+    /// Serve a request on the runtime, inside its span.
+    fn spawn(&self, span: Span, work: impl Future<Output = ()> + Send + 'static) {
+        self.rt.spawn(work.instrument(span));
+    }
+
     /// Answer an operation no remote can honour: EROFS on a read-only mount, else `unsupported`.
-    fn refuse(&self, op: &str, unsupported: Errno) -> Errno {
+    fn refuse(&self, unsupported: Errno) -> Errno {
         let e = match self.fs.check_writable() {
             Err(e) => errno(&e),
             Ok(()) => unsupported,
         };
-        tracing::debug!(op, ?e, "refused");
+        tracing::debug!(?e, "refused");
         e
     }
 }
@@ -112,9 +153,10 @@ impl Filesystem for FuseAdapter {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let span = request_span("lookup", req, parent.0, None);
         let (fs, name) = (self.fs.clone(), name.to_owned());
-        self.rt.spawn(async move {
+        self.spawn(span, async move {
             match fs.lookup(parent.0, &name).await {
                 Ok(l) => reply.entry(&l.ttl, &file_attr(&l.attr), Generation(0)),
                 // A negative entry: the kernel remembers the name is missing for the TTL.
@@ -133,7 +175,7 @@ impl Filesystem for FuseAdapter {
                     attr.ino = INodeNo(0);
                     reply.entry_with_ttls(&Duration::ZERO, &ttl, &attr, Generation(0))
                 }
-                Err(e) => reply.error(failed("lookup", e)),
+                Err(e) => reply.error(failed(e)),
             }
         });
     }
@@ -142,19 +184,20 @@ impl Filesystem for FuseAdapter {
         self.fs.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let span = request_span("getattr", req, ino.0, fh.map(|f| f.0));
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        self.spawn(span, async move {
             match fs.getattr(ino.0).await {
                 Ok((attr, ttl)) => reply.attr(&ttl, &file_attr(&attr)),
-                Err(e) => reply.error(failed("getattr", e)),
+                Err(e) => reply.error(failed(e)),
             }
         });
     }
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -170,8 +213,9 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let span = request_span("setattr", req, ino.0, fh.map(|f| f.0));
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        self.spawn(span, async move {
             let result = async {
                 if mode.is_some() || uid.is_some() || gid.is_some() {
                     fs.check_writable()?;
@@ -183,7 +227,7 @@ impl Filesystem for FuseAdapter {
                     let same_owner = uid.is_none_or(|u| u == current.uid) && gid.is_none_or(|g| g == current.gid);
                     if !(same_mode && same_owner) {
                         return Err(FsError::new(
-                            libc::EPERM,
+                            FsErrorKind::NotPermitted,
                             "owners and modes cannot be kept on this remote",
                         ));
                     }
@@ -208,14 +252,14 @@ impl Filesystem for FuseAdapter {
             .await;
             match result {
                 Ok((attr, ttl)) => reply.attr(&ttl, &file_attr(&attr)),
-                Err(e) => reply.error(failed("setattr", e)),
+                Err(e) => reply.error(failed(e)),
             }
         });
     }
 
     fn mknod(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -223,12 +267,13 @@ impl Filesystem for FuseAdapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
+        let span = request_span("mknod", req, parent.0, None);
         if mode & libc::S_IFMT != libc::S_IFREG {
             // Devices, fifos and sockets cannot exist on a remote drive.
-            return reply.error(self.refuse("mknod", Errno::EPERM));
+            return reply.error(span.in_scope(|| self.refuse(Errno::EPERM)));
         }
         let (fs, name) = (self.fs.clone(), name.to_owned());
-        self.rt.spawn(async move {
+        self.spawn(span, async move {
             let made = async {
                 let (looked, opened) = fs.create(parent.0, &name, libc::O_WRONLY | libc::O_EXCL).await?;
                 fs.release(opened.fh).await?;
@@ -237,49 +282,53 @@ impl Filesystem for FuseAdapter {
             .await;
             match made {
                 Ok(l) => reply.entry(&l.ttl, &file_attr(&l.attr), Generation(0)),
-                Err(e) => reply.error(failed("mknod", e)),
+                Err(e) => reply.error(failed(e)),
             }
         });
     }
 
-    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+        let span = request_span("mkdir", req, parent.0, None);
         let (fs, name) = (self.fs.clone(), name.to_owned());
-        self.rt.spawn(async move {
+        self.spawn(span, async move {
             match fs.mkdir(parent.0, &name).await {
                 Ok(l) => reply.entry(&l.ttl, &file_attr(&l.attr), Generation(0)),
-                Err(e) => reply.error(failed("mkdir", e)),
+                Err(e) => reply.error(failed(e)),
             }
         });
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let span = request_span("unlink", req, parent.0, None);
         let (fs, name) = (self.fs.clone(), name.to_owned());
-        self.rt.spawn(async move {
+        self.spawn(span, async move {
             match fs.unlink(parent.0, &name).await {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(failed("unlink", e)),
+                Err(e) => reply.error(failed(e)),
             }
         });
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let span = request_span("rmdir", req, parent.0, None);
         let (fs, name) = (self.fs.clone(), name.to_owned());
-        self.rt.spawn(async move {
+        self.spawn(span, async move {
             match fs.rmdir(parent.0, &name).await {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(failed("rmdir", e)),
+                Err(e) => reply.error(failed(e)),
             }
         });
     }
 
-    fn symlink(&self, _req: &Request, _parent: INodeNo, _link_name: &OsStr, _target: &Path, reply: ReplyEntry) {
+    fn symlink(&self, req: &Request, parent: INodeNo, _link_name: &OsStr, _target: &Path, reply: ReplyEntry) {
+        let span = request_span("symlink", req, parent.0, None);
         // symlink(2): EPERM when the filesystem does not support symbolic links.
-        reply.error(self.refuse("symlink", Errno::EPERM));
+        reply.error(span.in_scope(|| self.refuse(Errno::EPERM)));
     }
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -287,28 +336,31 @@ impl Filesystem for FuseAdapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let span = request_span("rename", req, parent.0, None);
         if flags.contains(RenameFlags::RENAME_EXCHANGE) || flags.contains(RenameFlags::RENAME_WHITEOUT) {
             // No remote can swap two items atomically.
             return reply.error(Errno::EINVAL);
         }
         let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         let (fs, name, newname) = (self.fs.clone(), name.to_owned(), newname.to_owned());
-        self.rt.spawn(async move {
+        self.spawn(span, async move {
             match fs.rename(parent.0, &name, newparent.0, &newname, noreplace).await {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(failed("rename", e)),
+                Err(e) => reply.error(failed(e)),
             }
         });
     }
 
-    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+    fn link(&self, req: &Request, ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+        let span = request_span("link", req, ino.0, None);
         // link(2): EPERM when the filesystem does not support hard links.
-        reply.error(self.refuse("link", Errno::EPERM));
+        reply.error(span.in_scope(|| self.refuse(Errno::EPERM)));
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let span = request_span("open", req, ino.0, None);
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        self.spawn(span, async move {
             match fs.open(ino.0, flags.0).await {
                 Ok(o) => {
                     let f = if o.keep_cache {
@@ -318,15 +370,15 @@ impl Filesystem for FuseAdapter {
                     };
                     reply.opened(FileHandle(o.fh), f)
                 }
-                Err(e) => reply.error(failed("open", e)),
+                Err(e) => reply.error(failed(e)),
             }
         });
     }
 
     fn read(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -334,26 +386,27 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        if let Some(done) = self.fs.try_read_now(fh.0, offset, size) {
+        let span = request_span("read", req, ino.0, Some(fh.0));
+        if let Some(done) = span.in_scope(|| self.fs.try_read_now(fh.0, offset, size)) {
             match done {
                 Ok(data) => reply.data(&data),
-                Err(e) => reply.error(failed("read", e)),
+                Err(e) => reply.error(span.in_scope(|| failed(e))),
             }
             return;
         }
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        self.spawn(span, async move {
             match fs.read(fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
-                Err(e) => reply.error(failed("read", e)),
+                Err(e) => reply.error(failed(e)),
             }
         });
     }
 
     fn write(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -362,6 +415,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let span = request_span("write", req, ino.0, Some(fh.0));
         // O_APPEND writes go at the end of the file as the core holds it. The kernel places them
         // at the size it last heard of, which is stale when the open took a version another
         // machine wrote within the TTL.
@@ -369,82 +423,90 @@ impl Filesystem for FuseAdapter {
             0 => offset,
             _ => self.fs.end_of_file(fh.0).unwrap_or(offset),
         };
-        if let Some(done) = self.fs.try_write_now(fh.0, offset, data) {
+        if let Some(done) = span.in_scope(|| self.fs.try_write_now(fh.0, offset, data)) {
             match done {
                 Ok(n) => reply.written(n),
-                Err(e) => reply.error(failed("write", e)),
+                Err(e) => reply.error(span.in_scope(|| failed(e))),
             }
             return;
         }
         let (fs, data) = (self.fs.clone(), data.to_vec());
-        self.rt.spawn(async move {
+        self.spawn(span, async move {
             match fs.write(fh.0, offset, &data).await {
                 Ok(n) => reply.written(n),
-                Err(e) => reply.error(failed("write", e)),
+                Err(e) => reply.error(failed(e)),
             }
         });
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        let span = request_span("flush", req, ino.0, Some(fh.0));
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        self.spawn(span, async move {
             match fs.flush(fh.0).await {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(failed("flush", e)),
+                Err(e) => reply.error(failed(e)),
             }
         });
     }
 
     fn release(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let span = request_span("release", req, ino.0, Some(fh.0));
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        self.spawn(span, async move {
             match fs.release(fh.0).await {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(failed("release", e)),
+                Err(e) => reply.error(failed(e)),
             }
         });
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(&self, req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let span = request_span("fsync", req, ino.0, Some(fh.0));
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        self.spawn(span, async move {
             match fs.fsync(fh.0).await {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(failed("fsync", e)),
+                Err(e) => reply.error(failed(e)),
             }
         });
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let span = request_span("opendir", req, ino.0, None);
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        self.spawn(span, async move {
             match fs.opendir(ino.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Err(e) => reply.error(failed("opendir", e)),
+                Err(e) => reply.error(failed(e)),
             }
         });
     }
 
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let span = request_span("readdir", req, ino.0, Some(fh.0));
+        let _entered = span.enter();
         let result = self.fs.readdir(fh.0, offset, |item| {
             reply.add(INodeNo(item.ino), item.next_offset, file_type(item.kind), item.name)
         });
         match result {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(failed("readdir", e)),
+            Err(e) => reply.error(failed(e)),
         }
     }
 
-    fn readdirplus(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let span = request_span("readdirplus", req, ino.0, Some(fh.0));
+        let _entered = span.enter();
         let result = self.fs.readdirplus(fh.0, offset, |item, attr, ttl| {
             reply.add(
                 INodeNo(item.ino),
@@ -457,7 +519,7 @@ impl Filesystem for FuseAdapter {
         });
         match result {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(failed("readdirplus", e)),
+            Err(e) => reply.error(failed(e)),
         }
     }
 
@@ -466,14 +528,15 @@ impl Filesystem for FuseAdapter {
         reply.ok();
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        let span = request_span("statfs", req, ino.0, None);
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        self.spawn(span, async move {
             match fs.statfs().await {
                 Ok(s) => reply.statfs(
                     s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
                 ),
-                Err(e) => reply.error(failed("statfs", e)),
+                Err(e) => reply.error(failed(e)),
             }
         });
     }
@@ -494,24 +557,26 @@ impl Filesystem for FuseAdapter {
 
     fn setxattr(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         _name: &OsStr,
         _value: &[u8],
         _flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(self.refuse("xattr", Errno::ENOTSUP));
+        let span = request_span("setxattr", req, ino.0, None);
+        reply.error(span.in_scope(|| self.refuse(Errno::ENOTSUP)));
     }
 
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(self.refuse("xattr", Errno::ENOTSUP));
+    fn removexattr(&self, req: &Request, ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        let span = request_span("removexattr", req, ino.0, None);
+        reply.error(span.in_scope(|| self.refuse(Errno::ENOTSUP)));
     }
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
@@ -519,8 +584,9 @@ impl Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let span = request_span("create", req, parent.0, None);
         let (fs, name) = (self.fs.clone(), name.to_owned());
-        self.rt.spawn(async move {
+        self.spawn(span, async move {
             match fs.create(parent.0, &name, flags).await {
                 Ok((l, o)) => reply.created(
                     &l.ttl,
@@ -529,7 +595,7 @@ impl Filesystem for FuseAdapter {
                     FileHandle(o.fh),
                     FopenFlags::empty(),
                 ),
-                Err(e) => reply.error(failed("create", e)),
+                Err(e) => reply.error(failed(e)),
             }
         });
     }

@@ -2,6 +2,8 @@
 //! fuser.
 
 mod adapter;
+mod errno;
 pub mod session;
 
 pub use adapter::FuseAdapter;
+pub use errno::{errno_of, is_expected, ToErrno};

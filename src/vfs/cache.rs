@@ -317,7 +317,7 @@ mod tests {
 
         let err = cache
             .get_or_fetch(key("b", "1", 0), || async {
-                Err(crate::vfs::FsError::new(libc::EIO, "boom"))
+                Err(crate::vfs::FsError::new(crate::vfs::FsErrorKind::Internal, "boom"))
             })
             .await;
         assert!(err.is_err());

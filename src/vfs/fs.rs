@@ -45,23 +45,42 @@ pub struct FsConfig {
     /// How far ahead a sequential reader may prefetch, in bytes (also kept within a quarter of
     /// the cache, so prefetched blocks are not evicted before they are read).
     pub max_prefetch_bytes: u64,
-    /// Whether the mount refuses every change (`--read-only`, or a remote without writes).
+    /// Whether the mount refuses every change (`--read-only`, or a remote without writes). A core
+    /// whose writes were never enabled ([`DriveFs::enable_writes`]) refuses them too.
     pub read_only: bool,
 }
 
+impl FsConfig {
+    /// How long attributes and listings are trusted, by default (`--ttl`).
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
+    /// Size of one cached block, by default (`--block-size`).
+    pub const DEFAULT_BLOCK_SIZE: u64 = 1 << 20;
+    /// Memory cap of the block cache, by default (`--cache-size`).
+    pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;
+    /// Cap of the disk cache, by default (`--disk-cache-size`; it is used once a folder is given).
+    pub const DEFAULT_DISK_CACHE_BYTES: u64 = 1 << 30;
+    /// Share of the disk cache's filesystem left free, by default (`--disk-cache-min-free`).
+    pub const DEFAULT_DISK_CACHE_MIN_FREE: f64 = super::disk_cache::MIN_FREE_FRACTION;
+    /// How far ahead sequential reads prefetch, by default (`--prefetch`).
+    pub const DEFAULT_PREFETCH_BYTES: u64 = 32 << 20;
+}
+
+/// The core of a mount made with no options (what `cloudmount mount REMOTE DIR` runs, less the
+/// disk cache's folder, which the command line picks per remote): the command line's defaults
+/// are these constants.
 impl Default for FsConfig {
     fn default() -> Self {
         FsConfig {
             ownership: Ownership::current_user(),
-            attr_ttl: Duration::from_secs(5),
-            negative_ttl: Duration::from_secs(5),
-            block_size: 1 << 20,
-            cache_bytes: 128 << 20,
+            attr_ttl: Self::DEFAULT_TTL,
+            negative_ttl: Self::DEFAULT_TTL,
+            block_size: Self::DEFAULT_BLOCK_SIZE,
+            cache_bytes: Self::DEFAULT_CACHE_BYTES,
             disk_cache_dir: None,
-            disk_cache_bytes: 0,
-            disk_cache_min_free: super::disk_cache::MIN_FREE_FRACTION,
-            max_prefetch_bytes: 32 << 20,
-            read_only: true,
+            disk_cache_bytes: Self::DEFAULT_DISK_CACHE_BYTES,
+            disk_cache_min_free: Self::DEFAULT_DISK_CACHE_MIN_FREE,
+            max_prefetch_bytes: Self::DEFAULT_PREFETCH_BYTES,
+            read_only: false,
         }
     }
 }
@@ -150,7 +169,7 @@ impl DriveFs {
     pub async fn new(remote: Arc<dyn Remote>, cfg: FsConfig) -> FsResult<Arc<Self>> {
         let root = remote.root().await?;
         if root.kind != EntryKind::Directory {
-            return Err(fs_err!(libc::ENOTDIR, "the remote's root is not a folder"));
+            return Err(fs_err!(NotADirectory, "the remote's root is not a folder"));
         }
         let inodes = InodeTable::new(root, Instant::now() + cfg.attr_ttl)
             .with_case_insensitive_names(remote.capabilities().case_insensitive_names);
@@ -222,9 +241,9 @@ impl DriveFs {
         let node = self
             .inodes
             .get(ino)
-            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+            .ok_or_else(|| fs_err!(NotFound, "unknown inode {ino}"))?;
         if node.entry.kind != EntryKind::Directory {
-            return Err(fs_err!(libc::ENOTDIR, "inode {ino} is not a folder"));
+            return Err(fs_err!(NotADirectory, "inode {ino} is not a folder"));
         }
         self.show_restored_uploads(&node);
         Ok(node)
@@ -238,13 +257,13 @@ impl DriveFs {
         let epoch = self.inodes.local_epoch();
         let entry = match self.inodes.listed_child(parent, name, now) {
             Some(Some(entry)) => entry,
-            Some(None) => return Err(fs_err!(libc::ENOENT, "{name:?} is not in the listing")),
+            Some(None) => return Err(fs_err!(NotFound, "{name:?} is not in the listing")),
             None => match self.remote.lookup(&dir.entry.id, name).await {
                 Ok(entry) => entry,
                 Err(RemoteError::NotFound) => match self.inodes.known_child(parent, name) {
                     // Our own upload of that name landed while the server was asked.
                     Some(entry) if self.inodes.local_epoch() != epoch => entry,
-                    _ => return Err(fs_err!(libc::ENOENT, "{name:?} not found")),
+                    _ => return Err(fs_err!(NotFound, "{name:?} not found")),
                 },
                 Err(e @ RemoteError::Unauthorized(_)) => match self.inodes.known_child(parent, name) {
                     // Sign-in needed: what we saw before stays usable (cached data stays readable).
@@ -282,7 +301,7 @@ impl DriveFs {
     pub async fn getattr(&self, ino: u64) -> FsResult<(Attr, Duration)> {
         match self.fresh_entry(ino).await {
             Ok(entry) => Ok((self.attr_for(ino, &entry), self.cfg.attr_ttl)),
-            Err(e) if e.errno() == libc::ENOENT && self.files.any(|h| h.ino == ino) => {
+            Err(e) if e.is_not_found() && self.files.any(|h| h.ino == ino) => {
                 let node = self.inodes.get(ino).ok_or(e)?;
                 tracing::debug!(item = %node.entry.id, "gone from the server while open; keeping its attributes");
                 Ok((self.attr_for(ino, &node.entry), self.cfg.attr_ttl))
@@ -304,7 +323,7 @@ impl DriveFs {
         let node = self
             .inodes
             .get(ino)
-            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+            .ok_or_else(|| fs_err!(NotFound, "unknown inode {ino}"))?;
         if node.local.is_some() || Instant::now() < node.attr_valid_until {
             return Ok(node.entry);
         }
@@ -317,7 +336,7 @@ impl DriveFs {
         let node = self
             .inodes
             .get(ino)
-            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+            .ok_or_else(|| fs_err!(NotFound, "unknown inode {ino}"))?;
         if node.local.is_some() {
             return Ok(node.entry);
         }
@@ -327,9 +346,7 @@ impl DriveFs {
     async fn stat_node(&self, ino: u64, node: super::inode::Node) -> FsResult<Entry> {
         let entry = match self.remote.stat(&node.entry.id).await {
             Ok(e) => e,
-            Err(RemoteError::NotFound) => {
-                return Err(fs_err!(libc::ENOENT, "{} is gone from the server", node.entry.id))
-            }
+            Err(RemoteError::NotFound) => return Err(fs_err!(NotFound, "{} is gone from the server", node.entry.id)),
             Err(e @ RemoteError::Unauthorized(_)) => {
                 // Sign-in needed: keep serving what we know; the server is asked again next time.
                 tracing::debug!(item = %node.entry.id, error = %e, "cannot ask the server; using what we saw before");
@@ -339,7 +356,7 @@ impl DriveFs {
         };
         if entry.kind != node.entry.kind {
             return Err(fs_err!(
-                libc::ESTALE,
+                VersionChanged,
                 "{} changed between file and folder",
                 node.entry.id
             ));
@@ -353,7 +370,7 @@ impl DriveFs {
     /// Refuse any change while the mount is read-only (or writes were never enabled).
     pub fn check_writable(&self) -> FsResult<()> {
         if self.cfg.read_only || self.writeback.get().is_none() {
-            Err(fs_err!(libc::EROFS, "the mount is read-only"))
+            Err(fs_err!(ReadOnly, "the mount is read-only"))
         } else {
             Ok(())
         }
@@ -370,7 +387,7 @@ impl DriveFs {
         let follows_local = self.inodes.get(ino).is_some_and(|n| n.local.is_some());
         let entry = self.fresh_entry(ino).await?;
         if entry.kind == EntryKind::Directory {
-            return Err(fs_err!(libc::EISDIR, "inode {ino} is a folder"));
+            return Err(fs_err!(IsADirectory, "inode {ino} is a folder"));
         }
         let tag = content_tag(&entry);
         // The kernel's page cache may hold this version (it is kept only when it is the one
@@ -410,7 +427,7 @@ impl DriveFs {
         let h = self
             .files
             .get(fh)
-            .ok_or_else(|| fs_err!(libc::EBADF, "unknown file handle {fh}"))?;
+            .ok_or_else(|| fs_err!(BadHandle, "unknown file handle {fh}"))?;
         let node = self.inodes.get(h.ino);
         if let Some(local) = node.as_ref().and_then(|n| n.local.clone()) {
             // Content being written or waiting for upload is what every reader sees.
@@ -426,7 +443,7 @@ impl DriveFs {
             // Nothing was served through this handle yet, so moving it to the server's current
             // version still gives the reader one consistent version. (Servers may report another
             // ETag right after a write than the one a read then sees.)
-            Err(e) if e.errno() == libc::ESTALE && !h.served.load(Ordering::Relaxed) => {
+            Err(e) if e.is_version_changed() && !h.served.load(Ordering::Relaxed) => {
                 let entry = self.remote.stat(&h.id).await?;
                 if let Some(up) = self.inodes.refresh(h.ino, entry.clone(), self.valid_until()) {
                     self.drop_replaced(&entry.id, up.replaced_tag, &entry);
@@ -651,7 +668,7 @@ impl DriveFs {
     fn dir_handle(&self, fh: u64) -> FsResult<Arc<DirHandle>> {
         self.dirs
             .get(fh)
-            .ok_or_else(|| fs_err!(libc::EBADF, "unknown folder handle {fh}"))
+            .ok_or_else(|| fs_err!(BadHandle, "unknown folder handle {fh}"))
     }
 
     /// Hand the entries of folder handle `fh` from `offset` on to `add`, which returns `true`
@@ -838,13 +855,13 @@ async fn fetch_block(
                 .await
                 .map_err(|e| match e {
                     RemoteError::VersionChanged => {
-                        fs_err!(libc::ESTALE, "{} changed on the server while open; reopen it", h.id)
+                        fs_err!(VersionChanged, "{} changed on the server while open; reopen it", h.id)
                     }
                     e => FsError::from(e),
                 })?;
             if (data.len() as u64) < len {
                 return Err(fs_err!(
-                    libc::ESTALE,
+                    VersionChanged,
                     "{} is shorter on the server than when opened; reopen it",
                     h.id
                 ));
@@ -861,11 +878,9 @@ async fn fetch_block(
 /// exist (ENOENT); one longer than 255 bytes is ENAMETOOLONG here, before the server answers
 /// something vaguer (Apache says 403 when its disk refuses the name).
 pub(crate) fn existing_name(name: &OsStr) -> FsResult<&str> {
-    let name = name
-        .to_str()
-        .ok_or_else(|| fs_err!(libc::ENOENT, "name is not UTF-8"))?;
+    let name = name.to_str().ok_or_else(|| fs_err!(NotFound, "name is not UTF-8"))?;
     if name.len() > 255 {
-        return Err(fs_err!(libc::ENAMETOOLONG, "name longer than 255 bytes"));
+        return Err(fs_err!(NameTooLong, "name longer than 255 bytes"));
     }
     Ok(name)
 }

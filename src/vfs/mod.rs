@@ -43,5 +43,5 @@ pub mod writeback;
 
 pub use attr::{Attr, Ownership};
 pub use changes::{Applied, Invalidation};
-pub use error::{FsError, FsResult};
+pub use error::{FsError, FsErrorKind, FsResult, RemoteFailure};
 pub use fs::{DirItem, DriveFs, FsConfig, Looked, Opened, StatFs};

@@ -37,7 +37,7 @@ impl DriveFs {
         let node = self
             .inodes
             .get(ino)
-            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+            .ok_or_else(|| fs_err!(NotFound, "unknown inode {ino}"))?;
         let fh = self.writable_handle(ino, &node.entry);
         Ok(Opened { fh, keep_cache: false })
     }
@@ -71,14 +71,14 @@ impl DriveFs {
         let h = self
             .files
             .get(fh)
-            .ok_or_else(|| fs_err!(libc::EBADF, "unknown file handle {fh}"))?;
+            .ok_or_else(|| fs_err!(BadHandle, "unknown file handle {fh}"))?;
         if !h.writable {
-            return Err(fs_err!(libc::EBADF, "handle {fh} is not open for writing"));
+            return Err(fs_err!(BadHandle, "handle {fh} is not open for writing"));
         }
         let wb = self.wb()?;
         let end = offset
             .checked_add(data.len() as u64)
-            .ok_or_else(|| fs_err!(libc::EFBIG, "offset too large"))?;
+            .ok_or_else(|| fs_err!(FileTooLarge, "offset too large"))?;
         let ino = h.ino;
         let claimed = self
             .inodes
@@ -94,7 +94,7 @@ impl DriveFs {
                 })
             })
             .flatten()
-            .ok_or_else(|| fs_err!(libc::EIO, "file {ino} lost its local content"))?;
+            .ok_or_else(|| fs_err!(Internal, "file {ino} lost its local content"))?;
         let (file, size) = match claimed {
             Ok(claimed) => claimed,
             Err(step) => return Ok(step),
@@ -198,7 +198,7 @@ impl DriveFs {
                 n.entry.mtime = mtime;
                 Some(l.writers)
             })
-            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+            .ok_or_else(|| fs_err!(NotFound, "unknown inode {ino}"))?;
         if let Some(writers) = writers {
             if writers == 0 {
                 self.hand_off(ino, false).await?;
@@ -208,13 +208,13 @@ impl DriveFs {
         let node = self
             .inodes
             .get(ino)
-            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+            .ok_or_else(|| fs_err!(NotFound, "unknown inode {ino}"))?;
         // Remotes learn on first use whether the server keeps times; a refusal is the user's EPERM.
         let entry = match self.remote.set_mtime(&node.entry.id, mtime).await {
             Ok(entry) => entry,
             Err(RemoteError::Unsupported(why)) => {
                 return Err(fs_err!(
-                    libc::EPERM,
+                    NotPermitted,
                     "this server cannot keep modification times: {why}"
                 ))
             }

@@ -79,7 +79,7 @@ impl DriveFs {
         let parent = self
             .inodes
             .get(node.parent)
-            .ok_or_else(|| fs_err!(libc::ENOENT, "folder is gone"))?;
+            .ok_or_else(|| fs_err!(NotFound, "folder is gone"))?;
         if local.following().is_some() {
             // An upload follows this writer: seal it now, and the close is over as soon as the
             // server has the file or the journal does, whichever comes first.

@@ -71,7 +71,7 @@ fn new_key() -> String {
 }
 
 fn io_err(what: &str, e: std::io::Error) -> FsError {
-    FsError::new(e.raw_os_error().unwrap_or(libc::EIO), format!("{what}: {e}"))
+    FsError::io(what, e)
 }
 
 /// Read from local content.
@@ -100,12 +100,12 @@ pub(in crate::vfs) fn read_local(local: &LocalContent, offset: u64, size: u32) -
 fn checked_name(name: &OsStr) -> FsResult<&str> {
     let s = name
         .to_str()
-        .ok_or_else(|| fs_err!(libc::EINVAL, "names must be UTF-8 on this remote"))?;
+        .ok_or_else(|| fs_err!(InvalidName, "names must be UTF-8 on this remote"))?;
     if s.is_empty() || s == "." || s == ".." || s.contains('/') || s.contains('\0') {
-        return Err(fs_err!(libc::EINVAL, "invalid name {s:?}"));
+        return Err(fs_err!(InvalidName, "invalid name {s:?}"));
     }
     if s.len() > 255 {
-        return Err(fs_err!(libc::ENAMETOOLONG, "name longer than 255 bytes"));
+        return Err(fs_err!(NameTooLong, "name longer than 255 bytes"));
     }
     Ok(s)
 }
@@ -243,7 +243,7 @@ impl DriveFs {
         self.check_writable()?;
         self.writeback
             .get()
-            .ok_or_else(|| fs_err!(libc::EROFS, "the mount is read-only"))
+            .ok_or_else(|| fs_err!(ReadOnly, "the mount is read-only"))
     }
 
     /// The staging area, when writes are enabled (for tests of its durability).
@@ -260,7 +260,7 @@ impl DriveFs {
         let node = self
             .inodes
             .get(ino)
-            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+            .ok_or_else(|| fs_err!(NotFound, "unknown inode {ino}"))?;
         Ok(self.attr_for(ino, &node.entry))
     }
 

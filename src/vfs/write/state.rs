@@ -112,7 +112,7 @@ impl DriveFs {
                         Some(f(n))
                     }
                 })
-                .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+                .ok_or_else(|| fs_err!(NotFound, "unknown inode {ino}"))?;
             if let Some(t) = done {
                 return Ok(t);
             }
@@ -139,7 +139,7 @@ impl DriveFs {
                     }
                     _ => Some(n.clone()),
                 })
-                .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+                .ok_or_else(|| fs_err!(NotFound, "unknown inode {ino}"))?;
             if let Some(n) = now {
                 return Ok(n);
             }
@@ -159,7 +159,7 @@ impl DriveFs {
                     |l| l.busy.is_none(),
                     |n| {
                         if n.entry.kind == EntryKind::Directory {
-                            return Err(fs_err!(libc::EISDIR, "inode {ino} is a folder"));
+                            return Err(fs_err!(IsADirectory, "inode {ino} is a folder"));
                         }
                         let Some(l) = n.local.as_mut() else {
                             return Ok(Step::Fill);
@@ -303,7 +303,7 @@ impl DriveFs {
         if !installed {
             let _ = std::fs::remove_file(&path);
             if self.inodes.get(ino).is_none() {
-                return Err(fs_err!(libc::ENOENT, "unknown inode {ino}"));
+                return Err(fs_err!(NotFound, "unknown inode {ino}"));
             }
         }
         Ok(installed)
@@ -324,7 +324,7 @@ impl DriveFs {
             match self.fill_from_server(wb, entry, file).await {
                 Ok(()) => break,
                 // The version we knew was replaced on the server: open the one it holds now.
-                Err(e) if e.errno() == libc::ESTALE && tries < 3 => {
+                Err(e) if e.is_version_changed() && tries < 3 => {
                     tries += 1;
                     *entry = self.server_entry(ino).await?;
                     file.set_len(0).map_err(|e| io_err("truncate staged", e))?;
@@ -354,13 +354,13 @@ impl DriveFs {
                 .await
                 .map_err(|e| match e {
                     RemoteError::VersionChanged => {
-                        fs_err!(libc::ESTALE, "{} changed on the server while opening", entry.id)
+                        fs_err!(VersionChanged, "{} changed on the server while opening", entry.id)
                     }
                     e => FsError::from(e),
                 })?;
             if data.len() as u64 != len {
                 return Err(fs_err!(
-                    libc::ESTALE,
+                    VersionChanged,
                     "{} is shorter on the server than listed",
                     entry.id
                 ));

@@ -37,11 +37,11 @@ impl DriveFs {
             Ok(found) => {
                 if flags & libc::O_EXCL != 0 {
                     self.forget(found.attr.ino, 1);
-                    return Err(fs_err!(libc::EEXIST, "{name:?} exists"));
+                    return Err(fs_err!(Exists, "{name:?} exists"));
                 }
                 if found.attr.kind == EntryKind::Directory {
                     self.forget(found.attr.ino, 1);
-                    return Err(fs_err!(libc::EISDIR, "{name:?} is a folder"));
+                    return Err(fs_err!(IsADirectory, "{name:?} is a folder"));
                 }
                 let opened = self.open_for_write(found.attr.ino, flags).await?;
                 let attr = self.attr_of(found.attr.ino)?;
@@ -53,7 +53,7 @@ impl DriveFs {
                     opened,
                 ));
             }
-            Err(e) if e.errno() == libc::ENOENT => {}
+            Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
         let wb = self.wb()?;
@@ -91,7 +91,7 @@ impl DriveFs {
         let name = self.new_name(parent, name)?;
         let dir = self.dir_node(parent)?;
         if let Some(Some(_)) = self.inodes.listed_child(parent, name, Instant::now()) {
-            return Err(fs_err!(libc::EEXIST, "{name:?} exists"));
+            return Err(fs_err!(Exists, "{name:?} exists"));
         }
         let entry = self.remote.mkdir(&dir.entry.id, name).await?;
         self.inodes.listing_insert(parent, entry.clone());
@@ -109,7 +109,7 @@ impl DriveFs {
         // Taken before the reference is given back: a node only this lookup held goes with it.
         let node = self.inodes.get(looked.attr.ino);
         self.forget(looked.attr.ino, 1);
-        node.ok_or_else(|| fs_err!(libc::ENOENT, "{name:?} vanished"))
+        node.ok_or_else(|| fs_err!(NotFound, "{name:?} vanished"))
     }
 
     /// Wait until uploads queued for `ino`, or for anything below it, have landed (or were given
@@ -154,7 +154,7 @@ impl DriveFs {
         let name = super::super::fs::existing_name(name)?;
         let node = self.child(parent, name).await?;
         if node.entry.kind == EntryKind::Directory {
-            return Err(fs_err!(libc::EISDIR, "{name:?} is a folder"));
+            return Err(fs_err!(IsADirectory, "{name:?} is a folder"));
         }
         self.delete_node(parent, node).await
     }
@@ -240,7 +240,7 @@ impl DriveFs {
         let name = super::super::fs::existing_name(name)?;
         let node = self.child(parent, name).await?;
         if node.entry.kind != EntryKind::Directory {
-            return Err(fs_err!(libc::ENOTDIR, "{name:?} is not a folder"));
+            return Err(fs_err!(NotADirectory, "{name:?} is not a folder"));
         }
         self.ensure_empty(node.ino).await?;
         // The listing above may be stale by the time a DELETE arrives, and a DELETE takes the
@@ -260,11 +260,11 @@ impl DriveFs {
         let node = self
             .inodes
             .get(ino)
-            .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
+            .ok_or_else(|| fs_err!(NotFound, "unknown inode {ino}"))?;
         let listed = self.remote.list(&node.entry.id).await?;
         let (children, _) = self.inodes.set_listing(ino, listed, self.valid_until());
         if !children.is_empty() {
-            return Err(fs_err!(libc::ENOTEMPTY, "folder is not empty"));
+            return Err(fs_err!(NotEmpty, "folder is not empty"));
         }
         Ok(())
     }
@@ -288,22 +288,22 @@ impl DriveFs {
             return Ok(());
         }
         if source.entry.kind == EntryKind::Directory && self.is_below(new_parent, source.ino) {
-            return Err(fs_err!(libc::EINVAL, "cannot move a folder into itself"));
+            return Err(fs_err!(InvalidArgument, "cannot move a folder into itself"));
         }
         let target = match self.child(new_parent, new_name).await {
             // Where names ignore case, `mv a.txt A.txt` finds the file itself: a rename, no target.
             Ok(t) if t.ino == source.ino => None,
             Ok(t) => Some(t),
-            Err(e) if e.errno() == libc::ENOENT => None,
+            Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e),
         };
         if let Some(t) = &target {
             if noreplace {
-                return Err(fs_err!(libc::EEXIST, "{new_name:?} exists"));
+                return Err(fs_err!(Exists, "{new_name:?} exists"));
             }
             match (source.entry.kind, t.entry.kind) {
-                (EntryKind::Directory, EntryKind::File) => return Err(fs_err!(libc::ENOTDIR, "target is a file")),
-                (EntryKind::File, EntryKind::Directory) => return Err(fs_err!(libc::EISDIR, "target is a folder")),
+                (EntryKind::Directory, EntryKind::File) => return Err(fs_err!(NotADirectory, "target is a file")),
+                (EntryKind::File, EntryKind::Directory) => return Err(fs_err!(IsADirectory, "target is a folder")),
                 (EntryKind::Directory, EntryKind::Directory) => self.ensure_empty(t.ino).await?,
                 _ => {}
             }
@@ -333,7 +333,7 @@ impl DriveFs {
             {
                 Ok(moved) => moved,
                 // Forgotten by the table meanwhile: what we looked up is what there is.
-                Err(e) if e.errno() == libc::ENOENT => Moved::OnServer(Box::new(source.clone())),
+                Err(e) if e.is_not_found() => Moved::OnServer(Box::new(source.clone())),
                 Err(e) => return Err(e),
             };
             match moved {
