@@ -207,6 +207,12 @@ impl DriveFs {
         self.inodes.len()
     }
 
+    /// Work the inode table has done so far (see its `work`): for tests that check an operation
+    /// costs the same however large the tree, and for status reports.
+    pub fn namespace_work(&self) -> u64 {
+        self.inodes.work()
+    }
+
     pub(super) fn valid_until(&self) -> Instant {
         Instant::now() + self.cfg.attr_ttl
     }

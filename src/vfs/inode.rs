@@ -114,6 +114,8 @@ struct Inner {
     /// Records of `changed_names` older than this epoch were pruned: a listing asked for before
     /// it cannot be merged with certainty.
     changes_pruned_before: u64,
+    /// Work done: nodes and listing entries copied or visited (see [`InodeTable::work`]).
+    work: std::sync::atomic::AtomicU64,
 }
 
 /// Whether `a` and `b` name the same item: equal, or, where the remote compares names
@@ -145,8 +147,13 @@ fn find_named<'a>(
 const MAX_CHANGED_NAMES: usize = 16_384;
 
 impl Inner {
+    fn count(&self, n: usize) {
+        self.work.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The inode with local content called `name` in `dir`, if any (its exact spelling first).
     fn local_child(&self, dir: u64, name: &str) -> Option<&Node> {
+        self.count(self.with_local.len());
         let mine = || {
             self.with_local
                 .iter()
@@ -172,6 +179,7 @@ impl Inner {
 
     /// The live node called `name` in `dir` (indexed by its id, so not a stale copy), if any.
     fn named_child(&self, dir: u64, name: &str) -> Option<&Node> {
+        self.count(self.nodes.len());
         self.nodes
             .values()
             .filter(|n| n.parent == dir && n.ino != dir && n.entry.name == name)
@@ -191,6 +199,7 @@ impl Inner {
 
     /// Local children of `dir`, which override same-named entries of a server listing.
     fn local_children(&self, dir: u64) -> Vec<(u64, Entry)> {
+        self.count(self.with_local.len());
         self.with_local
             .iter()
             .filter_map(|i| self.nodes.get(i))
@@ -264,7 +273,17 @@ impl InodeTable {
 
     /// A copy of the node, if the inode is known.
     pub fn get(&self, ino: u64) -> Option<Node> {
-        self.lock().nodes.get(&ino).cloned()
+        let inner = self.lock();
+        let node = inner.nodes.get(&ino)?;
+        inner.count(1 + node.listing.as_ref().map_or(0, |l| l.children.len()));
+        Some(node.clone())
+    }
+
+    /// Work the table has done so far: nodes and listing entries it copied or visited. A count,
+    /// not a time, so a test can check that an operation costs the same however many items the
+    /// table holds; also a figure for status reports.
+    pub fn work(&self) -> u64 {
+        self.lock().work.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Record fresh metadata for a child of `parent`, creating its inode if needed, and add
@@ -469,6 +488,7 @@ impl InodeTable {
         {
             return Some(e.clone());
         }
+        inner.count(inner.nodes.len());
         let in_dir = || inner.nodes.values().filter(|n| n.parent == dir && n.ino != dir);
         in_dir()
             .find(|n| n.entry.name == name)
@@ -651,6 +671,7 @@ impl InodeTable {
     /// The inode whose local content has journal key `key`.
     pub fn by_local_key(&self, key: &str) -> Option<u64> {
         let inner = self.lock();
+        inner.count(inner.with_local.len());
         inner.with_local.iter().copied().find(|i| {
             inner
                 .nodes
