@@ -35,8 +35,8 @@ use super::attr::{content_tag, Attr};
 use super::error::{FsError, FsResult};
 use super::fs::{DriveFs, Looked, Opened};
 use super::handles::FileHandle;
-use super::inode::DETACHED;
 use super::local::{placeholder_id, settle, LocalContent, NodeId, Settled};
+use super::namespace::DETACHED;
 use super::prefetch::ReadPattern;
 use super::upload::journal::{Journal, UploadRecord, UploadState};
 use super::upload::queue::{QueueConfig, UploadEvent, UploadQueue};
@@ -192,7 +192,7 @@ impl DriveFs {
     /// Folder `dir` is being used: files of it that a previous run wrote and left in the upload
     /// journal appear in it now, with their local size and content, as they did before the
     /// restart (the server may not have them yet, or hold an older version).
-    pub(super) fn show_restored_uploads(&self, dir: &super::inode::Node) {
+    pub(super) fn show_restored_uploads(&self, dir: &super::namespace::Node) {
         let Some(wb) = self.writeback.get() else { return };
         if wb.restored_left.load(Ordering::Relaxed) == 0 {
             return;
@@ -677,7 +677,7 @@ impl DriveFs {
             .get(ino)
             .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
         let Some(local) = node.local else { return Ok(None) };
-        if node.parent == super::inode::DETACHED {
+        if node.parent == super::namespace::DETACHED {
             // Unlinked while open: what is written now goes nowhere, as on a local disk.
             return Ok(None);
         }
@@ -944,7 +944,7 @@ impl DriveFs {
     }
 
     /// Resolve `name` in `parent` to its inode without adding a kernel reference.
-    async fn child(&self, parent: u64, name: &str) -> FsResult<super::inode::Node> {
+    async fn child(&self, parent: u64, name: &str) -> FsResult<super::namespace::Node> {
         let looked = self.lookup(parent, OsStr::new(name)).await?;
         // Taken before the reference is given back: a node only this lookup held goes with it.
         let node = self.inodes.get(looked.attr.ino);
@@ -973,7 +973,7 @@ impl DriveFs {
     }
 
     /// Drop an item we deleted or replaced: its queued uploads, its inode, its listing entry.
-    fn forget_item(&self, parent: u64, node: &super::inode::Node) {
+    fn forget_item(&self, parent: u64, node: &super::namespace::Node) {
         if let (Some(wb), Some(local)) = (self.writeback.get(), &node.local) {
             wb.queue.cancel(&local.key);
         }
@@ -984,7 +984,7 @@ impl DriveFs {
 
     /// Whether `node` exists on the server yet (a file created here gets its server id once its
     /// first upload lands).
-    fn on_server(node: &super::inode::Node) -> bool {
+    fn on_server(node: &super::namespace::Node) -> bool {
         node.item().remote().is_some()
     }
 
@@ -999,7 +999,7 @@ impl DriveFs {
         self.delete_node(parent, node).await
     }
 
-    async fn delete_node(&self, parent: u64, node: super::inode::Node) -> FsResult<()> {
+    async fn delete_node(&self, parent: u64, node: super::namespace::Node) -> FsResult<()> {
         if let (Some(wb), Some(local)) = (self.writeback.get(), &node.local) {
             // An upload under way finishes first; then nothing of it remains queued.
             wb.queue.settle(&local.key).await;
@@ -1023,7 +1023,7 @@ impl DriveFs {
     /// `node` was unlinked while descriptors are open on it: as on a local disk, they keep reading
     /// and writing its content (from the staged copy, through its open file) until the last one
     /// closes, while the name is gone and nothing more is uploaded.
-    async fn detach_open_file(&self, parent: u64, node: &super::inode::Node) {
+    async fn detach_open_file(&self, parent: u64, node: &super::namespace::Node) {
         let _gate = self.write_gate.write().await;
         if let (Some(wb), Some(local)) = (self.writeback.get(), self.inodes.get(node.ino).and_then(|n| n.local)) {
             // A close since the first cancel may have queued another generation.
@@ -1045,7 +1045,10 @@ impl DriveFs {
 
     /// After a close: a file unlinked while open goes once its last descriptor is closed.
     pub(super) fn drop_if_unlinked(&self, ino: u64) {
-        let detached = self.inodes.get(ino).is_some_and(|n| n.parent == super::inode::DETACHED);
+        let detached = self
+            .inodes
+            .get(ino)
+            .is_some_and(|n| n.parent == super::namespace::DETACHED);
         if detached && !self.files.any(|h| h.ino == ino) {
             if let Some(local) = self.inodes.with_node(ino, |n| n.local.take()).flatten() {
                 // Never handed to the queue, or taken back from it: the staged copy is ours to delete.
