@@ -1,7 +1,14 @@
 //! The inode table: the node store, the folders' listings, the names we changed, behind one
-//! mutex that is never held across I/O (every method here runs to completion under it, without
-//! an `await`, a disk or a network call). Reading a node copies that node alone; listings are
-//! read in place under the lock or handed out as `Arc` snapshots.
+//! `std` mutex.
+//!
+//! Lock rule: the mutex is never held across I/O. Every method takes it, changes or copies
+//! plain data, and releases it before returning: no `await`, no disk or network call, no guard
+//! handed out (`lock` is private to the namespace). Callers do their I/O first and then commit
+//! what it found here; local content a method takes out is dropped (its staged file closed)
+//! after the lock is released.
+//!
+//! Reading a node copies that node alone; listings are read in place under the lock or handed
+//! out as `Arc` snapshots.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -332,7 +339,8 @@ impl InodeTable {
     }
 
     /// Change `ino` under the lock: its local content, its entry, or both. Returns what `f` returns,
-    /// or `None` when the inode is unknown. Keeps the indexes right.
+    /// or `None` when the inode is unknown. Keeps the indexes right. `f` runs under the table's
+    /// lock: it changes fields and does no I/O (what it takes out, it returns).
     pub fn with_node<R>(&self, ino: u64, f: impl FnOnce(&mut Node) -> R) -> Option<R> {
         let epoch = self.bump_local();
         let mut inner = self.lock();
@@ -459,14 +467,10 @@ impl InodeTable {
     pub fn remove_item(&self, ino: u64) {
         let epoch = self.bump_local();
         let mut inner = self.lock();
-        let Some((parent, name, id, keep)) = inner.nodes.update(ino, |node| {
-            node.local = None;
-            (
-                node.parent,
-                node.entry.name.clone(),
-                node.entry.id.clone(),
-                node.lookups > 0,
-            )
+        let Some((parent, name, id, keep, local)) = inner.nodes.update(ino, |node| {
+            let local = node.local.take();
+            let keep = node.lookups > 0;
+            (node.parent, node.entry.name.clone(), node.entry.id.clone(), keep, local)
         }) else {
             return;
         };
@@ -477,6 +481,9 @@ impl InodeTable {
         if !keep {
             inner.drop_node(ino);
         }
+        drop(inner);
+        // Its staged file closes here, once the lock is released.
+        drop(local);
     }
 
     /// `entry` (the server's answer about inode `ino`) as the node shows it: with the time we

@@ -135,3 +135,106 @@ fn cached_tag_tells_whether_page_cache_may_be_kept() {
     assert!(t.note_cached_tag(a, &Version::from_etag("1")));
     assert!(!t.note_cached_tag(a, &Version::from_etag("2")));
 }
+
+fn local_content(key: &str) -> crate::vfs::local::LocalContent {
+    let file = tempfile::tempfile().unwrap();
+    crate::vfs::local::LocalContent {
+        key: key.into(),
+        item: crate::vfs::local::NodeId::Local,
+        staged: std::path::PathBuf::from(format!("/nonexistent/{key}")),
+        file: std::sync::Arc::new(file),
+        size: 0,
+        mtime: SystemTime::UNIX_EPOCH,
+        base_version: None,
+        dirty: true,
+        handed_off: false,
+        generation: None,
+        uploaded: None,
+        landed: None,
+        writers: 1,
+        conflicted: false,
+        in_order: true,
+        growing: None,
+    }
+}
+
+fn local_entry(key: &str, name: &str) -> Entry {
+    let mut e = entry(&format!("\0pending:{key}"), EntryKind::File, "1");
+    e.name = name.into();
+    e.version = None;
+    e
+}
+
+#[test]
+fn the_name_indexes_follow_renames_detaches_and_removals() {
+    let now = Instant::now();
+    let later = now + Duration::from_secs(5);
+    let t = table().with_case_insensitive_names(true);
+    t.set_listing(ROOT_INO, vec![], later);
+    let a = t.insert_local(ROOT_INO, local_entry("k1", "Notes.txt"), local_content("k1"));
+    assert_eq!(t.by_local_key("k1"), Some(a));
+    assert!(matches!(t.listed_child(ROOT_INO, "NOTES.TXT", now), Some(Some(e)) if e.name == "Notes.txt"));
+    t.with_node(a, |n| n.entry.name = "Plan.txt".into());
+    assert!(
+        matches!(t.listed_child(ROOT_INO, "notes.txt", now), Some(None)),
+        "the old name is free"
+    );
+    assert!(matches!(t.listed_child(ROOT_INO, "plan.TXT", now), Some(Some(e)) if e.name == "Plan.txt"));
+    assert_eq!(
+        t.known_child(ROOT_INO, "PLAN.txt").map(|e| e.name).as_deref(),
+        Some("Plan.txt")
+    );
+    t.detach(a);
+    assert!(
+        matches!(t.listed_child(ROOT_INO, "Plan.txt", now), Some(None)),
+        "detached: no lookup finds it"
+    );
+    assert_eq!(t.by_local_key("k1"), Some(a), "its content still has its key");
+    t.remove_item(a);
+    assert_eq!(t.by_local_key("k1"), None);
+    assert!(t.local_below(ROOT_INO).is_empty());
+}
+
+/// The unit-level twin of tests/vfs_namespace.rs, with names compared case-insensitively (the
+/// Graph case, which the in-memory remote does not have): creating a file, finding it under
+/// another spelling and landing its upload cost the same with 10,000 files in the folder as
+/// with none.
+#[test]
+fn a_create_costs_the_same_in_a_full_folder_where_names_ignore_case() {
+    let later = Instant::now() + Duration::from_secs(3600);
+    let t = table().with_case_insensitive_names(true);
+    t.set_listing(ROOT_INO, vec![entry("dir", EntryKind::Directory, "1")], later);
+    let dir = t
+        .upsert(ROOT_INO, entry("dir", EntryKind::Directory, "1"), later, 1)
+        .ino;
+    t.set_listing(dir, vec![], later);
+    let mut costs = Vec::new();
+    for i in 0..10_000u32 {
+        let before = t.work();
+        let (key, name) = (format!("k{i}"), format!("File-{i}.TXT"));
+        assert!(matches!(
+            t.listed_child(dir, &name.to_lowercase(), Instant::now()),
+            Some(None)
+        ));
+        assert_eq!(t.path_of(dir).as_deref(), Some("dir"));
+        let ino = t.insert_local(dir, local_entry(&key, &name), local_content(&key));
+        assert!(t.get(dir).is_some());
+        assert!(matches!(
+            t.listed_child(dir, &name.to_uppercase(), Instant::now()),
+            Some(Some(_))
+        ));
+        // Its upload lands: the node takes its server id and the listing the name.
+        let landed = entry(&format!("dir/{name}"), EntryKind::File, "1");
+        assert_eq!(t.by_local_key(&key), Some(ino));
+        t.with_node(ino, |n| {
+            n.local = None;
+            n.entry = landed.clone();
+        });
+        t.listing_insert(dir, landed);
+        t.forget(ino, 1);
+        costs.push(t.work() - before);
+    }
+    let (first, last) = (costs[..1000].iter().sum::<u64>(), costs[9000..].iter().sum::<u64>());
+    assert!(last <= 2 * first, "first 1,000: {first}, last 1,000: {last}");
+    assert_eq!(t.listing_of(dir).unwrap().len(), 10_000);
+}
