@@ -19,7 +19,7 @@ use super::cache::{BlockCache, BlockKey, CacheStats};
 use super::disk_cache::{DiskCache, DiskCacheError, DiskStats};
 use super::error::{FsError, FsResult};
 use super::handles::{DirHandle, DirSlot, FileHandle, HandleTable};
-use super::namespace::{InodeTable, ROOT_INO};
+use super::namespace::{InodeTable, DETACHED, ROOT_INO};
 use super::prefetch::ReadPattern;
 
 /// Settings of the filesystem core.
@@ -300,11 +300,7 @@ impl DriveFs {
     /// The attributes of `ino` showing `entry`; a file unlinked while open has no links left.
     pub(super) fn attr_for(&self, ino: u64, entry: &Entry) -> Attr {
         let mut attr = self.cfg.ownership.attr(ino, entry);
-        if self
-            .inodes
-            .get(ino)
-            .is_some_and(|n| n.parent == super::namespace::DETACHED)
-        {
+        if self.inodes.get(ino).is_some_and(|n| n.parent == DETACHED) {
             attr.nlink = 0;
         }
         attr

@@ -677,7 +677,7 @@ impl DriveFs {
             .get(ino)
             .ok_or_else(|| fs_err!(libc::ENOENT, "unknown inode {ino}"))?;
         let Some(local) = node.local else { return Ok(None) };
-        if node.parent == super::namespace::DETACHED {
+        if node.parent == DETACHED {
             // Unlinked while open: what is written now goes nowhere, as on a local disk.
             return Ok(None);
         }
@@ -1045,10 +1045,7 @@ impl DriveFs {
 
     /// After a close: a file unlinked while open goes once its last descriptor is closed.
     pub(super) fn drop_if_unlinked(&self, ino: u64) {
-        let detached = self
-            .inodes
-            .get(ino)
-            .is_some_and(|n| n.parent == super::namespace::DETACHED);
+        let detached = self.inodes.get(ino).is_some_and(|n| n.parent == DETACHED);
         if detached && !self.files.any(|h| h.ino == ino) {
             if let Some(local) = self.inodes.with_node(ino, |n| n.local.take()).flatten() {
                 // Never handed to the queue, or taken back from it: the staged copy is ours to delete.
