@@ -306,6 +306,11 @@ async fn queued_files_stay_visible_after_a_restart() {
         let q = s.fs.upload_queue().unwrap();
         assert_eq!(q.drain(Duration::from_millis(200)).await.len(), 2);
         q.stop();
+        // An attempt already started finishes before the "restart": a crashed daemon makes no
+        // more, but this queue lives on in the test's process and would race the next one.
+        while q.status().iter().any(|u| u.running) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         std::mem::forget(s.dir);
     }
     // The server is still down for uploads after the restart.

@@ -9,8 +9,9 @@
 //!   ([`crate::remote::Capabilities::propagates_versions`]: Nextcloud, ownCloud), a Depth-0 look at the root skips the
 //!   round when nothing changed, and only folders whose version moved are listed again.
 //!
-//! Either way the result is a [`ChangeBatch`] applied by item id: records may come in any order
-//! (children whose parent is not known yet wait for it) and more than once (the last one wins).
+//! Either way the result is a [`ChangeBatch`] applied by item id in the namespace
+//! ([`super::namespace::InodeTable::apply_batch`]): records may come in any order (children whose
+//! parent is not known yet wait for it) and more than once (the last one wins).
 //! What changed goes out as [`Invalidation`]s on a channel that the FUSE layer drains on a task of
 //! its own (never from inside a FUSE handler): `inval_inode` for content and size, `inval_entry`
 //! for names that appeared, vanished or moved. Blocks of replaced versions leave the cache.
@@ -29,22 +30,7 @@ use crate::remote::{Change, ChangeBatch, ChangeSource, EntryKind, ItemId};
 use super::attr::content_tag;
 use super::error::FsResult;
 use super::fs::DriveFs;
-use super::inode::ROOT_INO;
-
-/// What the kernel must forget after a remote change.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Invalidation {
-    /// Content or attributes of this inode changed (`inval_inode`).
-    Inode(u64),
-    /// The name `name` in folder `parent` appeared, vanished or now means another item
-    /// (`inval_entry`).
-    Entry {
-        /// Folder inode.
-        parent: u64,
-        /// Child name.
-        name: String,
-    },
-}
+use super::namespace::{Applied, Invalidation, ROOT_INO};
 
 /// Most folders one revalidation round lists again.
 pub const MAX_REVALIDATED_DIRS: usize = 256;
@@ -73,15 +59,6 @@ fn merge_batches(first: ChangeBatch, later: ChangeBatch) -> ChangeBatch {
     }
 }
 
-/// What one applied batch did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Applied {
-    /// Records that changed something here.
-    pub changed: usize,
-    /// Items dropped (deleted, or moved where we do not look).
-    pub removed: usize,
-}
-
 impl DriveFs {
     /// The receiving end of the invalidation channel (a new one each call; the previous receiver
     /// then sees the channel closed).
@@ -106,84 +83,15 @@ impl DriveFs {
         }
     }
 
-    /// Apply one batch of remote changes (see the module doc).
+    /// Apply one batch of remote changes (see the module doc): the table takes them, then the
+    /// blocks of replaced versions leave the cache and the kernel hears what to forget.
     pub fn apply_changes(&self, batch: ChangeBatch) -> Applied {
-        let (records, resync) = match batch {
-            ChangeBatch::Changes(r) => (r, false),
-            ChangeBatch::Resync(r) => (r, true),
-        };
-        // The last record of an id wins; keep the order of those last records.
-        let mut last: HashMap<ItemId, usize> = HashMap::new();
-        for (i, r) in records.iter().enumerate() {
-            last.insert(r.id().clone(), i);
+        let done = self.inodes.apply_batch(batch, self.valid_until());
+        for (id, keep) in &done.purge {
+            self.purge_blocks(id, keep.as_ref());
         }
-        let present: HashSet<ItemId> = records
-            .iter()
-            .filter(|r| matches!(r, Change::Upsert { .. }))
-            .map(|r| r.id().clone())
-            .collect();
-        let mut pending: Vec<Change> = records
-            .into_iter()
-            .enumerate()
-            .filter(|(i, r)| last.get(r.id()) == Some(i))
-            .map(|(_, r)| r)
-            .collect();
-        let mut applied = Applied::default();
-        let mut out = Vec::new();
-        let valid_until = self.valid_until();
-        // Upserts first, parents before children: retry those whose parent is not known yet for
-        // as long as a pass makes progress.
-        let mut deletions = Vec::new();
-        loop {
-            let mut waiting = Vec::new();
-            let before = pending.len();
-            for change in pending {
-                match change {
-                    Change::Deleted { id } => deletions.push(id),
-                    Change::Upsert { parent, entry } => {
-                        let n = out.len();
-                        match self.inodes.apply_upsert(&parent, entry.clone(), valid_until, &mut out) {
-                            Some(replaced) => {
-                                if replaced.is_some() {
-                                    self.purge_blocks(&entry.id, Some(&content_tag(&entry)));
-                                }
-                                if out.len() > n {
-                                    applied.changed += 1;
-                                }
-                            }
-                            None => waiting.push(Change::Upsert { parent, entry }),
-                        }
-                    }
-                }
-            }
-            if waiting.is_empty() || waiting.len() == before {
-                // Whatever still has no known parent moved (or was created) where we do not look.
-                for c in waiting {
-                    if self.inodes.apply_gone(c.id(), &mut out) {
-                        applied.removed += 1;
-                    }
-                }
-                break;
-            }
-            pending = waiting;
-        }
-        for id in deletions {
-            if self.inodes.apply_gone(&id, &mut out) {
-                self.purge_blocks(&id, None);
-                applied.removed += 1;
-            }
-        }
-        if resync {
-            // A full enumeration: what we know and it does not name is gone.
-            for (id, ino) in self.inodes.known_ids() {
-                if ino != ROOT_INO && !present.contains(&id) && self.inodes.apply_gone(&id, &mut out) {
-                    self.purge_blocks(&id, None);
-                    applied.removed += 1;
-                }
-            }
-        }
-        self.emit(out);
-        applied
+        self.emit(done.invalidations);
+        done.applied
     }
 
     /// One revalidation round for remotes without a change feed (see the module doc).

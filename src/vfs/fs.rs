@@ -19,7 +19,7 @@ use super::cache::{BlockCache, BlockKey, CacheStats};
 use super::disk_cache::{DiskCache, DiskCacheError, DiskStats};
 use super::error::{FsError, FsResult};
 use super::handles::{DirHandle, DirSlot, FileHandle, HandleTable};
-use super::inode::{InodeTable, ROOT_INO};
+use super::namespace::{InodeTable, DETACHED, ROOT_INO};
 use super::prefetch::ReadPattern;
 
 /// Settings of the filesystem core.
@@ -158,7 +158,7 @@ pub struct DriveFs {
     /// who waits for a file (see [`super::local::Busy`]) looks at it again. A signal, not a lock.
     pub(super) file_changed: tokio::sync::Notify,
     /// Where remote changes tell the kernel what to forget (see [`super::changes`]).
-    pub(super) invalidate_tx: Mutex<Option<tokio::sync::mpsc::UnboundedSender<super::changes::Invalidation>>>,
+    pub(super) invalidate_tx: Mutex<Option<tokio::sync::mpsc::UnboundedSender<super::namespace::Invalidation>>>,
     /// The runtime the core was built in, so reads answered outside it
     /// ([`DriveFs::try_read_now`]) can still start prefetches.
     rt: tokio::runtime::Handle,
@@ -226,6 +226,12 @@ impl DriveFs {
         self.inodes.len()
     }
 
+    /// Work the inode table has done so far (see its `work`): for tests that check an operation
+    /// costs the same however large the tree, and for status reports.
+    pub fn namespace_work(&self) -> u64 {
+        self.inodes.work()
+    }
+
     pub(super) fn valid_until(&self) -> Instant {
         Instant::now() + self.cfg.attr_ttl
     }
@@ -237,7 +243,7 @@ impl DriveFs {
         }
     }
 
-    pub(super) fn dir_node(&self, ino: u64) -> FsResult<super::inode::Node> {
+    pub(super) fn dir_node(&self, ino: u64) -> FsResult<super::namespace::Node> {
         let node = self
             .inodes
             .get(ino)
@@ -313,7 +319,7 @@ impl DriveFs {
     /// The attributes of `ino` showing `entry`; a file unlinked while open has no links left.
     pub(super) fn attr_for(&self, ino: u64, entry: &Entry) -> Attr {
         let mut attr = self.cfg.ownership.attr(ino, entry);
-        if self.inodes.get(ino).is_some_and(|n| n.parent == super::inode::DETACHED) {
+        if self.inodes.get(ino).is_some_and(|n| n.parent == DETACHED) {
             attr.nlink = 0;
         }
         attr
@@ -343,7 +349,7 @@ impl DriveFs {
         self.stat_node(ino, node).await
     }
 
-    async fn stat_node(&self, ino: u64, node: super::inode::Node) -> FsResult<Entry> {
+    async fn stat_node(&self, ino: u64, node: super::namespace::Node) -> FsResult<Entry> {
         let entry = match self.remote.stat(&node.entry.id).await {
             Ok(e) => e,
             Err(RemoteError::NotFound) => return Err(fs_err!(NotFound, "{} is gone from the server", node.entry.id)),

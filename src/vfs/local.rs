@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use crate::remote::{Entry, GrowingFile, ItemId, Version};
 
-use super::inode::Node;
+use super::namespace::Node;
 
 /// Whether the server holds an item yet. This type, and nothing in an id or a name, says so: a
 /// server item may well be called `local:notes` (WebDAV ids are paths).

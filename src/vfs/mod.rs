@@ -1,4 +1,4 @@
-//! The FUSE-free filesystem core: inode table, handles, block cache and prefetch over a
+//! The FUSE-free filesystem core: namespace (inode table), handles, block cache and prefetch over a
 //! [`Remote`](crate::remote::Remote). It knows nothing of fuser; the adapter in
 //! [`crate::fuse`] translates.
 //!
@@ -35,13 +35,13 @@ pub mod disk_cache;
 mod error;
 pub mod fs;
 pub mod handles;
-pub mod inode;
 pub mod local;
+pub mod namespace;
 pub mod prefetch;
 pub mod write;
 pub mod writeback;
 
 pub use attr::{Attr, Ownership};
-pub use changes::{Applied, Invalidation};
 pub use error::{FsError, FsErrorKind, FsResult, RemoteFailure};
 pub use fs::{DirItem, DriveFs, FsConfig, Looked, Opened, StatFs};
+pub use namespace::{Applied, Invalidation};

@@ -15,8 +15,8 @@ use crate::remote::GrowingFile;
 use super::super::attr::Attr;
 use super::super::error::FsResult;
 use super::super::fs::{DriveFs, Opened};
-use super::super::inode::DETACHED;
 use super::super::local::WriteOrder;
+use super::super::namespace::DETACHED;
 use super::{io_err, GROW_AFTER};
 
 /// What [`DriveFs::write_staged`] did.

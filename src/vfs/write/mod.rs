@@ -131,18 +131,7 @@ impl DriveFs {
     /// The names from the mount's root down to `ino`, joined by `/` (`""` for the root); `None`
     /// when the chain is broken (an inode forgotten meanwhile).
     fn path_of(&self, ino: u64) -> Option<String> {
-        let mut names = Vec::new();
-        let mut cur = ino;
-        for _ in 0..4096 {
-            let n = self.inodes.get(cur)?;
-            if n.ino == n.parent {
-                names.reverse();
-                return Some(names.join("/"));
-            }
-            names.push(n.entry.name);
-            cur = n.parent;
-        }
-        None
+        self.inodes.path_of(ino)
     }
 
     /// Turn on writes: start the upload queue over the journal in `paths` (resuming what a previous
@@ -168,7 +157,7 @@ impl DriveFs {
     /// Folder `dir` is being used: files of it that a previous run wrote and left in the upload
     /// journal appear in it now, with their local size and content, as they did before the
     /// restart (the server may not have them yet, or hold an older version).
-    pub(in crate::vfs) fn show_restored_uploads(&self, dir: &super::inode::Node) {
+    pub(in crate::vfs) fn show_restored_uploads(&self, dir: &super::namespace::Node) {
         let Some(wb) = self.writeback.get() else { return };
         if wb.restored_left.load(Ordering::Relaxed) == 0 {
             return;

@@ -18,8 +18,8 @@ use crate::remote::{Entry, EntryKind};
 
 use super::super::error::{FsError, FsResult};
 use super::super::fs::DriveFs;
-use super::super::inode::Node;
 use super::super::local::{Busy, LocalContent, NodeId};
+use super::super::namespace::Node;
 use super::super::writeback::WriteBack;
 use super::{io_err, new_key};
 use std::os::unix::fs::FileExt;

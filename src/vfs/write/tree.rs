@@ -11,8 +11,8 @@ use crate::remote::{Entry, EntryKind};
 
 use super::super::error::FsResult;
 use super::super::fs::{DriveFs, Looked, Opened};
-use super::super::inode::{Node, DETACHED};
 use super::super::local::{placeholder_id, Busy, LocalContent, NodeId};
+use super::super::namespace::{Node, DETACHED};
 use super::state::BusyMark;
 use super::{io_err, new_key};
 
@@ -104,7 +104,7 @@ impl DriveFs {
     }
 
     /// Resolve `name` in `parent` to its inode without adding a kernel reference.
-    pub(super) async fn child(&self, parent: u64, name: &str) -> FsResult<super::super::inode::Node> {
+    pub(super) async fn child(&self, parent: u64, name: &str) -> FsResult<super::super::namespace::Node> {
         let looked = self.lookup(parent, OsStr::new(name)).await?;
         // Taken before the reference is given back: a node only this lookup held goes with it.
         let node = self.inodes.get(looked.attr.ino);
@@ -133,7 +133,7 @@ impl DriveFs {
     }
 
     /// Drop an item we deleted or replaced: its queued uploads, its inode, its listing entry.
-    pub(super) fn forget_item(&self, parent: u64, node: &super::super::inode::Node) {
+    pub(super) fn forget_item(&self, parent: u64, node: &super::super::namespace::Node) {
         if let (Some(wb), Some(local)) = (self.writeback.get(), &node.local) {
             wb.queue.cancel(&local.key);
         }
@@ -144,7 +144,7 @@ impl DriveFs {
 
     /// Whether `node` exists on the server yet (a file created here gets its server id once its
     /// first upload lands).
-    pub(super) fn on_server(node: &super::super::inode::Node) -> bool {
+    pub(super) fn on_server(node: &super::super::namespace::Node) -> bool {
         node.item().remote().is_some()
     }
 
@@ -159,7 +159,7 @@ impl DriveFs {
         self.delete_node(parent, node).await
     }
 
-    pub(super) async fn delete_node(&self, parent: u64, node: super::super::inode::Node) -> FsResult<()> {
+    pub(super) async fn delete_node(&self, parent: u64, node: super::super::namespace::Node) -> FsResult<()> {
         if let (Some(wb), Some(local)) = (self.writeback.get(), &node.local) {
             // An upload under way finishes first; then nothing of it remains queued.
             wb.queue.settle(&local.key).await;
