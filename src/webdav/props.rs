@@ -318,7 +318,7 @@ impl DavRemote {
 
     /// One PROPPATCH of `body` on item `id` (a folder when `id` is the root); whether the server
     /// says it applied every property.
-    async fn proppatch(&self, id: &str, body: &str) -> RemoteResult<bool> {
+    pub(super) async fn proppatch(&self, id: &str, body: &str) -> RemoteResult<bool> {
         let url = href::item_url(&self.base, id, id.is_empty())?;
         let method = reqwest::Method::from_bytes(b"PROPPATCH").unwrap_or(reqwest::Method::OPTIONS);
         let mut req = HttpRequest::idempotent(method, url)

@@ -4,16 +4,13 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use reqwest::header::{HeaderValue, CONTENT_TYPE};
-use reqwest::StatusCode;
 use tracing::{debug, info};
 
-use super::{method, unix_secs};
+use super::unix_secs;
 use crate::error::{RemoteError, RemoteResult};
-use crate::http::HttpRequest;
 use crate::remote::Entry;
-use crate::webdav::propfind::{self, PROPFIND_ENTRY};
-use crate::webdav::{href, DavRemote};
+use crate::webdav::propfind::PROPFIND_ENTRY;
+use crate::webdav::DavRemote;
 
 /// The property a server lets us set the modification time through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,37 +95,7 @@ impl DavRemote {
 
     /// One PROPPATCH; whether the server says it set the property.
     pub(super) async fn proppatch_mtime(&self, id: &str, prop: MtimeProp, secs: u64) -> RemoteResult<bool> {
-        let url = href::item_url(&self.base, id, false)?;
-        let mut req = HttpRequest::idempotent(method("PROPPATCH"), url)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/xml; charset=utf-8"))
-            .body(proppatch_body(prop, secs));
-        for refusal in [400, 403, 405, 409, 422, 501] {
-            if let Ok(status) = StatusCode::from_u16(refusal) {
-                req = req.accept_status(status);
-            }
-        }
-        self.http
-            .execute(&req, |resp| async move {
-                let status = resp.status();
-                if status == StatusCode::MULTI_STATUS {
-                    let body = futures::TryStreamExt::map_err(resp.bytes_stream(), std::io::Error::other);
-                    let reader = tokio_util::io::StreamReader::new(body);
-                    let mut statuses = Vec::new();
-                    propfind::parse_multistatus(reader, |r| {
-                        if let Some(s) = r.status {
-                            statuses.push(s);
-                        }
-                        statuses.extend(r.propstat_statuses);
-                        Ok(())
-                    })
-                    .await?;
-                    Ok(!statuses.is_empty() && statuses.iter().all(|s| (200..300).contains(s)))
-                } else {
-                    // lighttpd answers 204; the PROPFIND that follows tells the truth.
-                    Ok(status.is_success())
-                }
-            })
-            .await
+        self.proppatch(id, &proppatch_body(prop, secs)).await
     }
 }
 
