@@ -136,6 +136,10 @@ impl Fixture {
     fn journal(&self) -> Journal {
         Journal::open(self.dir.path().join("journal")).unwrap()
     }
+    /// The journal a running queue is writing, read without disturbing it.
+    fn on_disk(&self) -> Journal {
+        Journal::inspect(self.dir.path().join("journal"))
+    }
     fn stage(&mut self, key: &str, name: &str, data: &[u8], base: Option<&str>) -> UploadRecord {
         self.n += 1;
         let staged = self.dir.path().join(format!("staged-{}", self.n));
@@ -189,7 +193,7 @@ async fn an_upload_reaches_the_server_and_leaves_nothing_behind() {
     q.wait("k1", generation).await.unwrap();
     assert_eq!(remote.get("a.txt").unwrap(), b"hello");
     assert!(q.drain(Duration::from_secs(5)).await.is_empty());
-    assert!(fx.journal().load().unwrap().records.is_empty());
+    assert!(fx.on_disk().load().unwrap().records.is_empty());
     assert!(!staged.exists(), "the staged file goes once uploaded");
 }
 
@@ -317,7 +321,7 @@ async fn resume_tokens_are_journaled_and_handed_to_the_next_attempt() {
     let generation = q.enqueue(fx.stage("k", "r.bin", b"resume me", None)).unwrap();
     assert!(q.wait("k", generation).await.is_err());
     let token = serde_json::json!({"session": "s-1", "offset": 5});
-    let on_disk = fx.journal().load().unwrap().records;
+    let on_disk = fx.on_disk().load().unwrap().records;
     assert_eq!(on_disk[0].resume.as_ref(), Some(&token), "in the journal at once");
     assert_eq!(*first.seen.lock().unwrap(), vec![None]);
     q.stop();
@@ -330,7 +334,7 @@ async fn resume_tokens_are_journaled_and_handed_to_the_next_attempt() {
     let q2 = UploadQueue::start(second.clone(), fx.journal(), quick(), None).unwrap();
     assert!(q2.drain(Duration::from_secs(5)).await.is_empty());
     assert_eq!(*second.seen.lock().unwrap(), vec![Some(token)]);
-    assert!(fx.journal().load().unwrap().records.is_empty());
+    assert!(fx.on_disk().load().unwrap().records.is_empty());
 }
 
 #[tokio::test]
@@ -343,11 +347,11 @@ async fn new_content_drops_the_resume_token() {
     let q = UploadQueue::start(remote.clone(), fx.journal(), quick(), None).unwrap();
     let g1 = q.enqueue(fx.stage("k", "r.bin", b"old", None)).unwrap();
     assert!(q.wait("k", g1).await.is_err());
-    assert!(fx.journal().load().unwrap().records[0].resume.is_some());
+    assert!(fx.on_disk().load().unwrap().records[0].resume.is_some());
     let mut newer = fx.stage("k", "r.bin", b"new content", None);
     newer.resume = Some(serde_json::json!("stale"));
     q.enqueue(newer).unwrap();
-    assert_eq!(fx.journal().load().unwrap().records[0].resume, None);
+    assert_eq!(fx.on_disk().load().unwrap().records[0].resume, None);
 }
 
 #[tokio::test]
