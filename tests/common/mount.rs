@@ -560,9 +560,20 @@ impl Mount {
     }
 
     /// Unmounts with `fusermount3 -u` and asserts that the daemon then exits 0 and the mount is gone.
+    ///
+    /// EBUSY is tried again for a few seconds: tests run as threads of one process, and a child
+    /// another test forks holds a copy of every descriptor of ours until it execs (O_CLOEXEC closes
+    /// them only then), so a file this test closed a moment ago can still keep the mount busy.
     pub fn unmount(mut self) {
         let dir = self.path().to_path_buf();
-        let f = run(Command::new("fusermount3").arg("-u").arg(&dir), EXIT_DEADLINE);
+        let mut f = run(Command::new("fusermount3").arg("-u").arg(&dir), EXIT_DEADLINE);
+        for _ in 0..25 {
+            if f.status.success() || !f.stderr.contains("Device or resource busy") {
+                break;
+            }
+            thread::sleep(Duration::from_millis(200));
+            f = run(Command::new("fusermount3").arg("-u").arg(&dir), EXIT_DEADLINE);
+        }
         assert!(
             f.status.success(),
             "fusermount3 -u {} failed: {}\n{}",
