@@ -27,6 +27,7 @@ use crate::remote::Entry;
 use super::attr::content_tag;
 use super::error::FsResult;
 use super::fs::{existing_name, DriveFs, Looked};
+use super::namespace::Invalidation;
 
 /// EINVAL for a name a regular file or folder may not take (see the module doc).
 pub(in crate::vfs) fn check_not_link_name(name: &OsStr) -> FsResult<()> {
@@ -59,6 +60,24 @@ pub(in crate::vfs) fn shown_children(children: Vec<(u64, Entry)>) -> Vec<(u64, E
         .collect()
 }
 
+/// `out` with, after each name a link's file changed under, the link's name too: the kernel knows
+/// the link by that name only.
+pub(in crate::vfs) fn with_shown_names(out: Vec<Invalidation>) -> Vec<Invalidation> {
+    let mut all = Vec::with_capacity(out.len());
+    for inv in out {
+        let shown = match &inv {
+            Invalidation::Entry { parent, name } => link_name(name).map(|shown| Invalidation::Entry {
+                parent: *parent,
+                name: shown.to_string(),
+            }),
+            Invalidation::Inode(_) => None,
+        };
+        all.push(inv);
+        all.extend(shown);
+    }
+    all
+}
+
 impl DriveFs {
     /// Find `name` as the mount shows it in folder `parent`: the item of that name, else the link
     /// kept as `name.rclonelink`. On success the kernel holds one more reference to it.
@@ -77,7 +96,12 @@ impl DriveFs {
             Err(e) if e.is_not_found() => {}
             found => return found,
         }
-        let found = match self.lookup_item(parent, &link_file_name(name)).await {
+        let file = link_file_name(name);
+        if file.len() > 255 {
+            // No drive holds a name that long: no link can have it.
+            return Err(fs_err!(NotFound, "{name:?} not found"));
+        }
+        let found = match self.lookup_item(parent, &file).await {
             Err(e) if e.is_not_found() => return Err(fs_err!(NotFound, "{name:?} not found")),
             found => found?,
         };
@@ -193,5 +217,29 @@ impl DriveFs {
             content.extend_from_slice(&chunk);
         }
         Ok(content)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_link_file_invalidates_the_link_name_too() {
+        let entry = |name: &str| Invalidation::Entry {
+            parent: 1,
+            name: name.to_string(),
+        };
+        assert_eq!(
+            with_shown_names(vec![entry("a.rclonelink"), Invalidation::Inode(5), entry("b")]),
+            vec![entry("a.rclonelink"), entry("a"), Invalidation::Inode(5), entry("b")]
+        );
+    }
+
+    #[test]
+    fn only_regular_names_with_the_suffix_are_refused() {
+        assert!(check_not_link_name(OsStr::new("x.rclonelink")).is_err());
+        assert!(check_not_link_name(OsStr::new("x")).is_ok());
+        assert!(check_not_link_name(OsStr::new(".rclonelink")).is_ok());
     }
 }

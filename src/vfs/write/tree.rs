@@ -297,7 +297,8 @@ impl DriveFs {
         let shown_new_name = super::super::fs::existing_name(new_name)?;
         let source = self.child(parent, name).await?;
         // A link moves as its `.rclonelink` file, keeping the suffix; nothing else may take it.
-        let new_name = if crate::remote::links::is_link(source.entry.kind, &source.entry.name) {
+        let source_is_link = crate::remote::links::is_link(source.entry.kind, &source.entry.name);
+        let new_name = if source_is_link {
             crate::remote::links::link_file_name(shown_new_name)
         } else {
             super::super::links::check_not_link_name(OsStr::new(shown_new_name))?;
@@ -333,7 +334,7 @@ impl DriveFs {
         let target = match target {
             // What is shown under the new name has another name on the drive (a link replacing a
             // file, or the other way round): the rename would not replace it there, so it goes first.
-            Some(t) if t.entry.name != new_name => {
+            Some(t) if crate::remote::links::is_link(t.entry.kind, &t.entry.name) != source_is_link => {
                 self.delete_node(new_parent, t).await?;
                 None
             }
