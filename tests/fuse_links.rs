@@ -11,7 +11,6 @@ use std::path::Path;
 use common::dav::DavServer;
 use common::files::put_file;
 use common::mount::{errno, Mount};
-use common::servers::TestServer;
 
 /// What rclone wrote shows as links (an ordinary item wins a clash of names); mv and rm of a
 /// link act on its file on the server; names with the suffix are refused for files and folders.
