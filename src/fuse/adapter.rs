@@ -81,10 +81,7 @@ fn failed(e: FsError) -> Errno {
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
-    let kind = match a.kind {
-        EntryKind::Directory => FileType::Directory,
-        EntryKind::File => FileType::RegularFile,
-    };
+    let kind = file_type(a.kind, a.link);
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
@@ -110,9 +107,10 @@ fn file_attr(a: &Attr) -> FileAttr {
 /// `st_blksize` of every item.
 const PREFERRED_IO_SIZE: u32 = 1 << 20;
 
-fn file_type(kind: EntryKind) -> FileType {
+fn file_type(kind: EntryKind, link: bool) -> FileType {
     match kind {
         EntryKind::Directory => FileType::Directory,
+        EntryKind::File if link => FileType::Symlink,
         EntryKind::File => FileType::RegularFile,
     }
 }
@@ -171,6 +169,7 @@ impl Filesystem for FuseAdapter {
                         nlink: 0,
                         uid: 0,
                         gid: 0,
+                        link: false,
                     });
                     attr.ino = INodeNo(0);
                     reply.entry_with_ttls(&Duration::ZERO, &ttl, &attr, Generation(0))
@@ -320,10 +319,26 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn symlink(&self, req: &Request, parent: INodeNo, _link_name: &OsStr, _target: &Path, reply: ReplyEntry) {
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let span = request_span("symlink", req, parent.0, None);
-        // symlink(2): EPERM when the filesystem does not support symbolic links.
-        reply.error(span.in_scope(|| self.refuse(Errno::EPERM)));
+        let (fs, name, target) = (self.fs.clone(), link_name.to_owned(), target.to_owned());
+        self.spawn(span, async move {
+            match fs.symlink(parent.0, &name, &target).await {
+                Ok(l) => reply.entry(&l.ttl, &file_attr(&l.attr), Generation(0)),
+                Err(e) => reply.error(failed(e)),
+            }
+        });
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let span = request_span("readlink", req, ino.0, None);
+        let fs = self.fs.clone();
+        self.spawn(span, async move {
+            match fs.readlink(ino.0).await {
+                Ok(target) => reply.data(target.as_bytes()),
+                Err(e) => reply.error(failed(e)),
+            }
+        });
     }
 
     fn rename(
@@ -496,7 +511,12 @@ impl Filesystem for FuseAdapter {
         let span = request_span("readdir", req, ino.0, Some(fh.0));
         let _entered = span.enter();
         let result = self.fs.readdir(fh.0, offset, |item| {
-            reply.add(INodeNo(item.ino), item.next_offset, file_type(item.kind), item.name)
+            reply.add(
+                INodeNo(item.ino),
+                item.next_offset,
+                file_type(item.kind, item.link),
+                item.name,
+            )
         });
         match result {
             Ok(()) => reply.ok(),

@@ -25,6 +25,9 @@ pub struct Attr {
     pub uid: u32,
     /// Group shown to users.
     pub gid: u32,
+    /// Shown as a symbolic link: a `.rclonelink` file (see [`crate::remote::links`]); `size` is
+    /// then its target's length.
+    pub link: bool,
 }
 
 /// How remote items are presented locally: remotes have no owners or modes.
@@ -65,15 +68,24 @@ impl Ownership {
     /// The attributes of `entry` as inode `ino`.
     pub fn attr(&self, ino: u64, entry: &Entry) -> Attr {
         let dir = entry.kind == EntryKind::Directory;
+        let link = crate::remote::links::is_link(entry.kind, &entry.name);
         Attr {
             ino,
             kind: entry.kind,
             size: if dir { 0 } else { entry.size },
             mtime: entry.mtime,
-            perm: if dir { self.dir_mode } else { self.file_mode },
+            // Links carry no mode of their own (lstat shows 0777, as on Linux).
+            perm: if link {
+                0o777
+            } else if dir {
+                self.dir_mode
+            } else {
+                self.file_mode
+            },
             nlink: if dir { 2 } else { 1 },
             uid: self.uid,
             gid: self.gid,
+            link,
         }
     }
 }

@@ -75,7 +75,7 @@ impl DriveFs {
         let guard = self.invalidate_tx.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = guard.as_ref() {
             let mut seen = HashSet::new();
-            for inv in out {
+            for inv in super::links::with_shown_names(out) {
                 if seen.insert(inv.clone()) {
                     let _ = tx.send(inv);
                 }

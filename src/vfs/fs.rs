@@ -115,6 +115,8 @@ pub struct DirItem<'a> {
     pub name: &'a str,
     /// File or folder.
     pub kind: EntryKind,
+    /// A file shown as a symbolic link (see [`crate::vfs::links`]).
+    pub link: bool,
 }
 
 /// Space figures for `statfs`.
@@ -255,9 +257,10 @@ impl DriveFs {
         Ok(node)
     }
 
-    /// Find `name` in folder `parent`; on success the kernel holds one more reference to it.
-    pub async fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<Looked> {
-        let name = existing_name(name)?;
+    /// Find the item called `name` on the drive in folder `parent` (a link by its `.rclonelink`
+    /// name: the names the mount shows are mapped in [`crate::vfs::links`]); on success the kernel
+    /// holds one more reference to it.
+    pub(in crate::vfs) async fn lookup_item(&self, parent: u64, name: &str) -> FsResult<Looked> {
         let dir = self.dir_node(parent)?;
         let now = Instant::now();
         let epoch = self.inodes.local_epoch();
@@ -655,19 +658,26 @@ impl DriveFs {
             name: ".".into(),
             entry: None,
             is_dir: true,
+            link: false,
         });
         slots.push(DirSlot {
             ino: parent,
             name: "..".into(),
             entry: None,
             is_dir: true,
+            link: false,
         });
-        slots.extend(children.into_iter().map(|(ino, e)| DirSlot {
-            ino,
-            name: e.name.clone(),
-            is_dir: e.kind == EntryKind::Directory,
-            entry: Some(e),
-        }));
+        slots.extend(
+            super::links::shown_children(children)
+                .into_iter()
+                .map(|(ino, e, shown, link)| DirSlot {
+                    ino,
+                    name: shown,
+                    is_dir: e.kind == EntryKind::Directory,
+                    link,
+                    entry: Some(e),
+                }),
+        );
         self.dirs.insert(DirHandle { ino, slots })
     }
 
@@ -692,6 +702,7 @@ impl DriveFs {
                 next_offset: i as u64 + 1,
                 name: &slot.name,
                 kind,
+                link: slot.link,
             }) {
                 break;
             }
@@ -722,6 +733,7 @@ impl DriveFs {
                         next_offset,
                         name: &slot.name,
                         kind: EntryKind::Directory,
+                        link: false,
                     };
                     if add(item, &attr, ttl) {
                         break;
@@ -736,6 +748,7 @@ impl DriveFs {
                             next_offset,
                             name: &slot.name,
                             kind: entry.kind,
+                            link: slot.link,
                         },
                         &attr,
                         ttl,

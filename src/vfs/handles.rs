@@ -46,6 +46,8 @@ pub struct DirSlot {
     pub entry: Option<Entry>,
     /// Whether it is a folder.
     pub is_dir: bool,
+    /// Whether it is shown as a symbolic link (its `.rclonelink` file, under the link's name).
+    pub link: bool,
 }
 
 /// An open folder.

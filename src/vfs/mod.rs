@@ -35,6 +35,7 @@ pub mod disk_cache;
 mod error;
 pub mod fs;
 pub mod handles;
+pub mod links;
 pub mod local;
 pub mod namespace;
 pub mod prefetch;

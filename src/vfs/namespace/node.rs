@@ -29,6 +29,8 @@ pub struct Node {
     /// The modification time we wrote version `.0` with (see [`crate::vfs::local::settle`]): while
     /// the server reports that version, `stat` shows this time, not the server's rounding of it.
     pub own_mtime: Option<(Option<Version>, SystemTime)>,
+    /// A link's target as read from its file's content version `.0` (see [`crate::vfs::links`]).
+    pub link_target: Option<(Version, String)>,
 }
 
 impl Node {
@@ -65,6 +67,7 @@ impl Node {
             cached_tag: None,
             local,
             own_mtime: None,
+            link_target: None,
         }
     }
 }

@@ -29,11 +29,23 @@ enum Moved {
 impl DriveFs {
     /// Create file `name` in `parent` and open it for writing. An existing file is opened instead,
     /// unless `flags` has `O_EXCL` (EEXIST).
+    /// `name` may not end in `.rclonelink` (EINVAL): the drive would show such a file as a link.
     pub async fn create(&self, parent: u64, name: &OsStr, flags: i32) -> FsResult<(Looked, Opened)> {
+        super::super::links::check_not_link_name(name)?;
+        self.create_item(parent, name, flags).await
+    }
+
+    /// [`create`](Self::create) by the name on the drive (a link's file too).
+    pub(in crate::vfs) async fn create_item(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        flags: i32,
+    ) -> FsResult<(Looked, Opened)> {
         self.wb()?;
         let name = self.new_name(parent, name)?;
         let dir = self.dir_node(parent)?;
-        match self.lookup(parent, OsStr::new(name)).await {
+        match self.lookup_item(parent, name).await {
             Ok(found) => {
                 if flags & libc::O_EXCL != 0 {
                     self.forget(found.attr.ino, 1);
@@ -88,6 +100,7 @@ impl DriveFs {
     /// Create folder `name` in `parent` on the server.
     pub async fn mkdir(&self, parent: u64, name: &OsStr) -> FsResult<Looked> {
         self.wb()?;
+        super::super::links::check_not_link_name(name)?;
         let name = self.new_name(parent, name)?;
         let dir = self.dir_node(parent)?;
         if let Some(Some(_)) = self.inodes.listed_child(parent, name, Instant::now()) {
@@ -281,16 +294,26 @@ impl DriveFs {
     ) -> FsResult<()> {
         self.wb()?;
         let name = super::super::fs::existing_name(name)?;
-        let new_name = self.new_name(new_parent, new_name)?;
+        let shown_new_name = super::super::fs::existing_name(new_name)?;
         let source = self.child(parent, name).await?;
+        // A link moves as its `.rclonelink` file, keeping the suffix; nothing else may take it.
+        let source_is_link = crate::remote::links::is_link(source.entry.kind, &source.entry.name);
+        let new_name = if source_is_link {
+            crate::remote::links::link_file_name(shown_new_name)
+        } else {
+            super::super::links::check_not_link_name(OsStr::new(shown_new_name))?;
+            shown_new_name.to_string()
+        };
+        let new_name = self.new_name(new_parent, OsStr::new(&new_name))?;
+        let old_name = source.entry.name.clone();
         let dest_dir = self.dir_node(new_parent)?;
-        if parent == new_parent && name == new_name {
+        if parent == new_parent && name == shown_new_name {
             return Ok(());
         }
         if source.entry.kind == EntryKind::Directory && self.is_below(new_parent, source.ino) {
             return Err(fs_err!(InvalidArgument, "cannot move a folder into itself"));
         }
-        let target = match self.child(new_parent, new_name).await {
+        let target = match self.child(new_parent, shown_new_name).await {
             // Where names ignore case, `mv a.txt A.txt` finds the file itself: a rename, no target.
             Ok(t) if t.ino == source.ino => None,
             Ok(t) => Some(t),
@@ -308,6 +331,15 @@ impl DriveFs {
                 _ => {}
             }
         }
+        let target = match target {
+            // What is shown under the new name has another name on the drive (a link replacing a
+            // file, or the other way round): the rename would not replace it there, so it goes first.
+            Some(t) if crate::remote::links::is_link(t.entry.kind, &t.entry.name) != source_is_link => {
+                self.delete_node(new_parent, t).await?;
+                None
+            }
+            t => t,
+        };
         let source = loop {
             self.settle_uploads_at(source.ino).await?;
             let moved = match self
@@ -366,7 +398,7 @@ impl DriveFs {
             let remote = self.remote.clone();
             self.inodes.rekey_below(move |id| remote.moved_id(id, &from, &to));
         }
-        self.inodes.listing_remove(parent, name);
+        self.inodes.listing_remove(parent, &old_name);
         self.inodes.listing_insert(new_parent, moved.clone());
         self.inodes.touch_dir(parent);
         self.inodes.touch_dir(new_parent);
