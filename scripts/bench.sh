@@ -4,12 +4,15 @@
 # cloudmount against the fake Graph server when this build can mount OneDrive. Prints one Markdown table
 # (docs/benchmarks.md keeps the latest). Not part of CI. Needs root (drop_caches, mounts, apt-get for missing tools).
 #
-#   scripts/bench.sh [--quick] [--only cloudmount|rclone|davfs2|curl|graph] [--size-mib N] [--big-mib N]
+#   scripts/bench.sh [--quick] [--only cloudmount|rclone|davfs2|curl|graph] [--size-mib N] [--big-mib N] [--baseline BIN]
 #
 #   --quick        small sizes to iterate: 64 MiB fio files, 128 MiB copies, 1,000 files, 5 s of random reads
 #   --only X       one client (repeatable); default: all of them
 #   --size-mib N   size of the fio files (default 256)
 #   --big-mib N    size of the file copied out of and into the mount (default 1024)
+#   --baseline BIN another cloudmount binary (an older build) run through the same workloads in the same run, as
+#                  its own column, with each workload's ratio to it: the way to compare two builds, since times
+#                  from different runs are not comparable
 #
 # Environment: BENCH_DIR (scratch space, default /tmp/cloudmount-bench; removed at the end), BENCH_PORT (Apache,
 # default 8791), BENCH_GRAPH_PORT (fake Graph, default 8792), CLOUDMOUNT_BIN (default target/release/cloudmount, built
@@ -29,13 +32,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 
-QUICK=0 SIZE=256 BIG=1024 FILES=10000 RAND_SECS=30 ONLY=() SIZE_SET=0 BIG_SET=0
+QUICK=0 SIZE=256 BIG=1024 FILES=10000 RAND_SECS=30 ONLY=() SIZE_SET=0 BIG_SET=0 BASE_BIN=""
 while (($#)); do
   case $1 in
     --quick) QUICK=1 ;;
     --only) ONLY+=("$2"); shift ;;
     --size-mib) SIZE=$2; SIZE_SET=1; shift ;;
     --big-mib) BIG=$2; BIG_SET=1; shift ;;
+    --baseline) BASE_BIN=$(realpath "$2"); shift ;;
     -h | --help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -47,6 +51,7 @@ if ((QUICK)); then
   FILES=1000 RAND_SECS=5
 fi
 ((${#ONLY[@]})) || ONLY=(curl cloudmount rclone davfs2 graph)
+[[ -n $BASE_BIN ]] && ONLY+=(baseline)
 want() { local x; for x in "${ONLY[@]}"; do [[ $x == "$1" ]] && return 0; done; return 1; }
 
 [[ $(id -u) == 0 ]] || { echo "bench.sh: run as root (drop_caches, mounts)" >&2; exit 1; }
@@ -152,6 +157,10 @@ start_cloudmount() {
     >>"$STATE/cloudmount.log" 2>&1 &
   MOUNT_PID=$!
   wait_mounted "$MOUNT_PID"
+}
+start_baseline() { # the --baseline binary, mounted as cloudmount is
+  local BIN=$BASE_BIN
+  start_cloudmount
 }
 start_rclone() {
   rm -rf "$STATE/rclone-cache"
@@ -376,11 +385,12 @@ TOML
 # ---------------------------------------------------------------- table
 table() {
   local cols=() c
-  for c in cloudmount rclone davfs2 curl graph; do want "$c" && cols+=("$c"); done
+  for c in cloudmount baseline rclone davfs2 curl graph; do want "$c" && cols+=("$c"); done
   head_of() {
     case $1 in
       cloudmount) echo "cloudmount" ;; rclone) echo "rclone mount (full)" ;; davfs2) echo "davfs2" ;;
       curl) echo "curl (wire)" ;; graph) echo "cloudmount on fake Graph" ;;
+      baseline) echo "baseline ($("$BASE_BIN" --version | awk '{ print $2 }'), $(basename "$BASE_BIN"))" ;;
     esac
   }
   local line="| Workload |" sep="|---|"
@@ -422,6 +432,15 @@ table() {
     echo "- \`ls -l\` of $FILES files cold (want < 2 s): ${R[$cm,ls_cold]:-} s"
     echo "- peak RSS during the $BIG MiB copies (want < 256 MiB): out ${R[$cm,rss_cp_out]:-} MiB, in ${R[$cm,rss_cp_in]:-} MiB"
   fi
+  if want baseline; then
+    echo
+    echo "Against the baseline build, this run (above 1: this build is faster):"
+    echo "- sequential write: $(ratio "${R[$cm,write]:-}" "${R[baseline,write]:-}")"
+    echo "- sequential cold read: $(ratio "${R[$cm,read]:-}" "${R[baseline,read]:-}")"
+    echo "- random 4 KiB cold reads: $(ratio "${R[$cm,rand]:-}" "${R[baseline,rand]:-}")"
+    echo "- \`ls -l\` cold: $(ratio "${R[baseline,ls_cold]:-}" "${R[$cm,ls_cold]:-}"), warm: $(ratio "${R[baseline,ls_warm]:-}" "${R[$cm,ls_warm]:-}")"
+    echo "- \`cp\` out: $(ratio "${R[baseline,cp_out]:-}" "${R[$cm,cp_out]:-}"), \`cp\` in until on the server: $(ratio "${R[baseline,cp_in]:-}" "${R[$cm,cp_in]:-}")"
+  fi
 }
 
 # ---------------------------------------------------------------- main
@@ -432,7 +451,7 @@ START=$(now)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 prepare
 want curl && run_curl
-for c in cloudmount rclone davfs2; do want "$c" && run_client "$c"; done
+for c in cloudmount baseline rclone davfs2; do want "$c" && run_client "$c"; done
 want graph && run_graph
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -441,6 +460,7 @@ echo "cloudmount $("$BIN" --version | awk '{ print $2 }') ($(git rev-parse --sho
 $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores; load average before $LOAD_BEFORE, after $LOAD_AFTER; \
 took $(since "$START") s"
 echo "Command: scripts/bench.sh$(((QUICK)) && echo " --quick")$( ((SIZE_SET)) && echo " --size-mib $SIZE")\
-$( ((BIG_SET)) && echo " --big-mib $BIG")$(for o in "${ONLY[@]}"; do [[ ${#ONLY[@]} == 5 ]] || echo -n " --only $o"; done)"
+$( ((BIG_SET)) && echo " --big-mib $BIG")$(for o in "${ONLY[@]}"; do [[ ${#ONLY[@]} == 5 || $o == baseline ]] || echo -n " --only $o"; done)\
+$([[ -n $BASE_BIN ]] && echo " --baseline $BASE_BIN")"
 echo
 table
