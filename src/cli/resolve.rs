@@ -112,6 +112,16 @@ pub(super) fn configured_mount_options(args: &MountArgs) -> Result<Option<toml::
     if args.remote.starts_with("http://") || args.remote.starts_with("https://") {
         return Ok(None);
     }
+    let (cfg, path) = load_config(args)?;
+    let remote = cfg
+        .remote(&args.remote)
+        .with_context(|| format!("in {}", path.display()))?;
+    Ok(remote.mount.clone())
+}
+
+/// The config file `--config` names (it must exist), else the default one (which may not), and
+/// its path.
+fn load_config(args: &MountArgs) -> Result<(ConfigFile, PathBuf)> {
     let (path, explicit) = match &args.config {
         Some(p) => (p.clone(), true),
         None => (
@@ -119,11 +129,7 @@ pub(super) fn configured_mount_options(args: &MountArgs) -> Result<Option<toml::
             false,
         ),
     };
-    let cfg = ConfigFile::load(&path, explicit)?;
-    let remote = cfg
-        .remote(&args.remote)
-        .with_context(|| format!("in {}", path.display()))?;
-    Ok(remote.mount.clone())
+    Ok((ConfigFile::load(&path, explicit)?, path))
 }
 
 pub(super) fn resolve_remote(args: &MountArgs) -> Result<Target> {
@@ -134,14 +140,7 @@ pub(super) fn resolve_remote(args: &MountArgs) -> Result<Target> {
     let (url, mut user, mut password, mut password_command, ca_cert) = if looks_like_url {
         (args.remote.clone(), None, None, None, None)
     } else {
-        let (path, explicit) = match &args.config {
-            Some(p) => (p.clone(), true),
-            None => (
-                default_config_path().context("cannot find the config directory")?,
-                false,
-            ),
-        };
-        let cfg = ConfigFile::load(&path, explicit)?;
+        let (cfg, path) = load_config(args)?;
         let r = cfg
             .remote(&args.remote)
             .with_context(|| format!("in {}", path.display()))?;
