@@ -43,7 +43,11 @@ const VALUED: &[(&str, &str)] = &[
 ];
 
 /// `-o` options that map to a flag without a value.
-const SWITCHES: &[(&str, &str)] = &[("ro", "--read-only"), ("allow_other", "--allow-other")];
+const SWITCHES: &[(&str, &str)] = &[
+    ("ro", "--read-only"),
+    ("allow_other", "--allow-other"),
+    ("nometadata", "--no-metadata"),
+];
 
 /// Options for mount(8), systemd or the kernel defaults that mean nothing to cloudmount, accepted
 /// and ignored (cloudmount always mounts nodev,nosuid,noatime).

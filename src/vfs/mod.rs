@@ -36,6 +36,7 @@ mod error;
 pub mod fs;
 pub mod handles;
 pub mod local;
+mod meta;
 pub mod namespace;
 pub mod prefetch;
 pub mod write;

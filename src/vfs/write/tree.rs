@@ -75,7 +75,7 @@ impl DriveFs {
         let ino = self.inodes.insert_local(dir.ino, entry.clone(), local);
         self.inodes.touch_dir(dir.ino);
         let fh = self.writable_handle(ino, &entry);
-        let attr = self.cfg.ownership.attr(ino, &entry);
+        let attr = self.shown_attr(ino, &entry);
         Ok((
             Looked {
                 attr,
@@ -98,7 +98,7 @@ impl DriveFs {
         self.inodes.touch_dir(parent);
         let up = self.inodes.upsert(parent, entry.clone(), self.valid_until(), 1);
         Ok(Looked {
-            attr: self.cfg.ownership.attr(up.ino, &entry),
+            attr: self.shown_attr(up.ino, &entry),
             ttl: self.cfg.attr_ttl,
         })
     }
@@ -172,6 +172,8 @@ impl DriveFs {
                 Err(e) => return Err(e.into()),
             }
         }
+        self.meta_removed(&node.entry.id, node.local.as_ref().map(|l| l.key.as_str()))
+            .await;
         if node.local.is_some() && self.files.any(|h| h.ino == node.ino) {
             self.detach_open_file(parent, &node).await;
             return Ok(());
@@ -250,6 +252,7 @@ impl DriveFs {
             Ok(()) | Err(RemoteError::NotFound) => {}
             Err(e) => return Err(e.into()),
         }
+        self.meta_removed(&node.entry.id, None).await;
         self.forget_item(parent, &node);
         Ok(())
     }
@@ -357,6 +360,8 @@ impl DriveFs {
             .remote
             .rename(&source.entry.id, &dest_dir.entry.id, new_name, target.is_some())
             .await?;
+        self.meta_moved(&source.entry.id, &moved.id, target.as_ref().map(|t| &t.entry.id))
+            .await;
         if let Some(t) = &target {
             self.forget_item(new_parent, t);
         }
