@@ -32,7 +32,7 @@ use crate::remote::{Entry, ItemId, Meta, Precondition};
 
 use super::attr::Attr;
 use super::error::FsResult;
-use super::local::{is_placeholder_id, NodeId};
+use super::local::{is_placeholder_id, FileState, NodeId};
 use super::DriveFs;
 
 /// The metadata side of a core: its local store, once the mount gives one.
@@ -46,6 +46,9 @@ pub(super) struct MetaWiring {
     /// Woken when `landing` drops.
     landed: tokio::sync::Notify,
 }
+
+/// How long a rename waits for landed uploads' metadata to be written before moving it.
+const LANDING_WAIT: Duration = Duration::from_secs(30);
 
 /// The store key of changes made to a file whose upload has not landed (by its journal key; the
 /// NUL keeps it apart from every server id).
@@ -144,16 +147,42 @@ impl DriveFs {
         if let Some(local) = &node.local {
             // Kept with the content; given to the item once its upload lands.
             if let Some(mtime) = change.mtime {
-                self.set_mtime(ino, mtime).await?;
+                // Content the queue holds already keeps it: a new time is metadata, given to the
+                // item when the upload lands (see `on_upload_event`), not another upload (whose
+                // staged file the landing one may take away).
+                let as_meta = self
+                    .inodes
+                    .with_node(ino, |n| match n.local.as_mut() {
+                        Some(l) if l.state == FileState::Queued && l.writers == 0 && l.busy.is_none() => {
+                            l.mtime = mtime;
+                            n.entry.mtime = mtime;
+                            true
+                        }
+                        _ => false,
+                    })
+                    .unwrap_or(false);
+                if !as_meta {
+                    self.set_mtime(ino, mtime).await?;
+                }
             }
             let rest = Meta { mtime: None, ..change };
             if !rest.is_empty() {
-                let key = match &local.item {
-                    NodeId::Local => pending_key(&local.key),
-                    NodeId::Remote(id) => id.as_str().to_string(),
+                // Under the journal key, which the landing of its upload reads last (so a change
+                // made now wins over one made before); under the item's id too where it has one,
+                // in case no upload follows.
+                let pending = pending_key(&local.key);
+                let id = match &local.item {
+                    NodeId::Local => None,
+                    NodeId::Remote(id) => Some(id.as_str().to_string()),
                 };
                 let store = self.local_store_for(&rest)?;
-                in_store(&store, move |s| s.update(&key, &rest)).await?;
+                in_store(&store, move |s| {
+                    if let Some(id) = id {
+                        s.update(&id, &rest)?;
+                    }
+                    s.update(&pending, &rest).map(|_| ())
+                })
+                .await?;
             }
             return self.attr_of_node(ino);
         }
@@ -317,6 +346,9 @@ impl DriveFs {
     /// on remotes whose ids are paths, what the store holds moves with it.
     pub(super) async fn meta_moved(&self, from: &ItemId, to: &ItemId, replaced: Option<&ItemId>) {
         let Some(store) = self.meta.store.get() else { return };
+        // What a landed upload gives its item is written under the id it landed as: before
+        // that id moves.
+        self.settle_metadata(LANDING_WAIT).await;
         let (from, to) = (from.as_str().to_string(), to.as_str().to_string());
         let replaced = replaced.map(|r| r.as_str().to_string()).filter(|r| *r != to);
         let moved = in_store(store, move |s| {

@@ -7,6 +7,7 @@
 use crate::error::RemoteError;
 use crate::fs_err;
 use crate::remote::{Change, ChangeBatch, ItemId};
+use std::time::SystemTime;
 
 use super::super::error::FsResult;
 use super::super::fs::DriveFs;
@@ -239,7 +240,11 @@ impl DriveFs {
     /// The upload queue reports: keep our view of the file in step with the server. Returns the
     /// inode whose name now holds another device's version (ours went up as a conflict copy and
     /// nothing local is left): see [`DriveFs::take_server_version`].
-    pub(super) fn on_upload_event(&self, ev: UploadEvent) -> Option<u64> {
+    ///
+    /// Also returns the modification time the landed content shows: the upload's, or a time set
+    /// after it was handed over (kept as metadata, see `DriveFs::change_meta`), read under the
+    /// node's lock together with the landing.
+    pub(super) fn on_upload_event(&self, ev: UploadEvent) -> (Option<u64>, Option<SystemTime>) {
         let UploadEvent::Uploaded {
             record,
             entry,
@@ -247,9 +252,12 @@ impl DriveFs {
             generation,
         } = ev
         else {
-            return None;
+            return (None, None);
         };
-        let ino = self.inodes.by_local_key(&record.key)?;
+        let mut shown_mtime = Some(record.mtime());
+        let Some(ino) = self.inodes.by_local_key(&record.key) else {
+            return (None, shown_mtime);
+        };
         let valid = self.valid_until();
         let parent = self.inodes.get(ino).map(|n| n.parent);
         let settled = self
@@ -258,6 +266,9 @@ impl DriveFs {
                 let Some(local) = n.local.as_mut() else {
                     return Settled::Kept;
                 };
+                if local.generation == Some(generation) && !conflict_copy {
+                    shown_mtime = Some(local.mtime);
+                }
                 local.note_landed(generation, &entry, conflict_copy);
                 if !conflict_copy {
                     n.entry.id = entry.id.clone();
@@ -274,7 +285,7 @@ impl DriveFs {
             }
             self.inodes.listing_insert(parent, shown);
         }
-        (settled == Settled::Conflicted).then_some(ino)
+        ((settled == Settled::Conflicted).then_some(ino), shown_mtime)
     }
 
     /// Our version of `ino` went up as a conflict copy: its name holds the other device's version,
