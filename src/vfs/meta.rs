@@ -48,7 +48,7 @@ pub(super) struct MetaWiring {
 }
 
 /// How long a rename waits for landed uploads' metadata to be written before moving it.
-const LANDING_WAIT: Duration = Duration::from_secs(30);
+pub(super) const LANDING_WAIT: Duration = Duration::from_secs(30);
 
 /// The store key of changes made to a file whose upload has not landed (by its journal key; the
 /// NUL keeps it apart from every server id).
@@ -186,6 +186,9 @@ impl DriveFs {
             }
             return self.attr_of_node(ino);
         }
+        // An upload of it that just landed may still be giving the item what was set while it
+        // was pending: this change comes after.
+        self.settle_metadata(LANDING_WAIT).await;
         let id = node.entry.id.clone();
         let kept = match self.remote.set_meta(&id, &change, Precondition::Any).await {
             Ok(entry) => {
@@ -346,9 +349,6 @@ impl DriveFs {
     /// on remotes whose ids are paths, what the store holds moves with it.
     pub(super) async fn meta_moved(&self, from: &ItemId, to: &ItemId, replaced: Option<&ItemId>) {
         let Some(store) = self.meta.store.get() else { return };
-        // What a landed upload gives its item is written under the id it landed as: before
-        // that id moves.
-        self.settle_metadata(LANDING_WAIT).await;
         let (from, to) = (from.as_str().to_string(), to.as_str().to_string());
         let replaced = replaced.map(|r| r.as_str().to_string()).filter(|r| *r != to);
         let moved = in_store(store, move |s| {
@@ -366,6 +366,7 @@ impl DriveFs {
     /// Item `id` was deleted: forget what the store holds for it.
     pub(super) async fn meta_removed(&self, id: &ItemId, journal_key: Option<&str>) {
         let Some(store) = self.meta.store.get() else { return };
+        self.settle_metadata(LANDING_WAIT).await;
         let id = (!is_placeholder_id(id)).then(|| id.as_str().to_string());
         let pending = journal_key.map(pending_key);
         let removed = in_store(store, move |s| {

@@ -269,7 +269,12 @@ impl DriveFs {
                 if local.generation == Some(generation) && !conflict_copy {
                     shown_mtime = Some(local.mtime);
                 }
-                local.note_landed(generation, &entry, conflict_copy);
+                // A time the server keeps as metadata is the one about to be sent again.
+                let mut landed = entry.clone();
+                if landed.meta.mtime.is_some() {
+                    landed.meta.mtime = shown_mtime;
+                }
+                local.note_landed(generation, &landed, conflict_copy);
                 if !conflict_copy {
                     n.entry.id = entry.id.clone();
                 }
@@ -282,6 +287,9 @@ impl DriveFs {
                 // The listing shows what the node shows: our size and time.
                 shown.size = n.entry.size;
                 shown.mtime = n.entry.mtime;
+                if shown.meta.mtime.is_some() {
+                    shown.meta.mtime = shown_mtime;
+                }
             }
             self.inodes.listing_insert(parent, shown);
         }

@@ -356,6 +356,8 @@ impl DriveFs {
                 wb.queue.cancel(&local.key);
             }
         }
+        // What a landed upload gives its item goes to the id it landed as: before that id moves.
+        self.settle_metadata(super::super::meta::LANDING_WAIT).await;
         let moved = self
             .remote
             .rename(&source.entry.id, &dest_dir.entry.id, new_name, target.is_some())
