@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 use crate::error::RemoteError;
 use crate::fs_err;
 use crate::metastore::{MetaStore, MetaStoreError};
-use crate::remote::{Entry, ItemId, Meta, Precondition};
+use crate::remote::{Entry, ItemId, Meta, MetaFields, Precondition};
 
 use super::attr::Attr;
 use super::error::FsResult;
@@ -79,22 +79,13 @@ async fn in_store<T: Send + 'static>(
 }
 
 impl DriveFs {
-    /// Keep metadata the server cannot hold in `store` (the mount's, in its state directory), and
-    /// find out what the server keeps (on WebDAV a probe of dead properties, run once here so
-    /// uploads know whether to send their times again). Call once, at mount.
+    /// Keep metadata the server cannot hold in `store` (the mount's, in its state directory).
+    /// Call once, at mount. What the server keeps is found out by the first change sent to it
+    /// (on WebDAV a probe of dead properties, which on Apache creates its `.DAV` property
+    /// database: not done for a mount that never sets anything).
     pub async fn enable_metadata(&self, store: Option<Arc<MetaStore>>) {
         if let Some(store) = store {
             let _ = self.meta.store.set(store);
-        }
-        if !self.cfg.keep_metadata || self.cfg.read_only {
-            return;
-        }
-        // An empty change changes nothing; on WebDAV it runs the probe.
-        let root = self.inodes.get(super::namespace::ROOT_INO).map(|n| n.entry.id);
-        if let Some(root) = root {
-            if let Err(e) = self.remote.set_meta(&root, &Meta::default(), Precondition::Any).await {
-                tracing::debug!(error = %e, "cannot find out which metadata the server keeps");
-            }
         }
     }
 
@@ -165,7 +156,9 @@ impl DriveFs {
                     self.set_mtime(ino, mtime).await?;
                 }
             }
-            let rest = Meta { mtime: None, ..change };
+            // The time itself travels with the content; kept here it marks the time as set
+            // (`touch -d`), so the landing sends it to the server again.
+            let rest = change;
             if !rest.is_empty() {
                 // Under the journal key, which the landing of its upload reads last (so a change
                 // made now wins over one made before); under the item's id too where it has one,
@@ -308,12 +301,28 @@ impl DriveFs {
         };
         let pending = pending_key(&journal_key);
         let id = entry.id.as_str().to_string();
-        let wanted = store.get(&id).overlaid_with(&store.get(&pending)).overlaid_with(&Meta {
+        let set_while_pending = store.get(&pending);
+        let wanted = store.get(&id).overlaid_with(&set_while_pending).overlaid_with(&Meta {
             mtime: Some(mtime),
             ..Meta::default()
         });
-        let kept = self.remote.capabilities().kept_meta;
-        let for_server = wanted.restricted_to(kept);
+        // The server is given what was set, not what merely shows: the time of plain writes is
+        // its own to stamp (kept here to the nanosecond), and a mode or owner that is the
+        // default is left out unless the server holds another one.
+        let defaults = self.cfg.ownership.attr(0, &entry);
+        let held = &entry.meta;
+        let for_server = Meta {
+            mode: wanted
+                .mode
+                .filter(|m| held.mode.is_some() || *m != u32::from(defaults.perm)),
+            uid: wanted.uid.filter(|u| held.uid.is_some() || *u != defaults.uid),
+            gid: wanted.gid.filter(|g| held.gid.is_some() || *g != defaults.gid),
+            mtime: wanted
+                .mtime
+                .filter(|_| set_while_pending.mtime.is_some() || held.mtime.is_some()),
+            ..wanted.clone()
+        }
+        .restricted_to(MetaFields::PROPERTIES);
         // This machine first (durable), then the server.
         let stored = wanted.clone();
         let written = in_store(&store, move |s| {

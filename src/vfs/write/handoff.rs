@@ -241,9 +241,9 @@ impl DriveFs {
     /// inode whose name now holds another device's version (ours went up as a conflict copy and
     /// nothing local is left): see [`DriveFs::take_server_version`].
     ///
-    /// Also returns the modification time the landed content shows: the upload's, or a time set
-    /// after it was handed over (kept as metadata, see `DriveFs::change_meta`), read under the
-    /// node's lock together with the landing.
+    /// Also returns the modification time the landed content shows (the upload's, or a time set
+    /// after it was handed over, kept as metadata: see `DriveFs::change_meta`), read under the
+    /// node's lock together with the landing; `None` when a newer generation follows.
     pub(super) fn on_upload_event(&self, ev: UploadEvent) -> (Option<u64>, Option<SystemTime>) {
         let UploadEvent::Uploaded {
             record,
@@ -266,13 +266,13 @@ impl DriveFs {
                 let Some(local) = n.local.as_mut() else {
                     return Settled::Kept;
                 };
-                if local.generation == Some(generation) && !conflict_copy {
-                    shown_mtime = Some(local.mtime);
-                }
+                // Metadata is given at the landing of the latest generation only (what was set
+                // while pending waits for the content it was set on).
+                shown_mtime = (local.generation == Some(generation) && !conflict_copy).then_some(local.mtime);
                 // A time the server keeps as metadata is the one about to be sent again.
                 let mut landed = entry.clone();
-                if landed.meta.mtime.is_some() {
-                    landed.meta.mtime = shown_mtime;
+                if let (Some(_), Some(t)) = (landed.meta.mtime, shown_mtime) {
+                    landed.meta.mtime = Some(t);
                 }
                 local.note_landed(generation, &landed, conflict_copy);
                 if !conflict_copy {
@@ -287,8 +287,8 @@ impl DriveFs {
                 // The listing shows what the node shows: our size and time.
                 shown.size = n.entry.size;
                 shown.mtime = n.entry.mtime;
-                if shown.meta.mtime.is_some() {
-                    shown.meta.mtime = shown_mtime;
+                if let (Some(_), Some(t)) = (shown.meta.mtime, shown_mtime) {
+                    shown.meta.mtime = Some(t);
                 }
             }
             self.inodes.listing_insert(parent, shown);
