@@ -21,8 +21,9 @@
 //! Locks: none of ours is held across the network or the store's disk writes (which run on the
 //! blocking pool); the inode table is only read through its own short calls.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use crate::error::RemoteError;
@@ -45,6 +46,9 @@ pub(super) struct MetaWiring {
     landing: AtomicUsize,
     /// Woken when `landing` drops.
     landed: tokio::sync::Notify,
+    /// By item id: what was set while its upload was pending, for the moment between the
+    /// landing and its metadata being written under the id.
+    in_flight: Mutex<HashMap<String, Meta>>,
 }
 
 /// How long a rename waits for landed uploads' metadata to be written before moving it.
@@ -107,6 +111,10 @@ impl DriveFs {
         if let Some(store) = self.meta.store.get() {
             if !is_placeholder_id(&entry.id) {
                 meta = store.get(entry.id.as_str());
+                let landing = self.meta.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(pending) = landing.get(entry.id.as_str()) {
+                    meta = meta.overlaid_with(pending);
+                }
             }
             if let Some(key) = &pending {
                 meta = meta.overlaid_with(&store.get(&pending_key(key)));
@@ -265,7 +273,13 @@ impl DriveFs {
     ///
     /// [`DriveFs::meta_landing_started`] was called for it, synchronously, before this runs.
     pub(super) async fn meta_after_upload(&self, journal_key: String, mtime: SystemTime, entry: Entry) {
+        let id = entry.id.as_str().to_string();
         self.give_meta_to_upload(journal_key, mtime, entry).await;
+        self.meta
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
         if self.meta.landing.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.meta.landed.notify_waiters();
         }
@@ -273,8 +287,20 @@ impl DriveFs {
 
     /// An upload landed and [`DriveFs::meta_after_upload`] is about to run for it: counted, so
     /// [`DriveFs::settle_metadata`] waits for it.
-    pub(super) fn meta_landing_started(&self) {
+    ///
+    /// What was set while the upload was pending shows on the item from now on (the node no
+    /// longer has local content to find it by), until the landing has written it under the id.
+    pub(super) fn meta_landing_started(&self, journal_key: &str, id: &ItemId) {
         self.meta.landing.fetch_add(1, Ordering::SeqCst);
+        let Some(store) = self.meta.store.get() else { return };
+        let pending = store.get(&pending_key(journal_key));
+        if !pending.is_empty() {
+            self.meta
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.as_str().to_string(), pending);
+        }
     }
 
     /// Wait (at most `limit`) until the metadata of every landed upload is given to its item:

@@ -154,7 +154,7 @@ impl DriveFs {
                     return;
                 };
                 if let (Some((key, entry)), Some(mtime)) = (landed, mtime) {
-                    fs.meta_landing_started();
+                    fs.meta_landing_started(&key, &entry.id);
                     let fs = fs.clone();
                     rt.spawn(async move { fs.meta_after_upload(key, mtime, entry).await });
                 }
