@@ -186,6 +186,8 @@ fn rsync_a_twice_transfers_nothing_the_second_time(d: &dyn Drive) {
     m.unmount();
     let m = d.mount(&ms.this, &[]);
     assert_source_kept(&m.path().join("dst"), "remounted with the same state", true);
+    // Each mount has its own mountpoint.
+    let dest = format!("{}/", m.path().join("dst").display());
     let again = run_ok(Command::new("rsync").args(["-a", "--stats", &source, &dest]), QUICK);
     assert!(
         again.stdout_text().contains("Number of regular files transferred: 0"),

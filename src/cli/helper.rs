@@ -43,7 +43,11 @@ const VALUED: &[(&str, &str)] = &[
 ];
 
 /// `-o` options that map to a flag without a value.
-const SWITCHES: &[(&str, &str)] = &[("ro", "--read-only"), ("allow_other", "--allow-other")];
+const SWITCHES: &[(&str, &str)] = &[
+    ("ro", "--read-only"),
+    ("allow_other", "--allow-other"),
+    ("nometadata", "--no-metadata"),
+];
 
 /// Options for mount(8), systemd or the kernel defaults that mean nothing to cloudmount, accepted
 /// and ignored (cloudmount always mounts nodev,nosuid,noatime).
@@ -238,11 +242,12 @@ mod tests {
             "-o",
             "cache_size=64,poll_interval=30,uid=1000,gid=100,umask=027,config=/etc/c.toml,ro",
             "-o",
-            "disk_cache_size=2048,disk_cache_dir=/var/cache/work-blocks,disk_cache_min_free=10",
+            "disk_cache_size=2048,disk_cache_dir=/var/cache/work-blocks,disk_cache_min_free=10,nometadata",
             "-v",
         ]))
         .unwrap();
         let (a, o) = (&m.args, &m.args.options);
+        assert!(o.no_metadata && !o.fs_config().unwrap().keep_metadata);
         assert_eq!(a.remote, "work");
         assert_eq!(a.mountpoint, Path::new("/mnt/work"));
         assert!(o.allow_other && o.read_only && !o.foreground);

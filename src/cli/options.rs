@@ -26,6 +26,7 @@ const KIB: u64 = 1 << 10;
 pub const DEFAULTS: MountOptions = MountOptions {
     read_only: false,
     allow_other: false,
+    no_metadata: false,
     uid: None,
     gid: None,
     umask: Umask(Ownership::DEFAULT_UMASK),
@@ -61,6 +62,11 @@ pub struct MountOptions {
     /// kernel still checks --uid, --gid and --umask for them.
     #[arg(long, help_heading = heading::COMMON)]
     pub allow_other: bool,
+    /// Keep no modes, owners or times of our own (mount option `nometadata`): items show
+    /// --uid, --gid, --umask and the server's times, and chmod, chown and utimens the remote
+    /// cannot keep succeed without effect.
+    #[arg(long, help_heading = heading::COMMON)]
+    pub no_metadata: bool,
     /// Owner shown for every file and folder [default: the user who mounts].
     #[arg(long, value_name = "UID", help_heading = heading::COMMON)]
     pub uid: Option<u32>,
@@ -330,6 +336,7 @@ impl MountOptions {
             disk_cache_min_free: self.disk_cache_min_free / 100.0,
             max_prefetch_bytes: self.prefetch.saturating_mul(MIB),
             read_only: self.read_only,
+            keep_metadata: !self.no_metadata,
         })
     }
 }

@@ -96,6 +96,15 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
             },
         )
         .with_context(|| format!("cannot open the upload journal in {}", st.dir.display()))?;
+        let store = if fs_cfg.keep_metadata {
+            let dir = st.metadata();
+            let store = crate::metastore::MetaStore::open(&dir)
+                .with_context(|| format!("cannot open the metadata store in {}", dir.display()))?;
+            Some(Arc::new(store))
+        } else {
+            None
+        };
+        rt.block_on(fs.enable_metadata(store));
         Some(st)
     };
     let settings = MountSettings {
@@ -212,6 +221,8 @@ fn mount_and_run(rt: &tokio::runtime::Runtime, plan: &MountPlan, readiness: &mut
             }
         }
         queue.stop();
+        // What landed uploads carry of modes and times is given to their items.
+        rt.block_on(fs.settle_metadata(Duration::from_secs(30)));
         if let Some(r) = retrying {
             r.abort();
         }

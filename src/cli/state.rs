@@ -100,6 +100,12 @@ impl RemoteState {
     pub fn staging(&self) -> PathBuf {
         self.dir.join("staging")
     }
+
+    /// Folder of the local metadata store (`crate::metastore`): modes, owners and times the
+    /// server cannot keep.
+    pub fn metadata(&self) -> PathBuf {
+        self.dir.join("meta")
+    }
 }
 
 /// What a live mount publishes about itself.

@@ -17,8 +17,9 @@ use tokio::runtime::Handle;
 use tracing::{Instrument, Span};
 
 use super::errno::{errno_of, is_expected};
-use crate::remote::EntryKind;
-use crate::vfs::{Attr, DriveFs, FsError, FsErrorKind};
+use crate::remote::meta::MODE_BITS;
+use crate::remote::{EntryKind, Meta};
+use crate::vfs::{Attr, DriveFs, FsError};
 
 /// The fuser `Filesystem` over a [`DriveFs`].
 pub struct FuseAdapter {
@@ -202,7 +203,7 @@ impl Filesystem for FuseAdapter {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
@@ -216,35 +217,27 @@ impl Filesystem for FuseAdapter {
         let fs = self.fs.clone();
         self.spawn(span, async move {
             let result = async {
-                if mode.is_some() || uid.is_some() || gid.is_some() {
-                    fs.check_writable()?;
-                    // Remotes keep no owners or modes, so only a change to what is already shown
-                    // (`chmod 644` of a 0644 file, `chown` to its owner: tools like `cp -p`, rsync
-                    // and test suites do this) can honestly succeed; anything else would be a lie.
-                    let (current, _) = fs.getattr(ino.0).await?;
-                    let same_mode = mode.is_none_or(|m| m & 0o7777 == u32::from(current.perm));
-                    let same_owner = uid.is_none_or(|u| u == current.uid) && gid.is_none_or(|g| g == current.gid);
-                    if !(same_mode && same_owner) {
-                        return Err(FsError::new(
-                            FsErrorKind::NotPermitted,
-                            "owners and modes cannot be kept on this remote",
-                        ));
-                    }
-                }
                 let mut attr = None;
                 if let Some(size) = size {
                     attr = Some(fs.truncate(ino.0, size, fh.map(|f| f.0)).await?);
                 }
-                if let Some(t) = mtime {
-                    let when = match t {
-                        TimeOrNow::SpecificTime(t) => t,
-                        TimeOrNow::Now => SystemTime::now(),
-                    };
-                    attr = Some(fs.set_mtime(ino.0, when).await?);
+                let at = |t: TimeOrNow| match t {
+                    TimeOrNow::SpecificTime(t) => t,
+                    TimeOrNow::Now => SystemTime::now(),
+                };
+                let change = Meta {
+                    mode: mode.map(|m| m & MODE_BITS),
+                    uid,
+                    gid,
+                    mtime: mtime.map(at),
+                    atime: atime.map(at),
+                    ..Meta::default()
+                };
+                if !change.is_empty() {
+                    attr = Some(fs.change_meta(ino.0, change).await?);
                 }
                 match attr {
                     Some(a) => Ok((a, fs.config().attr_ttl)),
-                    // atime only: remotes keep none, and the mount is noatime.
                     None => fs.getattr(ino.0).await,
                 }
             }
@@ -286,11 +279,17 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
         let span = request_span("mkdir", req, parent.0, None);
         let (fs, name) = (self.fs.clone(), name.to_owned());
         self.spawn(span, async move {
-            match fs.mkdir(parent.0, &name).await {
+            let made = async {
+                let mut l = fs.mkdir(parent.0, &name).await?;
+                l.attr = fs.keep_created_mode(l.attr, mode).await?;
+                Ok::<_, FsError>(l)
+            }
+            .await;
+            match made {
                 Ok(l) => reply.entry(&l.ttl, &file_attr(&l.attr), Generation(0)),
                 Err(e) => reply.error(failed(e)),
             }
@@ -599,7 +598,7 @@ impl Filesystem for FuseAdapter {
         req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
+        mode: u32,
         _umask: u32,
         flags: i32,
         reply: ReplyCreate,
@@ -607,7 +606,19 @@ impl Filesystem for FuseAdapter {
         let span = request_span("create", req, parent.0, None);
         let (fs, name) = (self.fs.clone(), name.to_owned());
         self.spawn(span, async move {
-            match fs.create(parent.0, &name, flags).await {
+            let made = async {
+                let (mut l, o) = fs.create(parent.0, &name, flags).await?;
+                match fs.keep_created_mode(l.attr, mode).await {
+                    Ok(attr) => l.attr = attr,
+                    Err(e) => {
+                        let _ = fs.release(o.fh).await;
+                        return Err(e);
+                    }
+                }
+                Ok::<_, FsError>((l, o))
+            }
+            .await;
+            match made {
                 Ok((l, o)) => reply.created(
                     &l.ttl,
                     &file_attr(&l.attr),

@@ -3,7 +3,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::remote::{Entry, EntryKind, Version};
+use crate::remote::meta::MODE_BITS;
+use crate::remote::{Entry, EntryKind, Meta, Version};
 
 /// Attributes of one inode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +29,26 @@ pub struct Attr {
     /// Shown as a symbolic link: a `.rclonelink` file (see [`crate::remote::links`]); `size` is
     /// then its target's length.
     pub link: bool,
+}
+
+impl Attr {
+    /// These attributes with what `meta` holds in place of the defaults: permission bits
+    /// (setuid, setgid and sticky included), owner, group and modification time.
+    pub fn with_meta(mut self, meta: &Meta) -> Attr {
+        if let Some(mode) = meta.mode {
+            self.perm = (mode & MODE_BITS) as u16;
+        }
+        if let Some(uid) = meta.uid {
+            self.uid = uid;
+        }
+        if let Some(gid) = meta.gid {
+            self.gid = gid;
+        }
+        if let Some(mtime) = meta.mtime {
+            self.mtime = mtime;
+        }
+        self
+    }
 }
 
 /// How remote items are presented locally: remotes have no owners or modes.

@@ -48,6 +48,10 @@ pub struct FsConfig {
     /// Whether the mount refuses every change (`--read-only`, or a remote without writes). A core
     /// whose writes were never enabled ([`DriveFs::enable_writes`]) refuses them too.
     pub read_only: bool,
+    /// Whether modes, owners and times set here are kept (on the server where it can hold them,
+    /// else in the local store given by [`DriveFs::enable_metadata`]); `false` is
+    /// `--no-metadata`: the defaults of [`Ownership`], and changes accepted without effect.
+    pub keep_metadata: bool,
 }
 
 impl FsConfig {
@@ -81,6 +85,7 @@ impl Default for FsConfig {
             disk_cache_min_free: Self::DEFAULT_DISK_CACHE_MIN_FREE,
             max_prefetch_bytes: Self::DEFAULT_PREFETCH_BYTES,
             read_only: false,
+            keep_metadata: true,
         }
     }
 }
@@ -164,6 +169,8 @@ pub struct DriveFs {
     /// The runtime the core was built in, so reads answered outside it
     /// ([`DriveFs::try_read_now`]) can still start prefetches.
     rt: tokio::runtime::Handle,
+    /// Modes, owners and times kept here and on the server (see [`super::meta`]).
+    pub(super) meta: super::meta::MetaWiring,
 }
 
 impl DriveFs {
@@ -190,6 +197,7 @@ impl DriveFs {
             file_changed: tokio::sync::Notify::new(),
             invalidate_tx: Mutex::new(None),
             rt: tokio::runtime::Handle::current(),
+            meta: super::meta::MetaWiring::default(),
         }))
     }
 
@@ -291,7 +299,7 @@ impl DriveFs {
         let entry = self.inodes.get(up.ino).map(|n| n.entry).unwrap_or(entry);
         let entry = self.inodes.as_shown(up.ino, entry);
         Ok(Looked {
-            attr: self.cfg.ownership.attr(up.ino, &entry),
+            attr: self.shown_attr(up.ino, &entry),
             ttl: self.cfg.attr_ttl,
         })
     }
@@ -321,7 +329,7 @@ impl DriveFs {
 
     /// The attributes of `ino` showing `entry`; a file unlinked while open has no links left.
     pub(super) fn attr_for(&self, ino: u64, entry: &Entry) -> Attr {
-        let mut attr = self.cfg.ownership.attr(ino, entry);
+        let mut attr = self.shown_attr(ino, entry);
         if self.inodes.get(ino).is_some_and(|n| n.parent == DETACHED) {
             attr.nlink = 0;
         }
@@ -725,7 +733,7 @@ impl DriveFs {
             match &slot.entry {
                 None => {
                     let attr = match self.inodes.get(slot.ino) {
-                        Some(node) => self.cfg.ownership.attr(slot.ino, &node.entry),
+                        Some(node) => self.shown_attr(slot.ino, &node.entry),
                         None => continue,
                     };
                     let item = DirItem {
@@ -741,7 +749,7 @@ impl DriveFs {
                 }
                 Some(entry) => {
                     let (ino, entry) = self.inodes.add_lookup(h.ino, slot.ino, entry, self.valid_until());
-                    let attr = self.cfg.ownership.attr(ino, &self.inodes.as_shown(ino, entry.clone()));
+                    let attr = self.shown_attr(ino, &self.inodes.as_shown(ino, entry.clone()));
                     if add(
                         DirItem {
                             ino,

@@ -37,6 +37,7 @@ pub mod fs;
 pub mod handles;
 pub mod links;
 pub mod local;
+mod meta;
 pub mod namespace;
 pub mod prefetch;
 pub mod write;

@@ -7,6 +7,7 @@
 use crate::error::RemoteError;
 use crate::fs_err;
 use crate::remote::{Change, ChangeBatch, ItemId};
+use std::time::SystemTime;
 
 use super::super::error::FsResult;
 use super::super::fs::DriveFs;
@@ -239,7 +240,11 @@ impl DriveFs {
     /// The upload queue reports: keep our view of the file in step with the server. Returns the
     /// inode whose name now holds another device's version (ours went up as a conflict copy and
     /// nothing local is left): see [`DriveFs::take_server_version`].
-    pub(super) fn on_upload_event(&self, ev: UploadEvent) -> Option<u64> {
+    ///
+    /// Also returns the modification time the landed content shows (the upload's, or a time set
+    /// after it was handed over, kept as metadata: see `DriveFs::change_meta`), read under the
+    /// node's lock together with the landing; `None` when a newer generation follows.
+    pub(super) fn on_upload_event(&self, ev: UploadEvent) -> (Option<u64>, Option<SystemTime>) {
         let UploadEvent::Uploaded {
             record,
             entry,
@@ -247,9 +252,12 @@ impl DriveFs {
             generation,
         } = ev
         else {
-            return None;
+            return (None, None);
         };
-        let ino = self.inodes.by_local_key(&record.key)?;
+        let mut shown_mtime = Some(record.mtime());
+        let Some(ino) = self.inodes.by_local_key(&record.key) else {
+            return (None, shown_mtime);
+        };
         let valid = self.valid_until();
         let parent = self.inodes.get(ino).map(|n| n.parent);
         let settled = self
@@ -258,7 +266,15 @@ impl DriveFs {
                 let Some(local) = n.local.as_mut() else {
                     return Settled::Kept;
                 };
-                local.note_landed(generation, &entry, conflict_copy);
+                // Metadata is given at the landing of the latest generation only (what was set
+                // while pending waits for the content it was set on).
+                shown_mtime = (local.generation == Some(generation) && !conflict_copy).then_some(local.mtime);
+                // A time the server keeps as metadata is the one about to be sent again.
+                let mut landed = entry.clone();
+                if let (Some(_), Some(t)) = (landed.meta.mtime, shown_mtime) {
+                    landed.meta.mtime = Some(t);
+                }
+                local.note_landed(generation, &landed, conflict_copy);
                 if !conflict_copy {
                     n.entry.id = entry.id.clone();
                 }
@@ -271,10 +287,13 @@ impl DriveFs {
                 // The listing shows what the node shows: our size and time.
                 shown.size = n.entry.size;
                 shown.mtime = n.entry.mtime;
+                if let (Some(_), Some(t)) = (shown.meta.mtime, shown_mtime) {
+                    shown.meta.mtime = Some(t);
+                }
             }
             self.inodes.listing_insert(parent, shown);
         }
-        (settled == Settled::Conflicted).then_some(ino)
+        ((settled == Settled::Conflicted).then_some(ino), shown_mtime)
     }
 
     /// Our version of `ino` went up as a conflict copy: its name holds the other device's version,

@@ -140,10 +140,26 @@ impl DriveFs {
         let weak = Arc::downgrade(self);
         let sink = Box::new(move |ev: UploadEvent| {
             if let Some(fs) = weak.upgrade() {
-                if let Some(ino) = fs.on_upload_event(ev) {
-                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                        rt.spawn(async move { fs.take_server_version(ino).await });
-                    }
+                let landed = match &ev {
+                    UploadEvent::Uploaded {
+                        record,
+                        entry,
+                        conflict_copy: false,
+                        ..
+                    } => Some((record.key.clone(), entry.clone())),
+                    _ => None,
+                };
+                let (conflicted, mtime) = fs.on_upload_event(ev);
+                let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                    return;
+                };
+                if let (Some((key, entry)), Some(mtime)) = (landed, mtime) {
+                    fs.meta_landing_started(&key, &entry.id);
+                    let fs = fs.clone();
+                    rt.spawn(async move { fs.meta_after_upload(key, mtime, entry).await });
+                }
+                if let Some(ino) = conflicted {
+                    rt.spawn(async move { fs.take_server_version(ino).await });
                 }
             }
         });

@@ -276,12 +276,14 @@ impl DriveFs {
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }
+        // The time the item shows (a time kept as metadata over the server's own).
+        let shown_mtime = self.shown_attr(ino, &entry).mtime;
         let mut local = LocalContent::new(
             new_key(),
             NodeId::Remote(entry.id.clone()),
             (path.clone(), file),
             if resize == Some(0) { 0 } else { entry.size },
-            entry.mtime,
+            shown_mtime,
         );
         local.base_version = entry.version.clone();
         if let Some(size) = resize {

@@ -87,7 +87,7 @@ impl DriveFs {
         let ino = self.inodes.insert_local(dir.ino, entry.clone(), local);
         self.inodes.touch_dir(dir.ino);
         let fh = self.writable_handle(ino, &entry);
-        let attr = self.cfg.ownership.attr(ino, &entry);
+        let attr = self.shown_attr(ino, &entry);
         Ok((
             Looked {
                 attr,
@@ -111,7 +111,7 @@ impl DriveFs {
         self.inodes.touch_dir(parent);
         let up = self.inodes.upsert(parent, entry.clone(), self.valid_until(), 1);
         Ok(Looked {
-            attr: self.cfg.ownership.attr(up.ino, &entry),
+            attr: self.shown_attr(up.ino, &entry),
             ttl: self.cfg.attr_ttl,
         })
     }
@@ -185,6 +185,8 @@ impl DriveFs {
                 Err(e) => return Err(e.into()),
             }
         }
+        self.meta_removed(&node.entry.id, node.local.as_ref().map(|l| l.key.as_str()))
+            .await;
         if node.local.is_some() && self.files.any(|h| h.ino == node.ino) {
             self.detach_open_file(parent, &node).await;
             return Ok(());
@@ -263,6 +265,7 @@ impl DriveFs {
             Ok(()) | Err(RemoteError::NotFound) => {}
             Err(e) => return Err(e.into()),
         }
+        self.meta_removed(&node.entry.id, None).await;
         self.forget_item(parent, &node);
         Ok(())
     }
@@ -385,10 +388,14 @@ impl DriveFs {
                 wb.queue.cancel(&local.key);
             }
         }
+        // What a landed upload gives its item goes to the id it landed as: before that id moves.
+        self.settle_metadata(super::super::meta::LANDING_WAIT).await;
         let moved = self
             .remote
             .rename(&source.entry.id, &dest_dir.entry.id, new_name, target.is_some())
             .await?;
+        self.meta_moved(&source.entry.id, &moved.id, target.as_ref().map(|t| &t.entry.id))
+            .await;
         if let Some(t) = &target {
             self.forget_item(new_parent, t);
         }
