@@ -31,6 +31,7 @@
 pub mod attr;
 pub mod cache;
 pub mod changes;
+pub mod dir;
 pub mod disk_cache;
 mod error;
 pub mod fs;
@@ -40,6 +41,7 @@ pub mod local;
 mod meta;
 pub mod namespace;
 pub mod prefetch;
+mod read;
 pub mod write;
 pub mod writeback;
 
