@@ -56,6 +56,11 @@ pub(super) const LANDING_WAIT: Duration = Duration::from_secs(30);
 
 /// The store key of changes made to a file whose upload has not landed (by its journal key; the
 /// NUL keeps it apart from every server id).
+/// Whether `a` and `b` are the same time as a server that rounds (to the second at worst) keeps it.
+fn same_second(a: SystemTime, b: SystemTime) -> bool {
+    a.duration_since(b).unwrap_or_else(|e| e.duration()) < Duration::from_secs(1)
+}
+
 fn pending_key(journal_key: &str) -> String {
     format!("\0pending:{journal_key}")
 }
@@ -343,9 +348,13 @@ impl DriveFs {
                 .filter(|m| held.mode.is_some() || *m != u32::from(defaults.perm)),
             uid: wanted.uid.filter(|u| held.uid.is_some() || *u != defaults.uid),
             gid: wanted.gid.filter(|g| held.gid.is_some() || *g != defaults.gid),
+            // Sent again only when set while pending, or when the server holds another time than
+            // the upload's beyond its rounding: a PATCH of the same time changes the item's version
+            // (OneDrive's eTag), and with it the time shown (ours to the nanosecond until then),
+            // which editors read as "changed since reading it" (vim's W11).
             mtime: wanted
                 .mtime
-                .filter(|_| set_while_pending.mtime.is_some() || held.mtime.is_some()),
+                .filter(|t| set_while_pending.mtime.is_some() || held.mtime.is_some_and(|h| !same_second(h, *t))),
             ..wanted.clone()
         }
         .restricted_to(MetaFields::PROPERTIES);
