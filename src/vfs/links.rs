@@ -97,8 +97,9 @@ impl DriveFs {
             found => return found,
         }
         let file = link_file_name(name);
-        if file.len() > 255 {
-            // No drive holds a name that long: no link can have it.
+        if file.len() > 255 || self.remote.check_name(name).is_err() {
+            // No drive holds a name that long, and a link's name follows the drive's rules for
+            // names (see `symlink`): no link can have it, and the server is not asked.
             return Err(fs_err!(NotFound, "{name:?} not found"));
         }
         let found = match self.lookup_item(parent, &file).await {
@@ -119,6 +120,10 @@ impl DriveFs {
     pub async fn symlink(&self, parent: u64, name: &OsStr, target: &Path) -> FsResult<Looked> {
         self.check_writable()?;
         let name = existing_name(name)?;
+        // The name shown is held to the drive's rules for names, as a file's would be (OneDrive
+        // refuses `y.` though it would take `y..rclonelink`): what the mount shows stays a name
+        // the drive could hold.
+        self.remote.check_name(name)?;
         let target = target
             .to_str()
             .ok_or_else(|| fs_err!(InvalidArgument, "a link target must be UTF-8 to be kept on the drive"))?;
