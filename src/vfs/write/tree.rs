@@ -298,6 +298,9 @@ impl DriveFs {
         self.wb()?;
         let name = super::super::fs::existing_name(name)?;
         let shown_new_name = super::super::fs::existing_name(new_name)?;
+        // A name the drive refuses is refused before anything is asked of the server (a link's
+        // name follows the same rules as a file's).
+        self.new_name(new_parent, OsStr::new(shown_new_name))?;
         let source = self.child(parent, name).await?;
         // A link moves as its `.rclonelink` file, keeping the suffix; nothing else may take it.
         let source_is_link = crate::remote::links::is_link(source.entry.kind, &source.entry.name);
