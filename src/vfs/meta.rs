@@ -171,6 +171,7 @@ impl DriveFs {
             }
             // The time itself travels with the content; kept here it marks the time as set
             // (`touch -d`), so the landing sends it to the server again.
+            let again = change.clone();
             let rest = change;
             if !rest.is_empty() {
                 // Under the journal key, which the landing of its upload reads last (so a change
@@ -189,6 +190,16 @@ impl DriveFs {
                     s.update(&pending, &rest).map(|_| ())
                 })
                 .await?;
+                let still_pending = self
+                    .inodes
+                    .get(ino)
+                    .and_then(|n| n.local)
+                    .is_some_and(|l| l.key == local.key);
+                if !still_pending {
+                    // The upload landed meanwhile and may have taken what was pending before this
+                    // change reached it: give the change to the item now, after that landing.
+                    return Box::pin(self.change_meta(ino, again)).await;
+                }
             }
             return self.attr_of_node(ino);
         }
