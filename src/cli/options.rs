@@ -203,18 +203,6 @@ impl fmt::Display for Umask {
     }
 }
 
-impl Serialize for Umask {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        as_text(self, s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Umask {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        from_text(d)
-    }
-}
-
 impl std::str::FromStr for Umask {
     type Err = String;
 
@@ -244,18 +232,6 @@ impl fmt::Display for NegativeTtl {
     }
 }
 
-impl Serialize for NegativeTtl {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        as_text(self, s)
-    }
-}
-
-impl<'de> Deserialize<'de> for NegativeTtl {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        from_text(d)
-    }
-}
-
 impl std::str::FromStr for NegativeTtl {
     type Err = String;
 
@@ -268,6 +244,25 @@ impl std::str::FromStr for NegativeTtl {
             .map_err(|_| format!("{s:?} is neither a number of seconds nor `ttl`"))
     }
 }
+
+/// Serialize and deserialize `$t` as its text form (`Display` / `FromStr`), as the flags take it.
+macro_rules! as_text_form {
+    ($($t:ty),+) => {$(
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                as_text(self, s)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                from_text(d)
+            }
+        }
+    )+};
+}
+
+as_text_form!(Umask, NegativeTtl);
 
 /// `v` seconds of option `--name`, refused when negative or not a number.
 pub(super) fn secs(name: &str, v: f64) -> Result<Duration> {
